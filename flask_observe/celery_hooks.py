@@ -1,0 +1,99 @@
+"""Celery: tasks published during a request carry its correlation ID; workers bind it.
+
+On publish, the current ID goes into the task message's headers
+(``observe_correlation_id``; Celery's own ``correlation_id`` is the task ID). In the
+worker, ``task_prerun`` binds it (validated like an incoming HTTP header; a task without a
+valid one gets a fresh ID) together with ``task_id`` and ``task_name`` as structlog context
+variables, so every log line the task writes carries them; ``task_postrun`` unbinds them.
+
+The signal receivers are process-wide (Celery's signals are), connected once whatever the
+number of apps.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import structlog
+
+from .correlation import (
+    get_correlation_id,
+    id_validator,
+    new_correlation_id,
+    reset_correlation_id,
+    set_correlation_id,
+)
+
+__all__ = ["HEADER", "connect"]
+
+logger = logging.getLogger("flask_observe")
+
+#: Name of the task message header carrying the correlation ID.
+HEADER = "observe_correlation_id"
+_STATE_ATTR = "_flask_observe_bound"
+_is_valid = id_validator(128)
+
+
+def connect(keep_logging: bool) -> None:
+    """Connect the receivers (idempotent).
+
+    :param keep_logging: stop Celery's worker from replacing the root logger's handlers, so
+        task logs keep flowing through flask_observe's pipeline.
+    """
+    from celery import signals
+
+    signals.before_task_publish.connect(_on_publish, weak=False, dispatch_uid=__name__ + ".pub")
+    signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid=__name__ + ".prerun")
+    signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid=__name__ + ".postrun")
+    if keep_logging:
+        # With any receiver on setup_logging, Celery leaves logging configuration alone.
+        signals.setup_logging.connect(_keep_logging, weak=False, dispatch_uid=__name__ + ".log")
+
+
+def _keep_logging(**_: Any) -> None:
+    logger.debug("celery worker keeps the logging set up by flask_observe")
+
+
+def _on_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    correlation_id = get_correlation_id()
+    if correlation_id is not None and headers is not None and HEADER not in headers:
+        headers[HEADER] = correlation_id
+
+
+def _incoming(task: Any) -> str | None:
+    request = getattr(task, "request", None)
+    if request is None:
+        return None
+    value = getattr(request, HEADER, None)
+    if value is None:
+        headers = getattr(request, "headers", None) or {}
+        value = headers.get(HEADER) if isinstance(headers, dict) else None
+    if isinstance(value, str) and _is_valid(value):
+        return value
+    return None
+
+
+def _on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    try:
+        # An eagerly run task executes inside the publishing request: keep its ID.
+        correlation_id = _incoming(task) or get_correlation_id() or new_correlation_id()
+        token = set_correlation_id(correlation_id)
+        tokens = structlog.contextvars.bind_contextvars(
+            task_id=task_id, task_name=getattr(task, "name", None)
+        )
+        if task is not None and getattr(task, "request", None) is not None:
+            setattr(task.request, _STATE_ATTR, (token, tokens))
+    except Exception:
+        logger.exception("flask_observe: binding the correlation ID to a task failed")
+
+
+def _on_postrun(task: Any = None, **_: Any) -> None:
+    request = getattr(task, "request", None)
+    state = getattr(request, _STATE_ATTR, None) if request is not None else None
+    if state is None:
+        return
+    token, tokens = state
+    setattr(request, _STATE_ATTR, None)
+    structlog.contextvars.reset_contextvars(**tokens)
+    reset_correlation_id(token)

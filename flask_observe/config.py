@@ -1,0 +1,317 @@
+"""Configuration: every ``OBSERVE_*`` key, its default, and its validation, in one place.
+
+Keys are read once, in :meth:`Observe.init_app`, into a frozen :class:`ObserveConfig`.
+Values may come from ``app.config`` (set in code or through Flask's
+``app.config.from_prefixed_env()``, i.e. ``FLASK_OBSERVE_*`` environment variables, which Flask
+parses as JSON when it can) or from keyword options given to ``Observe(...)``, which act as
+defaults that ``app.config`` overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ConfigError", "ObserveConfig", "config_keys"]
+
+PREFIX = "OBSERVE_"
+
+#: Characters accepted in an incoming request ID, and its length bounds (see docs/correlation.md).
+REQUEST_ID_PATTERN = r"[A-Za-z0-9._:@+=-]"
+MAX_REQUEST_ID_LENGTH_LIMIT = 1024
+
+LOG_FORMATS = ("json", "console")
+_LEVEL_NAMES = frozenset(("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET"))
+ROTATE_INTERVALS = ("hourly", "daily")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key and what it expects."""
+
+
+@dataclass(frozen=True)
+class ObserveConfig:
+    """The validated settings of one app. Field ``x`` is config key ``OBSERVE_X``."""
+
+    #: Master switch: ``False`` turns every feature off.
+    enabled: bool = True
+    #: ``service`` field of every log line; defaults to the Flask app's name.
+    service_name: str | None = None
+    service_version: str | None = None
+    environment: str | None = None
+
+    # -- correlation IDs ------------------------------------------------------------------
+    correlation_enabled: bool = True
+    #: Header read from requests and echoed on every response.
+    request_id_header: str = "X-Request-ID"
+    #: Other incoming headers accepted when the main one is absent.
+    request_id_fallback_headers: tuple[str, ...] = ("X-Correlation-ID",)
+    #: Accept valid incoming IDs; ``False`` always generates a fresh one.
+    request_id_trust_incoming: bool = True
+    request_id_max_length: int = 128
+    #: Outgoing ``requests`` calls carry the ID only to these hosts (``host``, ``host:port``,
+    #: ``*.domain``). Empty: to no host.
+    propagate_hosts: tuple[str, ...] = ()
+    #: Celery task headers carry the ID; ``None``: on when Celery is installed.
+    celery_enabled: bool | None = None
+
+    # -- logging --------------------------------------------------------------------------
+    logging_enabled: bool = True
+    log_level: str = "INFO"
+    log_format: str = "json"
+    log_stdout: bool = True
+    log_dir: str | None = None
+    log_file_name: str = "app.log"
+    #: Rotate the active file when it reaches this size; 0 turns size rotation off.
+    log_rotate_bytes: int = 10 * 1024 * 1024
+    #: Rotate at the start of each UTC hour or day; ``None`` turns time rotation off.
+    log_rotate_interval: str | None = None
+    log_compress: bool = True
+    #: Retention of rotated files; 0 means no limit of that kind.
+    log_retention_days: float = 14.0
+    log_retention_files: int = 50
+    log_retention_bytes: int = 1024 * 1024 * 1024
+    #: Per-logger levels, e.g. ``{"sqlalchemy.engine": "WARNING"}``.
+    log_levels: Mapping[str, str] = field(default_factory=dict)
+
+    # -- access log -----------------------------------------------------------------------
+    access_log: bool = True
+    #: The client address is personal data: off unless asked for.
+    access_log_remote_addr: bool = False
+    #: Regular expressions searched in the request path; matching requests are left out of the
+    #: access log (and, as they arrive, of tracing and metrics).
+    excluded_paths: tuple[str, ...] = (r"^/health/(live|ready|startup)$", r"^/metrics$")
+
+
+def config_keys() -> dict[str, Any]:
+    """Every ``OBSERVE_*`` key with its default value."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(ObserveConfig):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        out[PREFIX + f.name.upper()] = default
+    return out
+
+
+# -- parsing ------------------------------------------------------------------------------
+# Values may arrive as Python objects (set in code) or as strings (environment variables
+# Flask could not parse as JSON). Each parser accepts both and raises ValueError with what it
+# expects.
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+    raise ValueError("expected a boolean (true/false)")
+
+
+def _opt_bool(value: Any) -> bool | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "auto")):
+        return None
+    return _bool(value)
+
+
+def _int(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError("expected an integer")
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ValueError("expected an integer") from None
+        if number < minimum or (maximum is not None and number > maximum):
+            upper = f" and <= {maximum}" if maximum is not None else ""
+            raise ValueError(f"expected an integer >= {minimum}{upper}")
+        return number
+
+    return parse
+
+
+def _float(minimum: float) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        if isinstance(value, bool):
+            raise ValueError("expected a number")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError("expected a number") from None
+        if number < minimum or number != number:
+            raise ValueError(f"expected a number >= {minimum}")
+        return number
+
+    return parse
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a non-empty string")
+    return value.strip()
+
+
+def _opt_str(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return _str(value)
+
+
+def _choice(*choices: str, optional: bool = False) -> Callable[[Any], str | None]:
+    def parse(value: Any) -> str | None:
+        if optional and (value is None or value == ""):
+            return None
+        if isinstance(value, str) and value.strip().lower() in choices:
+            return value.strip().lower()
+        allowed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"expected one of {allowed}" + (" or None" if optional else ""))
+
+    return parse
+
+
+def _str_tuple(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                raise ValueError("expected a list of strings or a comma-separated string") from None
+        else:
+            value = text.split(",")
+    if isinstance(value, (list, tuple, set, frozenset)) and all(isinstance(v, str) for v in value):
+        return tuple(v.strip() for v in value if v.strip())
+    raise ValueError("expected a list of strings or a comma-separated string")
+
+
+def _level(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        name = logging.getLevelName(value)
+        if isinstance(name, str) and not name.startswith("Level "):
+            return name
+    if isinstance(value, str) and value.strip().upper() in _LEVEL_NAMES:
+        return value.strip().upper()
+    raise ValueError("expected a log level name (DEBUG, INFO, WARNING, ERROR, CRITICAL)")
+
+
+def _level_map(value: Any) -> Mapping[str, str]:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                raise ValueError("expected a mapping of logger name to level") from None
+        else:
+            pairs = [p.split("=", 1) for p in text.split(",") if p.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise ValueError("expected 'logger=LEVEL,other=LEVEL' or a JSON object")
+            value = {k.strip(): v for k, v in pairs}
+    if not isinstance(value, Mapping):
+        raise ValueError("expected a mapping of logger name to level")
+    return {str(k): _level(v) for k, v in value.items()}
+
+
+def _patterns(value: Any) -> tuple[str, ...]:
+    patterns = _str_tuple(value)
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+    return patterns
+
+
+def _header(value: Any) -> str:
+    name = _str(value)
+    if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+        raise ValueError("expected an HTTP header name")
+    return name
+
+
+def _headers(value: Any) -> tuple[str, ...]:
+    return tuple(_header(v) for v in _str_tuple(value))
+
+
+def _file_name(value: Any) -> str:
+    name = _str(value)
+    if "/" in name or "\\" in name or name in (".", "..") or "\x00" in name:
+        raise ValueError("expected a plain file name (no directories)")
+    return name
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "enabled": _bool,
+    "service_name": _opt_str,
+    "service_version": _opt_str,
+    "environment": _opt_str,
+    "correlation_enabled": _bool,
+    "request_id_header": _header,
+    "request_id_fallback_headers": _headers,
+    "request_id_trust_incoming": _bool,
+    "request_id_max_length": _int(8, MAX_REQUEST_ID_LENGTH_LIMIT),
+    "propagate_hosts": _str_tuple,
+    "celery_enabled": _opt_bool,
+    "logging_enabled": _bool,
+    "log_level": _level,
+    "log_format": _choice(*LOG_FORMATS),
+    "log_stdout": _bool,
+    "log_dir": _opt_str,
+    "log_file_name": _file_name,
+    "log_rotate_bytes": _int(0),
+    "log_rotate_interval": _choice(*ROTATE_INTERVALS, optional=True),
+    "log_compress": _bool,
+    "log_retention_days": _float(0.0),
+    "log_retention_files": _int(0),
+    "log_retention_bytes": _int(0),
+    "log_levels": _level_map,
+    "access_log": _bool,
+    "access_log_remote_addr": _bool,
+    "excluded_paths": _patterns,
+}
+
+
+def option_names() -> frozenset[str]:
+    """Names accepted as keyword options of ``Observe(...)``."""
+    return frozenset(_PARSERS)
+
+
+def load_config(app_config: Mapping[str, Any], options: Mapping[str, Any]) -> ObserveConfig:
+    """Validate the ``OBSERVE_*`` keys of ``app_config`` (``options`` fill in missing ones).
+
+    :raises ConfigError: naming the first invalid key and what it expects.
+    """
+    values: dict[str, Any] = {}
+    for name, parse in _PARSERS.items():
+        key = PREFIX + name.upper()
+        if key in app_config:
+            raw = app_config[key]
+        elif name in options:
+            raw = options[name]
+        else:
+            continue
+        try:
+            values[name] = parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}, got {raw!r}") from None
+    unknown = sorted(
+        k for k in app_config if k.startswith(PREFIX) and k[len(PREFIX) :].lower() not in _PARSERS
+    )
+    if unknown:
+        raise ConfigError(
+            f"{unknown[0]}: unknown flask_observe setting (see docs/configuration.md for the keys)"
+        )
+    return ObserveConfig(**values)

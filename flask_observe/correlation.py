@@ -1,0 +1,305 @@
+"""Correlation IDs: one ID per request, validated or generated at the WSGI level.
+
+The ID lives in a :class:`~contextvars.ContextVar` for the whole request, including the
+streaming of its response, and is echoed in the response header on every response — 404s,
+405s, errors raised by other WSGI middleware and 500s included.
+
+An incoming ID is accepted only when it is 1 to ``max_length`` characters from
+``A-Z a-z 0-9 . _ : @ + = -``; anything else (CR/LF, control characters, ANSI escapes,
+spaces, non-ASCII, over-long values) is dropped and a fresh UUID4 is generated instead, so no
+caller-supplied byte outside that set reaches a log line or a response header.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar, Token
+from typing import TYPE_CHECKING, Any
+
+from ._internal import FailureLog
+from .config import REQUEST_ID_PATTERN
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = ["CorrelationMiddleware", "RequestRecord", "get_correlation_id", "new_correlation_id"]
+
+logger = logging.getLogger("flask_observe")
+
+#: The key under which the request's ID is stored in the WSGI environ.
+ENVIRON_KEY = "flask_observe.correlation_id"
+
+_correlation_id: ContextVar[str | None] = ContextVar("flask_observe.correlation_id", default=None)
+
+
+def get_correlation_id() -> str | None:
+    """The correlation ID of the current request or task, or ``None`` outside of one."""
+    return _correlation_id.get()
+
+
+def set_correlation_id(value: str | None) -> Token[str | None]:
+    """Bind ``value`` as the current correlation ID; reset with the returned token."""
+    return _correlation_id.set(value)
+
+
+def reset_correlation_id(token: Token[str | None]) -> None:
+    """Undo :func:`set_correlation_id`; tolerates a token from another context."""
+    try:
+        _correlation_id.reset(token)
+    except ValueError:
+        # The response was finished in another context than the one that started it (some
+        # async servers); make sure the ID does not leak into the next request anyway.
+        _correlation_id.set(None)
+
+
+def new_correlation_id() -> str:
+    """A fresh random ID: a UUID4 (RFC 9562) in its canonical 36-character form.
+
+    Same bits as ``str(uuid.uuid4())`` — 122 random bits from ``os.urandom`` — in half the time.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def id_validator(max_length: int) -> Callable[[str], bool]:
+    """A predicate accepting IDs made of the allowed characters, 1 to ``max_length`` long."""
+    matcher = re.compile(f"{REQUEST_ID_PATTERN}{{1,{max_length}}}").fullmatch
+
+    def is_valid(value: str) -> bool:
+        return len(value) <= max_length and matcher(value) is not None
+
+    return is_valid
+
+
+def environ_key(header: str) -> str:
+    """The WSGI environ key of an HTTP request header."""
+    return "HTTP_" + header.upper().replace("-", "_")
+
+
+class RequestRecord:
+    """What the middleware knows about one request once its response is finished."""
+
+    __slots__ = (
+        "correlation_id",
+        "duration",
+        "environ",
+        "failed",
+        "route",
+        "size",
+        "start",
+        "status",
+    )
+
+    def __init__(
+        self,
+        environ: WSGIEnvironment,
+        correlation_id: str,
+    ) -> None:
+        self.environ = environ
+        self.correlation_id = correlation_id
+        self.route: str | None = None
+        self.start = time.perf_counter()
+        self.duration = 0.0
+        self.status = 0
+        self.size = 0
+        self.failed = False
+
+
+class CorrelationMiddleware:
+    """WSGI middleware that binds a correlation ID to each request.
+
+    :param wsgi_app: the application to wrap (normally ``app.wsgi_app``).
+    :param header: response header (and preferred request header) of the ID.
+    :param fallback_headers: other request headers accepted when ``header`` is absent.
+    :param trust_incoming: accept valid incoming IDs; ``False`` always generates one.
+    :param max_length: longest incoming ID accepted.
+    :param on_finish: called with the :class:`RequestRecord` after the response is sent.
+    :param route_lookup: called when the app starts its response (its request context is
+        still active then) to name the matched route for :attr:`RequestRecord.route`.
+    :param propagate_exceptions: returns ``True`` when an exception escaping ``wsgi_app``
+        should be re-raised (debug and testing) instead of turned into a 500 response.
+    """
+
+    def __init__(
+        self,
+        wsgi_app: WSGIApplication,
+        *,
+        header: str = "X-Request-ID",
+        fallback_headers: Iterable[str] = ("X-Correlation-ID",),
+        trust_incoming: bool = True,
+        max_length: int = 128,
+        on_finish: Callable[[RequestRecord], None] | None = None,
+        route_lookup: Callable[[], str | None] | None = None,
+        propagate_exceptions: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.wrapped = wsgi_app
+        self.header = header
+        self._header_lower = header.lower()
+        keys = [environ_key(header)] + [environ_key(h) for h in fallback_headers]
+        self._environ_keys = tuple(dict.fromkeys(keys)) if trust_incoming else ()
+        self._is_valid = id_validator(max_length)
+        self._on_finish = on_finish
+        self._route_lookup = route_lookup
+        self._propagate = propagate_exceptions
+        self._failures = FailureLog()
+
+    def incoming_id(self, environ: WSGIEnvironment) -> str | None:
+        """The first valid ID among the accepted request headers, if any."""
+        for key in self._environ_keys:
+            value = environ.get(key)
+            if value is not None and self._is_valid(value):
+                return str(value)
+        return None
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        correlation_id = self.incoming_id(environ) or new_correlation_id()
+        environ[ENVIRON_KEY] = correlation_id
+        token = _correlation_id.set(correlation_id)
+        record = RequestRecord(environ, correlation_id)
+        id_header = (self.header, correlation_id)
+        header_lower = self._header_lower
+        route_lookup = self._route_lookup
+
+        def start_with_id(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], object]:
+            headers[:] = [h for h in headers if h[0].lower() != header_lower]
+            headers.append(id_header)
+            try:
+                record.status = int(status[:3])
+            except ValueError:
+                record.status = 0
+            if route_lookup is not None:
+                try:
+                    record.route = route_lookup()
+                except Exception:
+                    self._failures("looking up the matched route")
+            return start_response(status, headers, exc_info)
+
+        try:
+            iterable = self.wrapped(environ, start_with_id)
+        except Exception:
+            return self._error_response(record, start_response)
+        finally:
+            # Unbound as soon as the app returns: code that runs after the response object is
+            # handed back (a test client, the server) never sees a stale ID. The body
+            # iterator and the finish hook bind it again while they run.
+            reset_correlation_id(token)
+        return _ResponseIterable(record, iterable, self._finish)
+
+    def _error_response(
+        self, record: RequestRecord, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """Answer 500 with the ID for an exception that escaped the wrapped app."""
+        exc_info = sys.exc_info()
+        # Only an app that already started its response needs exc_info passed on (PEP 3333);
+        # some servers and test clients re-raise whenever it is given.
+        started = record.status != 0
+        record.failed = True
+        record.status = 500
+        try:
+            logger.error(
+                "unhandled exception in the WSGI application",
+                exc_info=exc_info,
+                extra={"path": record.environ.get("PATH_INFO", "")},
+            )
+            if self._propagate():
+                raise
+            body = b"Internal Server Error\n"
+            start_response(
+                "500 INTERNAL SERVER ERROR",
+                [
+                    ("Content-Type", "text/plain; charset=utf-8"),
+                    ("Content-Length", str(len(body))),
+                    (self.header, record.correlation_id),
+                ],
+                exc_info if started else None,
+            )
+            record.size = len(body)
+            return [body]
+        finally:
+            self._finish(record)
+            del exc_info
+
+    def _finish(self, record: RequestRecord) -> None:
+        record.duration = time.perf_counter() - record.start
+        if self._on_finish is None:
+            return
+        token = _correlation_id.set(record.correlation_id)
+        try:
+            self._on_finish(record)
+        except Exception:
+            self._failures("request finish hook (access log)")
+        finally:
+            reset_correlation_id(token)
+
+
+class _ResponseIterable:
+    """Wraps the response body to count its bytes and finish the request.
+
+    The request is finished (access log written, ID unbound) when the body is exhausted or,
+    if the server stops early (client gone, error), when it calls ``close()``.
+    """
+
+    __slots__ = ("_finish", "_finished", "_iterable", "_record")
+
+    def __init__(
+        self,
+        record: RequestRecord,
+        iterable: Iterable[bytes],
+        finish: Callable[[RequestRecord], None],
+    ) -> None:
+        self._record = record
+        self._iterable = iterable
+        self._finish = finish
+        self._finished = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        # The ID is bound only while the app produces a chunk (a streaming view logs with
+        # it), never across a yield: the server's code between chunks, or a test client that
+        # stops after the first one, must not see it.
+        record = self._record
+        correlation_id = record.correlation_id
+        var = _correlation_id
+        token = var.set(correlation_id)
+        try:
+            iterator = iter(self._iterable)
+        finally:
+            var.reset(token)
+        while True:
+            token = var.set(correlation_id)
+            try:
+                chunk = next(iterator)
+            except StopIteration:
+                break
+            except BaseException:
+                record.failed = True
+                raise
+            finally:
+                var.reset(token)
+            record.size += len(chunk)
+            yield chunk
+        self._done()
+
+    def _done(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self._finish(self._record)
+
+    def close(self) -> None:
+        token = _correlation_id.set(self._record.correlation_id)
+        try:
+            close = getattr(self._iterable, "close", None)
+            if close is not None:
+                close()
+        finally:
+            reset_correlation_id(token)
+            self._done()

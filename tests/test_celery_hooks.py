@@ -1,0 +1,136 @@
+"""Celery: a task published in a request runs in a real worker with the request's ID."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import need_service, read_json_lines
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def worker_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    need_service("Redis", "127.0.0.1", 6379)
+    env = dict(os.environ)
+    env.update(
+        OBSERVE_TEST_BROKER="redis://127.0.0.1:6379/9",
+        OBSERVE_TEST_LOG_DIR=str(tmp_path / "worker-logs"),
+        OBSERVE_TEST_QUEUE=f"flask-observe-test-{uuid.uuid4().hex[:8]}",
+        PYTHONPATH=str(ROOT),
+    )
+    return env
+
+
+def wait_for(predicate: Any, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    return None
+
+
+@pytest.mark.services
+def test_worker_logs_carry_the_publishing_requests_id(
+    worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Publish in a request; the prefork worker's task log line has that request's ID."""
+    for key in ("OBSERVE_TEST_BROKER", "OBSERVE_TEST_LOG_DIR", "OBSERVE_TEST_QUEUE"):
+        monkeypatch.setenv(key, worker_env[key])
+    sys.modules.pop("tests.apps.celery_worker_app", None)
+    from tests.apps import celery_worker_app as module
+
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tests.apps.celery_worker_app:celery",
+            "worker",
+            "--pool=prefork",
+            "--concurrency=1",
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-Q",
+            worker_env["OBSERVE_TEST_QUEUE"],
+        ],
+        cwd=ROOT,
+        env=worker_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    log_file = Path(worker_env["OBSERVE_TEST_LOG_DIR"]) / "app.log"
+    try:
+        response = module.app.test_client().post(
+            "/enqueue/acme", headers={"X-Request-ID": "celery-rid-1"}
+        )
+        assert response.status_code == 200
+        task_id = response.json["task_id"]
+
+        def task_line() -> dict[str, Any] | None:
+            if worker.poll() is not None:
+                return {"message": "worker exited"}
+            for line in read_json_lines(log_file):
+                if line.get("message") == "task ran":
+                    return line
+            return None
+
+        line = wait_for(task_line, 60)
+        if line is None or line["message"] == "worker exited":
+            worker.terminate()
+            output = worker.communicate(timeout=10)[0].decode(errors="replace")
+            pytest.fail(f"the worker never logged the task; its output:\n{output[-3000:]}")
+        assert line["correlation_id"] == "celery-rid-1"
+        assert line["task_id"] == task_id
+        assert line["task_name"] == "tests.log_account"
+        assert line["account"] == "acme"
+        assert line["service"] == "celery-test-app"
+        # Celery's own worker lines went through our pipeline too (root logger not hijacked).
+        assert any(x["logger"].startswith("celery") for x in read_json_lines(log_file))
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        module.observe.shutdown(module.app)
+
+
+def test_publish_outside_a_request_adds_no_header() -> None:
+    """Without a bound ID, the publish hook leaves the headers alone."""
+    from flask_observe.celery_hooks import _on_publish
+
+    headers: dict[str, Any] = {}
+    _on_publish(headers=headers)
+    assert headers == {}
+
+
+def test_prerun_rejects_unsafe_header_and_postrun_unbinds() -> None:
+    """A forged header value in a task message is replaced; the ID is unbound after the task."""
+    from types import SimpleNamespace
+
+    from flask_observe import get_correlation_id
+    from flask_observe.celery_hooks import _on_postrun, _on_prerun
+
+    task = SimpleNamespace(name="t", request=SimpleNamespace(observe_correlation_id="bad\nvalue"))
+    _on_prerun(task_id="tid", task=task)
+    bound = get_correlation_id()
+    assert bound is not None
+    assert bound != "bad\nvalue"
+    assert "\n" not in bound
+    _on_postrun(task=task)
+    assert get_correlation_id() is None

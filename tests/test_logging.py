@@ -1,0 +1,361 @@
+"""Structured logging: one JSON format for every logger, the access log, and coexistence."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import sqlalchemy as sa
+import structlog
+from flask import Flask, abort
+
+from flask_observe import get_correlation_id, get_logger
+
+from .conftest import LiveServer, parse_stdout, read_json_lines
+
+
+@pytest.fixture
+def logged_app(make_app: Callable[..., Flask], tmp_path: Path) -> Flask:
+    app = make_app("scraper", log_stdout=False, log_dir=str(tmp_path / "logs"))
+
+    @app.get("/accounts/<int:account_id>")
+    def account(account_id: int) -> dict[str, Any]:
+        logging.getLogger("host.views").info("loading account", extra={"account_id": account_id})
+        return {"id": account_id}
+
+    @app.get("/broken")
+    def broken() -> str:
+        raise KeyError("missing")
+
+    @app.get("/denied")
+    def denied() -> str:
+        abort(403)
+
+    return app
+
+
+def lines(tmp_path: Path) -> list[dict[str, Any]]:
+    return read_json_lines(tmp_path / "logs" / "app.log")
+
+
+def test_host_log_line_is_json_with_required_fields(logged_app: Flask, tmp_path: Path) -> None:
+    """A host logger line has timestamp (UTC ISO 8601), level, logger, message, service, ID."""
+    logged_app.test_client().get("/accounts/7", headers={"X-Request-ID": "rid-1"}).close()
+    line = next(x for x in lines(tmp_path) if x["logger"] == "host.views")
+    assert line["message"] == "loading account"
+    assert line["level"] == "info"
+    assert line["service"] == "scraper"
+    assert line["correlation_id"] == "rid-1"
+    assert line["account_id"] == 7
+    assert line["timestamp"].endswith("Z")
+    assert len(line["timestamp"]) == len("2026-11-23T03:14:49.123Z")
+
+
+def test_access_log_line_has_route_template_status_duration_size(
+    logged_app: Flask, tmp_path: Path
+) -> None:
+    """One access line per request: method, route template, path, status, ms, bytes, ID."""
+    response = logged_app.test_client().get("/accounts/7", headers={"X-Request-ID": "rid-2"})
+    assert response.status_code == 200
+    body = response.get_data()  # the line is written once the body has been sent
+    access = [x for x in lines(tmp_path) if x["logger"] == "flask_observe.access"]
+    assert len(access) == 1
+    line = access[0]
+    assert line["method"] == "GET"
+    assert line["route"] == "/accounts/<int:account_id>"
+    assert line["path"] == "/accounts/7"
+    assert line["status"] == 200
+    assert line["response_size"] == len(body)
+    assert 0 < line["duration_ms"] < 10_000
+    assert line["correlation_id"] == "rid-2"
+    assert "remote_addr" not in line
+
+
+def test_access_log_level_follows_status(logged_app: Flask, tmp_path: Path) -> None:
+    """5xx access lines are errors, 4xx warnings; unmatched routes have route null."""
+    client = logged_app.test_client()
+    client.get("/broken").close()
+    client.get("/denied").close()
+    client.get("/nowhere").close()
+    access = {x["path"]: x for x in lines(tmp_path) if x["logger"] == "flask_observe.access"}
+    assert access["/broken"]["level"] == "error"
+    assert access["/broken"]["status"] == 500
+    assert access["/denied"]["level"] == "warning"
+    assert access["/nowhere"]["route"] is None
+    assert access["/nowhere"]["status"] == 404
+
+
+def test_unhandled_exception_is_logged_with_traceback_and_id(
+    logged_app: Flask, tmp_path: Path
+) -> None:
+    """Flask's own 'Exception on ...' line is JSON with the traceback and the request's ID."""
+    logged_app.test_client().get("/broken", headers={"X-Request-ID": "rid-err"}).close()
+    error = next(x for x in lines(tmp_path) if x["logger"] == "scraper" and x["level"] == "error")
+    assert error["correlation_id"] == "rid-err"
+    assert error["exc_type"] == "KeyError"
+    assert "Traceback" in error["exception"]
+
+
+def test_remote_addr_only_when_enabled(make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    """The client address is personal data: logged only with OBSERVE_ACCESS_LOG_REMOTE_ADDR."""
+    app = make_app(log_stdout=False, log_dir=str(tmp_path / "logs"), access_log_remote_addr=True)
+    app.test_client().get("/", environ_base={"REMOTE_ADDR": "203.0.113.9"}).close()
+    (line,) = [x for x in lines(tmp_path) if x["logger"] == "flask_observe.access"]
+    assert line["remote_addr"] == "203.0.113.9"
+
+
+def test_excluded_paths_are_not_access_logged(
+    make_app: Callable[..., Flask], tmp_path: Path
+) -> None:
+    """Probe paths in OBSERVE_EXCLUDED_PATHS get no access line (but still get an ID)."""
+    app = make_app(log_stdout=False, log_dir=str(tmp_path / "logs"))
+
+    @app.get("/health/live")
+    def live() -> str:
+        return "ok"
+
+    response = app.test_client().get("/health/live")
+    response.close()
+    assert "X-Request-ID" in response.headers
+    app.test_client().get("/health/live-ish").close()
+    paths = [x["path"] for x in lines(tmp_path) if x["logger"] == "flask_observe.access"]
+    assert paths == ["/health/live-ish"]
+
+
+def test_access_log_can_be_turned_off(make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    """OBSERVE_ACCESS_LOG=False writes no access lines."""
+    app = make_app(log_stdout=False, log_dir=str(tmp_path / "logs"), access_log=False)
+    app.test_client().get("/").close()
+    assert [x for x in lines(tmp_path) if x["logger"] == "flask_observe.access"] == []
+
+
+def test_structlog_logger_and_bound_context_share_the_pipeline(
+    logged_app: Flask, tmp_path: Path
+) -> None:
+    """get_logger() lines and stdlib lines both carry structlog's bound context variables."""
+
+    @logged_app.get("/structured")
+    def structured() -> str:
+        with structlog.contextvars.bound_contextvars(platform="twitter"):
+            get_logger("host.scraper").info("scraped", followers=10)
+            logging.getLogger("host.plain").warning("plain %s", "line")
+        return "ok"
+
+    logged_app.test_client().get("/structured", headers={"X-Request-ID": "rid-s"}).close()
+    by_logger = {x["logger"]: x for x in lines(tmp_path)}
+    assert by_logger["host.scraper"]["message"] == "scraped"
+    assert by_logger["host.scraper"]["followers"] == 10
+    assert by_logger["host.scraper"]["platform"] == "twitter"
+    assert by_logger["host.scraper"]["correlation_id"] == "rid-s"
+    assert by_logger["host.plain"]["message"] == "plain line"
+    assert by_logger["host.plain"]["platform"] == "twitter"
+
+
+def test_third_party_loggers_come_out_as_json(
+    make_app: Callable[..., Flask], tmp_path: Path
+) -> None:
+    """SQLAlchemy, urllib3 (requests) and werkzeug lines use the same JSON format."""
+    app = make_app(
+        log_stdout=False,
+        log_dir=str(tmp_path / "logs"),
+        log_level="DEBUG",
+        log_levels={"sqlalchemy.engine": "INFO", "urllib3": "DEBUG"},
+    )
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+
+    @app.get("/work")
+    def work() -> str:
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        return "ok"
+
+    with LiveServer(app) as server:
+        assert requests.get(server.url + "/work", timeout=5).status_code == 200
+        logging.getLogger("werkzeug").warning("a werkzeug warning")
+    records = lines(tmp_path)
+    sql = [x for x in records if x["logger"].startswith("sqlalchemy.engine")]
+    assert any("select 1" in x["message"] for x in sql)
+    assert all(x["correlation_id"] for x in sql if "select 1" in x["message"])
+    assert any(x["logger"] == "urllib3.connectionpool" for x in records)
+    assert any(x["logger"] == "werkzeug" and x["level"] == "warning" for x in records)
+    logging.getLogger("sqlalchemy.engine").setLevel(logging.NOTSET)
+    logging.getLogger("urllib3").setLevel(logging.NOTSET)
+
+
+def test_werkzeug_request_lines_are_dropped_as_duplicates(
+    make_app: Callable[..., Flask], tmp_path: Path
+) -> None:
+    """The dev server's own '"GET / HTTP/1.1" 200' line is dropped: the access log has it."""
+    app = make_app(log_stdout=False, log_dir=str(tmp_path / "logs"))
+    with LiveServer(app) as server:
+        requests.get(server.url + "/nothing-here", timeout=5)
+    records = lines(tmp_path)
+    assert [x for x in records if x["logger"] == "werkzeug" and "HTTP/1.1" in x["message"]] == []
+    assert any(x["logger"] == "flask_observe.access" for x in records)
+
+
+def test_reserved_names_in_extra_do_not_overwrite_fields(logged_app: Flask, tmp_path: Path) -> None:
+    """A caller's extra 'service' or 'level' is kept as extra_<name>, not clobbering ours."""
+    with logged_app.app_context():
+        logging.getLogger("host").info("x", extra={"service": "evil", "level": "fake"})
+    line = next(x for x in lines(tmp_path) if x["logger"] == "host")
+    assert line["service"] == "scraper"
+    assert line["level"] == "info"
+    assert line["extra_service"] == "evil"
+    assert line["extra_level"] == "fake"
+
+
+def test_unserialisable_extra_is_rendered_as_text(logged_app: Flask, tmp_path: Path) -> None:
+    """Objects JSON cannot encode are written as str(), never dropping the line."""
+
+    class Thing:
+        def __str__(self) -> str:
+            return "thing!"
+
+    logging.getLogger("host").info("odd", extra={"thing": Thing(), "big": 2**80})
+    line = next(x for x in lines(tmp_path) if x["logger"] == "host")
+    assert line["thing"] == "thing!"
+    assert line["big"] == str(2**80)
+
+
+def test_stdout_is_json_by_default(
+    make_app: Callable[..., Flask], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With no log dir, lines go to stdout as JSON; outside a request there is no ID."""
+    make_app("stdout-app")
+    logging.getLogger("host").warning("to stdout")
+    (line,) = [x for x in parse_stdout(capsys.readouterr().out) if x["logger"] == "host"]
+    assert line["service"] == "stdout-app"
+    assert "correlation_id" not in line
+    assert get_correlation_id() is None
+
+
+def test_console_format_is_human_readable(
+    make_app: Callable[..., Flask], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """OBSERVE_LOG_FORMAT=console prints a readable line, not JSON."""
+    make_app("console-app", log_format="console")
+    logging.getLogger("host").warning("pretty line", extra={"k": "v"})
+    out = capsys.readouterr().out
+    assert "pretty line" in out
+    assert "k=v" in out
+    assert not out.lstrip().startswith("{")
+
+
+def test_no_duplicate_handlers_across_apps(make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    """Apps sharing a destination share one handler; each line is written once."""
+    root = logging.getLogger()
+    before = len(root.handlers)
+    make_app("a1", log_dir=str(tmp_path / "logs"))
+    after_first = len(root.handlers)
+    make_app("a2", log_dir=str(tmp_path / "logs"))
+    assert len(root.handlers) == after_first == before + 2
+    logging.getLogger("host").warning("once")
+    assert [x["message"] for x in lines(tmp_path) if x["logger"] == "host"] == ["once"]
+
+
+def test_flask_default_handler_is_removed(make_app: Callable[..., Flask]) -> None:
+    """app.logger does not also print through Flask's default handler."""
+    from flask.logging import default_handler
+
+    app = Flask("pre-accessed")
+    # Flask adds it when no handler is configured (pytest's capture handler hides that here).
+    app.logger.addHandler(default_handler)
+    from flask_observe import Observe
+
+    ext = Observe(app)
+    try:
+        assert default_handler not in app.logger.handlers
+    finally:
+        ext.shutdown(app)
+
+
+def test_host_configured_logging_is_kept(make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    """A host handler on the root logger keeps working; a lower host root level is kept."""
+    root = logging.getLogger()
+    previous_level = root.level
+    seen: list[logging.LogRecord] = []
+
+    class HostHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    host_handler = HostHandler(level=logging.DEBUG)
+    root.addHandler(host_handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        make_app(log_stdout=False, log_dir=str(tmp_path / "logs"), log_level="INFO")
+        assert root.level == logging.DEBUG
+        logging.getLogger("host").debug("debug for the host only")
+        logging.getLogger("host").info("for both")
+        assert [r.getMessage() for r in seen] == ["debug for the host only", "for both"]
+        assert [x["message"] for x in lines(tmp_path) if x["logger"] == "host"] == ["for both"]
+    finally:
+        root.removeHandler(host_handler)
+        root.setLevel(previous_level)
+
+
+def test_access_log_fast_path_writes_the_same_line_as_the_slow_path(
+    make_app: Callable[..., Flask], tmp_path: Path
+) -> None:
+    """With only Observe's handlers listening, the access line skips LogRecord but is the same.
+
+    The first request runs with an extra (foreign) handler on the root logger, forcing the
+    standard logging path; the second without it (as in production), taking the fast path.
+    """
+    from flask_observe.logging import _direct_sinks
+
+    app = make_app("fast", log_stdout=False, log_dir=str(tmp_path / "logs"))
+
+    @app.get("/items/<int:item_id>")
+    def item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    root = logging.getLogger()
+    access_logger = logging.getLogger("flask_observe.access")
+    foreign = [h for h in root.handlers if not hasattr(h, "write_line")]
+    assert foreign, "pytest's capture handler is expected on the root logger"
+    assert _direct_sinks(access_logger, logging.INFO) is None
+    app.test_client().get("/items/1", headers={"X-Request-ID": "slow"}).close()
+    for handler in foreign:
+        root.removeHandler(handler)
+    try:
+        sinks = _direct_sinks(access_logger, logging.INFO)
+        assert sinks is not None
+        assert len(sinks) == 1
+        app.test_client().get("/items/1", headers={"X-Request-ID": "fast"}).close()
+    finally:
+        for handler in foreign:
+            root.addHandler(handler)
+    slow, fast = [x for x in lines(tmp_path) if x["logger"] == "flask_observe.access"]
+    assert slow.keys() == fast.keys()
+    for key in slow.keys() - {"timestamp", "duration_ms", "correlation_id"}:
+        assert slow[key] == fast[key], key
+    assert (slow["correlation_id"], fast["correlation_id"]) == ("slow", "fast")
+
+
+def test_access_log_respects_logger_level(make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    """Setting flask_observe.access to WARNING keeps only 4xx/5xx access lines."""
+    app = make_app(
+        log_stdout=False,
+        log_dir=str(tmp_path / "logs"),
+        log_levels={"flask_observe.access": "WARNING"},
+    )
+
+    @app.get("/ok")
+    def ok() -> str:
+        return "ok"
+
+    try:
+        client = app.test_client()
+        client.get("/ok").close()
+        client.post("/ok").close()
+        client.get("/missing").close()
+        statuses = [x["status"] for x in lines(tmp_path) if x["logger"] == "flask_observe.access"]
+        assert statuses == [405, 404]
+    finally:
+        logging.getLogger("flask_observe.access").setLevel(logging.NOTSET)

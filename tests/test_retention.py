@@ -1,0 +1,244 @@
+"""Log files: size and time rotation, gzip off the logging thread, and retention limits."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from flask_observe.logging import ObserveFormatter
+from flask_observe.retention import RetentionPolicy, RotatingFileHandler, rotated_files
+
+from .conftest import read_json_lines
+
+
+@pytest.fixture
+def make_handler(tmp_path: Path) -> Iterator[Callable[..., RotatingFileHandler]]:
+    handlers: list[RotatingFileHandler] = []
+
+    def factory(**kwargs: object) -> RotatingFileHandler:
+        handler = RotatingFileHandler(tmp_path / "app.log", **kwargs)  # type: ignore[arg-type]
+        handler.setFormatter(ObserveFormatter("svc"))
+        handlers.append(handler)
+        return handler
+
+    yield factory
+    for handler in handlers:
+        handler.close()
+
+
+def record(message: str, created: float | None = None) -> logging.LogRecord:
+    rec = logging.makeLogRecord({"name": "t", "msg": message, "levelno": 20, "levelname": "INFO"})
+    if created is not None:
+        rec.created = created
+    return rec
+
+
+def all_messages(directory: Path) -> list[str]:
+    """Messages of the active file and every rotated one (gzipped or not), oldest first."""
+    messages: list[str] = []
+    for path in [*rotated_files(directory, "app.log"), directory / "app.log"]:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8") as fh:  # type: ignore[operator]
+            messages += [line for line in fh.read().splitlines() if line]
+    return [__import__("json").loads(m)["message"] for m in messages]
+
+
+def test_size_rotation_gzips_and_loses_nothing(
+    make_handler: Callable[..., RotatingFileHandler], tmp_path: Path
+) -> None:
+    """Rotating at 2 kB: every line survives, in order, rotated files end up gzipped."""
+    handler = make_handler(max_bytes=2000, retention=RetentionPolicy(0, 0, 0))
+    for i in range(200):
+        handler.emit(record(f"line {i:04d}"))
+    assert handler.wait_idle(10)
+    rotated = rotated_files(tmp_path, "app.log")
+    assert len(rotated) >= 5
+    assert all(p.name.endswith(".log.gz") for p in rotated)
+    assert all_messages(tmp_path) == [f"line {i:04d}" for i in range(200)]
+    assert (tmp_path / "app.log").stat().st_size <= 2000
+    for path in rotated:
+        with gzip.open(path, "rb") as fh:
+            assert len(fh.read()) <= 2000
+
+
+def test_retention_keeps_at_most_n_files_newest_first(
+    make_handler: Callable[..., RotatingFileHandler], tmp_path: Path
+) -> None:
+    """max_files=3: only the three newest rotated files remain; the active file is kept."""
+    handler = make_handler(max_bytes=1000, retention=RetentionPolicy(0, 3, 0))
+    for i in range(300):
+        handler.emit(record(f"line {i:04d}"))
+    assert handler.wait_idle(10)
+    rotated = rotated_files(tmp_path, "app.log")
+    assert len(rotated) == 3
+    messages = all_messages(tmp_path)
+    assert messages[-1] == "line 0299"
+    assert messages == sorted(messages)
+    assert "line 0000" not in messages
+
+
+def test_retention_by_total_bytes(
+    make_handler: Callable[..., RotatingFileHandler], tmp_path: Path
+) -> None:
+    """max_total_bytes bounds active + rotated files on disk."""
+    handler = make_handler(max_bytes=1500, compress=False, retention=RetentionPolicy(0, 0, 6000))
+    for i in range(400):
+        handler.emit(record(f"line {i:04d}"))
+    assert handler.wait_idle(10)
+    files = [*rotated_files(tmp_path, "app.log"), tmp_path / "app.log"]
+    assert sum(p.stat().st_size for p in files) <= 6000
+    assert all_messages(tmp_path)[-1] == "line 0399"
+
+
+def test_retention_by_age_never_touches_active_file(tmp_path: Path) -> None:
+    """Files older than max_age_days go at start-up; the old active file and others stay."""
+    old = time.time() - 30 * 86400
+    stale = tmp_path / "app.20200101T000000-000.log.gz"
+    fresh = tmp_path / "app.20991231T000000-000.log.gz"
+    unrelated = tmp_path / "other.20200101T000000-000.log.gz"
+    active = tmp_path / "app.log"
+    for path in (stale, fresh, unrelated, active):
+        path.write_bytes(b"{}\n")
+        os.utime(path, (old, old))
+    os.utime(fresh, None)
+    handler = RotatingFileHandler(active, retention=RetentionPolicy(14, 0, 0))
+    try:
+        assert handler.wait_idle(10)
+        assert not stale.exists()
+        assert fresh.exists()
+        assert unrelated.exists()
+        assert active.exists()
+    finally:
+        handler.close()
+
+
+def test_uncompressed_leftovers_are_compressed_at_start(tmp_path: Path) -> None:
+    """A rotated file a crash left uncompressed is gzipped by the next start-up."""
+    leftover = tmp_path / "app.20261122T101010-000.log"
+    leftover.write_text('{"message": "survivor"}\n')
+    handler = RotatingFileHandler(tmp_path / "app.log")
+    try:
+        assert handler.wait_idle(10)
+        assert not leftover.exists()
+        with gzip.open(tmp_path / (leftover.name + ".gz"), "rt") as fh:
+            assert "survivor" in fh.read()
+    finally:
+        handler.close()
+
+
+def test_hourly_rotation_at_the_hour_boundary(
+    make_handler: Callable[..., RotatingFileHandler], tmp_path: Path
+) -> None:
+    """With interval='hourly', the first record of a new UTC hour starts a new file."""
+    handler = make_handler(max_bytes=0, interval="hourly", compress=False)
+    now = time.time()
+    next_hour = (int(now) // 3600 + 1) * 3600
+    handler.emit(record("before", now))
+    handler.emit(record("after", next_hour + 1))
+    handler.emit(record("after too", next_hour + 2))
+    assert handler.wait_idle(10)
+    (rotated,) = rotated_files(tmp_path, "app.log")
+    assert [x["message"] for x in read_json_lines(rotated)] == ["before"]
+    active = read_json_lines(tmp_path / "app.log")
+    assert [x["message"] for x in active] == ["after", "after too"]
+
+
+def test_rotation_by_another_process_is_followed(tmp_path: Path) -> None:
+    """Two writers on one file (e.g. two workers): after one rotates, the other reopens."""
+    first = RotatingFileHandler(tmp_path / "app.log", max_bytes=0, compress=False)
+    second = RotatingFileHandler(tmp_path / "app.log", max_bytes=0, compress=False)
+    for handler in (first, second):
+        handler.setFormatter(ObserveFormatter("svc"))
+    try:
+        first.emit(record("one"))
+        second.emit(record("two"))
+        first.rotate()
+        later = time.time() + 5  # past the moved-file check interval
+        second.emit(record("three", later))
+        first.emit(record("four", later))
+        active = [x["message"] for x in read_json_lines(tmp_path / "app.log")]
+        assert active == ["three", "four"]
+        (rotated,) = rotated_files(tmp_path, "app.log")
+        assert [x["message"] for x in read_json_lines(rotated)] == ["one", "two"]
+    finally:
+        first.close()
+        second.close()
+
+
+def test_observe_wires_rotation_from_config(make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    """OBSERVE_LOG_ROTATE_BYTES and retention keys drive the handler Observe installs."""
+    log_dir = tmp_path / "logs"
+    app = make_app(
+        log_stdout=False, log_dir=str(log_dir), log_rotate_bytes=4096, log_retention_files=2
+    )
+    client = app.test_client()
+    for _ in range(100):
+        client.get("/x").close()
+    handler = next(h for h in logging.getLogger().handlers if isinstance(h, RotatingFileHandler))
+    assert handler.wait_idle(10)
+    rotated = rotated_files(log_dir, "app.log")
+    assert len(rotated) == 2
+    assert all(p.suffix == ".gz" for p in rotated)
+
+
+def _child_logs_and_rotates(path: str, queue: object) -> None:
+    handler = _inherited_handler
+    for i in range(100):
+        handler.emit(record(f"child {i:03d}"))
+    queue.put(handler.wait_idle(10))  # type: ignore[attr-defined]
+
+
+_inherited_handler: RotatingFileHandler
+
+
+def test_forked_child_gets_its_own_compression_thread(tmp_path: Path) -> None:
+    """After fork() (gunicorn, Celery prefork) the child's rotations are still compressed."""
+    import multiprocessing
+
+    global _inherited_handler
+    _inherited_handler = RotatingFileHandler(tmp_path / "app.log", max_bytes=1000)
+    _inherited_handler.setFormatter(ObserveFormatter("svc"))
+    try:
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_child_logs_and_rotates, args=(str(tmp_path), queue))
+        child.start()
+        assert queue.get(timeout=30) is True
+        child.join(10)
+        assert child.exitcode == 0
+        rotated = rotated_files(tmp_path, "app.log")
+        assert rotated
+        assert all(p.suffix == ".gz" for p in rotated)
+    finally:
+        _inherited_handler.close()
+
+
+def test_compression_failure_is_logged_and_logging_goes_on(
+    make_handler: Callable[..., RotatingFileHandler],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A rotated file that cannot be gzipped stays as it is; lines keep being written."""
+    handler = make_handler(max_bytes=0, compress=True)
+    handler.emit(record("first"))
+    handler.wait_idle(10)
+    # Block the temporary name the compressor writes to, so gzip fails.
+    with caplog.at_level(logging.ERROR, logger="flask_observe"):
+        when = time.time() + 1
+        target = handler._rotation_target(when)
+        (tmp_path / (target.name + ".gz.partial")).mkdir()
+        rotated = handler.rotate(when)
+        assert rotated == target
+        assert handler.wait_idle(10)
+        handler.emit(record("second"))
+    assert rotated.exists()  # left uncompressed, not lost
+    assert [x["message"] for x in read_json_lines(rotated)] == ["first"]
+    assert [x["message"] for x in read_json_lines(tmp_path / "app.log")] == ["second"]
+    assert any("compression/retention failed" in r.getMessage() for r in caplog.records)
