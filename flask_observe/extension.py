@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +12,7 @@ from flask.globals import _cv_app, _cv_request
 from . import _optional
 from .config import ObserveConfig, config_keys, load_config, option_names
 from .correlation import CorrelationMiddleware
+from .logging import identity_fields
 
 if TYPE_CHECKING:
     from .logging import AccessLog, LoggingSetup
@@ -28,6 +29,8 @@ class ObserveState:
 
     config: ObserveConfig
     service_name: str
+    #: ``service`` (and ``version``/``environment``) fields of this app's log lines.
+    log_identity: Mapping[str, Any] = field(default_factory=dict)
     middleware: CorrelationMiddleware | None = None
     logging: LoggingSetup | None = None
     access_log: AccessLog | None = None
@@ -76,7 +79,12 @@ class Observe:
             option = key.removeprefix("OBSERVE_").lower()
             app.config.setdefault(key, self._options.get(option, default))
         config = load_config(app.config, {})
-        state = ObserveState(config=config, service_name=config.service_name or app.name)
+        service_name = config.service_name or app.name
+        state = ObserveState(
+            config=config,
+            service_name=service_name,
+            log_identity=identity_fields(config, service_name),
+        )
         app.extensions[EXTENSION_KEY] = state
         if not config.enabled:
             return
@@ -124,12 +132,12 @@ class Observe:
             state.close()
 
 
-def _current_service() -> str | None:
+def _current_identity() -> Mapping[str, Any] | None:
     ctx = _cv_app.get(None)
     if ctx is None:
         return None
     state = ctx.app.extensions.get(EXTENSION_KEY)
-    return state.service_name if state is not None else None
+    return state.log_identity if state is not None else None
 
 
 def _setup_logging(app: Flask, state: ObserveState) -> None:
@@ -138,7 +146,7 @@ def _setup_logging(app: Flask, state: ObserveState) -> None:
     from .logging import LoggingSetup, configure_structlog
 
     configure_structlog()
-    state.logging = LoggingSetup(state.config, state.service_name, _current_service)
+    state.logging = LoggingSetup(state.config, state.log_identity, _current_identity)
     state._closers.append(state.logging.close)
     # Flask's own handler on app.logger would print every app.logger line a second time.
     app.logger.removeHandler(default_handler)
@@ -150,7 +158,9 @@ def _setup_correlation(app: Flask, state: ObserveState) -> None:
     config = state.config
     state.excluded = compile_exclusions(config.excluded_paths)
     if config.access_log and config.logging_enabled:
-        state.access_log = AccessLog(state.excluded, config.access_log_remote_addr)
+        state.access_log = AccessLog(
+            state.excluded, config.access_log_remote_addr, identity=state.log_identity
+        )
 
     def propagate_exceptions() -> bool:
         value = app.config.get("PROPAGATE_EXCEPTIONS")

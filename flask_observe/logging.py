@@ -41,6 +41,8 @@ _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {
 _RESERVED = frozenset(("timestamp", "level", "logger", "message", "service"))
 
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
+#: LogRecord attribute carrying the identity fields of the app that wrote it (access log).
+IDENTITY_ATTR = "_observe_identity"
 
 
 def get_logger(name: str | None = None, **initial_values: Any) -> Any:
@@ -63,11 +65,15 @@ def _default(value: Any) -> Any:
 class ObserveFormatter(logging.Formatter):
     """Formats any log record as one JSON object (or one console line).
 
-    :param service: the ``service`` field, used when no app context names another one.
+    The identity fields (``service``, and ``version``/``environment`` when configured) come
+    from, in order: the line itself (the access log names its app's), the current app context
+    (``identity_lookup``), or the defaults given here. So two apps sharing a handler in one
+    process each keep their own ``service``.
+
+    :param service: the default ``service`` field.
     :param fmt: ``"json"`` or ``"console"``.
-    :param static_fields: fields added to every line (``version``, ``environment``).
-    :param service_lookup: returns the service name of the current app context, if any, so
-        two apps sharing a handler in one process each keep their own ``service``.
+    :param static_fields: default fields added after ``service`` (``version``, ``environment``).
+    :param identity_lookup: returns the identity fields of the current app context, if any.
     """
 
     def __init__(
@@ -75,13 +81,12 @@ class ObserveFormatter(logging.Formatter):
         service: str,
         fmt: str = "json",
         static_fields: Mapping[str, Any] | None = None,
-        service_lookup: Callable[[], str | None] | None = None,
+        identity_lookup: Callable[[], Mapping[str, Any] | None] | None = None,
     ) -> None:
         super().__init__()
-        self.service = service
         self.fmt = fmt
-        self.static_fields = dict(static_fields or {})
-        self._service_lookup = service_lookup
+        self.identity: Mapping[str, Any] = {"service": service, **(static_fields or {})}
+        self._identity_lookup = identity_lookup
         self._second = -1
         self._second_text = ""
         self._console: Callable[..., str] | None = None
@@ -97,18 +102,25 @@ class ObserveFormatter(logging.Formatter):
         millis = int((created - second) * 1000)
         return f"{self._second_text}.{millis:03d}Z"
 
-    def base_fields(self, created: float, level: str, logger: str, message: str) -> dict[str, Any]:
+    def base_fields(
+        self,
+        created: float,
+        level: str,
+        logger: str,
+        message: str,
+        identity: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """The fields every line starts with, including the correlation ID when bound."""
-        service = self._service_lookup() if self._service_lookup is not None else None
+        if identity is None:
+            lookup = self._identity_lookup
+            identity = (lookup() if lookup is not None else None) or self.identity
         out: dict[str, Any] = {
             "timestamp": self.timestamp(created),
             "level": level,
             "logger": logger,
             "message": message,
-            "service": service or self.service,
         }
-        if self.static_fields:
-            out.update(self.static_fields)
+        out.update(identity)
         correlation_id = get_correlation_id()
         if correlation_id is not None:
             out["correlation_id"] = correlation_id
@@ -123,7 +135,13 @@ class ObserveFormatter(logging.Formatter):
             message = str(structured.pop("event", ""))
         else:
             message = record.getMessage()
-        out = self.base_fields(record.created, record.levelname.lower(), record.name, message)
+        out = self.base_fields(
+            record.created,
+            record.levelname.lower(),
+            record.name,
+            message,
+            getattr(record, IDENTITY_ATTR, None),
+        )
         if structured is None:
             context = structlog.contextvars.get_contextvars()
             if context:
@@ -159,10 +177,16 @@ class ObserveFormatter(logging.Formatter):
         return self.render(self.event_dict(record))
 
     def format_fields(
-        self, created: float, level: str, logger: str, message: str, fields: Mapping[str, Any]
+        self,
+        created: float,
+        level: str,
+        logger: str,
+        message: str,
+        fields: Mapping[str, Any],
+        identity: Mapping[str, Any] | None = None,
     ) -> str:
         """Render a line from parts, as :meth:`format` would render the equivalent record."""
-        out = self.base_fields(created, level, logger, message)
+        out = self.base_fields(created, level, logger, message, identity)
         context = structlog.contextvars.get_contextvars()
         if context:
             _merge(out, context)
@@ -226,10 +250,13 @@ class AccessLog:
         excluded: Callable[[str], bool] | None,
         remote_addr: bool = False,
         logger: logging.Logger | None = None,
+        identity: Mapping[str, Any] | None = None,
     ) -> None:
         self.logger = logger or logging.getLogger("flask_observe.access")
         self._excluded = excluded
         self._remote_addr = remote_addr
+        # The line is written after the app context is gone: name the app explicitly.
+        self._identity = identity
 
     def __call__(self, record: RequestRecord) -> None:
         environ = record.environ
@@ -262,6 +289,7 @@ class AccessLog:
             line = logger.makeRecord(
                 logger.name, level, "flask_observe.access", 0, message, (), None, extra=fields
             )
+            setattr(line, IDENTITY_ATTR, self._identity)
             logger.handle(line)
             return
         created = time.time()
@@ -273,7 +301,7 @@ class AccessLog:
             text = rendered.get(key)
             if text is None:
                 text = formatter.format_fields(  # type: ignore[union-attr]
-                    created, level_name, logger.name, message, fields
+                    created, level_name, logger.name, message, fields, self._identity
                 )
                 rendered[key] = text
             handler.write_line(text, created)  # type: ignore[attr-defined]
@@ -338,8 +366,9 @@ def configure_structlog() -> bool:
     return True
 
 
-def static_fields(config: ObserveConfig) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
+def identity_fields(config: ObserveConfig, service: str) -> dict[str, Any]:
+    """``service`` and, when configured, ``version`` and ``environment`` of an app's lines."""
+    fields: dict[str, Any] = {"service": service}
     if config.service_version:
         fields["version"] = config.service_version
     if config.environment:
@@ -362,14 +391,15 @@ class LoggingSetup:
     def __init__(
         self,
         config: ObserveConfig,
-        service: str,
-        service_lookup: Callable[[], str | None] | None = None,
+        identity: Mapping[str, Any],
+        identity_lookup: Callable[[], Mapping[str, Any] | None] | None = None,
     ) -> None:
         self.handlers: list[logging.Handler] = []
         self.root = logging.getLogger()
         level = logging.getLevelName(config.log_level)
+        static = {k: v for k, v in identity.items() if k != "service"}
         formatter = ObserveFormatter(
-            service, config.log_format, static_fields(config), service_lookup
+            identity["service"], config.log_format, static, identity_lookup
         )
         try:
             self._attach_all(config, formatter, level)

@@ -258,6 +258,43 @@ def test_no_duplicate_handlers_across_apps(make_app: Callable[..., Flask], tmp_p
     assert [x["message"] for x in lines(tmp_path) if x["logger"] == "host"] == ["once"]
 
 
+def test_apps_sharing_a_file_keep_their_own_identity(
+    make_app: Callable[..., Flask], tmp_path: Path
+) -> None:
+    """Two apps on one handler: each app's lines, access lines included, name that app.
+
+    The access line is written after the app context is gone, so it must carry its app's
+    service, version and environment itself rather than take the handler's defaults.
+    """
+    log_dir = str(tmp_path / "logs")
+    first = make_app("first", log_dir=log_dir, log_stdout=False, service_version="1.2.3")
+    second = make_app("second", log_dir=log_dir, log_stdout=False, environment="staging")
+    for app in (first, second):
+
+        @app.get("/where")
+        def where() -> str:
+            logging.getLogger("host.where").info("here")
+            return "ok"
+
+    first.test_client().get("/where", headers={"X-Request-ID": "rid-first"}).close()
+    second.test_client().get("/where", headers={"X-Request-ID": "rid-second"}).close()
+    by_id = {
+        (x["correlation_id"], x["logger"]): x for x in lines(tmp_path) if "correlation_id" in x
+    }
+    for logger in ("host.where", "flask_observe.access"):
+        one, two = by_id[("rid-first", logger)], by_id[("rid-second", logger)]
+        assert (one["service"], one.get("version"), one.get("environment")) == (
+            "first",
+            "1.2.3",
+            None,
+        )
+        assert (two["service"], two.get("version"), two.get("environment")) == (
+            "second",
+            None,
+            "staging",
+        )
+
+
 def test_flask_default_handler_is_removed(make_app: Callable[..., Flask]) -> None:
     """app.logger does not also print through Flask's default handler."""
     from flask.logging import default_handler

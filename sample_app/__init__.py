@@ -1,0 +1,111 @@
+"""A social-media scraper: the host app flask_observe is built for, with every feature on.
+
+``create_app()`` is a normal Flask app factory: SQLAlchemy 2.x models, a scraper that calls
+the (demo) platform API with ``requests``, a JSON API, a CLI command, and Celery tasks when a
+broker is configured. One ``observe.init_app(app)`` call wires the observability in.
+
+Configuration (``app.config``; each key can come from the environment as ``FLASK_<KEY>``):
+
+- ``SQLALCHEMY_DATABASE_URI``: default SQLite in the instance folder;
+- ``SCRAPER_PLATFORM_URL``: the platform API (default ``http://127.0.0.1:5001``, the demo
+  platform that ``python -m sample_app`` serves next to the app);
+- ``CELERY_BROKER_URL``: run scrapes as Celery tasks (e.g. ``redis://127.0.0.1:6379/0``);
+- ``SCRAPER_SEED_DEMO``: add a few demo accounts to an empty database (default on);
+- every ``OBSERVE_*`` key of flask_observe (docs/configuration.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask
+from sqlalchemy import select
+
+from flask_observe import Observe
+
+from .models import Account, db
+
+logger = logging.getLogger("sample_app")
+
+observe = Observe()
+
+DEMO_ACCOUNTS = (
+    ("twitter", "nasa"),
+    ("twitter", "github"),
+    ("instagram", "natgeo"),
+    ("tiktok", "khaby_lame"),
+    ("youtube", "veritasium"),
+    # Does not exist on the platform: every scrape of it fails with a 404, so the logs always
+    # have a failed scrape to look for.
+    ("instagram", "ghost_account"),
+)
+
+DEFAULTS: dict[str, Any] = {
+    "SCRAPER_PLATFORM_URL": "http://127.0.0.1:5001",
+    "SCRAPER_SEED_DEMO": True,
+    "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    "OBSERVE_SERVICE_NAME": "scraper",
+    "OBSERVE_SERVICE_VERSION": "1.0.0",
+    "OBSERVE_LOG_DIR": "logs",
+}
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """The scraper app.
+
+    :param config: settings applied last (tests use it), over defaults and the environment.
+    """
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_mapping(DEFAULTS)
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{Path(app.instance_path) / 'scraper.db'}"
+    app.config.from_prefixed_env()
+    if config:
+        app.config.update(config)
+    if "OBSERVE_PROPAGATE_HOSTS" not in app.config:
+        # Our own platform API may see our request IDs; any other site it is told to call does
+        # not (the allowlist is the whole point for a scraper).
+        app.config["OBSERVE_PROPAGATE_HOSTS"] = [
+            urlsplit(app.config["SCRAPER_PLATFORM_URL"]).netloc
+        ]
+
+    observe.init_app(app)
+    db.init_app(app)
+
+    from .scraper import EXTENSION_KEY, PlatformClient
+
+    app.extensions[EXTENSION_KEY] = PlatformClient(app.config["SCRAPER_PLATFORM_URL"])
+
+    from .tasks import celery_init_app
+
+    celery_init_app(app)
+
+    from .api import api, web
+
+    app.register_blueprint(api)
+    app.register_blueprint(web)
+
+    from .cli import register
+
+    register(app)
+
+    with app.app_context():
+        db.create_all()
+        if app.config["SCRAPER_SEED_DEMO"]:
+            seed_demo_accounts()
+    return app
+
+
+def seed_demo_accounts() -> int:
+    """Add the demo accounts to an empty database; returns how many were added."""
+    if db.session.scalars(select(Account.id).limit(1)).first() is not None:
+        return 0
+    for platform, handle in DEMO_ACCOUNTS:
+        db.session.add(Account(platform=platform, handle=handle))
+    db.session.commit()
+    logger.info("demo accounts added", extra={"count": len(DEMO_ACCOUNTS)})
+    return len(DEMO_ACCOUNTS)

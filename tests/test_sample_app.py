@@ -1,0 +1,439 @@
+"""The sample scraper: a realistic host, with the correlation spine visible end to end.
+
+Real HTTP between the scraper and the demo platform (two Flask apps on loopback), real
+SQLite/PostgreSQL, a real Celery worker on the machine's Redis, and ``python -m sample_app``
+started the way the README tells a newcomer to.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from flask import Flask
+
+from flask_observe import Observe
+from sample_app import DEMO_ACCOUNTS, create_app, observe
+from sample_app.platform import account_data, create_platform_app
+
+from .conftest import LiveServer, need_service, read_json_lines
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[LiveServer]:
+    """The demo platform API on a real port, logging to the test's log directory."""
+    app = create_platform_app(OBSERVE_LOG_DIR=str(tmp_path / "logs"), OBSERVE_LOG_STDOUT=False)
+    with LiveServer(app) as server:
+        yield server
+    Observe().shutdown(app)
+
+
+@pytest.fixture
+def make_scraper(tmp_path: Path, platform: LiveServer) -> Iterator[Callable[..., Flask]]:
+    made: list[Flask] = []
+
+    def factory(**config: Any) -> Flask:
+        settings = {
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'scraper.db'}",
+            "SCRAPER_PLATFORM_URL": platform.url,
+            "OBSERVE_LOG_DIR": str(tmp_path / "logs"),
+            "OBSERVE_LOG_STDOUT": False,
+            **config,
+        }
+        app = create_app(settings)
+        made.append(app)
+        return app
+
+    yield factory
+    for app in made:
+        observe.shutdown(app)
+
+
+def log_lines(tmp_path: Path, name: str = "app.log") -> list[dict[str, Any]]:
+    return read_json_lines(tmp_path / "logs" / name)
+
+
+def set_chaos(platform: LiveServer, **chaos: Any) -> None:
+    response = requests.put(f"{platform.url}/admin/chaos", json=chaos, timeout=5)
+    assert response.status_code == 200, response.text
+
+
+def test_scrape_over_http_stores_snapshots_and_one_id_spans_both_services(
+    make_scraper: Callable[..., Flask], tmp_path: Path
+) -> None:
+    """POST /api/scrapes scrapes every seeded account over real HTTP; the 404 account fails.
+
+    Every line of that request — the scraper's, and the platform's (it is on the propagation
+    allowlist) — carries the request's X-Request-ID.
+    """
+    client = make_scraper().test_client()
+    response = client.post("/api/scrapes", headers={"X-Request-ID": "scrape-1"})
+    assert response.status_code == 201
+    assert response.headers["X-Request-ID"] == "scrape-1"
+    run = response.json
+    assert run["mode"] == "inline"
+    assert run["correlation_id"] == "scrape-1"
+    assert (run["accounts_total"], run["accounts_ok"], run["accounts_failed"]) == (
+        len(DEMO_ACCOUNTS),
+        len(DEMO_ACCOUNTS) - 1,
+        1,
+    )
+    assert run["status"] == "partial"
+
+    accounts = client.get("/api/accounts").json["accounts"]
+    nasa = next(a for a in accounts if a["handle"] == "nasa")
+    history = client.get(f"/api/accounts/{nasa['id']}").json["history"]
+    assert len(history) == 1
+    expected = account_data("twitter", "nasa", time.time())["followers"]
+    assert abs(history[0]["followers"] - expected) <= expected * 0.001
+    ghost = next(a for a in accounts if a["handle"] == "ghost_account")
+    assert "404" in ghost["last_error"]
+
+    lines = [x for x in log_lines(tmp_path) if x.get("correlation_id") == "scrape-1"]
+    services = {x["service"] for x in lines}
+    assert services == {"scraper", "demo-platform"}
+    platform_access = [
+        x
+        for x in lines
+        if x["logger"] == "flask_observe.access" and x["service"] == "demo-platform"
+    ]
+    assert len(platform_access) == len(DEMO_ACCOUNTS)
+    assert {x["route"] for x in platform_access} == {"/v1/<platform>/users/<handle>"}
+    failed = [x for x in lines if x["message"] == "account scrape failed"]
+    assert [(x["handle"], x["upstream_status"]) for x in failed] == [("ghost_account", 404)]
+    finished = next(x for x in lines if x["message"] == "scrape run finished")
+    assert finished["run_id"] == run["id"]
+    assert finished["status"] == "partial"
+    own_access = [
+        x for x in lines if x["logger"] == "flask_observe.access" and x["service"] == "scraper"
+    ]
+    assert [(x["route"], x["status"]) for x in own_access] == [("/api/scrapes", 201)]
+
+
+def test_platform_down_fails_the_run_and_the_cli_exits_non_zero(
+    make_scraper: Callable[..., Flask], platform: LiveServer, tmp_path: Path
+) -> None:
+    """Every platform call failing (injected 503s): run ``failed``, ``flask scrape`` exits 1,
+    and the command's lines share the run's own correlation ID."""
+    set_chaos(platform, failure_rate=1.0)
+    app = make_scraper()
+    result = app.test_cli_runner().invoke(args=["scrape", "--platform", "twitter"])
+    assert result.exit_code == 1, result.output
+    run = __import__("json").loads(result.output)
+    assert run["status"] == "failed"
+    assert run["trigger"] == "cli"
+    assert run["accounts_failed"] == 2
+    lines = [x for x in log_lines(tmp_path) if x.get("correlation_id") == run["correlation_id"]]
+    statuses = sorted(
+        x["upstream_status"] for x in lines if x["message"] == "account scrape failed"
+    )
+    assert statuses == [503, 503]
+    assert any(x["message"] == "injected failure" for x in lines)
+
+
+def test_cli_scrape_of_one_account_succeeds(make_scraper: Callable[..., Flask]) -> None:
+    """``flask scrape --handle`` scrapes just that account and exits 0."""
+    app = make_scraper()
+    result = app.test_cli_runner().invoke(args=["scrape", "--handle", "veritasium"])
+    assert result.exit_code == 0, result.output
+    assert '"status": "succeeded"' in result.output
+    assert '"accounts_ok": 1' in result.output
+
+
+def test_platform_latency_is_injected_and_configurable(platform: LiveServer) -> None:
+    """PUT /admin/chaos changes latency at run time; invalid chaos is a 400."""
+    set_chaos(platform, latency_ms=150)
+    started = time.perf_counter()
+    assert requests.get(f"{platform.url}/v1/twitter/users/nasa", timeout=5).status_code == 200
+    assert time.perf_counter() - started >= 0.15
+    bad = requests.put(f"{platform.url}/admin/chaos", json={"failure_status": 200}, timeout=5)
+    assert bad.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("post", "/api/scrapes", {"platform": "myspace"}, 400),
+        ("post", "/api/scrapes", {"handle": "../../admin/chaos"}, 400),
+        ("post", "/api/scrapes", "not json", 400),
+        ("post", "/api/accounts", {"platform": "twitter"}, 400),
+        ("post", "/api/accounts", {"platform": "twitter", "handle": "nasa"}, 409),
+        ("get", "/api/accounts/999999", None, 404),
+        ("get", "/api/runs/999999", None, 404),
+        ("get", "/api/runs?status=exploded", None, 400),
+        ("get", "/api/runs?limit=lots", None, 400),
+    ],
+)
+def test_bad_input_gets_a_json_4xx_with_the_request_id(
+    make_scraper: Callable[..., Flask], method: str, path: str, body: Any, status: int
+) -> None:
+    """Invalid input is refused with a JSON error naming the problem and the request's ID."""
+    client = make_scraper().test_client()
+    kwargs: dict[str, Any] = {"headers": {"X-Request-ID": "bad-input"}}
+    if isinstance(body, dict):
+        kwargs["json"] = body
+    elif body is not None:
+        kwargs["data"] = body
+        kwargs["content_type"] = "application/json"
+    response = getattr(client, method)(path, **kwargs)
+    assert response.status_code == status
+    assert response.json["correlation_id"] == "bad-input"
+    assert response.json["error"]
+
+
+def test_add_account_then_scrape_it(make_scraper: Callable[..., Flask]) -> None:
+    """A tracked account added through the API shows up in the next scrape's history."""
+    client = make_scraper(SCRAPER_SEED_DEMO=False).test_client()
+    created = client.post("/api/accounts", json={"platform": "youtube", "handle": "kurzgesagt"})
+    assert created.status_code == 201
+    assert client.post("/api/scrapes", json={"handle": "kurzgesagt"}).json["status"] == "succeeded"
+    history = client.get(f"/api/accounts/{created.json['id']}").json["history"]
+    assert len(history) == 1
+    runs = client.get("/api/runs").json["runs"]
+    assert len(runs) == 1
+    assert runs[0]["accounts_total"] == 1
+
+
+def test_index_page_lists_accounts_and_runs(make_scraper: Callable[..., Flask]) -> None:
+    """The HTML page shows the accounts, and its form starts a scrape."""
+    client = make_scraper().test_client()
+    assert client.post("/scrape").status_code == 303
+    page = client.get("/").get_data(as_text=True)
+    for _, handle in DEMO_ACCOUNTS:
+        assert handle in page
+    assert "partial" in page
+
+
+def test_third_party_hosts_do_not_get_the_request_id(make_scraper: Callable[..., Flask]) -> None:
+    """Only the platform is on the allowlist: another host the scraper calls sees no ID."""
+    seen: list[str | None] = []
+    other = Flask("third-party")
+
+    @other.get("/profile")
+    def profile() -> str:
+        from flask import request
+
+        seen.append(request.headers.get("X-Request-ID"))
+        return "<html></html>"
+
+    app = make_scraper()
+
+    @app.get("/fetch-third-party")
+    def fetch() -> str:
+        requests.get(f"{server.url}/profile", timeout=5)
+        return "ok"
+
+    with LiveServer(other) as server:
+        app.test_client().get("/fetch-third-party", headers={"X-Request-ID": "private-1"})
+    assert seen == [None]
+
+
+# -- real services ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    """A throwaway schema in the machine's PostgreSQL database ``test``."""
+    need_service("PostgreSQL", "127.0.0.1", 5432)
+    import psycopg
+
+    schema = f"scraper_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect("host=127.0.0.1 dbname=test user=postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield schema
+    finally:
+        with psycopg.connect("host=127.0.0.1 dbname=test user=postgres", autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.mark.services
+def test_on_postgresql(make_scraper: Callable[..., Flask], pg_schema: str) -> None:
+    """The same scrape against the machine's PostgreSQL: rows land, runs are listed."""
+    app = make_scraper(
+        SQLALCHEMY_DATABASE_URI="postgresql+psycopg://postgres@127.0.0.1:5432/test",
+        SQLALCHEMY_ENGINE_OPTIONS={"connect_args": {"options": f"-csearch_path={pg_schema}"}},
+    )
+    client = app.test_client()
+    run = client.post("/api/scrapes", json={"platform": "twitter"}).json
+    assert run["status"] == "succeeded"
+    assert run["accounts_ok"] == 2
+    import psycopg
+
+    with psycopg.connect("host=127.0.0.1 dbname=test user=postgres") as conn:
+        count = conn.execute(f'SELECT count(*) FROM "{pg_schema}".snapshots').fetchone()
+    assert count == (2,)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, proc: subprocess.Popen[bytes]) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    return None
+
+
+def stop(proc: subprocess.Popen[bytes]) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return (proc.communicate()[0] or b"").decode(errors="replace")[-4000:]
+
+
+@pytest.mark.services
+def test_celery_mode_runs_the_scrape_in_a_worker_with_the_request_id(
+    make_scraper: Callable[..., Flask], platform: LiveServer, tmp_path: Path
+) -> None:
+    """With a broker configured, POST /api/scrapes answers 202 and a real worker scrapes.
+
+    The worker (a separate process, Redis broker) logs the run with the publishing request's
+    correlation ID, and its calls to the platform carry it too.
+    """
+    need_service("Redis", "127.0.0.1", 6379)
+    queue = f"scraper-test-{uuid.uuid4().hex[:8]}"
+    broker = "redis://127.0.0.1:6379/10"
+    db_uri = f"sqlite:///{tmp_path / 'scraper.db'}"
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        FLASK_CELERY_BROKER_URL=broker,
+        FLASK_CELERY_QUEUE=queue,
+        FLASK_SQLALCHEMY_DATABASE_URI=db_uri,
+        FLASK_SCRAPER_PLATFORM_URL=platform.url,
+        FLASK_OBSERVE_LOG_DIR=str(tmp_path / "logs"),
+        FLASK_OBSERVE_LOG_FILE_NAME="worker.log",
+        FLASK_OBSERVE_LOG_STDOUT="false",
+    )
+    app = make_scraper(CELERY_BROKER_URL=broker, CELERY_QUEUE=queue)
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "sample_app.worker",
+            "worker",
+            "--pool=solo",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-Q",
+            queue,
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        client = app.test_client()
+        response = client.post(
+            "/api/scrapes", json={"platform": "twitter"}, headers={"X-Request-ID": "queued-1"}
+        )
+        assert response.status_code == 202
+        assert response.json["mode"] == "celery"
+        assert response.json["status"] == "queued"
+        run_id = response.json["id"]
+
+        def finished() -> dict[str, Any] | None:
+            run = client.get(f"/api/runs/{run_id}").json
+            return run if run["status"] not in ("queued", "running") else None
+
+        run = wait_for(finished, 60, worker)
+        if run is None:
+            pytest.fail(f"the worker never finished the run; its output:\n{stop(worker)}")
+        assert run["status"] == "succeeded"
+        assert run["accounts_ok"] == 2
+        worker_lines = log_lines(tmp_path, "worker.log")
+        task_lines = [x for x in worker_lines if x.get("run_id") == run_id]
+        assert {x["correlation_id"] for x in task_lines} == {"queued-1"}
+        assert {x["task_name"] for x in task_lines} == {"sample_app.scrape_run"}
+        assert {x["message"] for x in task_lines} >= {"scrape run started", "scrape run finished"}
+        platform_lines = [
+            x
+            for x in log_lines(tmp_path)
+            if x["service"] == "demo-platform" and x["message"] == "served user"
+        ]
+        assert {x["correlation_id"] for x in platform_lines} == {"queued-1"}
+    finally:
+        stop(worker)
+
+
+def test_python_m_sample_app_serves_on_embedded_defaults(tmp_path: Path) -> None:
+    """The README's first command, as a newcomer runs it: the app and the demo platform
+    start, a scrape works over real sockets, and ./logs holds JSON lines with the ID."""
+    port, platform_port = free_port(), free_port()
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        # The default is SQLite in the instance folder; keep the repository's one untouched.
+        FLASK_SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'scraper.db'}",
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sample_app",
+            "--port",
+            str(port),
+            "--platform-port",
+            str(platform_port),
+            "--platform-failure-rate",
+            "0",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def up() -> bool:
+            try:
+                return requests.get(f"{base}/api/accounts", timeout=2).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        if not wait_for(up, 30, proc):
+            pytest.fail(f"python -m sample_app did not come up; output:\n{stop(proc)}")
+        response = requests.post(
+            f"{base}/api/scrapes", headers={"X-Request-ID": "newcomer-1"}, timeout=30
+        )
+        assert response.status_code == 201
+        assert response.headers["X-Request-ID"] == "newcomer-1"
+        assert response.json()["status"] == "partial"  # the ghost account always fails
+        assert requests.get(f"{base}/nope", timeout=5).headers["X-Request-ID"]
+    finally:
+        output = stop(proc)
+    lines = read_json_lines(tmp_path / "logs" / "app.log")
+    mine = [x for x in lines if x.get("correlation_id") == "newcomer-1"]
+    assert {x["service"] for x in mine} == {"scraper", "demo-platform"}, output
+    # Console output is JSON lines too (stdout is on by default).
+    json_lines = [line for line in output.splitlines() if line.startswith("{")]
+    assert json_lines
