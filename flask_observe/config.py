@@ -10,6 +10,7 @@ defaults that ``app.config`` overrides.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
 import re
@@ -86,6 +87,13 @@ class ObserveConfig:
     #: Regular expressions searched in the request path; matching requests are left out of the
     #: access log (and, as they arrive, of tracing and metrics).
     excluded_paths: tuple[str, ...] = (r"^/health/(live|ready|startup)$", r"^/metrics$")
+
+    # -- access to sensitive endpoints (health details, log viewer, /metrics if asked) ----
+    #: Bearer token (at least 16 characters) that grants access. Never logged or shown.
+    auth_token: str | None = field(default=None, repr=False)
+    #: ``callable(request) -> bool`` (or ``"module:attr"`` naming one) deciding access; when
+    #: set it is asked instead of comparing the token.
+    auth_callback: Callable[[Any], bool] | None = None
 
 
 def config_keys() -> dict[str, Any]:
@@ -246,6 +254,33 @@ def _headers(value: Any) -> tuple[str, ...]:
     return tuple(_header(v) for v in _str_tuple(value))
 
 
+def _secret(minimum: int) -> Callable[[Any], str | None]:
+    def parse(value: Any) -> str | None:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str) or len(value.strip()) < minimum:
+            raise ValueError(f"expected a string of at least {minimum} characters")
+        return value.strip()
+
+    return parse
+
+
+def _callable(value: Any) -> Callable[..., Any] | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        module_name, _, attr = value.partition(":")
+        if not module_name or not attr:
+            raise ValueError("expected a callable or a 'module:attribute' import string")
+        try:
+            value = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"cannot import {module_name}:{attr} ({exc})") from None
+    if not callable(value):
+        raise ValueError("expected a callable or a 'module:attribute' import string")
+    return value  # type: ignore[no-any-return]
+
+
 def _file_name(value: Any) -> str:
     name = _str(value)
     if "/" in name or "\\" in name or name in (".", "..") or "\x00" in name:
@@ -281,7 +316,12 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "access_log": _bool,
     "access_log_remote_addr": _bool,
     "excluded_paths": _patterns,
+    "auth_token": _secret(16),
+    "auth_callback": _callable,
 }
+
+#: Keys whose values are never echoed (errors, ``flask observe config``).
+SECRET_KEYS = frozenset({"auth_token"})
 
 
 def option_names() -> frozenset[str]:
@@ -306,7 +346,8 @@ def load_config(app_config: Mapping[str, Any], options: Mapping[str, Any]) -> Ob
         try:
             values[name] = parse(raw)
         except ValueError as exc:
-            raise ConfigError(f"{key}: {exc}, got {raw!r}") from None
+            shown = "<hidden>" if name in SECRET_KEYS else repr(raw)
+            raise ConfigError(f"{key}: {exc}, got {shown}") from None
     unknown = sorted(
         k for k in app_config if k.startswith(PREFIX) and k[len(PREFIX) :].lower() not in _PARSERS
     )

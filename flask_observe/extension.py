@@ -10,6 +10,8 @@ from flask import Flask, current_app
 from flask.globals import _cv_app, _cv_request
 
 from . import _optional
+from .auth import Authorizer
+from .cli import build_cli
 from .config import ObserveConfig, config_keys, load_config, option_names
 from .correlation import CorrelationMiddleware
 from .logging import identity_fields
@@ -29,6 +31,8 @@ class ObserveState:
 
     config: ObserveConfig
     service_name: str
+    #: Grants access to the sensitive endpoints (health details, log viewer, …).
+    auth: Authorizer
     #: ``service`` (and ``version``/``environment``) fields of this app's log lines.
     log_identity: Mapping[str, Any] = field(default_factory=dict)
     middleware: CorrelationMiddleware | None = None
@@ -83,6 +87,7 @@ class Observe:
         state = ObserveState(
             config=config,
             service_name=service_name,
+            auth=Authorizer(config.auth_token, config.auth_callback),
             log_identity=identity_fields(config, service_name),
         )
         app.extensions[EXTENSION_KEY] = state
@@ -94,6 +99,7 @@ class Observe:
             state.close()
             del app.extensions[EXTENSION_KEY]
             raise
+        app.cli.add_command(build_cli())
 
     def _setup(self, app: Flask, state: ObserveState) -> None:
         config = state.config

@@ -1,0 +1,43 @@
+"""``flask observe …``: the command-line side of the extension.
+
+The group is built per app in ``init_app``; features add their subcommands to it
+(``flask observe config`` is always there).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import click
+from flask.cli import AppGroup, with_appcontext
+
+from .config import PREFIX, SECRET_KEYS
+
+__all__ = ["build_cli"]
+
+
+def build_cli() -> AppGroup:
+    """The ``observe`` command group for one app."""
+    group = AppGroup("observe", help="flask_observe: configuration, health, logs, alerts.")
+    group.add_command(show_config)
+    return group
+
+
+@click.command("config")
+@with_appcontext
+def show_config() -> None:
+    """Print the effective OBSERVE_* settings as JSON (secrets hidden)."""
+    from .extension import Observe
+
+    config = Observe.state().config
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.name in SECRET_KEYS and value is not None:
+            value = "<set>"
+        elif callable(value):
+            value = f"{getattr(value, '__module__', '?')}:{getattr(value, '__qualname__', value)}"
+        out[PREFIX + f.name.upper()] = value
+    click.echo(json.dumps(out, indent=2, default=str))
