@@ -6,6 +6,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 logger = logging.getLogger("flask_observe")
 
@@ -41,3 +42,26 @@ class FailureLog:
                 what,
                 extra={"suppressed_since_last": suppressed},
             )
+
+
+def run_with_deadline(function: Callable[[], object], timeout: float, name: str) -> bool:
+    """Run ``function`` in a daemon thread and wait for it at most ``timeout`` seconds.
+
+    :returns: whether it finished in time (a late one goes on, and dies with the process).
+    """
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            function()
+        except Exception:
+            logger.exception("flask_observe: %s failed", name)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=target, name=f"flask-observe-{name}", daemon=True)
+    try:
+        thread.start()
+    except RuntimeError:  # interpreter shutting down: no new threads
+        return False
+    return done.wait(timeout)

@@ -29,6 +29,8 @@ MAX_REQUEST_ID_LENGTH_LIMIT = 1024
 LOG_FORMATS = ("json", "console")
 _LEVEL_NAMES = frozenset(("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET"))
 ROTATE_INTERVALS = ("hourly", "daily")
+TRACING_EXPORTERS = ("otlp-grpc", "otlp-http", "console", "none")
+TRACING_INSTRUMENTATIONS = ("flask", "requests", "sqlalchemy", "celery", "redis")
 
 
 class ConfigError(ValueError):
@@ -87,6 +89,39 @@ class ObserveConfig:
     #: Regular expressions searched in the request path; matching requests are left out of the
     #: access log (and, as they arrive, of tracing and metrics).
     excluded_paths: tuple[str, ...] = (r"^/health/(live|ready|startup)$", r"^/metrics$")
+
+    # -- tracing (OpenTelemetry, docs/tracing.md) -----------------------------------------
+    #: ``None``: on when an OTLP endpoint is configured (``OBSERVE_TRACING_ENDPOINT``,
+    #: ``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) or an
+    #: exporter other than ``none`` is named.
+    tracing_enabled: bool | None = None
+    #: ``otlp-grpc``, ``otlp-http``, ``console`` or ``none``; ``None``: OTLP when an endpoint
+    #: is configured (over ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL``, gRPC by default), else none.
+    tracing_exporter: str | None = None
+    #: Collector address; ``None`` leaves it to ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT``.
+    tracing_endpoint: str | None = None
+    #: Share of new traces recorded (parent-based: a request whose caller sampled is
+    #: recorded); ``None`` leaves it to ``OTEL_TRACES_SAMPLER``/``OTEL_TRACES_SAMPLER_ARG``.
+    tracing_sample_rate: float | None = None
+    #: Libraries traced when installed.
+    tracing_instrumentations: tuple[str, ...] = TRACING_INSTRUMENTATIONS
+    #: Record client spans (SQL, HTTP, Redis) that have no parent span (start-up queries,
+    #: broker polling); off by default, they make one trace each.
+    tracing_root_client_spans: bool = False
+    #: Add a ``traceresponse`` header (W3C Trace Context level 2) to every traced response.
+    tracing_response_header: bool = False
+    #: Longest wait for queued spans at shutdown and process exit, in seconds.
+    tracing_shutdown_timeout: float = 2.0
+
+    # -- error reporting (Sentry, docs/errors.md) -----------------------------------------
+    #: ``None``: on when ``OBSERVE_SENTRY_DSN`` or ``SENTRY_DSN`` is set.
+    sentry_enabled: bool | None = None
+    #: Never logged or shown; ``None`` leaves it to ``SENTRY_DSN``.
+    sentry_dsn: str | None = field(default=None, repr=False)
+    #: Send the client's address (personal data) as the event's user IP.
+    sentry_send_client_ip: bool = False
+    #: Longest wait for queued events at shutdown and process exit, in seconds.
+    sentry_shutdown_timeout: float = 2.0
 
     # -- access to sensitive endpoints (health details, log viewer, /metrics if asked) ----
     #: Bearer token (at least 16 characters) that grants access. Never logged or shown.
@@ -288,6 +323,37 @@ def _file_name(value: Any) -> str:
     return name
 
 
+def _opt_ratio(value: Any) -> float | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    number = _float(0.0)(value)
+    if number > 1.0:
+        raise ValueError("expected a number from 0 to 1")
+    return number
+
+
+def _subset(allowed: tuple[str, ...]) -> Callable[[Any], tuple[str, ...]]:
+    def parse(value: Any) -> tuple[str, ...]:
+        names = tuple(v.lower() for v in _str_tuple(value))
+        unknown = [n for n in names if n not in allowed]
+        if unknown:
+            raise ValueError(f"unknown name(s) {', '.join(unknown)}; known: {', '.join(allowed)}")
+        return tuple(dict.fromkeys(names))
+
+    return parse
+
+
+_DSN = re.compile(r"https?://[^\s/@]+@[^\s/]+/\S+")
+
+
+def _dsn(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _DSN.fullmatch(value.strip()):
+        raise ValueError("expected a Sentry DSN (https://<key>@<host>/<project id>)")
+    return value.strip()
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "enabled": _bool,
     "service_name": _opt_str,
@@ -316,12 +382,24 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "access_log": _bool,
     "access_log_remote_addr": _bool,
     "excluded_paths": _patterns,
+    "tracing_enabled": _opt_bool,
+    "tracing_exporter": _choice(*TRACING_EXPORTERS, optional=True),
+    "tracing_endpoint": _opt_str,
+    "tracing_sample_rate": _opt_ratio,
+    "tracing_instrumentations": _subset(TRACING_INSTRUMENTATIONS),
+    "tracing_root_client_spans": _bool,
+    "tracing_response_header": _bool,
+    "tracing_shutdown_timeout": _float(0.0),
+    "sentry_enabled": _opt_bool,
+    "sentry_dsn": _dsn,
+    "sentry_send_client_ip": _bool,
+    "sentry_shutdown_timeout": _float(0.0),
     "auth_token": _secret(16),
     "auth_callback": _callable,
 }
 
 #: Keys whose values are never echoed (errors, ``flask observe config``).
-SECRET_KEYS = frozenset({"auth_token"})
+SECRET_KEYS = frozenset({"auth_token", "sentry_dsn"})
 
 
 def option_names() -> frozenset[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -14,11 +15,13 @@ from .auth import Authorizer
 from .cli import build_cli
 from .config import ObserveConfig, config_keys, load_config, option_names
 from .correlation import CorrelationMiddleware
-from .logging import identity_fields
+from .logging import compile_exclusions, identity_fields
 
 if TYPE_CHECKING:
+    from .errors import ErrorReporter
     from .logging import AccessLog, LoggingSetup
-    from .outbound import HostAllowlist
+    from .outbound import OutboundRules
+    from .tracing import TracingSetup
 
 __all__ = ["Observe", "ObserveState"]
 
@@ -39,7 +42,11 @@ class ObserveState:
     logging: LoggingSetup | None = None
     access_log: AccessLog | None = None
     excluded: Callable[[str], bool] | None = None
-    outbound: tuple[str, HostAllowlist] | None = None
+    outbound: OutboundRules | None = None
+    #: OpenTelemetry tracing (docs/tracing.md); ``None`` when off.
+    tracing: TracingSetup | None = None
+    #: Sentry error reporting (docs/errors.md); ``None`` when off.
+    errors: ErrorReporter | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def close(self) -> None:
@@ -103,14 +110,23 @@ class Observe:
 
     def _setup(self, app: Flask, state: ObserveState) -> None:
         config = state.config
+        # The one exclusion list, shared by the access log, tracing and metrics.
+        state.excluded = compile_exclusions(config.excluded_paths)
+        # Libraries' own variables (OTEL_*, SENTRY_DSN) decide "auto" switches: read once.
+        environ = dict(os.environ)
         if config.logging_enabled:
             _setup_logging(app, state)
+        trace_fields: tuple[str, ...] = ()
+        if _tracing_wanted(config, environ):
+            trace_fields = _setup_tracing(app, state, environ)
+        # After tracing: the correlation middleware wraps the instrumented app (outermost).
         if config.correlation_enabled:
             _setup_correlation(app, state)
-            if config.propagate_hosts:
-                _setup_requests(state)
             if config.celery_enabled is not False:
                 _setup_celery(state)
+        _setup_outbound(state, trace_fields)
+        if _errors_wanted(config, environ):
+            _setup_errors(app, state, environ)
 
     @staticmethod
     def state(app: Flask | None = None) -> ObserveState:
@@ -159,10 +175,9 @@ def _setup_logging(app: Flask, state: ObserveState) -> None:
 
 
 def _setup_correlation(app: Flask, state: ObserveState) -> None:
-    from .logging import AccessLog, compile_exclusions
+    from .logging import AccessLog
 
     config = state.config
-    state.excluded = compile_exclusions(config.excluded_paths)
     if config.access_log and config.logging_enabled:
         state.access_log = AccessLog(
             state.excluded, config.access_log_remote_addr, identity=state.log_identity
@@ -206,21 +221,79 @@ def _matched_route() -> str | None:
     return rule.rule if rule is not None else None
 
 
-def _outbound_rules() -> tuple[str, HostAllowlist] | None:
+def _outbound_rules() -> OutboundRules | None:
     ctx = _cv_app.get(None)
     if ctx is None:
-        return None
+        from .outbound import OUTSIDE_APP
+
+        return OUTSIDE_APP
     state = ctx.app.extensions.get(EXTENSION_KEY)
     return state.outbound if state is not None else None
 
 
-def _setup_requests(state: ObserveState) -> None:
-    _optional.require("requests", "requests", "OBSERVE_PROPAGATE_HOSTS")
-    from .outbound import HostAllowlist, RequestsPropagation
+def _setup_outbound(state: ObserveState, trace_fields: tuple[str, ...]) -> None:
+    """Outgoing ``requests`` calls: the correlation ID to allowed hosts, and the trace context
+    to nobody else."""
+    config = state.config
+    header = (
+        config.request_id_header if config.correlation_enabled and config.propagate_hosts else None
+    )
+    if header is not None:
+        _optional.require("requests", "requests", "OBSERVE_PROPAGATE_HOSTS")
+    elif not trace_fields or _optional.detect("requests", "outbound trace headers") is None:
+        return
+    from .outbound import HostAllowlist, OutboundRules, RequestsPropagation
 
-    state.outbound = (state.config.request_id_header, HostAllowlist(state.config.propagate_hosts))
-    RequestsPropagation(_outbound_rules).install()
-    state._closers.append(RequestsPropagation.uninstall)
+    rules = OutboundRules(header, HostAllowlist(config.propagate_hosts), trace_fields)
+    state.outbound = rules
+    RequestsPropagation(_outbound_rules).install(rules)
+    state._closers.append(lambda: RequestsPropagation.uninstall(rules))
+
+
+def _tracing_wanted(config: ObserveConfig, environ: Mapping[str, str]) -> bool:
+    from .tracing import tracing_wanted
+
+    if not tracing_wanted(config, environ):
+        return False
+    if config.tracing_enabled:
+        _optional.require("opentelemetry.sdk.trace", "tracing", "OBSERVE_TRACING_ENABLED")
+        return True
+    detected = _optional.detect("opentelemetry.sdk.trace", "tracing (an OTLP endpoint is set)")
+    return detected is not None
+
+
+def _setup_tracing(app: Flask, state: ObserveState, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """Turn tracing on; returns the trace context headers to keep from third-party hosts."""
+    from opentelemetry.propagate import get_global_textmap
+
+    from .tracing.setup import setup_tracing
+
+    state.tracing, undo = setup_tracing(app, state, environ)
+    state._closers.append(lambda: _run_all(undo))
+    return tuple(sorted(get_global_textmap().fields))
+
+
+def _errors_wanted(config: ObserveConfig, environ: Mapping[str, str]) -> bool:
+    from .errors import errors_wanted
+
+    if not errors_wanted(config, environ):
+        return False
+    if config.sentry_enabled:
+        _optional.require("sentry_sdk", "sentry", "OBSERVE_SENTRY_ENABLED")
+        return True
+    return _optional.detect("sentry_sdk", "Sentry error reporting (a DSN is set)") is not None
+
+
+def _setup_errors(app: Flask, state: ObserveState, environ: Mapping[str, str]) -> None:
+    from .errors import setup_errors
+
+    state.errors, undo = setup_errors(app, state, environ)
+    state._closers.append(lambda: _run_all(undo))
+
+
+def _run_all(steps: list[Callable[[], object]]) -> None:
+    for step in steps:
+        step()
 
 
 def _setup_celery(state: ObserveState) -> None:

@@ -6,8 +6,9 @@ The pipeline is stdlib ``logging`` with structlog in front of it:
   structlog loggers (:func:`get_logger`) end up in the same handlers on the root logger;
 - :class:`ObserveFormatter` renders each one as JSON (or as structlog's console format in
   development) with ``timestamp``, ``level``, ``logger``, ``message``, ``service``,
-  ``correlation_id`` inside a request or task, the caller's extra fields and structlog's
-  context variables (``structlog.contextvars.bind_contextvars``);
+  ``correlation_id`` inside a request or task, ``trace_id`` and ``span_id`` inside a recorded
+  OpenTelemetry span, the caller's extra fields and structlog's context variables
+  (``structlog.contextvars.bind_contextvars``);
 - :class:`AccessLog` writes one line per request when its response is finished.
 """
 
@@ -43,6 +44,9 @@ _RESERVED = frozenset(("timestamp", "level", "logger", "message", "service"))
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
 #: LogRecord attribute carrying the identity fields of the app that wrote it (access log).
 IDENTITY_ATTR = "_observe_identity"
+#: WSGI environ key where tracing leaves the server span's context, for the access line.
+SPAN_CONTEXT_KEY = "flask_observe.span_context"
+_OTEL_TRACE_MODULE = "opentelemetry.trace"
 
 
 def get_logger(name: str | None = None, **initial_values: Any) -> Any:
@@ -89,6 +93,7 @@ class ObserveFormatter(logging.Formatter):
         self._identity_lookup = identity_lookup
         self._second = -1
         self._second_text = ""
+        self._current_span: Callable[[], Any] | None = None
         self._console: Callable[..., str] | None = None
         if fmt == "console":
             self._console = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
@@ -124,6 +129,18 @@ class ObserveFormatter(logging.Formatter):
         correlation_id = get_correlation_id()
         if correlation_id is not None:
             out["correlation_id"] = correlation_id
+        current_span = self._current_span
+        if current_span is None:
+            # OpenTelemetry is looked for, never imported: an app that does not use it pays
+            # one dictionary lookup per line.
+            module = sys.modules.get(_OTEL_TRACE_MODULE)
+            if module is None:
+                return out
+            current_span = self._current_span = module.get_current_span
+        context = current_span().get_span_context()
+        if context.trace_flags & 1:  # sampled: the trace exists in the backend
+            out["trace_id"] = f"{context.trace_id:032x}"
+            out["span_id"] = f"{context.span_id:016x}"
         return out
 
     def event_dict(self, record: logging.LogRecord) -> dict[str, Any]:
@@ -281,6 +298,11 @@ class AccessLog:
         }
         if self._remote_addr:
             fields["remote_addr"] = environ.get("REMOTE_ADDR")
+        span = environ.get(SPAN_CONTEXT_KEY)
+        if span is not None and span.trace_flags & 1:
+            # Written after the server span ended: its IDs were left in the environ.
+            fields["trace_id"] = f"{span.trace_id:032x}"
+            fields["span_id"] = f"{span.span_id:016x}"
         message = f"{method} {path} {status}"
         sinks = _direct_sinks(logger, level)
         if sinks is None:

@@ -1,22 +1,27 @@
-"""Outgoing HTTP calls made with ``requests`` carry the correlation ID — to allowed hosts only.
+"""Outgoing HTTP calls made with ``requests`` carry the correlation ID and the trace context —
+to allowed hosts only.
 
-A scraper talks to third-party sites that must not receive our headers, so the ID is added only
-when the target matches the app's ``OBSERVE_PROPAGATE_HOSTS`` allowlist. The check runs on
-every send, redirects included: a redirect from an allowed host to another one drops the
-header again.
+A scraper talks to third-party sites that must not receive our headers, so the ID is added,
+and the trace context (``traceparent``, ``tracestate``, ``baggage``) kept, only when the
+target matches the app's ``OBSERVE_PROPAGATE_HOSTS`` allowlist. The check runs on every send,
+redirects included: a redirect from an allowed host to another one drops the headers again.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ._internal import FailureLog
 from .correlation import get_correlation_id
 
-__all__ = ["HostAllowlist", "RequestsPropagation"]
+if TYPE_CHECKING:
+    import requests
+
+__all__ = ["HostAllowlist", "OutboundRules", "RequestsPropagation"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _CACHE_SIZE = 1024
@@ -95,69 +100,115 @@ def _split_host_port(pattern: str) -> tuple[str, int | None]:
     return pattern, None
 
 
-class RequestsPropagation:
-    """Wraps ``requests.Session.send`` once per process; each app supplies its own rules.
+@dataclass(frozen=True)
+class OutboundRules:
+    """What one app lets out on its outgoing calls.
 
-    The wrapper asks ``rules()`` for the current app's ``(header, allowlist)`` on each send, so
-    two apps with different allowlists in one process each get theirs. The original ``send`` is
-    kept and restored by :meth:`uninstall` when the last app releases it.
+    :param header: the correlation ID header given to allowed hosts (``None``: not sent).
+    :param allowlist: hosts that may receive our correlation ID and trace context.
+    :param trace_fields: the trace context headers (the propagator's fields: ``traceparent``,
+        ``tracestate``, ``baggage``…) removed from calls to any other host.
+    """
+
+    header: str | None
+    allowlist: HostAllowlist
+    trace_fields: tuple[str, ...] = ()
+
+
+#: Returned by the rules lookup outside any app context.
+OUTSIDE_APP = OutboundRules(None, HostAllowlist(()))
+
+
+class RequestsPropagation:
+    """Wraps ``requests``' ``HTTPAdapter.send`` once per process; each app supplies its rules.
+
+    The adapter is the last step before the wire, after every ``Session.send`` wrapper
+    (OpenTelemetry's injects the trace context there), and it is called again for each
+    redirect; so whatever the order in which wrappers were installed, each hop leaves with
+    exactly what its host may receive. The wrapper asks ``rules()`` for the current app's
+    :class:`OutboundRules` on each send, so two apps in one process each get theirs. The
+    original ``send`` is kept and restored by :meth:`uninstall` when the last app releases it.
     """
 
     _ATTR = "__flask_observe_original__"
 
-    def __init__(self, rules: Callable[[], tuple[str, HostAllowlist] | None]) -> None:
+    def __init__(self, rules: Callable[[], OutboundRules | None]) -> None:
+        """:param rules: the current app's rules; ``None`` for an app with none,
+        :data:`OUTSIDE_APP` outside any app context."""
         self._rules = rules
         self._failures = FailureLog()
 
-    def install(self) -> None:
-        import requests
+    def install(self, own: OutboundRules | None = None) -> None:
+        """Install the wrapper (once per process) and count one more user.
 
-        send = requests.Session.send
+        :param own: this app's rules, also used outside any app context (a background
+            thread's calls) while this app is the first running one with trace headers to
+            guard: such calls have no app to ask, and may carry a trace context.
+        """
+        from requests.adapters import HTTPAdapter
+
+        send = HTTPAdapter.send
         original = getattr(send, self._ATTR, None)
         if original is None:
             original = send
             rules = self._rules
             failures = self._failures
+            fallback: list[OutboundRules] = []
 
-            def send_with_correlation_id(
-                session: requests.Session, request: requests.PreparedRequest, **kwargs: Any
+            def send_with_rules(
+                adapter: HTTPAdapter, request: requests.PreparedRequest, *args: Any, **kwargs: Any
             ) -> requests.Response:
                 try:
-                    _apply(request, rules())
+                    current = rules()
+                    if current is OUTSIDE_APP:
+                        current = fallback[0] if fallback else None
+                    _apply(request, current)
                 except Exception:
-                    failures("adding the correlation ID to an outgoing request")
-                return original(session, request, **kwargs)
+                    failures("applying the outbound header rules to an outgoing request")
+                return original(adapter, request, *args, **kwargs)
 
-            setattr(send_with_correlation_id, self._ATTR, original)
-            send_with_correlation_id._flask_observe_users = 0  # type: ignore[attr-defined]
-            requests.Session.send = send_with_correlation_id  # type: ignore[method-assign,assignment]
-            send = send_with_correlation_id  # type: ignore[assignment]
+            setattr(send_with_rules, self._ATTR, original)
+            send_with_rules._flask_observe_users = 0  # type: ignore[attr-defined]
+            send_with_rules._flask_observe_fallback = fallback  # type: ignore[attr-defined]
+            HTTPAdapter.send = send_with_rules  # type: ignore[method-assign,assignment]
+            send = send_with_rules  # type: ignore[assignment]
         send._flask_observe_users += 1  # type: ignore[attr-defined]
+        if own is not None and own.trace_fields:
+            send._flask_observe_fallback.append(own)  # type: ignore[attr-defined]
 
     @classmethod
-    def uninstall(cls) -> None:
+    def uninstall(cls, own: OutboundRules | None = None) -> None:
         """Release one user of the wrapper; the last one restores the original ``send``."""
-        import requests
+        from requests.adapters import HTTPAdapter
 
-        send = requests.Session.send
+        send = HTTPAdapter.send
         original = getattr(send, cls._ATTR, None)
         if original is None:
             return
+        fallback = send._flask_observe_fallback  # type: ignore[attr-defined]
+        if own is not None and own in fallback:
+            fallback.remove(own)
         send._flask_observe_users -= 1  # type: ignore[attr-defined]
         if send._flask_observe_users <= 0:  # type: ignore[attr-defined]
-            requests.Session.send = original  # type: ignore[method-assign]
+            HTTPAdapter.send = original  # type: ignore[method-assign]
 
 
-def _apply(request: Any, rules: tuple[str, HostAllowlist] | None) -> None:
-    if rules is None:
+def _apply(request: Any, rules: OutboundRules | None) -> None:
+    if rules is None or request.url is None:
         return
-    header, allowlist = rules
-    correlation_id = get_correlation_id()
-    if correlation_id is None or request.url is None:
-        return
-    if allowlist.allows(request.url):
-        if header not in request.headers:
-            request.headers[header] = correlation_id
-    elif request.headers.get(header) == correlation_id:
-        # Carried over from an allowed host by a redirect: not for this one.
-        del request.headers[header]
+    headers = request.headers
+    allowed = rules.allowlist.allows(request.url)
+    header = rules.header
+    if header is not None:
+        correlation_id = get_correlation_id()
+        if correlation_id is not None:
+            if allowed:
+                if header not in headers:
+                    headers[header] = correlation_id
+            elif headers.get(header) == correlation_id:
+                # Carried over from an allowed host by a redirect: not for this one.
+                del headers[header]
+    if not allowed:
+        for field in rules.trace_fields:
+            if field in headers:
+                del headers[field]

@@ -110,17 +110,20 @@ def test_outside_a_request_nothing_is_added(
 
 
 def test_shutdown_restores_requests_send() -> None:
-    """The wrapper is installed once and the original send comes back with the last app."""
-    original = requests.Session.send
+    """The wrapper (on the adapter, the last step before the wire) is installed once and the
+    original send comes back with the last app."""
+    from requests.adapters import HTTPAdapter
+
+    original = HTTPAdapter.send
     one, two = Flask("one"), Flask("two")
     ext_one = Observe(one, log_stdout=False, propagate_hosts=["a.example"])
     ext_two = Observe(two, log_stdout=False, propagate_hosts=["b.example"])
-    wrapped = requests.Session.send
+    wrapped = HTTPAdapter.send
     assert wrapped is not original
     ext_one.shutdown(one)
-    assert requests.Session.send is wrapped
+    assert HTTPAdapter.send is wrapped
     ext_two.shutdown(two)
-    assert requests.Session.send is original
+    assert HTTPAdapter.send is original
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,290 @@
+"""The span pipeline of one app: resource, sampler, exporter, bounded queue, bounded shutdown.
+
+Everything here is the OpenTelemetry SDK, configured: ``TracerProvider``, ``Resource``, a
+parent-based sampler, ``BatchSpanProcessor`` (a bounded queue drained by a background thread)
+and the OTLP/console exporters. The SDK reads its own ``OTEL_*`` variables (service name,
+resource attributes, sampler, endpoint, headers, timeouts, queue sizes); what is added here is
+what the SDK does not do for a web process:
+
+- the exporter is built in the process that exports, so a gRPC channel is never shared across
+  a fork (gunicorn ``--preload``): the SDK's batch processor already restarts its thread in a
+  forked child, and :class:`ProcessLocalExporter` builds a fresh exporter there;
+- requests to excluded paths and client spans without a parent are not recorded
+  (:class:`ObserveSampler`);
+- spans dropped because the queue is full are counted (and the count logged), so a collector
+  that is down or slow shows up without costing the host anything;
+- shutdown (and process exit) waits for queued spans at most ``tracing_shutdown_timeout``
+  seconds, in a thread of its own, instead of the SDK's 30 s.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import (
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import Link, SpanKind, TraceState, get_current_span
+from opentelemetry.util.types import Attributes
+
+from .._internal import FailureLog
+
+__all__ = [
+    "ObserveSampler",
+    "ObserveSpanProcessor",
+    "ProcessLocalExporter",
+    "build_resource",
+    "exporter_factory",
+    "ratio_sampler",
+]
+
+logger = logging.getLogger("flask_observe.tracing")
+
+_DROP = SamplingResult(Decision.DROP)
+#: How often, at most, the number of dropped spans is logged.
+DROPPED_LOG_INTERVAL = 60.0
+
+
+def build_resource(
+    service_name: str | None, default_name: str, version: str | None, environment: str | None
+) -> Resource:
+    """``service.name``, ``service.version``, ``deployment.environment[.name]``.
+
+    Configured values win; the SDK merges ``OTEL_RESOURCE_ATTRIBUTES`` and
+    ``OTEL_SERVICE_NAME`` under them; the app's name is the last resort for the service.
+    """
+    attributes: dict[str, str] = {}
+    if service_name:
+        attributes["service.name"] = service_name
+    if version:
+        attributes["service.version"] = version
+    if environment:
+        attributes["deployment.environment.name"] = environment
+        attributes["deployment.environment"] = environment
+    resource = Resource.create(attributes)
+    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": default_name}))
+    return resource
+
+
+def ratio_sampler(rate: float) -> Sampler:
+    """Parent-based: follow the caller's decision, else record ``rate`` of new traces."""
+    return ParentBased(TraceIdRatioBased(rate))
+
+
+def _path_of(attributes: Attributes) -> str | None:
+    if not attributes:
+        return None
+    path = attributes.get("url.path")
+    if path is not None:
+        return str(path)
+    target = attributes.get("http.target")
+    if target is not None:
+        return str(target).split("?", 1)[0]
+    url = attributes.get("http.url")
+    return urlsplit(str(url)).path if url is not None else None
+
+
+class ObserveSampler(Sampler):
+    """The configured sampler, after two rules of ours.
+
+    - A server span for a path on the shared exclusion list (health probes, ``/metrics``) is
+      not recorded, nor is anything under it.
+    - A client span without a parent (SQL at start-up, a broker's polling, a call outside any
+      request) is not recorded unless ``root_client_spans``: each would be a trace of its own.
+
+    :param inner: decides everything else (``OTEL_TRACES_SAMPLER`` or the configured ratio).
+    :param excluded: the compiled exclusion list, searched in the request path.
+    """
+
+    def __init__(
+        self,
+        inner: Sampler,
+        excluded: Callable[[str], bool] | None,
+        root_client_spans: bool = False,
+    ) -> None:
+        self.inner = inner
+        self._excluded = excluded
+        self._root_client_spans = root_client_spans
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        if kind is SpanKind.SERVER:
+            if self._excluded is not None:
+                path = _path_of(attributes)
+                if path is not None and self._excluded(path):
+                    return _DROP
+        elif (
+            kind is SpanKind.CLIENT
+            and not self._root_client_spans
+            and not get_current_span(parent_context).get_span_context().is_valid
+        ):
+            return _DROP
+        return self.inner.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return f"ObserveSampler{{{self.inner.get_description()}}}"
+
+
+def exporter_factory(name: str, endpoint: str | None) -> Callable[[], SpanExporter] | None:
+    """A function building the named exporter (``None`` for ``none``).
+
+    The OTLP exporters read ``OTEL_EXPORTER_OTLP_*`` (endpoint when not configured here,
+    headers, timeout, compression, certificates) themselves.
+    """
+    if name == "none":
+        return None
+    if name == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        # stderr: standard output carries the JSON log lines.
+        return lambda: ConsoleSpanExporter(out=sys.stderr)
+    if name == "otlp-grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        return lambda: GrpcExporter(endpoint=endpoint) if endpoint else GrpcExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpExporter,
+    )
+
+    if endpoint and urlsplit(endpoint).path in ("", "/"):
+        # The HTTP exporter takes the full URL; OTEL_EXPORTER_OTLP_ENDPOINT is the base.
+        endpoint = endpoint.rstrip("/") + "/v1/traces"
+    return lambda: HttpExporter(endpoint=endpoint) if endpoint else HttpExporter()
+
+
+class ProcessLocalExporter(SpanExporter):
+    """Builds the real exporter on first use in each process, and counts what it exported.
+
+    It runs on the batch processor's thread, never on a request thread. After a fork the child
+    builds its own exporter (its own gRPC channel or HTTP session) instead of using the
+    parent's.
+    """
+
+    def __init__(self, factory: Callable[[], SpanExporter]) -> None:
+        self._factory = factory
+        self._exporter: SpanExporter | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+        self.exported = 0
+        self.failed = 0
+        #: Called on the export thread after each batch (drop reports).
+        self.after_export: Callable[[], None] | None = None
+        self._failures = FailureLog()
+
+    def _current(self) -> SpanExporter:
+        pid = os.getpid()
+        exporter = self._exporter
+        if exporter is None or self._pid != pid:
+            with self._lock:
+                if self._exporter is None or self._pid != pid:
+                    self._exporter = self._factory()
+                    self._pid = pid
+                exporter = self._exporter
+        return exporter
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self._current().export(spans)
+        except Exception:
+            self._failures("exporting spans")
+            result = SpanExportResult.FAILURE
+        if result is SpanExportResult.SUCCESS:
+            self.exported += len(spans)
+        else:
+            self.failed += len(spans)
+        if self.after_export is not None:
+            try:
+                self.after_export()
+            except Exception:
+                self._failures("reporting dropped spans")
+        return result
+
+    def shutdown(self, timeout_millis: float = 30_000, **_: Any) -> None:
+        exporter = self._exporter
+        if exporter is None or self._pid != os.getpid():
+            return
+        try:
+            exporter.shutdown(timeout_millis=timeout_millis)  # type: ignore[call-arg]
+        except TypeError:
+            exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        exporter = self._exporter
+        if exporter is None or self._pid != os.getpid():
+            return True
+        return exporter.force_flush(timeout_millis)
+
+
+class ObserveSpanProcessor(BatchSpanProcessor):
+    """The SDK's batch processor (bounded queue, background export), counting what it drops.
+
+    When the queue is full the SDK drops the span and logs a warning (at most every 20 s);
+    here the drops are also counted, for :meth:`TracingSetup.stats` and a periodic log line.
+    """
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        super().__init__(exporter)
+        self.dropped = 0
+        self._dropped_logged = 0
+        self._last_report = time.monotonic()
+        batch = getattr(self, "_batch_processor", None)
+        # SDK internals, read-only: the queue (a bounded deque) and its capacity. Without them
+        # (another SDK version) the drops are only logged by the SDK itself.
+        self._queue: Any = getattr(batch, "_queue", None)
+        self.capacity: int | None = getattr(batch, "_max_queue_size", None)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        queue = self._queue
+        if (
+            queue is not None
+            and len(queue) >= self.capacity  # type: ignore[operator]
+            and span.context is not None
+            and span.context.trace_flags.sampled
+        ):
+            self.dropped += 1
+        super().on_end(span)
+
+    def queued(self) -> int | None:
+        return len(self._queue) if self._queue is not None else None
+
+    def report_drops(self) -> None:
+        """Log how many spans were dropped since the last report (at most once a minute)."""
+        now = time.monotonic()
+        dropped = self.dropped
+        if dropped == self._dropped_logged or now - self._last_report < DROPPED_LOG_INTERVAL:
+            return
+        self._last_report = now
+        logger.warning(
+            "flask_observe: %d spans dropped (queue full: the collector is slow or unreachable)",
+            dropped - self._dropped_logged,
+            extra={"spans_dropped_total": dropped},
+        )
+        self._dropped_logged = dropped
