@@ -14,9 +14,10 @@ this is tracing; metrics are a feature of their own.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask
@@ -135,12 +136,19 @@ def acquire_shared(name: str, provider: TracerProvider) -> Callable[[], None] | 
                 return None
             # skip_dep_check: the instrumentations' version ranges lag behind the libraries'
             # releases (SQLAlchemy 2.1); the tests prove the spans.
-            instrumentor.instrument(
-                tracer_provider=provider,
-                meter_provider=_NO_METRICS,
-                skip_dep_check=True,
-                **options,
-            )
+            try:
+                instrumentor.instrument(
+                    tracer_provider=provider,
+                    meter_provider=_NO_METRICS,
+                    skip_dep_check=True,
+                    **options,
+                )
+            except Exception:
+                # Start-up goes on without it; undo whatever was patched before the failure.
+                logger.exception("flask_observe: tracing of %s could not be turned on", library)
+                with contextlib.suppress(Exception):
+                    instrumentor._uninstrument()
+                return None
         _users[name] = users + 1
 
     def release() -> None:
@@ -178,8 +186,9 @@ def instrument_engine(engine: Engine, provider: TracerProvider) -> bool:
 def instrument_flask_sqlalchemy_engines(app: Flask, provider: TracerProvider) -> int:
     """Trace the engines Flask-SQLAlchemy already made for ``app`` (``init_app`` before us)."""
     extension = app.extensions.get("sqlalchemy")
-    if extension is None or not hasattr(extension, "engines"):
+    if extension is None:
         return 0
     with app.app_context():
-        engines = list(extension.engines.values())
-    return sum(instrument_engine(engine, provider) for engine in engines)
+        engines = getattr(extension, "engines", None)
+        found = list(engines.values()) if isinstance(engines, Mapping) else []
+    return sum(instrument_engine(engine, provider) for engine in found)

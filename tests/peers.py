@@ -1,0 +1,232 @@
+"""Real peers on loopback for the tracing and error-reporting tests.
+
+- :class:`OtlpReceiver`: an OTLP/gRPC trace receiver — a ``grpcio`` server with the
+  ``TraceService`` of ``opentelemetry-proto`` — recording every export request.
+- :class:`SentryReceiver`: an HTTP server used as a Sentry DSN, recording every envelope.
+- :class:`HungServer`: a TCP listener that accepts connections and never answers.
+- :func:`refused_port`: a port nothing listens on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from werkzeug.wrappers import Request, Response
+
+from .conftest import LiveServer
+
+KINDS = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def _value(any_value: Any) -> Any:
+    kind = any_value.WhichOneof("value")
+    if kind is None:
+        return None
+    value = getattr(any_value, kind)
+    if kind == "array_value":
+        return [_value(v) for v in value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _value(kv.value) for kv in value.values}
+    return value
+
+
+def _attributes(key_values: Any) -> dict[str, Any]:
+    return {kv.key: _value(kv.value) for kv in key_values}
+
+
+class OtlpReceiver:
+    """An OTLP/gRPC collector stand-in on ``127.0.0.1:<port>`` that records what it gets."""
+
+    def __init__(self) -> None:
+        import grpc
+        from opentelemetry.proto.collector.trace.v1 import (
+            trace_service_pb2,
+            trace_service_pb2_grpc,
+        )
+
+        self.requests: list[Any] = []
+        self.metadata: list[dict[str, str]] = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class TraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+            def Export(self, request: Any, context: Any) -> Any:
+                with receiver._lock:
+                    receiver.requests.append(request)
+                    receiver.metadata.append(dict(context.invocation_metadata()))
+                return trace_service_pb2.ExportTraceServiceResponse()
+
+        self.server = grpc.server(ThreadPoolExecutor(max_workers=4))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(), self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> OtlpReceiver:
+        self.server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self.server.stop(grace=None)
+
+    def spans(self) -> list[dict[str, Any]]:
+        """Every span received so far, flattened, with its resource's ``service.name``."""
+        out = []
+        with self._lock:
+            requests = list(self.requests)
+        for request in requests:
+            for resource_spans in request.resource_spans:
+                resource = _attributes(resource_spans.resource.attributes)
+                for scope_spans in resource_spans.scope_spans:
+                    for span in scope_spans.spans:
+                        out.append(
+                            {
+                                "name": span.name,
+                                "kind": KINDS.get(span.kind, str(span.kind)),
+                                "trace_id": span.trace_id.hex(),
+                                "span_id": span.span_id.hex(),
+                                "parent_span_id": span.parent_span_id.hex() or None,
+                                "attributes": _attributes(span.attributes),
+                                "status": span.status.code,
+                                "events": [e.name for e in span.events],
+                                "scope": scope_spans.scope.name,
+                                "service": resource.get("service.name"),
+                                "resource": resource,
+                            }
+                        )
+        return out
+
+
+class SentryReceiver:
+    """An HTTP endpoint standing in for Sentry: ``dsn`` points at it; envelopes are kept."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.paths: list[str] = []
+        self._lock = threading.Lock()
+        self.server = LiveServer(self._app)
+        self.dsn = f"http://publickey@127.0.0.1:{self.server.port}/42"
+
+    def _app(self, environ: Any, start_response: Any) -> Any:
+        request = Request(environ)
+        body = request.get_data()
+        if request.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        with self._lock:
+            self.bodies.append(body)
+            self.paths.append(request.path)
+        return Response('{"id":"0"}', content_type="application/json")(environ, start_response)
+
+    def __enter__(self) -> SentryReceiver:
+        self.server.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.__exit__(*exc)
+
+    def items(self) -> list[tuple[dict[str, Any], Any]]:
+        """Every (item header, payload) of every envelope received."""
+        out = []
+        with self._lock:
+            bodies = list(self.bodies)
+        for body in bodies:
+            lines = body.split(b"\n")
+            index = 1  # line 0: the envelope's own header
+            while index < len(lines):
+                if not lines[index].strip():
+                    index += 1
+                    continue
+                header = json.loads(lines[index])
+                payload = lines[index + 1] if index + 1 < len(lines) else b""
+                try:
+                    out.append((header, json.loads(payload)))
+                except ValueError:
+                    out.append((header, payload))
+                index += 2
+        return out
+
+    def events(self) -> list[dict[str, Any]]:
+        return [payload for header, payload in self.items() if header.get("type") == "event"]
+
+    def raw(self) -> bytes:
+        with self._lock:
+            return b"\n".join(self.bodies)
+
+
+class HungServer:
+    """Accepts TCP connections and never answers (reads and discards what it is sent)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._conns: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+                self.accepted += 1
+                conn.setblocking(False)
+                self._conns.append(conn)
+            except OSError:
+                pass
+            for conn in self._conns:
+                with contextlib.suppress(OSError):
+                    conn.recv(65536)
+
+    def __enter__(self) -> HungServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        for conn in self._conns:
+            conn.close()
+        self.sock.close()
+
+
+def refused_port() -> int:
+    """A loopback port nothing listens on (connections are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def iter_trace(spans: list[dict[str, Any]], root: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """``root`` and every span under it (by parent links), depth first."""
+    children: dict[str, list[dict[str, Any]]] = {}
+    for span in spans:
+        if span["parent_span_id"]:
+            children.setdefault(span["parent_span_id"], []).append(span)
+    stack = [root]
+    while stack:
+        span = stack.pop()
+        yield span
+        stack.extend(children.get(span["span_id"], []))

@@ -1,0 +1,466 @@
+"""Tracing: real spans exported over OTLP/gRPC to a real receiver on loopback.
+
+Every test sends its spans to an :class:`~tests.peers.OtlpReceiver` (a ``grpcio`` server with
+``opentelemetry-proto``'s ``TraceService``) and asserts on what the receiver got: names,
+kinds, parent/child links, attributes, and the resource's service name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from flask import Flask, redirect, request
+
+from flask_observe import Observe
+
+from .conftest import LiveServer, read_json_lines
+from .peers import OtlpReceiver, iter_trace, wait_for
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as running:
+        yield running
+
+
+def flush(*apps: Flask) -> None:
+    """Export what the apps' batch processors hold (the test does not wait for the timer)."""
+    for app in apps:
+        tracing = Observe.state(app).tracing
+        assert tracing is not None
+        tracing.provider.force_flush()  # type: ignore[attr-defined]
+
+
+def traced_app(
+    make_app: Callable[..., Flask], receiver: OtlpReceiver, name: str = "traced", **config: Any
+) -> Flask:
+    settings: dict[str, Any] = {"log_stdout": False, "tracing_endpoint": receiver.endpoint}
+    settings.update(config)
+    return make_app(name, **settings)
+
+
+def server_spans(spans: list[dict[str, Any]], service: str | None = None) -> list[dict[str, Any]]:
+    return [
+        s for s in spans if s["kind"] == "SERVER" and (service is None or s["service"] == service)
+    ]
+
+
+def test_server_span_carries_route_status_and_correlation_id(
+    make_app: Callable[..., Flask], receiver: OtlpReceiver
+) -> None:
+    """One SERVER span per request, named after the route, with the correlation ID, status
+    and the app's service name; the response is unchanged apart from its headers."""
+    app = traced_app(make_app, receiver, service_name="orders", service_version="2.0.1")
+
+    @app.get("/orders/<int:order_id>")
+    def order(order_id: int) -> dict[str, int]:
+        return {"id": order_id}
+
+    response = app.test_client().get("/orders/7", headers={"X-Request-ID": "span-rid-1"})
+    assert response.json == {"id": 7}
+    flush(app)
+    spans = wait_for(receiver.spans, 10)
+    assert [s["name"] for s in spans] == ["GET /orders/<int:order_id>"]
+    span = spans[0]
+    assert span["kind"] == "SERVER"
+    assert span["parent_span_id"] is None
+    assert span["attributes"]["correlation_id"] == "span-rid-1"
+    assert span["attributes"]["http.route"] == "/orders/<int:order_id>"
+    assert span["attributes"]["http.status_code"] == 200
+    assert span["service"] == "orders"
+    assert span["resource"]["service.version"] == "2.0.1"
+
+
+def test_log_lines_inside_a_span_carry_its_ids_and_the_access_line_too(
+    make_app: Callable[..., Flask], receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    """A line logged in the view has the server span's trace_id and span_id; so does the
+    access line, written after the span ended; lines outside any span have neither."""
+    app = traced_app(make_app, receiver, log_dir=str(tmp_path))
+
+    @app.get("/work")
+    def work() -> str:
+        app.logger.info("working")
+        return "ok"
+
+    app.logger.info("before any request")
+    assert app.test_client().get("/work", headers={"X-Request-ID": "log-rid"}).data == b"ok"
+    flush(app)
+    span = wait_for(receiver.spans, 10)[0]
+    lines = read_json_lines(tmp_path / "app.log")
+    by_message = {x["message"]: x for x in lines}
+    working, access = by_message["working"], by_message["GET /work 200"]
+    for line in (working, access):
+        assert (line["trace_id"], line["span_id"]) == (span["trace_id"], span["span_id"])
+        assert line["correlation_id"] == "log-rid"
+    assert "trace_id" not in by_message["before any request"]
+
+
+def test_sample_rate_zero_records_nothing_and_logs_no_trace_ids(
+    make_app: Callable[..., Flask], receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    """Unsampled requests export nothing, and their log lines point at no trace."""
+    app = traced_app(make_app, receiver, tracing_sample_rate=0.0, log_dir=str(tmp_path))
+
+    @app.get("/quiet")
+    def quiet() -> str:
+        app.logger.info("unsampled")
+        return "ok"
+
+    assert app.test_client().get("/quiet").status_code == 200
+    flush(app)
+    assert receiver.spans() == []
+    assert all("trace_id" not in x for x in read_json_lines(tmp_path / "app.log"))
+
+
+def test_excluded_paths_make_no_spans(
+    make_app: Callable[..., Flask], receiver: OtlpReceiver
+) -> None:
+    """Health probes and /metrics (the shared OBSERVE_EXCLUDED_PATHS) are not traced, nor the
+    queries they run; other paths are."""
+    app = traced_app(make_app, receiver)
+
+    @app.get("/health/live")
+    def live() -> str:
+        return "ok"
+
+    @app.get("/metrics")
+    def metrics() -> str:
+        return "# nothing"
+
+    @app.get("/api/thing")
+    def thing() -> str:
+        return "ok"
+
+    client = app.test_client()
+    for path in ("/health/live", "/metrics", "/api/thing", "/health/live"):
+        assert client.get(path).status_code == 200
+    flush(app)
+    assert [s["name"] for s in wait_for(receiver.spans, 10)] == ["GET /api/thing"]
+
+
+def test_traceresponse_header_when_asked(
+    make_app: Callable[..., Flask], receiver: OtlpReceiver
+) -> None:
+    """OBSERVE_TRACING_RESPONSE_HEADER adds ``traceresponse: 00-<trace>-<span>-<flags>``
+    naming the server span; without it there is no such header."""
+    on = traced_app(make_app, receiver, "on", tracing_response_header=True)
+    off = traced_app(make_app, receiver, "off")
+    for app in (on, off):
+        app.add_url_rule("/", "index", lambda: "ok")
+    with_header = on.test_client().get("/")
+    without = off.test_client().get("/")
+    assert "traceresponse" not in without.headers
+    flush(on, off)
+    span = next(s for s in wait_for(receiver.spans, 10) if s["service"] == "on")
+    version, trace_id, span_id, flags = with_header.headers["traceresponse"].split("-")
+    assert (version, trace_id, span_id) == ("00", span["trace_id"], span["span_id"])
+    assert int(flags, 16) & 1
+
+
+def test_incoming_traceparent_is_continued(
+    make_app: Callable[..., Flask], receiver: OtlpReceiver
+) -> None:
+    """A request carrying a W3C traceparent gets a server span in that trace, under it."""
+    app = traced_app(make_app, receiver)
+    app.add_url_rule("/", "index", lambda: "ok")
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    app.test_client().get("/", headers={"traceparent": parent})
+    flush(app)
+    span = wait_for(receiver.spans, 10)[0]
+    assert span["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    assert span["parent_span_id"] == "b7ad6b7169203331"
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_no_duplicate_server_span_when_the_host_instruments_flask_too(
+    make_app: Callable[..., Flask], receiver: OtlpReceiver, when: str
+) -> None:
+    """The host calling FlaskInstrumentor.instrument_app itself, before or after Observe,
+    still gives one SERVER span per request."""
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    app = Flask("twice")
+    if when == "before":
+        FlaskInstrumentor.instrument_app(app)
+    app.config.update(OBSERVE_LOG_STDOUT=False, OBSERVE_TRACING_ENDPOINT=receiver.endpoint)
+    ext = Observe(app)
+    try:
+        if when == "after":
+            FlaskInstrumentor.instrument_app(app)
+        app.add_url_rule("/", "index", lambda: "ok")
+        app.test_client().get("/")
+        app.test_client().get("/")
+        flush(app)
+        spans = wait_for(lambda: len(receiver.spans()) >= 2 and receiver.spans(), 10)
+        assert [s["kind"] for s in spans] == ["SERVER", "SERVER"]
+        assert len({s["trace_id"] for s in spans}) == 2
+    finally:
+        ext.shutdown(app)
+        FlaskInstrumentor.uninstrument_app(app)
+
+
+# -- outgoing calls: trace context to allowed hosts only -----------------------------------
+
+
+def header_recorder(name: str) -> tuple[Flask, list[dict[str, str | None]]]:
+    """A real HTTP service (no Observe) recording the trace headers of each call."""
+    app = Flask(name)
+    seen: list[dict[str, str | None]] = []
+
+    @app.get("/echo")
+    def echo() -> str:
+        seen.append({h: request.headers.get(h) for h in ("traceparent", "tracestate", "baggage")})
+        return "ok"
+
+    @app.get("/bounce")
+    def bounce() -> Any:
+        seen.append({h: request.headers.get(h) for h in ("traceparent", "tracestate", "baggage")})
+        return redirect(request.args["to"])
+
+    return app, seen
+
+
+@pytest.fixture
+def two_hosts() -> Iterator[tuple[LiveServer, list[Any], LiveServer, list[Any]]]:
+    allowed_app, allowed_seen = header_recorder("allowed")
+    third_app, third_seen = header_recorder("third-party")
+    with LiveServer(allowed_app) as allowed, LiveServer(third_app) as third:
+        yield allowed, allowed_seen, third, third_seen
+
+
+def calling_app(make_app: Callable[..., Flask], receiver: OtlpReceiver, allowed_port: int) -> Flask:
+    app = traced_app(make_app, receiver, "caller", propagate_hosts=[f"127.0.0.1:{allowed_port}"])
+
+    @app.get("/call")
+    def call() -> str:
+        from opentelemetry import baggage, context
+
+        token = context.attach(baggage.set_baggage("user.tier", "gold"))
+        try:
+            requests.get(request.args["url"], timeout=5)
+        finally:
+            context.detach(token)
+        return "done"
+
+    return app
+
+
+def test_allowed_host_continues_the_trace(
+    make_app: Callable[..., Flask], receiver: OtlpReceiver, two_hosts: tuple
+) -> None:
+    """A call to an allowlisted host carries traceparent (naming our CLIENT span) and
+    baggage; the CLIENT span is a child of the SERVER span."""
+    allowed, allowed_seen, _, _ = two_hosts
+    app = calling_app(make_app, receiver, allowed.port)
+    app.test_client().get("/call", query_string={"url": f"{allowed.url}/echo"})
+    flush(app)
+    spans = wait_for(lambda: len(receiver.spans()) >= 2 and receiver.spans(), 10)
+    server = next(s for s in spans if s["kind"] == "SERVER")
+    client = next(s for s in spans if s["kind"] == "CLIENT")
+    assert client["parent_span_id"] == server["span_id"]
+    assert client["name"] == "GET"
+    assert len(allowed_seen) == 1
+    version, trace_id, parent_id, flags = allowed_seen[0]["traceparent"].split("-")
+    assert (version, trace_id, parent_id) == ("00", server["trace_id"], client["span_id"])
+    assert int(flags, 16) & 1  # sampled
+    assert allowed_seen[0]["baggage"] == "user.tier=gold"
+    assert allowed_seen[0]["tracestate"] is None
+
+
+def test_third_party_hosts_get_no_trace_headers(
+    make_app: Callable[..., Flask], receiver: OtlpReceiver, two_hosts: tuple
+) -> None:
+    """A host not on the allowlist (another port, the same machine under another name, or a
+    redirect target of an allowed host) receives no traceparent, tracestate or baggage — while
+    the call itself is still traced as a CLIENT span."""
+    allowed, allowed_seen, third, third_seen = two_hosts
+    app = calling_app(make_app, receiver, allowed.port)
+    client = app.test_client()
+    client.get("/call", query_string={"url": f"{third.url}/echo"})
+    client.get("/call", query_string={"url": f"http://localhost:{allowed.port}/echo"})
+    bounce = f"{allowed.url}/bounce?to={third.url}/echo"
+    client.get("/call", query_string={"url": bounce})
+    nothing = {"traceparent": None, "tracestate": None, "baggage": None}
+    assert third_seen == [nothing, nothing]
+    # The allowed host saw the bounce with the trace context, and localhost:port nothing.
+    assert allowed_seen[0] == nothing
+    assert allowed_seen[1]["traceparent"] is not None
+    flush(app)
+    spans = wait_for(lambda: len(receiver.spans()) >= 6 and receiver.spans(), 10)
+    # Each call is still a CLIENT span (the redirect's second hop is part of its call's span).
+    assert sorted(s["kind"] for s in spans) == ["CLIENT"] * 3 + ["SERVER"] * 3
+
+
+def test_no_trace_headers_to_anyone_without_an_allowlist(
+    make_app: Callable[..., Flask], receiver: OtlpReceiver, two_hosts: tuple
+) -> None:
+    """With OBSERVE_PROPAGATE_HOSTS empty (the default), no host gets the trace context."""
+    allowed, allowed_seen, _, _ = two_hosts
+    app = traced_app(make_app, receiver)
+
+    @app.get("/call")
+    def call() -> str:
+        requests.get(f"{allowed.url}/echo", timeout=5)
+        return "done"
+
+    app.test_client().get("/call")
+    assert allowed_seen == [{"traceparent": None, "tracestate": None, "baggage": None}]
+
+
+# -- SQLAlchemy: every engine --------------------------------------------------------------
+
+
+def test_sqlalchemy_engines_made_before_and_after_init_app_are_traced(
+    make_app: Callable[..., Flask], receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    """Flask-SQLAlchemy set up before Observe (its engine exists already) and an engine
+    created with create_engine after init_app: both engines' queries are CLIENT spans under
+    the request's SERVER span."""
+    import sqlalchemy as sa
+    from flask_sqlalchemy import SQLAlchemy
+
+    app = Flask("sql")
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'fsa.db'}",
+        OBSERVE_LOG_STDOUT=False,
+        OBSERVE_TRACING_ENDPOINT=receiver.endpoint,
+    )
+    db = SQLAlchemy()
+    db.init_app(app)
+    ext = Observe(app)
+    try:
+        later = sa.create_engine(f"sqlite:///{tmp_path / 'later.db'}")
+
+        @app.get("/q")
+        def query() -> str:
+            db.session.execute(sa.text("SELECT 1 AS from_flask_sqlalchemy")).all()
+            with later.connect() as conn:
+                conn.execute(sa.text("SELECT 2 AS from_later_engine")).all()
+            return "ok"
+
+        app.test_client().get("/q")
+        flush(app)
+
+        def statements() -> list[dict[str, Any]]:
+            return [s for s in receiver.spans() if "db.statement" in s["attributes"]]
+
+        queries = wait_for(lambda: len(statements()) >= 2 and statements(), 10)
+        spans = receiver.spans()
+        server = server_spans(spans)[0]
+        under = {s["span_id"] for s in iter_trace(spans, server)}
+        texts = {s["attributes"]["db.statement"] for s in queries}
+        assert texts == {"SELECT 1 AS from_flask_sqlalchemy", "SELECT 2 AS from_later_engine"}
+        for span in queries:
+            assert span["kind"] == "CLIENT"
+            assert span["span_id"] in under
+            assert span["attributes"]["db.system"] == "sqlite"
+    finally:
+        ext.shutdown(app)
+
+
+def test_root_client_spans_are_dropped_unless_asked(
+    make_app: Callable[..., Flask], receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    """A query outside any request (start-up, a script) is not a trace of its own by
+    default; OBSERVE_TRACING_ROOT_CLIENT_SPANS records it."""
+    import sqlalchemy as sa
+
+    quiet = traced_app(make_app, receiver, "quiet")
+    loud = traced_app(make_app, receiver, "loud", tracing_root_client_spans=True)
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    for app in (quiet, loud):
+        with app.app_context(), engine.connect() as conn:
+            conn.execute(sa.text(f"SELECT '{app.name}'")).all()
+    flush(quiet, loud)
+    services = {s["service"] for s in wait_for(receiver.spans, 10)}
+    assert services == {"loud"}
+
+
+# -- one trace across two services: the sample app ----------------------------------------
+
+
+def test_sample_scrape_is_one_trace_across_scraper_db_and_platform(
+    receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    """POST /api/scrapes on the sample scraper: the SERVER span, every SQL query and every
+    call to the demo platform are in one trace, and each platform SERVER span (service
+    demo-platform) is the child of the scraper's CLIENT span that called it."""
+    from sample_app import DEMO_ACCOUNTS, create_app, observe
+    from sample_app.platform import create_platform_app
+
+    common = {
+        "OBSERVE_LOG_DIR": str(tmp_path / "logs"),
+        "OBSERVE_LOG_STDOUT": False,
+        "OBSERVE_TRACING_ENDPOINT": receiver.endpoint,
+    }
+    platform_app = create_platform_app(**common)
+    with LiveServer(platform_app) as platform:
+        scraper = create_app(
+            {
+                "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'scraper.db'}",
+                "SCRAPER_PLATFORM_URL": platform.url,
+                **common,
+            }
+        )
+        try:
+            response = scraper.test_client().post(
+                "/api/scrapes", json={}, headers={"X-Request-ID": "trace-scrape-1"}
+            )
+            assert response.status_code == 201
+            flush(scraper, platform_app)
+
+            def complete() -> list[dict[str, Any]] | None:
+                spans = receiver.spans()
+                done = len(server_spans(spans, "demo-platform")) >= len(DEMO_ACCOUNTS)
+                return spans if done else None
+
+            spans = wait_for(complete, 15)
+            assert spans, f"platform spans missing: {receiver.spans()}"
+        finally:
+            observe.shutdown(scraper)
+            Observe().shutdown(platform_app)
+
+    root = next(
+        s
+        for s in server_spans(spans, "scraper")
+        if s["attributes"].get("correlation_id") == "trace-scrape-1"
+    )
+    assert root["name"] == "POST /api/scrapes"
+    assert root["parent_span_id"] is None
+    trace = list(iter_trace(spans, root))
+    assert {s["trace_id"] for s in trace} == {root["trace_id"]}
+    assert [s for s in spans if s["trace_id"] == root["trace_id"]] == sorted(
+        trace, key=lambda s: spans.index(s)
+    ), "a span of this trace is not linked to its root"
+
+    sql = [s for s in trace if s["attributes"].get("db.system") == "sqlite"]
+    assert sql
+    assert all(s["kind"] == "CLIENT" and s["service"] == "scraper" for s in sql)
+    assert any("INSERT INTO snapshots" in s["attributes"].get("db.statement", "") for s in sql)
+
+    calls = [s for s in trace if s["kind"] == "CLIENT" and s["name"] == "GET"]
+    assert len(calls) == len(DEMO_ACCOUNTS)
+    assert all(s["parent_span_id"] == root["span_id"] for s in calls)
+    platform_servers = [s for s in trace if s["kind"] == "SERVER" and s is not root]
+    assert len(platform_servers) == len(DEMO_ACCOUNTS)
+    call_ids = {s["span_id"] for s in calls}
+    for span in platform_servers:
+        assert span["service"] == "demo-platform"
+        assert span["name"] == "GET /v1/<platform>/users/<handle>"
+        assert span["parent_span_id"] in call_ids
+        assert span["attributes"]["correlation_id"] == "trace-scrape-1"
+    statuses = sorted(s["attributes"]["http.status_code"] for s in platform_servers)
+    assert statuses == [200] * (len(DEMO_ACCOUNTS) - 1) + [404]
+
+    # The log lines of the request name the same trace.
+    lines = [
+        x
+        for x in read_json_lines(tmp_path / "logs" / "app.log")
+        if x.get("correlation_id") == "trace-scrape-1"
+    ]
+    assert {x["trace_id"] for x in lines} == {root["trace_id"]}
