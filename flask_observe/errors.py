@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from .config import ObserveConfig
     from .extension import ObserveState
 
-__all__ = ["ErrorReporter", "errors_wanted", "scrub_event", "spine_tags"]
+__all__ = ["ErrorReporter", "errors_wanted", "host_sentry_active", "scrub_event", "spine_tags"]
 
 logger = logging.getLogger("flask_observe.errors")
 
@@ -48,10 +49,17 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 
 def errors_wanted(config: ObserveConfig, environ: Mapping[str, str]) -> bool:
-    """``OBSERVE_SENTRY_ENABLED``, or (unset) whether a DSN is configured."""
+    """``OBSERVE_SENTRY_ENABLED``, or (unset) whether a DSN is configured or the host
+    initialised Sentry itself."""
     if config.sentry_enabled is not None:
         return config.sentry_enabled
-    return bool(config.sentry_dsn or environ.get("SENTRY_DSN"))
+    return bool(config.sentry_dsn or environ.get("SENTRY_DSN")) or host_sentry_active()
+
+
+def host_sentry_active() -> bool:
+    """Whether the host initialised Sentry itself (looked for, never imported)."""
+    module = sys.modules.get("sentry_sdk")
+    return module is not None and bool(module.get_client().is_active())
 
 
 def spine_tags() -> dict[str, str]:
@@ -237,6 +245,7 @@ _live: list[ErrorReporter] = []
 _live_lock = threading.Lock()
 _CELERY_UID = "flask_observe.errors.task_failure"
 _host_failures = FailureLog()
+_host_processor_added = False
 
 
 def _current_reporter() -> ErrorReporter | None:
@@ -282,24 +291,24 @@ def _disconnect_celery() -> None:
     signals.task_failure.disconnect(_on_task_failure, dispatch_uid=_CELERY_UID)
 
 
+def _add_spine(event: Any, hint: Any) -> Any:
+    """Event processor for the host's own Sentry client: the spine's IDs as tags."""
+    try:
+        event.setdefault("tags", {}).update(spine_tags())
+    except Exception:  # never lose the host's event over our tags
+        _host_failures("adding correlation and trace IDs to a Sentry event")
+    return event
+
+
 def _add_host_processor() -> None:
-    """Tag every event of the host's own Sentry client with the spine (once per process)."""
+    """Tag every event of the host's Sentry client with the spine (once per process)."""
     import sentry_sdk
 
-    scope = sentry_sdk.get_global_scope()
-    if getattr(scope, "_flask_observe_processor", False):
-        return
-
-    def add_spine(event: Any, hint: Any) -> Any:
-        failures = _host_failures
-        try:
-            event.setdefault("tags", {}).update(spine_tags())
-        except Exception:  # never lose the host's event over our tags
-            failures("adding correlation and trace IDs to a Sentry event")
-        return event
-
-    scope.add_event_processor(add_spine)
-    scope._flask_observe_processor = True  # type: ignore[attr-defined]
+    global _host_processor_added
+    with _live_lock:
+        if not _host_processor_added:
+            sentry_sdk.get_global_scope().add_event_processor(_add_spine)
+            _host_processor_added = True
 
 
 def _make_client(config: ObserveConfig, service: str) -> Any:
@@ -311,6 +320,13 @@ def _make_client(config: ObserveConfig, service: str) -> Any:
         return scrub_event(event, send_client_ip)
 
     release = f"{service}@{config.service_version}" if config.service_version else None
+    extra: dict[str, Any] = {}
+    if send_client_ip:
+        from sentry_sdk.scrubber import DEFAULT_PII_DENYLIST, EventScrubber
+
+        # Sentry's scrubber removes user.ip_address along with other personal keys; keep it.
+        denylist = [key for key in DEFAULT_PII_DENYLIST if key != "ip_address"]
+        extra["event_scrubber"] = EventScrubber(pii_denylist=denylist)
     # None for dsn/environment/release: Sentry reads SENTRY_DSN, SENTRY_ENVIRONMENT and
     # SENTRY_RELEASE itself.
     return sentry_sdk.Client(
@@ -323,8 +339,8 @@ def _make_client(config: ObserveConfig, service: str) -> Any:
         integrations=[],
         traces_sample_rate=None,
         auto_session_tracking=False,
-        # Private data stays home.
-        send_default_pii=False,
+        # Private data stays home (send_default_pii is off by default: not passed, as newer
+        # releases deprecate the option).
         include_local_variables=False,
         max_request_body_size="never",
         max_breadcrumbs=0,
@@ -333,6 +349,7 @@ def _make_client(config: ObserveConfig, service: str) -> Any:
         shutdown_timeout=config.sentry_shutdown_timeout,
         enable_backpressure_handling=False,
         send_client_reports=False,
+        **extra,
     )
 
 
