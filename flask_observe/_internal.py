@@ -65,3 +65,64 @@ def run_with_deadline(function: Callable[[], object], timeout: float, name: str)
     except RuntimeError:  # interpreter shutting down: no new threads
         return False
     return done.wait(timeout)
+
+
+class ExitFlushes:
+    """Flushes to run at process exit, all at once, each bounded by its own deadline.
+
+    One ``atexit`` handler for every feature that has something queued for a peer (spans,
+    error events), so the waits overlap instead of adding up. Process-wide by nature, like
+    ``atexit`` itself: use :data:`exit_flushes`.
+    """
+
+    def __init__(self) -> None:
+        self._flushes: dict[int, tuple[Callable[[], object], float]] = {}
+        self._lock = threading.Lock()
+        self._registered = False
+
+    def add(self, flush: Callable[[], object], timeout: float) -> int:
+        """Run ``flush`` at exit (it must return within about ``timeout`` seconds)."""
+        import atexit
+
+        with self._lock:
+            key = id(flush)
+            self._flushes[key] = (flush, timeout)
+            if not self._registered:
+                atexit.register(self.run)
+                self._registered = True
+        return key
+
+    def remove(self, key: int) -> None:
+        with self._lock:
+            self._flushes.pop(key, None)
+
+    def run(self) -> None:
+        """Start every flush in a daemon thread; wait for them until the longest deadline."""
+        with self._lock:
+            flushes = list(self._flushes.values())
+            self._flushes.clear()
+        if not flushes:
+            return
+        deadline = time.monotonic() + max(timeout for _, timeout in flushes) + 0.25
+        events = []
+        for flush, _ in flushes:
+            done = threading.Event()
+            events.append(done)
+
+            def target(flush: Callable[[], object] = flush, done: threading.Event = done) -> None:
+                try:
+                    flush()
+                except Exception:
+                    logger.exception("flask_observe: flushing at exit failed")
+                finally:
+                    done.set()
+
+            try:
+                threading.Thread(target=target, name="flask-observe-exit", daemon=True).start()
+            except RuntimeError:  # interpreter shutting down: nothing more can be sent
+                return
+        for done in events:
+            done.wait(max(0.0, deadline - time.monotonic()))
+
+
+exit_flushes = ExitFlushes()

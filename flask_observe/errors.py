@@ -20,7 +20,6 @@ hung never blocks a request, and shutdown waits at most ``OBSERVE_SENTRY_SHUTDOW
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import sys
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, got_request_exception
 from flask.globals import _cv_app, _cv_request
 
-from ._internal import FailureLog, run_with_deadline
+from ._internal import FailureLog, exit_flushes, run_with_deadline
 from .correlation import get_correlation_id
 
 if TYPE_CHECKING:
@@ -397,7 +396,7 @@ def setup_errors(
                 _disconnect_celery()
 
     undo.append(leave)
-    atexit.register(reporter.close)
-    undo.append(lambda: atexit.unregister(reporter.close))
+    exit_key = exit_flushes.add(reporter.close, reporter.shutdown_timeout)
+    undo.append(lambda: exit_flushes.remove(exit_key))
     undo.append(reporter.close)
     return reporter, undo

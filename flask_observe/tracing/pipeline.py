@@ -254,7 +254,7 @@ class ObserveSpanProcessor(BatchSpanProcessor):
         super().__init__(exporter)
         self.dropped = 0
         self._dropped_logged = 0
-        self._last_report = time.monotonic()
+        self._last_report = -DROPPED_LOG_INTERVAL
         batch = getattr(self, "_batch_processor", None)
         # SDK internals, read-only: the queue (a bounded deque) and its capacity. Without them
         # (another SDK version) the drops are only logged by the SDK itself.

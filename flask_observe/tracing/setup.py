@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -12,7 +11,7 @@ from flask import Flask
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import Tracer, TracerProvider
 
-from .._internal import run_with_deadline
+from .._internal import exit_flushes, run_with_deadline
 from . import choose_exporter
 from .instrument import acquire_shared, instrument_flask, instrument_flask_sqlalchemy_engines
 from .pipeline import (
@@ -165,9 +164,9 @@ def setup_tracing(
         undo.append(lambda: routing.unregister(setup))
         install_global(routing)
         if setup.owned:
-            atexit.register(setup.shutdown)
+            exit_key = exit_flushes.add(setup.shutdown, setup.shutdown_timeout)
             undo.append(setup.shutdown)
-            undo.append(lambda: atexit.unregister(setup.shutdown))
+            undo.append(lambda: exit_flushes.remove(exit_key))
         wanted = config.tracing_instrumentations
         if "flask" in wanted:
             unwrap = instrument_flask(app, provider, response_header=config.tracing_response_header)

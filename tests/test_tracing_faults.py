@@ -1,0 +1,295 @@
+"""Tracing when the collector is down or hung, at shutdown, and across gunicorn's forks.
+
+The collector stand-ins are real: an OTLP/gRPC receiver that is then stopped (connections
+refused), and a TCP listener that accepts connections and never answers (the exporter waits
+for a reply that never comes). Timing checks here are deadlines with tolerances; the latency
+comparison with a healthy collector is a benchmark (benchmarks/tracing_faults.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from flask import Flask
+
+from flask_observe import Observe
+
+from .conftest import read_json_lines
+from .peers import HungServer, OtlpReceiver, SentryReceiver, refused_port, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(params=["stopped", "hung"])
+def dead_collector(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
+    """``(kind, endpoint)``: an OTLP endpoint that refuses connections (a receiver that ran,
+    then stopped) or that accepts them and never answers."""
+    if request.param == "stopped":
+        with OtlpReceiver() as receiver:
+            endpoint = receiver.endpoint
+        yield "stopped", endpoint
+    else:
+        with HungServer() as hung:
+            yield "hung", f"http://127.0.0.1:{hung.port}"
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_dead_collector_costs_the_host_nothing_and_spans_are_dropped_and_counted(
+    make_app: Callable[..., Flask],
+    dead_collector: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Collector refused or hung: every request answers 200 with no exception, the queue
+    stays at its bound while the extra spans are dropped and counted (and the count logged),
+    memory stays flat over 60 000 more spans, and Observe.shutdown returns within its 2 s
+    deadline (+ tolerance) although spans are still queued."""
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "256")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "64")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "1")
+    kind, endpoint = dead_collector
+    app = make_app("doomed", log_stdout=False, log_dir=str(tmp_path), tracing_endpoint=endpoint)
+
+    @app.get("/work")
+    def work() -> str:
+        return "ok"
+
+    client = app.test_client()
+    statuses = {client.get("/work").status_code for _ in range(600)}
+    assert statuses == {200}
+    tracing = Observe.state(app).tracing
+    assert tracing is not None
+
+    def accounted() -> int:
+        """Spans dropped, failed to export, or still queued: with nothing exported, all of
+        them but a batch in the exporter's hands."""
+        stats = tracing.stats()
+        assert stats["exported"] == 0
+        assert stats["queued"] <= stats["queue_capacity"] == 256  # type: ignore[operator]
+        return stats["dropped"] + stats["export_failed"] + stats["queued"]  # type: ignore[operator]
+
+    assert 600 - 64 <= accounted() <= 600
+    if kind == "hung":
+        # Hung: the export thread is stuck on its first batch; the rest was dropped.
+        assert tracing.stats()["dropped"] >= 600 - 256 - 64  # type: ignore[operator]
+
+    # 60 000 spans more: memory stays flat, the queue bounded, every span accounted for.
+    tracer = tracing.tracer(("memory-check", None, None))
+    with app.app_context():
+        for _ in range(10_000):
+            tracer.start_span("warm-up").end()
+        before = rss_bytes()
+        for _ in range(60_000):
+            tracer.start_span("dropped").end()
+        grown = rss_bytes() - before
+    assert grown < 8 * 1024 * 1024, f"RSS grew {grown / 1e6:.1f} MB over 60k dropped spans"
+    assert 70_600 - 64 <= accounted() <= 70_600
+    assert tracing.stats()["dropped"] > 0
+
+    def drop_report() -> list[dict[str, Any]]:
+        return [
+            x
+            for x in read_json_lines(tmp_path / "app.log")
+            if "spans dropped" in x["message"] and x["logger"] == "flask_observe.tracing"
+        ]
+
+    assert wait_for(drop_report, 15), "the dropped count was never logged"
+
+    started = time.monotonic()
+    Observe().shutdown(app)
+    elapsed = time.monotonic() - started
+    assert elapsed <= 2.5, elapsed
+
+
+def test_exporter_thread_failure_is_logged_and_requests_go_on(
+    make_app: Callable[..., Flask],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An export to a refused port fails on the export thread: logged by the exporter, never
+    raised into a request."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "1")
+    app = make_app(
+        "refused",
+        log_stdout=False,
+        tracing_endpoint=f"http://127.0.0.1:{refused_port()}",
+        tracing_shutdown_timeout=0.5,
+    )
+    app.add_url_rule("/", "index", lambda: "ok")
+    with caplog.at_level(logging.WARNING):
+        assert app.test_client().get("/").status_code == 200
+        tracing = Observe.state(app).tracing
+        assert tracing is not None
+        tracing.provider.force_flush()  # type: ignore[attr-defined]
+    exporter = tracing.exporter
+    assert exporter is not None
+    assert exporter.failed == 1
+    assert any(
+        "127.0.0.1" in r.getMessage() for r in caplog.records if r.name.startswith("opentelemetry")
+    )
+
+
+# -- whole processes ------------------------------------------------------------------------
+
+
+def server_env(**extra: str) -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(ROOT), GRPC_VERBOSITY="ERROR", **extra)
+
+
+def start_server(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.apps.traced_server"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("READY "):
+        proc.kill()
+        pytest.fail(f"server did not start: {line}{proc.stdout.read()}")
+    return proc, f"http://127.0.0.1:{line.split()[1]}"
+
+
+@pytest.mark.parametrize(
+    ("dead", "budget"),
+    [("collector", 5.0), ("sentry", 2.5), ("both", 5.0)],
+)
+def test_sigterm_exits_promptly_with_a_hung_collector_or_sentry(
+    dead: str, budget: float, tmp_path: Path
+) -> None:
+    """A server process with spans and/or Sentry events queued for peers that accept and
+    never answer exits within the budget after SIGTERM (the SDKs' own waits: 30 s for spans,
+    up to their timeouts for events; both flushes wait side by side); it says what it
+    dropped."""
+    with HungServer() as hung:
+        endpoint = f"http://127.0.0.1:{hung.port}"
+        env = server_env(
+            FLASK_OBSERVE_LOG_DIR=str(tmp_path),
+            OTEL_EXPORTER_OTLP_TRACES_TIMEOUT="30",
+            OTEL_BSP_SCHEDULE_DELAY="100",
+        )
+        if dead in ("collector", "both"):
+            env["FLASK_OBSERVE_TRACING_ENDPOINT"] = endpoint
+        if dead in ("sentry", "both"):
+            env["FLASK_OBSERVE_SENTRY_DSN"] = f"http://key@127.0.0.1:{hung.port}/1"
+        proc, url = start_server(env)
+        try:
+            with requests.Session() as session:
+                for _ in range(300):
+                    assert session.get(f"{url}/work", timeout=5).status_code == 200
+                for _ in range(5):
+                    assert session.get(f"{url}/fail", timeout=5).status_code == 500
+            # The exporters are now stuck on the hung peer.
+            assert wait_for(lambda: hung.accepted >= 1, 5)
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+            elapsed = time.monotonic() - started
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    output = proc.stdout.read() if proc.stdout else ""
+    assert proc.returncode == 0, output
+    assert elapsed <= budget, f"exit took {elapsed:.2f} s\n{output[-2000:]}"
+    if dead in ("collector", "both"):
+        lines = read_json_lines(tmp_path / "app.log")
+        assert any("were dropped" in x["message"] for x in lines), "no sign spans were pending"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gunicorn forks")
+def test_gunicorn_preload_workers_each_export_their_spans(tmp_path: Path) -> None:
+    """gunicorn --preload with 2 workers: the app (and its tracer provider) is built in the
+    master before the fork; spans from both workers reach the receiver, each worker's from its
+    own exporter; SIGTERM to the master stops everything within 5 s."""
+    with OtlpReceiver() as receiver:
+        env = server_env(
+            FLASK_OBSERVE_TRACING_ENDPOINT=receiver.endpoint,
+            FLASK_OBSERVE_LOG_DIR=str(tmp_path),
+            OTEL_BSP_SCHEDULE_DELAY="100",
+        )
+        port = refused_port()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--preload",
+                "--workers=2",
+                "--threads=2",
+                f"--bind=127.0.0.1:{port}",
+                "--graceful-timeout=20",
+                "tests.apps.traced_server:app",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        url = f"http://127.0.0.1:{port}/work"
+        try:
+
+            def up() -> bool:
+                try:
+                    return requests.get(url, timeout=1).status_code == 200
+                except requests.ConnectionError:
+                    return False
+
+            assert wait_for(up, 30, 0.2), "gunicorn did not come up"
+
+            def pids_seen() -> set[int]:
+                # New connections each time: the kernel spreads them over both workers.
+                for _ in range(20):
+                    requests.get(url, timeout=5, headers={"Connection": "close"})
+                return {
+                    s["attributes"]["worker.pid"]
+                    for s in receiver.spans()
+                    if "worker.pid" in s["attributes"]
+                }
+
+            pids = wait_for(lambda: len(pids_seen()) >= 2 and pids_seen(), 30, 0.5)
+            assert pids, "no spans from the workers"
+            assert len(pids) == 2, f"spans from one worker only: {pids}"
+            assert proc.pid not in pids
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+            elapsed = time.monotonic() - started
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        output = proc.stdout.read() if proc.stdout else ""
+    assert elapsed <= 5.0, f"{elapsed:.2f} s\n{output[-2000:]}"
+
+
+def test_sentry_receiver_peer_is_reachable_from_a_server_process(tmp_path: Path) -> None:
+    """The server process reports a view error through its own client to a real endpoint
+    (the exit tests above rely on the same path, with the endpoint hung)."""
+    with SentryReceiver() as sentry:
+        proc, url = start_server(server_env(FLASK_OBSERVE_SENTRY_DSN=sentry.dsn))
+        try:
+            assert requests.get(f"{url}/fail", timeout=5).status_code == 500
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=10)
+        (event,) = wait_for(sentry.events, 10)
+    assert event["tags"]["correlation_id"]
+    assert event["transaction"] == "/fail"
