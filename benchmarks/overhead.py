@@ -50,6 +50,12 @@ BASE = "bare"
 LOG_BASE = "bare+json-logs"
 OBSERVE = "observe"
 PEER = "peer:request-id+json-access"
+#: The tracing issue's budget: every flask_observe feature of issues 2 and 3 against the peer
+#: stack doing the same jobs.
+OBSERVE_ALL = "observe+tracing+sentry"
+PEER_STACK = "peer:stack"
+#: A DSN nothing listens on (port 9, loopback): nothing leaves the machine.
+DEAD_DSN = "http://public@127.0.0.1:9/1"
 #: The issue's budget: flask_observe adds at most this fraction of what the peer pair adds.
 BUDGET_FRACTION = 0.5
 #: The child prints its result on one line starting with this, whatever else reaches stdout.
@@ -288,6 +294,66 @@ def setup_sentry(app: Flask, log_dir: Path) -> None:
     )
 
 
+def discarding_exporter() -> Any:
+    """A span exporter that receives every batch and keeps nothing."""
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    class DiscardingExporter(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    return DiscardingExporter()
+
+
+def observe_tracing_to_nowhere(app: Flask) -> None:
+    """Give flask_observe's tracing the same sink as ``peer:otel-flask``: its own batch
+    processor (bounded queue, drop counting) in front of an exporter that discards."""
+    from flask_observe import Observe
+    from flask_observe.tracing.pipeline import ObserveSpanProcessor
+
+    tracing = Observe.state(app).tracing
+    if tracing is None:
+        raise RuntimeError("tracing is not on")
+    tracing.provider.add_span_processor(ObserveSpanProcessor(discarding_exporter()))  # type: ignore[attr-defined]
+
+
+#: Tracing on, 100 % sampled, spans batched to the discarding exporter above.
+TRACED = {"tracing_enabled": True, "tracing_exporter": "none", "tracing_sample_rate": 1.0}
+
+
+@config("observe+tracing", "Observe(app) + tracing: 100% sampled, batch to a no-op")
+def setup_observe_tracing(app: Flask, log_dir: Path) -> None:
+    observe(app, log_dir, **TRACED)
+    observe_tracing_to_nowhere(app)
+
+
+@config("observe+sentry", "Observe(app) + Sentry errors (dead DSN; no error in the timed loop)")
+def setup_observe_sentry(app: Flask, log_dir: Path) -> None:
+    observe(app, log_dir, sentry_dsn=DEAD_DSN)
+
+
+@config(OBSERVE_ALL, "Observe(app): correlation + JSON logs + access log + tracing + Sentry")
+def setup_observe_all(app: Flask, log_dir: Path) -> None:
+    observe(app, log_dir, sentry_dsn=DEAD_DSN, **TRACED)
+    observe_tracing_to_nowhere(app)
+
+
+@config(PEER_STACK, "request-id + filter + JSON access + FlaskInstrumentor + sentry Flask")
+def setup_peer_stack(app: Flask, log_dir: Path) -> None:
+    import sentry_sdk
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+    from sentry_sdk.integrations.flask import FlaskIntegration
+
+    setup_request_id_json_access(app, log_dir)
+    provider = TracerProvider(sampler=ALWAYS_ON)
+    provider.add_span_processor(BatchSpanProcessor(discarding_exporter()))
+    FlaskInstrumentor().instrument_app(app, tracer_provider=provider)
+    sentry_sdk.init(dsn=DEAD_DSN, integrations=[FlaskIntegration()], traces_sample_rate=None)
+
+
 # -- one run (the child process) ------------------------------------------------------------
 
 
@@ -424,8 +490,13 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]
     return out
 
 
-def budget(runs: dict[str, list[dict[str, Any]]], summary: dict[str, dict[str, Any]]) -> dict:
-    """The issue's budget: what ``observe`` adds is at most half of what the peer pair adds.
+def budget(
+    runs: dict[str, list[dict[str, Any]]],
+    summary: dict[str, dict[str, Any]],
+    ours: str = OBSERVE,
+    peer: str = PEER,
+) -> dict:
+    """The issue's budget: what ``ours`` adds is at most half of what ``peer`` adds.
 
     Measured over ``bare+json-logs``: ``observe`` and the peer pair both write the view's own
     line as JSON, so a baseline that does the same leaves what the budget is about — what
@@ -433,16 +504,16 @@ def budget(runs: dict[str, list[dict[str, Any]]], summary: dict[str, dict[str, A
     line at all (about as large on both sides) is counted as overhead of each; that
     comparison is reported too.
     """
-    needed = (BASE, LOG_BASE, OBSERVE, PEER)
+    needed = (BASE, LOG_BASE, ours, peer)
     if any(name not in summary for name in needed):
         return {"skipped": f"needs configurations {', '.join(needed)}"}
-    out: dict[str, Any] = {"fraction": BUDGET_FRACTION}
+    out: dict[str, Any] = {"fraction": BUDGET_FRACTION, "ours": ours, "peer": peer}
     for base in (LOG_BASE, BASE):
-        observe_added = summary[OBSERVE]["median_us"] - summary[base]["median_us"]
-        peer_added = summary[PEER]["median_us"] - summary[base]["median_us"]
+        observe_added = summary[ours]["median_us"] - summary[base]["median_us"]
+        peer_added = summary[peer]["median_us"] - summary[base]["median_us"]
         per_round = [
             (o["mean_us"] - b["mean_us"]) / (p["mean_us"] - b["mean_us"])
-            for o, p, b in zip(runs[OBSERVE], runs[PEER], runs[base], strict=True)
+            for o, p, b in zip(runs[ours], runs[peer], runs[base], strict=True)
             if p["mean_us"] != b["mean_us"]
         ]
         out[base] = {
@@ -456,8 +527,8 @@ def budget(runs: dict[str, list[dict[str, Any]]], summary: dict[str, dict[str, A
         }
     # Cross-check on each run's median request, which a burst of other work on the machine
     # moves less than the mean; the verdict stays on the means.
-    p50_observe = summary[OBSERVE]["p50_us"] - summary[LOG_BASE]["p50_us"]
-    p50_peer = summary[PEER]["p50_us"] - summary[LOG_BASE]["p50_us"]
+    p50_observe = summary[ours]["p50_us"] - summary[LOG_BASE]["p50_us"]
+    p50_peer = summary[peer]["p50_us"] - summary[LOG_BASE]["p50_us"]
     out["p50_ratio"] = p50_observe / p50_peer if p50_peer > 0 else None
     out["met"] = out[LOG_BASE]["met"]
     return out
@@ -557,8 +628,8 @@ def render_budget(verdict: dict[str, Any]) -> str:
         per_round_text = f"{per_round:.2f}" if per_round is not None else "n/a"
         label = "BUDGET" if base == LOG_BASE else "  (vs bare)"
         lines.append(
-            f"{label} over `{base}`: `{OBSERVE}` adds {v['observe_added_us']:.1f} µs, "
-            f"`{PEER}` adds {v['peer_added_us']:.1f} µs → ratio {ratio} "
+            f"{label} over `{base}`: `{verdict['ours']}` adds {v['observe_added_us']:.1f} µs, "
+            f"`{verdict['peer']}` adds {v['peer_added_us']:.1f} µs → ratio {ratio} "
             f"(budget ≤ {BUDGET_FRACTION}): {'MET' if v['met'] else 'MISSED'}; "
             f"per-round ratio median {per_round_text}, "
             f"met in {v['rounds_met']}/{v['rounds']} rounds"
@@ -634,6 +705,7 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = summarize(runs)
     verdict = budget(runs, summary)
+    verdict_all = budget(runs, summary, OBSERVE_ALL, PEER_STACK)
     settings = {
         "rounds": args.rounds,
         "requests": args.requests,
@@ -649,6 +721,7 @@ def main(argv: list[str] | None = None) -> int:
                 "configs": {n: CONFIGS[n].description for n in names},
                 "summary": summary,
                 "budget": verdict,
+                "budget_all_features": verdict_all,
                 "runs": runs,
             },
             sys.stdout,
@@ -674,6 +747,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nwarning: output reached stdout/stderr in: {', '.join(stray)}")
     print()
     print(render_budget(verdict))
+    print()
+    print("All features of issues 2+3 (tracing at 100%, Sentry) against the peer stack:")
+    print(render_budget(verdict_all))
     return 0
 
 
