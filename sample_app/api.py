@@ -135,6 +135,14 @@ def show_run(run_id: int) -> Any:
     return jsonify(run.to_dict())
 
 
+@api.get("/debug/fail")
+def debug_fail() -> Any:
+    """Fails on purpose, to see an error travel to Sentry (``OBSERVE_SENTRY_DSN`` or
+    ``SENTRY_DSN``) with the same correlation and trace IDs as the log lines and the trace."""
+    logger.warning("about to fail on purpose (GET /api/debug/fail)")
+    raise RuntimeError("deliberate failure from GET /api/debug/fail")
+
+
 @api.errorhandler(HTTPException)
 def api_error(error: HTTPException) -> Any:
     response = jsonify(error=error.description, correlation_id=get_correlation_id())

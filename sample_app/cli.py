@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from typing import Any
 
 import click
 from flask import Flask
@@ -22,12 +24,23 @@ def register(app: Flask) -> None:
         from .tasks import trigger_scrape
 
         # A command is not a request: give the run an ID of its own so its lines (and, with
-        # Celery, the worker's) can be found together.
+        # Celery, the worker's) can be found together — and, with tracing on, a span of its own
+        # for its queries and calls to hang under.
         token = set_correlation_id(new_correlation_id())
         try:
-            run = trigger_scrape("cli", platform, handle)
+            with _span("flask scrape"):
+                run = trigger_scrape("cli", platform, handle)
             click.echo(json.dumps(run.to_dict(), indent=2))
         finally:
             reset_correlation_id(token)
         if run.status == "failed":
             raise SystemExit(1)
+
+
+def _span(name: str) -> Any:
+    """A root span for a command (a no-op without OpenTelemetry or with tracing off)."""
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        return contextlib.nullcontext()
+    return trace.get_tracer("sample_app.cli").start_as_current_span(name)

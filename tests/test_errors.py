@@ -237,3 +237,89 @@ def test_sentry_down_or_hung_never_fails_the_host_and_shutdown_is_bounded(
         if fault == "hung":
             assert hung.accepted >= 1
     assert elapsed <= 2.5, elapsed
+
+
+@pytest.mark.services
+def test_celery_task_error_reaches_sentry_with_the_requests_ids(
+    sentry: SentryReceiver, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A task published in a request fails in a real prefork worker (Redis broker): its
+    Sentry event carries the request's correlation ID and the trace ID of the request's trace,
+    in which the worker's CONSUMER span is the child of the request's PRODUCER span."""
+    from .conftest import need_service
+
+    need_service("Redis", "127.0.0.1", 6379)
+    with OtlpReceiver() as otlp:
+        queue = f"flask-observe-errors-{os.getpid()}-{int(time.time())}"
+        settings = {
+            "OBSERVE_TEST_BROKER": "redis://127.0.0.1:6379/11",
+            "OBSERVE_TEST_QUEUE": queue,
+            "FLASK_OBSERVE_TRACING_ENDPOINT": otlp.endpoint,
+            "FLASK_OBSERVE_SENTRY_DSN": sentry.dsn,
+            "FLASK_OBSERVE_LOG_DIR": str(tmp_path),
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+        }
+        for key, value in settings.items():
+            monkeypatch.setenv(key, value)
+        sys.modules.pop("tests.apps.error_worker_app", None)
+        from tests.apps import error_worker_app as module
+
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tests.apps.error_worker_app:celery",
+                "worker",
+                "--pool=prefork",
+                "--concurrency=1",
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-Q",
+                queue,
+            ],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT), GRPC_VERBOSITY="ERROR"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            response = module.app.test_client().post(
+                "/orders/77/charge", headers={"X-Request-ID": "celery-err-1"}
+            )
+            assert response.status_code == 200
+            Observe.state(module.app).tracing.provider.force_flush()  # type: ignore[union-attr]
+            events = wait_for(lambda: worker.poll() is None and sentry.events(), 60, 0.2)
+            if not events:
+                worker.terminate()
+                output = worker.communicate(timeout=20)[0].decode(errors="replace")
+                pytest.fail(f"no Sentry event from the worker; its output:\n{output[-3000:]}")
+
+            def consumer() -> list[dict[str, Any]]:
+                return [s for s in otlp.spans() if s["kind"] == "CONSUMER"]
+
+            assert wait_for(consumer, 30), "no CONSUMER span from the worker"
+            spans = otlp.spans()
+        finally:
+            worker.terminate()
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+            module.observe.shutdown(module.app)
+    (event,) = events
+    producer = next(s for s in spans if s["kind"] == "PRODUCER")
+    run = next(s for s in spans if s["kind"] == "CONSUMER")
+    assert producer["name"] == "apply_async/tests.charge_card"
+    assert run["name"] == "run/tests.charge_card"
+    assert run["trace_id"] == producer["trace_id"]
+    assert run["parent_span_id"] == producer["span_id"]
+    assert event["tags"]["correlation_id"] == "celery-err-1"
+    assert event["tags"]["trace_id"] == run["trace_id"]
+    assert event["tags"]["span_id"] == run["span_id"]
+    assert event["tags"]["celery.task_name"] == "tests.charge_card"
+    assert event["exception"]["values"][0]["type"] == "ValueError"
+    assert event["exception"]["values"][0]["mechanism"]["type"] == "celery"

@@ -437,3 +437,128 @@ def test_python_m_sample_app_serves_on_embedded_defaults(tmp_path: Path) -> None
     # Console output is JSON lines too (stdout is on by default).
     json_lines = [line for line in output.splitlines() if line.startswith("{")]
     assert json_lines
+
+
+# -- tracing and error reporting (docs/tracing.md, docs/errors.md) ------------------------
+
+
+def test_debug_fail_route_sends_an_error_to_sentry_with_the_request_id(
+    make_scraper: Callable[..., Flask], tmp_path: Path
+) -> None:
+    """GET /api/debug/fail fails on purpose: a JSON 500 naming the request's ID, and one
+    Sentry event tagged with the same ID as the log lines."""
+    from .peers import SentryReceiver
+    from .peers import wait_for as wait_until
+
+    with SentryReceiver() as sentry:
+        app = make_scraper(OBSERVE_SENTRY_DSN=sentry.dsn)
+        response = app.test_client().get("/api/debug/fail", headers={"X-Request-ID": "boom-1"})
+        assert response.status_code == 500
+        assert response.json["correlation_id"] == "boom-1"
+        errors = observe.state(app).errors
+        assert errors is not None
+        errors.client.flush(timeout=5)
+        events = wait_until(sentry.events, 10)
+    assert [e["tags"]["correlation_id"] for e in events] == ["boom-1"]
+    assert events[0]["exception"]["values"][0]["value"] == (
+        "deliberate failure from GET /api/debug/fail"
+    )
+    assert events[0]["transaction"] == "/api/debug/fail"
+    lines = [x for x in log_lines(tmp_path) if x.get("correlation_id") == "boom-1"]
+    assert "about to fail on purpose (GET /api/debug/fail)" in {x["message"] for x in lines}
+
+
+def test_python_m_sample_app_with_a_collector_and_sentry(tmp_path: Path) -> None:
+    """As the docs tell a newcomer: ``OTEL_EXPORTER_OTLP_ENDPOINT`` and ``SENTRY_DSN`` set,
+    ``python -m sample_app``. A scrape is one trace across the scraper (service ``scraper``)
+    and the demo platform (service ``demo-platform``); the error route's Sentry event has the
+    trace ID and correlation ID of its log line."""
+    from .peers import OtlpReceiver, SentryReceiver
+    from .peers import wait_for as wait_until
+
+    port, platform_port = free_port(), free_port()
+    with OtlpReceiver() as collector, SentryReceiver() as sentry:
+        env = dict(
+            os.environ,
+            PYTHONPATH=str(ROOT),
+            FLASK_SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'scraper.db'}",
+            OTEL_EXPORTER_OTLP_ENDPOINT=collector.endpoint,
+            OTEL_BSP_SCHEDULE_DELAY="200",
+            SENTRY_DSN=sentry.dsn,
+            GRPC_VERBOSITY="ERROR",
+        )
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sample_app",
+                "--port",
+                str(port),
+                "--platform-port",
+                str(platform_port),
+                "--platform-failure-rate",
+                "0",
+                "--platform-latency-ms",
+                "0",
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+
+            def up() -> bool:
+                try:
+                    return requests.get(f"{base}/api/accounts", timeout=2).status_code == 200
+                except requests.ConnectionError:
+                    return False
+
+            if not wait_for(up, 30, proc):
+                pytest.fail(f"python -m sample_app did not come up; output:\n{stop(proc)}")
+            scrape = requests.post(
+                f"{base}/api/scrapes", headers={"X-Request-ID": "newcomer-trace"}, timeout=30
+            )
+            assert scrape.status_code == 201
+            fail = requests.get(
+                f"{base}/api/debug/fail", headers={"X-Request-ID": "newcomer-fail"}, timeout=10
+            )
+            assert fail.status_code == 500
+
+            def scrape_trace() -> list[dict[str, Any]] | None:
+                spans = collector.spans()
+                roots = [
+                    s
+                    for s in spans
+                    if s["attributes"].get("correlation_id") == "newcomer-trace"
+                    and s["service"] == "scraper"
+                ]
+                if not roots:
+                    return None
+                trace = [s for s in spans if s["trace_id"] == roots[0]["trace_id"]]
+                platform = [s for s in trace if s["service"] == "demo-platform"]
+                return trace if len(platform) >= len(DEMO_ACCOUNTS) else None
+
+            trace = wait_until(scrape_trace, 20)
+            assert trace, f"no complete trace; output:\n{stop(proc)}"
+            events = wait_until(sentry.events, 20)
+            assert events, f"no Sentry event; output:\n{stop(proc)}"
+        finally:
+            output = stop(proc)
+        spans = collector.spans()
+    kinds = {(s["service"], s["kind"]) for s in trace}
+    assert kinds >= {
+        ("scraper", "SERVER"),
+        ("scraper", "CLIENT"),  # SQL and the HTTP calls
+        ("demo-platform", "SERVER"),
+    }, output
+    assert any(s["attributes"].get("db.system") == "sqlite" for s in trace)
+    (event,) = events
+    assert event["tags"]["correlation_id"] == "newcomer-fail"
+    fail_span = next(s for s in spans if s["attributes"].get("correlation_id") == "newcomer-fail")
+    assert event["tags"]["trace_id"] == fail_span["trace_id"]
+    lines = read_json_lines(tmp_path / "logs" / "app.log")
+    fail_lines = [x for x in lines if x.get("correlation_id") == "newcomer-fail"]
+    assert fail_lines
+    assert {x["trace_id"] for x in fail_lines} == {fail_span["trace_id"]}

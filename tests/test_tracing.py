@@ -464,3 +464,42 @@ def test_sample_scrape_is_one_trace_across_scraper_db_and_platform(
         if x.get("correlation_id") == "trace-scrape-1"
     ]
     assert {x["trace_id"] for x in lines} == {root["trace_id"]}
+
+
+def test_sample_cli_scrape_is_a_trace_of_its_own(receiver: OtlpReceiver, tmp_path: Path) -> None:
+    """``flask scrape`` (no request) starts a root span; its queries and platform calls are
+    under it instead of being dropped as client spans without a parent."""
+    from sample_app import create_app, observe
+    from sample_app.platform import create_platform_app
+
+    common = {"OBSERVE_LOG_STDOUT": False, "OBSERVE_TRACING_ENDPOINT": receiver.endpoint}
+    platform_app = create_platform_app(**common)
+    with LiveServer(platform_app) as platform:
+        scraper = create_app(
+            {
+                "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'cli.db'}",
+                "SCRAPER_PLATFORM_URL": platform.url,
+                **common,
+            }
+        )
+        try:
+            result = scraper.test_cli_runner().invoke(args=["scrape", "--handle", "nasa"])
+            assert result.exit_code == 0, result.output
+            flush(scraper, platform_app)
+            spans = wait_for(
+                lambda: (
+                    len(server_spans(receiver.spans(), "demo-platform")) >= 1 and receiver.spans()
+                ),
+                10,
+            )
+        finally:
+            observe.shutdown(scraper)
+            Observe().shutdown(platform_app)
+    root = next(s for s in spans if s["name"] == "flask scrape")
+    assert root["parent_span_id"] is None
+    trace = list(iter_trace(spans, root))
+    assert {(s["service"], s["kind"]) for s in trace} >= {
+        ("scraper", "INTERNAL"),
+        ("scraper", "CLIENT"),
+        ("demo-platform", "SERVER"),
+    }
