@@ -108,6 +108,8 @@ class ObserveConfig:
     #: Record client spans (SQL, HTTP, Redis) that have no parent span (start-up queries,
     #: broker polling); off by default, they make one trace each.
     tracing_root_client_spans: bool = False
+    #: Remove query strings and the client's address from span attributes before export.
+    tracing_redact: bool = True
     #: Add a ``traceresponse`` header (W3C Trace Context level 2) to every traced response.
     tracing_response_header: bool = False
     #: Longest wait for queued spans at shutdown and process exit, in seconds.
@@ -388,6 +390,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "tracing_sample_rate": _opt_ratio,
     "tracing_instrumentations": _subset(TRACING_INSTRUMENTATIONS),
     "tracing_root_client_spans": _bool,
+    "tracing_redact": _bool,
     "tracing_response_header": _bool,
     "tracing_shutdown_timeout": _float(0.0),
     "sentry_enabled": _opt_bool,

@@ -503,3 +503,24 @@ def test_sample_cli_scrape_is_a_trace_of_its_own(receiver: OtlpReceiver, tmp_pat
         ("scraper", "CLIENT"),
         ("demo-platform", "SERVER"),
     }
+
+
+@pytest.mark.parametrize("redact", [True, False])
+def test_query_strings_and_client_address_stay_out_of_exported_spans(
+    make_app: Callable[..., Flask], receiver: OtlpReceiver, redact: bool
+) -> None:
+    """By default the server span (a real server: the target holds the query string) leaves
+    with its path but without the query string, and without the client's address;
+    OBSERVE_TRACING_REDACT=False exports them as recorded."""
+    app = traced_app(make_app, receiver, tracing_redact=redact)
+    app.add_url_rule("/search", "search", lambda: "ok")
+    with LiveServer(app) as server:
+        response = requests.get(f"{server.url}/search?token=QUERYSECRET42", timeout=5)
+        assert response.text == "ok"
+    flush(app)
+    (span,) = wait_for(receiver.spans, 10)
+    attributes = span["attributes"]
+    assert ("QUERYSECRET42" in repr(attributes)) is not redact
+    assert ("net.peer.ip" in attributes) is not redact
+    assert attributes["http.target"].split("?")[0] == "/search"
+    assert attributes["http.route"] == "/search"

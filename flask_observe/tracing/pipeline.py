@@ -11,6 +11,8 @@ what the SDK does not do for a web process:
   forked child, and :class:`ProcessLocalExporter` builds a fresh exporter there;
 - requests to excluded paths and client spans without a parent are not recorded
   (:class:`ObserveSampler`);
+- query strings and the client's address are removed from span attributes before export
+  (:func:`redact_span`, on the export thread), as the access log leaves them out;
 - spans dropped because the queue is full are counted (and the count logged), so a collector
   that is down or slow shows up without costing the host anything;
 - shutdown (and process exit) waits for queued spans at most ``tracing_shutdown_timeout``
@@ -51,6 +53,7 @@ __all__ = [
     "build_resource",
     "exporter_factory",
     "ratio_sampler",
+    "redact_span",
 ]
 
 logger = logging.getLogger("flask_observe.tracing")
@@ -180,16 +183,66 @@ def exporter_factory(name: str, endpoint: str | None) -> Callable[[], SpanExport
     return lambda: HttpExporter(endpoint=endpoint) if endpoint else HttpExporter()
 
 
+#: Attributes of a SERVER span that hold the client's address (old and new conventions).
+_CLIENT_ADDRESS = frozenset(
+    (
+        "net.peer.ip",
+        "net.peer.port",
+        "net.sock.peer.addr",
+        "net.sock.peer.port",
+        "http.client_ip",
+        "client.address",
+        "client.port",
+        "network.peer.address",
+        "network.peer.port",
+    )
+)
+#: Attributes holding a URL or target whose query string is removed; ``url.query`` is dropped.
+_WITH_QUERY = frozenset(("http.target", "http.url", "url.full"))
+_PRIVATE = _CLIENT_ADDRESS | _WITH_QUERY | {"url.query"}
+
+
+def redact_span(span: ReadableSpan) -> ReadableSpan:
+    """``span`` without query strings (URLs and targets keep their path) and, for a server
+    span, without the client's address; the span itself when there is nothing to remove."""
+    attributes = span.attributes
+    if not attributes or _PRIVATE.isdisjoint(attributes):
+        return span
+    server = span.kind is SpanKind.SERVER
+    kept: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if key == "url.query" or (server and key in _CLIENT_ADDRESS):
+            continue
+        if key in _WITH_QUERY and isinstance(value, str):
+            value = value.split("?", 1)[0]
+        kept[key] = value
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=kept,
+        events=span.events,
+        links=span.links,
+        kind=span.kind,
+        status=span.status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
 class ProcessLocalExporter(SpanExporter):
     """Builds the real exporter on first use in each process, and counts what it exported.
 
     It runs on the batch processor's thread, never on a request thread. After a fork the child
     builds its own exporter (its own gRPC channel or HTTP session) instead of using the
-    parent's.
+    parent's. With ``redact``, spans pass through :func:`redact_span` first.
     """
 
-    def __init__(self, factory: Callable[[], SpanExporter]) -> None:
+    def __init__(self, factory: Callable[[], SpanExporter], redact: bool = True) -> None:
         self._factory = factory
+        self._redact = redact
         self._exporter: SpanExporter | None = None
         self._pid = 0
         self._lock = threading.Lock()
@@ -212,6 +265,8 @@ class ProcessLocalExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
+            if self._redact:
+                spans = [redact_span(span) for span in spans]
             result = self._current().export(spans)
         except Exception:
             self._failures("exporting spans")

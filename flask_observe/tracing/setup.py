@@ -145,7 +145,7 @@ def setup_tracing(
         sdk_provider.sampler = _sampler(state, sdk_provider)
         factory = exporter_factory(exporter_name, config.tracing_endpoint)
         if factory is not None:
-            exporter = ProcessLocalExporter(factory)
+            exporter = ProcessLocalExporter(factory, redact=config.tracing_redact)
             processor = ObserveSpanProcessor(exporter)
             exporter.after_export = processor.report_drops
             sdk_provider.add_span_processor(processor)
