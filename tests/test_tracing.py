@@ -524,3 +524,100 @@ def test_query_strings_and_client_address_stay_out_of_exported_spans(
     assert ("net.peer.ip" in attributes) is not redact
     assert attributes["http.target"].split("?")[0] == "/search"
     assert attributes["http.route"] == "/search"
+
+
+# -- OpenTelemetry's own variables, and a host that set up OpenTelemetry itself -----------
+
+
+def test_otel_environment_variables_are_honoured(
+    make_app: Callable[..., Flask], receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With only OTEL_* variables (no OBSERVE_TRACING_* key): tracing turns itself on for
+    OTEL_EXPORTER_OTLP_ENDPOINT, exports there, names the service from OTEL_SERVICE_NAME and
+    adds OTEL_RESOURCE_ATTRIBUTES; an explicit OBSERVE_SERVICE_NAME wins over the variable."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-env")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "team=scrapers")
+    plain = make_app("plain", log_stdout=False)
+    named = make_app("named", log_stdout=False, service_name="from-config")
+    for app in (plain, named):
+        app.add_url_rule("/", "index", lambda: "ok")
+        app.test_client().get("/")
+    flush(plain, named)
+    spans = wait_for(lambda: len(receiver.spans()) >= 2 and receiver.spans(), 10)
+    assert sorted(s["service"] for s in spans) == ["from-config", "from-env"]
+    assert {s["resource"]["team"] for s in spans} == {"scrapers"}
+
+
+def test_otel_traces_sampler_is_honoured_unless_a_rate_is_configured(
+    make_app: Callable[..., Flask], receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OTEL_TRACES_SAMPLER=always_off records nothing; OBSERVE_TRACING_SAMPLE_RATE=1 on
+    another app overrides it."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    off = traced_app(make_app, receiver, "off")
+    on = traced_app(make_app, receiver, "on", tracing_sample_rate=1.0)
+    for app in (off, on):
+        app.add_url_rule("/", "index", lambda: "ok")
+        app.test_client().get("/")
+    flush(off, on)
+    assert [s["service"] for s in wait_for(receiver.spans, 10)] == ["on"]
+
+
+@pytest.mark.parametrize(
+    ("exporter", "endpoint", "environ", "chosen"),
+    [
+        (None, None, {}, "none"),
+        (None, "http://c:4317", {}, "otlp-grpc"),
+        (None, None, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}, "otlp-grpc"),
+        (None, None, {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318"}, "otlp-grpc"),
+        (
+            None,
+            None,
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            },
+            "otlp-http",
+        ),
+        ("console", None, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}, "console"),
+        ("none", "http://c:4317", {}, "none"),
+    ],
+)
+def test_exporter_choice(
+    exporter: str | None, endpoint: str | None, environ: dict[str, str], chosen: str
+) -> None:
+    """The configured exporter wins; else OTLP (gRPC, or HTTP by the protocol variable) when
+    an endpoint is known, from config or environment; else none."""
+    from flask_observe.tracing import choose_exporter
+
+    assert choose_exporter(exporter, endpoint, environ) == chosen
+
+
+def test_a_provider_installed_by_the_host_is_used_not_replaced() -> None:
+    """The host set its own TracerProvider first (in a process of its own: the global provider
+    can be set once): flask_observe records the server span — with the correlation ID — and
+    the client span with it, and leaves it global."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.apps.host_provider_app"],
+        cwd=root,
+        env=dict(os.environ, PYTHONPATH=str(root)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["same_provider"] is True
+    assert result["global_is_host"] is True
+    spans = {(s["kind"], s["service"]) for s in result["spans"]}
+    assert spans == {("SERVER", "host-named"), ("CLIENT", "host-named")}
+    server = next(s for s in result["spans"] if s["kind"] == "SERVER")
+    assert server["correlation_id"] == "host-rid"
