@@ -621,3 +621,51 @@ def test_a_provider_installed_by_the_host_is_used_not_replaced() -> None:
     assert spans == {("SERVER", "host-named"), ("CLIENT", "host-named")}
     server = next(s for s in result["spans"] if s["kind"] == "SERVER")
     assert server["correlation_id"] == "host-rid"
+
+
+def test_otlp_http_exporter_posts_protobuf_to_v1_traces(make_app: Callable[..., Flask]) -> None:
+    """OBSERVE_TRACING_EXPORTER=otlp-http with a base endpoint: spans arrive as an OTLP
+    protobuf POST on <endpoint>/v1/traces of a real HTTP server."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    received: list[tuple[str, Any]] = []
+    collector = Flask("otlp-http-collector")
+
+    @collector.post("/v1/traces")
+    def traces() -> tuple[bytes, int, dict[str, str]]:
+        message = ExportTraceServiceRequest()
+        message.ParseFromString(request.get_data())
+        received.append((request.content_type or "", message))
+        return b"", 200, {"Content-Type": "application/x-protobuf"}
+
+    with LiveServer(collector) as server:
+        app = make_app(
+            "http-exported",
+            log_stdout=False,
+            tracing_exporter="otlp-http",
+            tracing_endpoint=server.url,
+        )
+        app.add_url_rule("/", "index", lambda: "ok")
+        app.test_client().get("/")
+        flush(app)
+        assert wait_for(lambda: received, 10)
+    content_type, message = received[0]
+    assert content_type == "application/x-protobuf"
+    (resource_spans,) = message.resource_spans
+    names = [s.name for ss in resource_spans.scope_spans for s in ss.spans]
+    assert names == ["GET /"]
+
+
+def test_console_exporter_writes_spans_to_stderr(
+    make_app: Callable[..., Flask], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The development exporter prints spans as JSON on stderr, leaving stdout to the logs."""
+    app = make_app("console-traced", tracing_exporter="console")
+    app.add_url_rule("/", "index", lambda: "ok")
+    app.test_client().get("/").get_data()
+    flush(app)
+    out, err = capfd.readouterr()
+    assert '"name": "GET /"' in err
+    assert '"name": "GET /"' not in out
