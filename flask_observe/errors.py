@@ -268,6 +268,9 @@ def _on_task_failure(
     reporter = _current_reporter()
     if reporter is None or exception is None:
         return
+    expected = getattr(sender, "throws", ())
+    if expected and isinstance(exception, tuple(expected)):
+        return  # declared by the task as an expected error (Celery logs it at INFO)
     traceback = getattr(einfo, "tb", None) or exception.__traceback__
     tags = {"celery.task_name": str(getattr(sender, "name", "")), "celery.task_id": str(task_id)}
     reporter.capture((type(exception), exception, traceback), mechanism="celery", tags=tags)
@@ -375,8 +378,14 @@ def setup_errors(
             ),
             undo,
         )
+    client = _make_client(config, state.service_name)
+    if client.transport is None:
+        logger.warning(
+            "flask_observe: Sentry error reporting is on but no DSN is set"
+            " (OBSERVE_SENTRY_DSN or SENTRY_DSN): errors are not sent anywhere"
+        )
     reporter = ErrorReporter(
-        _make_client(config, state.service_name),
+        client,
         service=state.service_name,
         send_client_ip=config.sentry_send_client_ip,
         shutdown_timeout=config.sentry_shutdown_timeout,

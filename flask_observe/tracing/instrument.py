@@ -63,6 +63,7 @@ def instrument_flask(
     app: Flask, provider: TracerProvider, *, response_header: bool
 ) -> Callable[[], None] | None:
     """Server spans for ``app``; returns the undo function (``None`` if left to another)."""
+    _optional.require("opentelemetry.instrumentation.flask", "tracing", "tracing of Flask")
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
     if getattr(app, "_is_instrumented_by_opentelemetry", False):
@@ -116,17 +117,28 @@ def instrument_flask(
     return undo
 
 
-def acquire_shared(name: str, provider: TracerProvider) -> Callable[[], None] | None:
+def acquire_shared(
+    name: str, provider: TracerProvider, *, required: bool = False
+) -> Callable[[], None] | None:
     """Turn on the instrumentation ``name`` for one more app; returns its release function.
 
     ``None`` when the library is not installed, or when someone else instrumented it.
 
-    :raises MissingDependencyError: if the library is installed but its instrumentation is not.
+    :param required: named explicitly in the configuration: a missing instrumentation package
+        is an error; otherwise it is logged at debug and skipped.
+    :raises MissingDependencyError: if required, the library is installed and its
+        instrumentation is not.
     """
     library, module_name, class_name, options = _SHARED[name]
     if _optional.detect(library, f"tracing of {library}") is None:
         return None
-    module = _optional.require(module_name, "tracing", f"tracing of {library}")
+    if required:
+        module = _optional.require(module_name, "tracing", f"tracing of {library}")
+    else:
+        found = _optional.detect(module_name, f"tracing of {library}")
+        if found is None:
+            return None
+        module = found
     instrumentor = getattr(module, class_name)()
     with _users_lock:
         users = _users.get(name, 0)

@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import Tracer, TracerProvider
 
 from .._internal import exit_flushes, run_with_deadline
+from ..config import TRACING_INSTRUMENTATIONS
 from . import choose_exporter
 from .instrument import acquire_shared, instrument_flask, instrument_flask_sqlalchemy_engines
 from .pipeline import (
@@ -168,13 +169,15 @@ def setup_tracing(
             undo.append(setup.shutdown)
             undo.append(lambda: exit_flushes.remove(exit_key))
         wanted = config.tracing_instrumentations
+        # The default list means "whatever is installed"; a list set by hand is a demand.
+        explicit = wanted != TRACING_INSTRUMENTATIONS
         if "flask" in wanted:
             unwrap = instrument_flask(app, provider, response_header=config.tracing_response_header)
             if unwrap is not None:
                 undo.append(unwrap)
         for name in ("requests", "sqlalchemy", "celery", "redis"):
             if name in wanted:
-                release = acquire_shared(name, routing)
+                release = acquire_shared(name, routing, required=explicit)
                 if release is not None:
                     undo.append(release)
         if "sqlalchemy" in wanted and "sqlalchemy" in app.extensions:
