@@ -53,9 +53,13 @@ def _attributes(key_values: Any) -> dict[str, Any]:
 
 
 class OtlpReceiver:
-    """An OTLP/gRPC collector stand-in on ``127.0.0.1:<port>`` that records what it gets."""
+    """An OTLP/gRPC collector stand-in on ``127.0.0.1:<port>`` that records what it gets.
 
-    def __init__(self) -> None:
+    :param hang: accept each export call and never answer it (until stopped): a collector
+        that is up at the gRPC level but stuck.
+    """
+
+    def __init__(self, hang: bool = False) -> None:
         import grpc
         from opentelemetry.proto.collector.trace.v1 import (
             trace_service_pb2,
@@ -64,11 +68,18 @@ class OtlpReceiver:
 
         self.requests: list[Any] = []
         self.metadata: list[dict[str, str]] = []
+        self.calls = 0
         self._lock = threading.Lock()
+        self._released = threading.Event()
         receiver = self
 
         class TraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
             def Export(self, request: Any, context: Any) -> Any:
+                with receiver._lock:
+                    receiver.calls += 1
+                if hang:
+                    receiver._released.wait()
+                    return trace_service_pb2.ExportTraceServiceResponse()
                 with receiver._lock:
                     receiver.requests.append(request)
                     receiver.metadata.append(dict(context.invocation_metadata()))
@@ -87,6 +98,7 @@ class OtlpReceiver:
         self.stop()
 
     def stop(self) -> None:
+        self._released.set()
         self.server.stop(grace=None)
 
     def spans(self) -> list[dict[str, Any]]:

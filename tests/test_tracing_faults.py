@@ -30,17 +30,22 @@ from .peers import HungServer, OtlpReceiver, SentryReceiver, refused_port, wait_
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(params=["stopped", "hung"])
+@pytest.fixture(params=["stopped", "hung", "hung-grpc"])
 def dead_collector(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     """``(kind, endpoint)``: an OTLP endpoint that refuses connections (a receiver that ran,
-    then stopped) or that accepts them and never answers."""
+    then stopped), one that accepts TCP connections and never answers, or a gRPC receiver
+    that accepts each export call and never answers it."""
     if request.param == "stopped":
         with OtlpReceiver() as receiver:
             endpoint = receiver.endpoint
         yield "stopped", endpoint
-    else:
+    elif request.param == "hung":
         with HungServer() as hung:
             yield "hung", f"http://127.0.0.1:{hung.port}"
+    else:
+        with OtlpReceiver(hang=True) as stuck:
+            yield "hung", stuck.endpoint
+            assert stuck.calls >= 1, "the exporter never reached the stuck receiver"
 
 
 def rss_bytes() -> int:
