@@ -18,7 +18,7 @@ from .correlation import CorrelationMiddleware
 from .logging import compile_exclusions, identity_fields
 
 if TYPE_CHECKING:
-    from .errors import ErrorReporter
+    from .errors.reporter import ErrorReporter
     from .logging import AccessLog, LoggingSetup
     from .outbound import OutboundRules
     from .tracing import TracingSetup
@@ -285,7 +285,7 @@ def _errors_wanted(config: ObserveConfig, environ: Mapping[str, str]) -> bool:
 
 
 def _setup_errors(app: Flask, state: ObserveState, environ: Mapping[str, str]) -> None:
-    from .errors import setup_errors
+    from .errors.hooks import setup_errors
 
     state.errors, undo = setup_errors(app, state, environ)
     state._closers.append(lambda: _run_all(undo))

@@ -45,6 +45,7 @@ from opentelemetry.trace import Link, SpanKind, TraceState, get_current_span
 from opentelemetry.util.types import Attributes
 
 from .._internal import FailureLog
+from .redact import redact_span
 
 __all__ = [
     "ObserveSampler",
@@ -53,7 +54,6 @@ __all__ = [
     "build_resource",
     "exporter_factory",
     "ratio_sampler",
-    "redact_span",
 ]
 
 logger = logging.getLogger("flask_observe.tracing")
@@ -181,55 +181,6 @@ def exporter_factory(name: str, endpoint: str | None) -> Callable[[], SpanExport
         # The HTTP exporter takes the full URL; OTEL_EXPORTER_OTLP_ENDPOINT is the base.
         endpoint = endpoint.rstrip("/") + "/v1/traces"
     return lambda: HttpExporter(endpoint=endpoint) if endpoint else HttpExporter()
-
-
-#: Attributes of a SERVER span that hold the client's address (old and new conventions).
-_CLIENT_ADDRESS = frozenset(
-    (
-        "net.peer.ip",
-        "net.peer.port",
-        "net.sock.peer.addr",
-        "net.sock.peer.port",
-        "http.client_ip",
-        "client.address",
-        "client.port",
-        "network.peer.address",
-        "network.peer.port",
-    )
-)
-#: Attributes holding a URL or target whose query string is removed; ``url.query`` is dropped.
-_WITH_QUERY = frozenset(("http.target", "http.url", "url.full"))
-_PRIVATE = _CLIENT_ADDRESS | _WITH_QUERY | {"url.query"}
-
-
-def redact_span(span: ReadableSpan) -> ReadableSpan:
-    """``span`` without query strings (URLs and targets keep their path) and, for a server
-    span, without the client's address; the span itself when there is nothing to remove."""
-    attributes = span.attributes
-    if not attributes or _PRIVATE.isdisjoint(attributes):
-        return span
-    server = span.kind is SpanKind.SERVER
-    kept: dict[str, Any] = {}
-    for key, value in attributes.items():
-        if key == "url.query" or (server and key in _CLIENT_ADDRESS):
-            continue
-        if key in _WITH_QUERY and isinstance(value, str):
-            value = value.split("?", 1)[0]
-        kept[key] = value
-    return ReadableSpan(
-        name=span.name,
-        context=span.context,
-        parent=span.parent,
-        resource=span.resource,
-        attributes=kept,
-        events=span.events,
-        links=span.links,
-        kind=span.kind,
-        status=span.status,
-        start_time=span.start_time,
-        end_time=span.end_time,
-        instrumentation_scope=span.instrumentation_scope,
-    )
 
 
 class ProcessLocalExporter(SpanExporter):

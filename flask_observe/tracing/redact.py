@@ -1,0 +1,63 @@
+"""What leaves the process: query strings and client addresses are removed from spans.
+
+The access log leaves the query string and (by default) the client's address out of its lines;
+the same goes for spans: :func:`redact_span` runs on the export thread, on each span of a batch,
+before the exporter sees it (``OBSERVE_TRACING_REDACT``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind
+
+__all__ = ["redact_span"]
+
+#: Attributes of a SERVER span that hold the client's address (old and new conventions).
+_CLIENT_ADDRESS = frozenset(
+    (
+        "net.peer.ip",
+        "net.peer.port",
+        "net.sock.peer.addr",
+        "net.sock.peer.port",
+        "http.client_ip",
+        "client.address",
+        "client.port",
+        "network.peer.address",
+        "network.peer.port",
+    )
+)
+#: Attributes holding a URL or target whose query string is removed; ``url.query`` is dropped.
+_WITH_QUERY = frozenset(("http.target", "http.url", "url.full"))
+_PRIVATE = _CLIENT_ADDRESS | _WITH_QUERY | {"url.query"}
+
+
+def redact_span(span: ReadableSpan) -> ReadableSpan:
+    """``span`` without query strings (URLs and targets keep their path) and, for a server
+    span, without the client's address; the span itself when there is nothing to remove."""
+    attributes = span.attributes
+    if not attributes or _PRIVATE.isdisjoint(attributes):
+        return span
+    server = span.kind is SpanKind.SERVER
+    kept: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if key == "url.query" or (server and key in _CLIENT_ADDRESS):
+            continue
+        if key in _WITH_QUERY and isinstance(value, str):
+            value = value.split("?", 1)[0]
+        kept[key] = value
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=kept,
+        events=span.events,
+        links=span.links,
+        kind=span.kind,
+        status=span.status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
