@@ -8,20 +8,28 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from flask.cli import AppGroup, with_appcontext
 
 from .config import PREFIX, SECRET_KEYS
 
+if TYPE_CHECKING:
+    from .extension import ObserveState
+
 __all__ = ["build_cli"]
 
 
-def build_cli() -> AppGroup:
-    """The ``observe`` command group for one app."""
+def build_cli(state: ObserveState) -> AppGroup:
+    """The ``observe`` command group for one app, with the commands of its features."""
     group = AppGroup("observe", help="flask_observe: configuration, health, logs, alerts.")
     group.add_command(show_config)
+    config = state.config
+    if config.logviewer_dir or config.log_dir:
+        from .logviewer.cli import logs
+
+        group.add_command(logs)
     return group
 
 

@@ -30,6 +30,21 @@ LOG_FORMATS = ("json", "console")
 _LEVEL_NAMES = frozenset(("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET"))
 ROTATE_INTERVALS = ("hourly", "daily")
 
+#: Log viewer: JSON keys whose values are hidden at read time (searched, case-insensitive).
+DEFAULT_REDACT_KEYS = (
+    r"passw(or)?d|^pass$|secret|token|api[-_]?key|authorization|cookie|credential|private[-_]?key",
+)
+#: Log viewer: values hidden at read time wherever they appear; group 1 (if any) is what is
+#: replaced, else the whole match.
+DEFAULT_REDACT_PATTERNS = (
+    r"(?i)\b(?:bearer|basic)\s+([A-Za-z0-9._~+/=-]{8,})",
+    r"://[^/\s:@]+:([^/\s@]+)@",
+    r"(?i)(?:password|passwd|pwd|secret|token|api[-_]?key|access[-_]?key)[\"']?\s*[=:]\s*[\"']?"
+    r"([^\s&,;\"'\\]+)",
+    r"\b(AKIA[0-9A-Z]{16})\b",
+    r"\b(eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})",
+)
+
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the key and what it expects."""
@@ -94,6 +109,39 @@ class ObserveConfig:
     #: ``callable(request) -> bool`` (or ``"module:attr"`` naming one) deciding access; when
     #: set it is asked instead of comparing the token.
     auth_callback: Callable[[Any], bool] | None = None
+
+    # -- log viewer (docs/logviewer.md) -----------------------------------------------------
+    #: Serve the log viewer (API and page). Needs OBSERVE_AUTH_TOKEN or OBSERVE_AUTH_CALLBACK.
+    logviewer_enabled: bool = False
+    #: URL prefix of the JSON API: ``<prefix>/files``, ``<prefix>/search``, ``<prefix>/tail/…``.
+    logviewer_api_prefix: str = "/api/logs"
+    #: URL of the browser page; its assets and sign-in are served under it.
+    logviewer_ui_path: str = "/observe/logs"
+    #: Directory read; ``None``: ``OBSERVE_LOG_DIR``.
+    logviewer_dir: str | None = None
+    #: Active file names shown with their rotated files; empty: ``OBSERVE_LOG_FILE_NAME``.
+    logviewer_files: tuple[str, ...] = ()
+    #: Largest ``limit`` a search or tail may ask for.
+    logviewer_max_results: int = 1000
+    #: A page stops (with a cursor) before its lines would exceed this many bytes.
+    logviewer_max_response_bytes: int = 4 * 1024 * 1024
+    #: Seconds a search may scan before it answers with what it has and a cursor.
+    logviewer_time_budget: float = 2.0
+    logviewer_max_pattern_length: int = 256
+    #: Searches and tails running at once (more: 429).
+    logviewer_max_concurrent: int = 4
+    #: Live tails (server-sent event streams) open at once (more: 429).
+    logviewer_max_followers: int = 8
+    #: A live tail ends after this many seconds (the page reconnects).
+    logviewer_follow_seconds: float = 3600.0
+    #: Hide secret-looking values in what the viewer returns.
+    logviewer_redact: bool = True
+    logviewer_redact_keys: tuple[str, ...] = DEFAULT_REDACT_KEYS
+    logviewer_redact_patterns: tuple[str, ...] = DEFAULT_REDACT_PATTERNS
+    #: Link to a trace, e.g. ``http://127.0.0.1:16686/trace/{trace_id}`` (Jaeger).
+    logviewer_trace_url: str | None = None
+    #: Lifetime of the page's sign-in cookie.
+    logviewer_session_seconds: int = 3600
 
 
 def config_keys() -> dict[str, Any]:
@@ -281,6 +329,26 @@ def _callable(value: Any) -> Callable[..., Any] | None:
     return value  # type: ignore[no-any-return]
 
 
+def _url_path(value: Any) -> str:
+    path = _str(value)
+    if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", path):
+        raise ValueError("expected a URL path like '/api/logs' (no trailing slash)")
+    return path
+
+
+def _trace_url(value: Any) -> str | None:
+    url = _opt_str(value)
+    if url is None:
+        return None
+    if not re.match(r"https?://", url) or "{trace_id}" not in url:
+        raise ValueError("expected an http(s) URL containing '{trace_id}'")
+    return url
+
+
+def _file_names(value: Any) -> tuple[str, ...]:
+    return tuple(_file_name(v) for v in _str_tuple(value))
+
+
 def _file_name(value: Any) -> str:
     name = _str(value)
     if "/" in name or "\\" in name or name in (".", "..") or "\x00" in name:
@@ -318,6 +386,23 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "excluded_paths": _patterns,
     "auth_token": _secret(16),
     "auth_callback": _callable,
+    "logviewer_enabled": _bool,
+    "logviewer_api_prefix": _url_path,
+    "logviewer_ui_path": _url_path,
+    "logviewer_dir": _opt_str,
+    "logviewer_files": _file_names,
+    "logviewer_max_results": _int(1, 100_000),
+    "logviewer_max_response_bytes": _int(64 * 1024),
+    "logviewer_time_budget": _float(0.05),
+    "logviewer_max_pattern_length": _int(1, 4096),
+    "logviewer_max_concurrent": _int(1),
+    "logviewer_max_followers": _int(0),
+    "logviewer_follow_seconds": _float(1.0),
+    "logviewer_redact": _bool,
+    "logviewer_redact_keys": _patterns,
+    "logviewer_redact_patterns": _patterns,
+    "logviewer_trace_url": _trace_url,
+    "logviewer_session_seconds": _int(60),
 }
 
 #: Keys whose values are never echoed (errors, ``flask observe config``).

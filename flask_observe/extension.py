@@ -12,12 +12,13 @@ from flask.globals import _cv_app, _cv_request
 from . import _optional
 from .auth import Authorizer
 from .cli import build_cli
-from .config import ObserveConfig, config_keys, load_config, option_names
+from .config import ConfigError, ObserveConfig, config_keys, load_config, option_names
 from .correlation import CorrelationMiddleware
 from .logging import identity_fields
 
 if TYPE_CHECKING:
     from .logging import AccessLog, LoggingSetup
+    from .logviewer.viewer import LogViewer
     from .outbound import HostAllowlist
 
 __all__ = ["Observe", "ObserveState"]
@@ -40,6 +41,8 @@ class ObserveState:
     access_log: AccessLog | None = None
     excluded: Callable[[str], bool] | None = None
     outbound: tuple[str, HostAllowlist] | None = None
+    #: The log viewer (API, page) when ``OBSERVE_LOGVIEWER_ENABLED``.
+    logviewer: LogViewer | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def close(self) -> None:
@@ -99,7 +102,7 @@ class Observe:
             state.close()
             del app.extensions[EXTENSION_KEY]
             raise
-        app.cli.add_command(build_cli())
+        app.cli.add_command(build_cli(state))
 
     def _setup(self, app: Flask, state: ObserveState) -> None:
         config = state.config
@@ -111,6 +114,8 @@ class Observe:
                 _setup_requests(state)
             if config.celery_enabled is not False:
                 _setup_celery(state)
+        if config.logviewer_enabled:
+            _setup_logviewer(app, state)
 
     @staticmethod
     def state(app: Flask | None = None) -> ObserveState:
@@ -221,6 +226,26 @@ def _setup_requests(state: ObserveState) -> None:
     state.outbound = (state.config.request_id_header, HostAllowlist(state.config.propagate_hosts))
     RequestsPropagation(_outbound_rules).install()
     state._closers.append(RequestsPropagation.uninstall)
+
+
+def _setup_logviewer(app: Flask, state: ObserveState) -> None:
+    config = state.config
+    if not state.auth.configured:
+        raise ConfigError(
+            "OBSERVE_LOGVIEWER_ENABLED: the log viewer is never public; set OBSERVE_AUTH_TOKEN"
+            " (a bearer token of 16+ characters) or OBSERVE_AUTH_CALLBACK (your own check)"
+        )
+    if not (config.logviewer_dir or config.log_dir):
+        raise ConfigError(
+            "OBSERVE_LOGVIEWER_ENABLED: there are no log files to show; set OBSERVE_LOG_DIR"
+            " (or OBSERVE_LOGVIEWER_DIR to read another directory)"
+        )
+    _optional.require("re2", "logviewer", "OBSERVE_LOGVIEWER_ENABLED")
+    from .logviewer.views import register
+
+    viewer = register(app, state)
+    state.logviewer = viewer
+    state._closers.append(viewer.close)
 
 
 def _setup_celery(state: ObserveState) -> None:
