@@ -96,7 +96,7 @@ class Cursor:
                 and isinstance(name, str)
                 and isinstance(fingerprint, str)
                 and isinstance(offset, int)
-                and 0 <= offset < 1 << 50
+                and -1 <= offset < 1 << 50
                 and isinstance(key, list)
                 and len(key) == 3
                 and isinstance(query, str)

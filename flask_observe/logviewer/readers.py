@@ -116,14 +116,14 @@ class PlainReader(Reader):
         return self._end
 
     def _last_newline(self) -> int:
-        hi = self.size
+        hi, size = self.size, 4096
         while hi > 0:
-            lo = max(0, hi - self.windows[0])
+            lo = max(0, hi - size)
             n = self._pread(hi - lo, lo)
             found = self.buffer.rfind(b"\n", 0, n)
             if found != -1:
                 return lo + found + 1
-            hi = lo
+            hi, size = lo, min(size * 4, self.windows[-1])
         return 0
 
     def forward(self, start: int, end: int | None) -> Iterator[Chunk]:
@@ -137,7 +137,11 @@ class PlainReader(Reader):
                 return  # the file shrank under us
             cut = n
             if pos + n < end:
-                cut = self.buffer.rfind(b"\n", 0, n) + 1 or n  # no newline: a piece of a long line
+                cut = self.buffer.rfind(b"\n", 0, n) + 1
+                if cut == 0:
+                    if want < self.windows[-1]:
+                        continue  # no whole line yet: read again, more
+                    cut = n  # a line longer than the largest window: in pieces
             yield pos, 0, cut
             pos += cut
 
@@ -149,7 +153,13 @@ class PlainReader(Reader):
             lo = hi - want
             if self._pread(want, lo) < want:
                 return
-            cut = self.buffer.find(b"\n", 0, want) + 1 if lo > start else 0
+            cut = 0
+            if lo > start:
+                # The window's last byte ends the line before ``hi``; a line starts inside
+                # the window only after an earlier newline.
+                cut = self.buffer.find(b"\n", 0, want - 1) + 1
+                if cut == 0 and want < self.windows[-1]:
+                    continue  # no line starts in this window: read again, more
             yield lo, cut, want
             hi = lo + cut
 
@@ -169,19 +179,24 @@ class PlainReader(Reader):
         return bytes(self.buffer[start : n - 1])
 
     def line_at(self, offset: int) -> tuple[int, bytes] | None:
-        """The first complete line starting at or after ``offset``: ``(start, line)``."""
+        """The first complete line starting at or after ``offset``: ``(start, line)``;
+        ``None`` if there is none, or it is longer than the first read window."""
         end = self.end
-        if offset > 0:
-            n = self._pread(min(self.windows[0], end - offset + 1), offset - 1)
-            found = self.buffer.find(b"\n", 0, n)
-            if found == -1:
-                return None
-            offset += found
         if offset >= end:
             return None
-        n = self._pread(min(self.windows[0], end - offset), offset)
-        stop = self.buffer.find(b"\n", 0, n)
-        return offset, bytes(self.buffer[: stop if stop != -1 else n])
+        pos = max(offset - 1, 0)
+        size = 1024  # a probe of a bisection reads little: grow only for long lines
+        while True:
+            n = self._pread(min(size, end - pos), pos)
+            first = 0
+            if offset > 0:
+                first = self.buffer.find(b"\n", 0, n) + 1
+            stop = self.buffer.find(b"\n", first, n) if first or offset == 0 else -1
+            if stop != -1:
+                return pos + first, bytes(self.buffer[first:stop])
+            if pos + first >= end or pos + n >= end or size >= self.windows[0]:
+                return None
+            size *= 4
 
 
 class GzipReader(Reader):

@@ -100,8 +100,6 @@ def _probe(reader: PlainReader, offset: int, limit: int) -> tuple[int, int, str]
         if found is None:
             return (limit, limit, "") if offset < limit else None
         start, line = found
-        if len(line) >= reader.windows[0]:
-            return None  # a line too long to read whole at a probe: give up, scan instead
         end = start + len(line) + 1
         stamp = line_timestamp(line)
         if stamp is not None:
