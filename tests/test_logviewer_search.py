@@ -83,7 +83,8 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory.mkdir()
     write_logs(directory, make_lines(900))
     names = [p.name for p in rotated_files(directory, "app.log")]
-    assert any(n.endswith(".gz") for n in names) and any(n.endswith(".log") for n in names)
+    assert any(n.endswith(".gz") for n in names)
+    assert any(n.endswith(".log") for n in names)
     return directory
 
 
@@ -300,7 +301,8 @@ def test_rotation_between_pages_loses_and_repeats_nothing(
         store = LogStore(tmp_path, ("app.log",))
         query = Query(limit=150, newest_first=newest_first)
         first = run_search(store, query, Limits())
-        assert first.files == ["app.log"] and first.cursor is not None
+        assert first.files == ["app.log"]
+        assert first.cursor is not None
         handler.rotate()
         assert handler.wait_idle(10)
         order = ["newest" if newest_first else "oldest"]
@@ -342,7 +344,8 @@ def test_redaction_hides_secrets_and_they_cannot_be_searched_for(tmp_path: Path)
     page = run_search(store, Query(text="bob"), Limits(), redactor)
     record = page.results[0]["record"]
     assert record["password"] == record["api_key"] == "[REDACTED]"
-    assert "hunter2pass" not in record["message"] and "abc.def.ghijkl" not in record["message"]
+    assert "hunter2pass" not in record["message"]
+    assert "abc.def.ghijkl" not in record["message"]
     assert record["user"] == "bob"
     for query in (
         Query(text="hunter2"),
@@ -367,7 +370,8 @@ def test_raw_lines_are_text_and_long_lines_are_truncated(tmp_path: Path) -> None
     store = LogStore(tmp_path, ("app.log",))
     page = run_search(store, Query(newest_first=False), Limits(max_line_bytes=1000))
     assert page.results[0]["raw"] == "Traceback: boom"
-    assert page.results[1]["truncated"] is True and len(page.results[1]["raw"]) == 1000
+    assert page.results[1]["truncated"] is True
+    assert len(page.results[1]["raw"]) == 1000
     assert run_search(store, Query(levels=frozenset(LEVELS)), Limits()).results == []
 
 

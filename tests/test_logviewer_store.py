@@ -55,7 +55,8 @@ def test_listing_is_the_active_file_and_its_rotated_files_only(logdir: Path) -> 
         False,
         True,
     )
-    assert rotated.rotated_at is not None and gz.rotated_at is not None
+    assert rotated.rotated_at is not None
+    assert gz.rotated_at is not None
     assert gz.rotated_at < rotated.rotated_at
     assert all(f.path.parent == logdir.resolve() for f in files)
 
