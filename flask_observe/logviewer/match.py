@@ -42,6 +42,9 @@ def compile_regex(pattern: str, ignore_case: bool, *, literal: bool = False) -> 
     options = re2.Options()
     options.log_errors = False
     options.max_mem = 32 << 20
+    # Only "does it match" is asked: without captures RE2 answers with its DFA, where
+    # submatch tracking on a large program (``(.*){1,1000}``) costs milliseconds per line.
+    options.never_capture = True
     if literal:
         pattern = re2.escape(pattern)
     flags = "(?mi)" if ignore_case else "(?m)"
@@ -62,6 +65,7 @@ def _literal_regex(needles: tuple[bytes, ...]) -> Any:
         return None
     options = re2.Options()
     options.log_errors = False
+    options.never_capture = True
     return re2.compile(b"|".join(re2.escape(n) for n in needles), options)
 
 

@@ -23,8 +23,8 @@ from .timerange import byte_range, prune
 
 __all__ = ["Limits", "Page", "run_search"]
 
-#: Candidate lines checked between two looks at the clock.
-_CLOCK_EVERY = 256
+#: Candidate lines checked between two looks at the clock (a check may run a regex).
+_CLOCK_EVERY = 16
 #: Planning (picking the rarest needle) is redone on this many first chunks.
 _PLAN_CHUNKS = 3
 
