@@ -11,12 +11,16 @@ Configuration (``app.config``; each key can come from the environment as ``FLASK
   platform that ``python -m sample_app`` serves next to the app);
 - ``CELERY_BROKER_URL``: run scrapes as Celery tasks (e.g. ``redis://127.0.0.1:6379/0``);
 - ``SCRAPER_SEED_DEMO``: add a few demo accounts to an empty database (default on);
-- every ``OBSERVE_*`` key of flask_observe (docs/configuration.md).
+- every ``OBSERVE_*`` key of flask_observe (docs/configuration.md). The log viewer is on;
+  without ``OBSERVE_AUTH_TOKEN`` (``FLASK_OBSERVE_AUTH_TOKEN``) a random token is made for
+  this process and printed once to standard error — never to the logs.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -51,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "OBSERVE_SERVICE_NAME": "scraper",
     "OBSERVE_SERVICE_VERSION": "1.0.0",
     "OBSERVE_LOG_DIR": "logs",
+    "OBSERVE_LOGVIEWER_ENABLED": True,
 }
 
 
@@ -73,7 +78,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             urlsplit(app.config["SCRAPER_PLATFORM_URL"]).netloc
         ]
 
+    generated = _ensure_viewer_token(app)
     observe.init_app(app)
+    if generated:
+        ui = Observe.state(app).config.logviewer_ui_path
+        print(
+            f" * Log viewer: {ui} — access token for this process (set FLASK_OBSERVE_AUTH_TOKEN"
+            f" to choose one): {app.config['OBSERVE_AUTH_TOKEN']}",
+            file=sys.stderr,
+            flush=True,
+        )
     db.init_app(app)
 
     from .scraper import EXTENSION_KEY, PlatformClient
@@ -98,6 +112,21 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         if app.config["SCRAPER_SEED_DEMO"]:
             seed_demo_accounts()
     return app
+
+
+def _ensure_viewer_token(app: Flask) -> bool:
+    """Give the log viewer a random token when none is configured; whether one was made.
+
+    Convenient on a laptop and safe: the viewer is never public, the token is new on every
+    start and is printed, not logged. More than one process (gunicorn workers, a Celery
+    worker) must share one: set ``FLASK_OBSERVE_AUTH_TOKEN``.
+    """
+    config = app.config
+    viewer_on = str(config.get("OBSERVE_LOGVIEWER_ENABLED", "")).lower() in ("true", "1", "yes")
+    if not viewer_on or config.get("OBSERVE_AUTH_TOKEN") or config.get("OBSERVE_AUTH_CALLBACK"):
+        return False
+    config["OBSERVE_AUTH_TOKEN"] = secrets.token_urlsafe(24)
+    return True
 
 
 def seed_demo_accounts() -> int:

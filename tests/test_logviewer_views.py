@@ -175,10 +175,13 @@ def test_sign_in_gives_a_scoped_httponly_cookie_and_sign_out_ends_it(
     assert (
         client.post("/observe/logs/login", data={"token": "wrong-token-123456"}).status_code == 403
     )
-    cross = client.post(
-        "/observe/logs/login", data={"token": TOKEN}, headers={"Origin": "https://evil.example"}
-    )
-    assert cross.status_code == 403
+    for headers in (
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site", "Origin": "http://localhost"},
+    ):
+        cross = client.post("/observe/logs/login", data={"token": TOKEN}, headers=headers)
+        assert cross.status_code == 403, headers
     response = client.post("/observe/logs/login", data={"token": TOKEN})
     assert response.status_code == 303
     cookies = response.headers.getlist("Set-Cookie")
@@ -227,7 +230,7 @@ def test_security_headers(viewer_app: Callable[..., Flask]) -> None:
     for response in (page, api):
         assert response.headers["Cache-Control"] == "no-store"
         assert response.headers["X-Content-Type-Options"] == "nosniff"
-        assert response.headers["Referrer-Policy"] == "no-referrer"
+        assert response.headers["Referrer-Policy"] == "same-origin"
 
 
 # -- the API --------------------------------------------------------------------------------

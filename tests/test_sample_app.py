@@ -437,3 +437,36 @@ def test_python_m_sample_app_serves_on_embedded_defaults(tmp_path: Path) -> None
     # Console output is JSON lines too (stdout is on by default).
     json_lines = [line for line in output.splitlines() if line.startswith("{")]
     assert json_lines
+
+
+def test_log_viewer_is_on_with_a_printed_token_that_is_never_logged(
+    make_scraper: Callable[..., Flask], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No token configured: the sample makes one, prints it once to stderr (not to the
+    logs), and it opens the viewer's API; the index page links runs to the viewer."""
+    app = make_scraper()
+    printed = capsys.readouterr().err
+    token = app.config["OBSERVE_AUTH_TOKEN"]
+    assert len(token) >= 24
+    assert "Log viewer: /observe/logs" in printed
+    assert token in printed
+    client = app.test_client()
+    with client.post("/api/scrapes", headers={"X-Request-ID": "viewer-1"}):
+        pass
+    assert client.get("/api/logs/search?correlation_id=viewer-1").status_code == 401
+    found = client.get(
+        "/api/logs/search?correlation_id=viewer-1&level=warning",
+        headers={"Authorization": f"Bearer {token}"},
+    ).json["results"]
+    assert {r["record"]["message"] for r in found} >= {"account scrape failed"}
+    assert "/observe/logs#correlation_id=viewer-1" in client.get("/").get_data(as_text=True)
+    assert token not in (tmp_path / "logs" / "app.log").read_text()
+
+
+def test_a_configured_token_is_used_and_not_printed(
+    make_scraper: Callable[..., Flask], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """FLASK_OBSERVE_AUTH_TOKEN (here: the config key) wins; nothing is printed."""
+    app = make_scraper(OBSERVE_AUTH_TOKEN="chosen-token-0123456789")
+    assert "Log viewer" not in capsys.readouterr().err
+    assert app.config["OBSERVE_AUTH_TOKEN"] == "chosen-token-0123456789"

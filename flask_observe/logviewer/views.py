@@ -44,7 +44,7 @@ STATIC = Path(__file__).parent / "static"
 ASSETS = {"logviewer.js": "text/javascript", "logviewer.css": "text/css"}
 _LAST_EVENT = re.compile(r"(\d{1,20})-(\d{1,20})-(\d{1,16})")
 _CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'{style}; img-src 'self' data:; "
+    "default-src 'none'; script-src 'self'{nonce}; style-src 'self'{nonce}; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 
@@ -67,13 +67,17 @@ def _flag(value: str) -> bool:
 
 
 def _same_origin() -> bool:
-    """A form post from this site, not a cross-site one (login CSRF, logout CSRF)."""
+    """A form post from this site, not a cross-site one (login CSRF, logout CSRF).
+
+    Browsers say where a request comes from in ``Sec-Fetch-Site``; older ones only in
+    ``Origin``. A client that sends neither is not a browser (curl, a script): nothing to
+    forge there."""
     site = request.headers.get("Sec-Fetch-Site")
-    if site is not None and site not in ("same-origin", "none"):
-        return False
+    if site is not None:
+        return site in ("same-origin", "none")
     origin = request.headers.get("Origin")
-    if origin is None or origin == "null":
-        return origin is None
+    if origin is None:
+        return True
     parts = urlsplit(origin)
     return f"{parts.scheme}://{parts.netloc}" == request.host_url.rstrip("/")
 
@@ -130,7 +134,7 @@ def register(app: Flask, state: ObserveState) -> LogViewer:
             service=state.service_name,
         )
         response = Response(html, status=status, mimetype="text/html")
-        response.headers["Content-Security-Policy"] = _CSP.format(style=f" 'nonce-{nonce}'")
+        response.headers["Content-Security-Policy"] = _CSP.format(nonce=f" 'nonce-{nonce}'")
         return response
 
     def guarded(view: Callable[..., ResponseReturnValue]) -> Callable[..., ResponseReturnValue]:
@@ -210,7 +214,7 @@ def register(app: Flask, state: ObserveState) -> LogViewer:
             service=state.service_name,
         )
         response = Response(html, mimetype="text/html")
-        response.headers["Content-Security-Policy"] = _CSP.format(style="")
+        response.headers["Content-Security-Policy"] = _CSP.format(nonce="")
         return response
 
     @bp.get(f"{ui}/static/<name>", endpoint="asset")
@@ -286,7 +290,9 @@ def register(app: Flask, state: ObserveState) -> LogViewer:
         headers = response.headers
         headers.setdefault("Cache-Control", "no-store")
         headers["X-Content-Type-Options"] = "nosniff"
-        headers["Referrer-Policy"] = "no-referrer"
+        # Same-origin requests keep their Origin (sign-in checks it); a link out to the
+        # tracing UI carries no URL of ours.
+        headers["Referrer-Policy"] = "same-origin"
         headers["X-Frame-Options"] = "DENY"
         return response
 

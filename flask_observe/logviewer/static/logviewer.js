@@ -195,8 +195,8 @@
     nextCursor = data.cursor;
     moreButton.hidden = !nextCursor;
     const shown = resultsBody.querySelectorAll("tr.line").length;
-    const mib = (data.stats.scanned_bytes / 1048576).toFixed(1);
-    let text = shown + (shown === 1 ? " line" : " lines") + " · scanned " + mib + " MiB in " +
+    let text = shown + (shown === 1 ? " line" : " lines") + " · scanned " +
+      formatSize(data.stats.scanned_bytes) + " in " +
       Math.round(data.stats.elapsed_ms) + " ms";
     if (data.partial) text += " · stopped early (" + data.stopped.replace("_", " ") + "): load more to go on";
     if (data.errors.length) text += " · skipped: " + data.errors.map((e) => e.file + " (" + e.error + ")").join(", ");
