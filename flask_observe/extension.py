@@ -240,6 +240,12 @@ def _setup_logviewer(app: Flask, state: ObserveState) -> None:
             "OBSERVE_LOGVIEWER_ENABLED: there are no log files to show; set OBSERVE_LOG_DIR"
             " (or OBSERVE_LOGVIEWER_DIR to read another directory)"
         )
+    api, ui = config.logviewer_api_prefix, config.logviewer_ui_path
+    if api == ui or api.startswith(ui + "/") or ui.startswith(api + "/"):
+        raise ConfigError(
+            "OBSERVE_LOGVIEWER_UI_PATH: must not be or contain OBSERVE_LOGVIEWER_API_PREFIX"
+            f" ({ui!r} and {api!r})"
+        )
     _optional.require("re2", "logviewer", "OBSERVE_LOGVIEWER_ENABLED")
     from .logviewer.views import register
 

@@ -130,11 +130,21 @@ def test_route_table_every_viewer_route_refuses_without_credentials(
 def test_enabling_it_without_auth_fails_start_up(
     make_app: Callable[..., Flask], tmp_path: Path
 ) -> None:
-    """No token and no callback: the viewer would be public, so init_app refuses."""
+    """No token and no callback: the viewer would be public, so init_app refuses; so it
+    does without files to show, or with the page's path inside the API's."""
     with pytest.raises(ConfigError, match="OBSERVE_AUTH_TOKEN"):
         make_app("open", log_stdout=False, log_dir=str(tmp_path), logviewer_enabled=True)
     with pytest.raises(ConfigError, match="OBSERVE_LOG_DIR"):
         make_app("nodir", log_stdout=False, logviewer_enabled=True, auth_token=TOKEN)
+    with pytest.raises(ConfigError, match="OBSERVE_LOGVIEWER_UI_PATH"):
+        make_app(
+            "clash",
+            log_stdout=False,
+            log_dir=str(tmp_path),
+            logviewer_enabled=True,
+            auth_token=TOKEN,
+            logviewer_ui_path="/api/logs/ui",
+        )
 
 
 def test_off_by_default(make_app: Callable[..., Flask], tmp_path: Path) -> None:

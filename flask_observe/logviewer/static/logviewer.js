@@ -191,7 +191,15 @@
       setStatus(status, data.error || response.statusText, true);
       return;
     }
-    for (const item of data.results) lineRow(item, resultsBody);
+    let items = data.results;
+    if (!append && lastParams.get("correlation_id")) {
+      // One request's lines may come from several files: show them in time order.
+      const sign = lastParams.get("order") === "oldest" ? 1 : -1;
+      const stamp = (item) => (item.record && item.record.timestamp) || "";
+      const compare = (a, b) => (stamp(a) < stamp(b) ? -1 : stamp(a) > stamp(b) ? 1 : 0);
+      items = items.slice().sort((a, b) => sign * compare(a, b));
+    }
+    for (const item of items) lineRow(item, resultsBody);
     nextCursor = data.cursor;
     moreButton.hidden = !nextCursor;
     const shown = resultsBody.querySelectorAll("tr.line").length;
