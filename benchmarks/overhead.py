@@ -223,6 +223,11 @@ def setup_observe(app: Flask, log_dir: Path) -> None:
     observe(app, log_dir)
 
 
+@config("observe+logviewer", "Observe(app), defaults + the log viewer on (routes, no request work)")
+def setup_observe_logviewer(app: Flask, log_dir: Path) -> None:
+    observe(app, log_dir, logviewer_enabled=True, auth_token="benchmark-token-0123456789")
+
+
 @config("peer:request-id", "flask-log-request-id + JSON logs (no filter, no access line)")
 def setup_request_id(app: Flask, log_dir: Path) -> None:
     from flask_log_request_id import RequestID
