@@ -338,10 +338,13 @@ def test_redaction_hides_secrets_and_they_cannot_be_searched_for(tmp_path: Path)
         "calling https://bob:hunter2pass@api.example/ with Authorization: Bearer abc.def.ghijkl",
         {"password": "hunter2", "api_key": "k-123456", "user": "bob"},
     )
-    (tmp_path / "app.log").write_text(line + "\n")
+    raw = "print(): connecting as bob with password=hunter2 now"
+    (tmp_path / "app.log").write_text(line + "\n" + raw + "\n")
     store = LogStore(tmp_path, ("app.log",))
     redactor = Redactor(*_default_redaction())
-    page = run_search(store, Query(text="bob"), Limits(), redactor)
+    shown = run_search(store, Query(text="print()"), Limits(), redactor).results
+    assert shown[0]["raw"] == "print(): connecting as bob with password=[REDACTED] now"
+    page = run_search(store, Query(text="api.example"), Limits(), redactor)
     record = page.results[0]["record"]
     assert record["password"] == record["api_key"] == "[REDACTED]"
     assert "hunter2pass" not in record["message"]
@@ -353,7 +356,7 @@ def test_redaction_hides_secrets_and_they_cannot_be_searched_for(tmp_path: Path)
         Query(regex="Bearer abc"),
     ):
         assert run_search(store, query, Limits(), redactor).results == []
-        assert len(run_search(store, query, Limits(), None).results) == 1
+        assert len(run_search(store, query, Limits(), None).results) >= 1
 
 
 def _default_redaction() -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -34,8 +34,6 @@ Chunk = tuple[int, int, int]
 class Reader:
     """Reads one file in chunks of whole lines into a shared buffer."""
 
-    compressed = False
-
     def __init__(self, fd: int, log_file: LogFile, windows: tuple[int, ...]) -> None:
         self.fd = fd
         self.file = log_file
@@ -201,8 +199,6 @@ class PlainReader(Reader):
 
 class GzipReader(Reader):
     """A gzipped rotated file, decompressed as a stream; offsets are uncompressed ones."""
-
-    compressed = True
 
     def _stream(self) -> gzip.GzipFile:
         raw = io.BufferedReader(_PreadFile(self.fd), buffer_size=256 * 1024)
