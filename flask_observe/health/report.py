@@ -106,11 +106,11 @@ def document(report: HealthReport, identity: Identity, *, details: bool) -> dict
 
 
 def _summary(results: tuple[CheckResult, ...], status: Status) -> str:
-    parts = [
-        f"{r.name}: {r.output or r.status.value}"
-        for r in results
-        if r.service_status is status or r.status is status
-    ]
+    parts = []
+    for r in results:
+        if r.service_status is status or r.status is status:
+            text = r.output or next((o.output for o in r.observations if o.output), None)
+            parts.append(f"{r.name}: {text or r.status.value}")
     return "; ".join(parts)
 
 

@@ -274,8 +274,9 @@ class HealthRunner:
                 return
             run.result = result
             previous = self._record(slot, result, time.monotonic())
-            run.done.set()
+        # Listeners before waking the waiters: when a probe returns, they have heard it.
         self._notify([(result, previous)])
+        run.done.set()
 
     def _run_inline(self, slot: _Slot) -> CheckResult:
         result = call_check(slot.check, self._ttl(slot.check), self._failures)
