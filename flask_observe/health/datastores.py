@@ -175,22 +175,25 @@ class RedisCheck(HealthCheck):
         from redis.retry import Retry
 
         timeout = self.timeout or 2.0
-        client = redis.Redis.from_url(
-            self.url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry_on_timeout=False,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
-            single_connection_client=True,
-        )
         started = time.perf_counter()
+        client = None
         try:
+            # single_connection_client: connects here, so this is inside the try.
+            client = redis.Redis.from_url(
+                self.url,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry_on_timeout=False,
+                retry=Retry(NoBackoff(), 0),
+                health_check_interval=0,
+                single_connection_client=True,
+            )
             client.ping()
         except redis.RedisError as exc:
             raise CheckFailed(f"{type(exc).__name__}: {_first_line(exc)}") from None
         finally:
-            client.close()
+            if client is not None:
+                client.close()
         return Observation("responseTime", _ms(started), "ms")
 
     def secrets(self) -> Iterable[str]:
