@@ -15,6 +15,9 @@ from .datastores import _first_line, _ms
 
 __all__ = ["CeleryCheck", "HttpCheck"]
 
+#: Seconds between polls for ping replies (Redis broker).
+_POLL = 0.1
+
 #: Bytes of an HTTP dependency's body read (and dropped) before the connection is closed.
 _MAX_BODY = 64 * 1024
 
@@ -56,6 +59,9 @@ class CeleryCheck(HealthCheck):
                 "socket_timeout": timeout,
                 "socket_connect_timeout": timeout,
                 "max_retries": 0,
+                # Redis: replies are awaited with BRPOP, 1 s per poll by default, which would
+                # round the ping's wait up to whole seconds.
+                "polling_interval": _POLL,
             },
         )
         try:
@@ -64,7 +70,7 @@ class CeleryCheck(HealthCheck):
             except Exception as exc:
                 raise CheckFailed(f"broker unreachable: {_describe(exc)}") from None
             broker_ms = _ms(started)
-            remaining = timeout - (time.perf_counter() - started) - 0.05
+            remaining = timeout - (time.perf_counter() - started) - 1.5 * _POLL
             if remaining <= 0:
                 raise CheckFailed("broker answered too slowly to ping the workers")
             try:
