@@ -129,8 +129,8 @@ def test_pass_has_no_output_and_probes_have_no_score() -> None:
 
 
 def test_score_formula() -> None:
-    """100 − 60 per critical fail − 25 per other fail − 10 per warn − 5 per slow pass
-    − 10 × recent fail share per check, clamped to 0-100."""
+    """100 - 60 per critical fail - 25 per other fail - 10 per warn - 5 per slow pass
+    - 10 x recent fail share per check, clamped to 0-100."""
     assert score(HealthReport(None, ())) == 100
     assert score(HealthReport(None, (result("a", Status.PASS),))) == 100
     assert score(HealthReport(None, (result("a", Status.FAIL),))) == 40

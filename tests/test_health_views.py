@@ -82,9 +82,7 @@ def test_details_need_credentials(make_app: Callable[..., Flask]) -> None:
     client = app.test_client()
     anonymous = client.get("/health")
     assert set(anonymous.json) == {"status"}
-    assert set(client.get("/health", headers={"Authorization": "Bearer nope"}).json) == {
-        "status"
-    }
+    assert set(client.get("/health", headers={"Authorization": "Bearer nope"}).json) == {"status"}
     detailed = client.get("/health", headers=AUTH)
     assert "api:responseTime" in detailed.json["checks"]
     assert detailed.json["serviceId"] == "healthapp"
