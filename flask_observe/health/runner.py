@@ -212,6 +212,10 @@ class HealthRunner:
                     results[check.name] = result
                 else:
                     to_wait.append((slot, slot.inflight))
+        # Slowest first (by the last run): a thread started later may wait for the GIL while
+        # earlier ones work (e.g. a database handshake), and that wait adds to the probe only
+        # when it delays the slowest check.
+        to_start.sort(key=_expected_duration, reverse=True)
         for slot, run in to_start:
             thread = threading.Thread(
                 target=self._execute,
@@ -338,3 +342,10 @@ class HealthRunner:
             check.close()
         except Exception:
             self._failures(f"closing health check {check.name!r}")
+
+
+def _expected_duration(item: tuple[_Slot, _Run]) -> float:
+    slot, run = item
+    if slot.result is not None and not slot.result.timed_out:
+        return slot.result.duration
+    return run.deadline - run.started
