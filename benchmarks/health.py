@@ -324,11 +324,15 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    import flask
+    from importlib.metadata import version
 
+    libs = ", ".join(
+        f"{name} {version(name)}"
+        for name in ("Flask", "SQLAlchemy", "psycopg", "redis", "healthcheck")
+    )
     return (
-        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()},"
-        f" Flask {flask.__version__}, {platform.system()} {platform.release()}"
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {libs},"
+        f" {platform.system()} {platform.release()}"
     )
 
 
