@@ -117,9 +117,10 @@ def test_celery_worker_answers_then_a_stopped_worker_fails_at_the_deadline(
     stop_worker(worker)
     elapsed, status, output = timed(runner)
     assert status is Status.FAIL
-    assert output is not None
-    assert "0 worker(s) answered" in output
     assert_at_deadline(elapsed, 1.5)
+    # Normally the check's own verdict; on a loaded machine the deadline may come first.
+    assert output is not None
+    assert "0 worker(s) answered" in output or output == "timed out after 1.5s"
 
 
 @pytest.mark.services

@@ -70,7 +70,9 @@ class CeleryCheck(HealthCheck):
             except Exception as exc:
                 raise CheckFailed(f"broker unreachable: {_describe(exc)}") from None
             broker_ms = _ms(started)
-            remaining = timeout - (time.perf_counter() - started) - 1.5 * _POLL
+            # Leave room for the last poll and the reply handling, so the check can say what
+            # happened before the runner's deadline cuts it short.
+            remaining = timeout - (time.perf_counter() - started) - 2 * _POLL
             if remaining <= 0:
                 raise CheckFailed("broker answered too slowly to ping the workers")
             try:
