@@ -110,6 +110,25 @@ class ObserveConfig:
     #: set it is asked instead of comparing the token.
     auth_callback: Callable[[Any], bool] | None = None
 
+    # -- health (docs/health.md) ----------------------------------------------------------
+    health_enabled: bool = True
+    #: Where the health blueprint is mounted: ``<prefix>``, ``<prefix>/live``, ``/ready``,
+    #: ``/startup``.
+    health_url_prefix: str = "/health"
+    #: Seconds a check's result is reused before the check runs again.
+    health_cache_ttl: float = 3.0
+    #: Deadline of a check that does not set its own ``timeout``, in seconds.
+    health_default_timeout: float = 2.0
+    #: Readiness and startup answer ``fail`` until the host calls
+    #: ``observe.startup_complete(app)``.
+    health_wait_for_startup: bool = False
+    #: Show the checks' details to everyone, not only to authorised callers.
+    health_public_details: bool = False
+    #: ``releaseId`` of the health document; ``None``: the service version.
+    health_release_id: str | None = None
+    #: ``description`` of the health document; ``None``: "health of <service>".
+    health_description: str | None = None
+
     # -- log viewer (docs/logviewer.md) -----------------------------------------------------
     #: Serve the log viewer (API and page). Needs OBSERVE_AUTH_TOKEN or OBSERVE_AUTH_CALLBACK.
     logviewer_enabled: bool = False
@@ -329,13 +348,6 @@ def _callable(value: Any) -> Callable[..., Any] | None:
     return value  # type: ignore[no-any-return]
 
 
-def _url_path(value: Any) -> str:
-    path = _str(value)
-    if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", path):
-        raise ValueError("expected a URL path like '/api/logs' (no trailing slash)")
-    return path
-
-
 def _trace_url(value: Any) -> str | None:
     url = _opt_str(value)
     if url is None:
@@ -354,6 +366,13 @@ def _file_name(value: Any) -> str:
     if "/" in name or "\\" in name or name in (".", "..") or "\x00" in name:
         raise ValueError("expected a plain file name (no directories)")
     return name
+
+
+def _url_prefix(value: Any) -> str:
+    prefix = _str(value).rstrip("/")
+    if not prefix.startswith("/") or not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", prefix):
+        raise ValueError("expected a URL path such as '/health' (letters, digits, '.', '_', '-')")
+    return prefix
 
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {
@@ -386,9 +405,17 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "excluded_paths": _patterns,
     "auth_token": _secret(16),
     "auth_callback": _callable,
+    "health_enabled": _bool,
+    "health_url_prefix": _url_prefix,
+    "health_cache_ttl": _float(0.0),
+    "health_default_timeout": _float(0.05),
+    "health_wait_for_startup": _bool,
+    "health_public_details": _bool,
+    "health_release_id": _opt_str,
+    "health_description": _opt_str,
     "logviewer_enabled": _bool,
-    "logviewer_api_prefix": _url_path,
-    "logviewer_ui_path": _url_path,
+    "logviewer_api_prefix": _url_prefix,
+    "logviewer_ui_path": _url_prefix,
     "logviewer_dir": _opt_str,
     "logviewer_files": _file_names,
     "logviewer_max_results": _int(1, 100_000),

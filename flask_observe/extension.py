@@ -11,12 +11,17 @@ from flask.globals import _cv_app, _cv_request
 
 from . import _optional
 from .auth import Authorizer
+from .breakers import BreakerRegistry
 from .cli import build_cli
 from .config import ConfigError, ObserveConfig, config_keys, load_config, option_names
 from .correlation import CorrelationMiddleware
+from .health.api import HealthAPI, setup_health
 from .logging import identity_fields
 
 if TYPE_CHECKING:
+    from .health.checks import HealthCheck
+    from .health.report import Identity
+    from .health.runner import HealthRunner
     from .logging import AccessLog, LoggingSetup
     from .logviewer.viewer import LogViewer
     from .outbound import HostAllowlist
@@ -41,6 +46,12 @@ class ObserveState:
     access_log: AccessLog | None = None
     excluded: Callable[[str], bool] | None = None
     outbound: tuple[str, HostAllowlist] | None = None
+    #: The health checks and the machinery running them (``None`` when health is off).
+    health: HealthRunner | None = None
+    #: ``serviceId``, ``version``… of the health document.
+    health_identity: Identity | None = None
+    #: The app's circuit breakers (``observe.circuit_breaker``).
+    breakers: BreakerRegistry = field(default_factory=BreakerRegistry)
     #: The log viewer (API, page) when ``OBSERVE_LOGVIEWER_ENABLED``.
     logviewer: LogViewer | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
@@ -51,7 +62,7 @@ class ObserveState:
             self._closers.pop()()
 
 
-class Observe:
+class Observe(HealthAPI):
     """Production observability for a Flask app in one line.
 
     ``Observe(app)`` or, in an app factory, ``observe = Observe()`` then
@@ -68,6 +79,9 @@ class Observe:
         if unknown:
             raise TypeError(f"Observe() got unknown option(s): {', '.join(unknown)}")
         self._options = options
+        #: Checks added outside any app context: every app initialised later gets a copy.
+        self._pending_checks: list[HealthCheck] = []
+        self._initialised = 0
         if app is not None:
             self.init_app(app)
 
@@ -94,6 +108,7 @@ class Observe:
             log_identity=identity_fields(config, service_name),
         )
         app.extensions[EXTENSION_KEY] = state
+        self._initialised += 1
         if not config.enabled:
             return
         try:
@@ -114,6 +129,8 @@ class Observe:
                 _setup_requests(state)
             if config.celery_enabled is not False:
                 _setup_celery(state)
+        if config.health_enabled:
+            setup_health(app, state, self._pending_checks)
         if config.logviewer_enabled:
             _setup_logviewer(app, state)
 

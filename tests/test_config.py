@@ -64,7 +64,7 @@ def test_environment_variables_through_from_prefixed_env(monkeypatch: pytest.Mon
         ("OBSERVE_LOG_RETENTION_DAYS", "soon", "expected a number"),
         ("OBSERVE_LOG_STDUOT", True, "unknown flask_observe setting"),
         ("OBSERVE_LOGVIEWER_API_PREFIX", "api/logs", "expected a URL path"),
-        ("OBSERVE_LOGVIEWER_UI_PATH", "/observe/logs/", "no trailing slash"),
+        ("OBSERVE_LOGVIEWER_UI_PATH", "/observe logs", "expected a URL path"),
         ("OBSERVE_LOGVIEWER_TRACE_URL", "javascript:alert(1)//{trace_id}", "http(s) URL"),
         ("OBSERVE_LOGVIEWER_TRACE_URL", "http://jaeger/trace/", "'{trace_id}'"),
         ("OBSERVE_LOGVIEWER_FILES", ["../etc/passwd"], "plain file name"),
