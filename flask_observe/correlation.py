@@ -91,19 +91,23 @@ class RequestRecord:
         "correlation_id",
         "duration",
         "environ",
+        "excluded",
         "failed",
+        "fields",
         "route",
         "size",
         "start",
         "status",
+        "trace_id",
     )
 
     def __init__(
         self,
         environ: WSGIEnvironment,
-        correlation_id: str,
+        correlation_id: str | None,
     ) -> None:
         self.environ = environ
+        #: ``None`` when the middleware only times requests (correlation IDs off).
         self.correlation_id = correlation_id
         self.route: str | None = None
         self.start = time.perf_counter()
@@ -111,6 +115,12 @@ class RequestRecord:
         self.status = 0
         self.size = 0
         self.failed = False
+        #: Trace ID (32 hex digits) of the request's span, when ``trace_lookup`` found one.
+        self.trace_id: str | None = None
+        #: Whether the path is on the shared exclusion list; ``None`` until a hook checks.
+        self.excluded: bool | None = None
+        #: Extra access-log fields contributed by finish hooks (e.g. ``db_queries``).
+        self.fields: dict[str, Any] | None = None
 
 
 class CorrelationMiddleware:
@@ -121,7 +131,12 @@ class CorrelationMiddleware:
     :param fallback_headers: other request headers accepted when ``header`` is absent.
     :param trust_incoming: accept valid incoming IDs; ``False`` always generates one.
     :param max_length: longest incoming ID accepted.
+    :param on_start: called with the :class:`RequestRecord` before the app is called.
     :param on_finish: called with the :class:`RequestRecord` after the response is sent.
+    :param ids: assign, bind and echo correlation IDs; ``False`` only times requests for the
+        hooks (metrics with correlation IDs turned off).
+    :param trace_lookup: called when the app starts its response (its trace span is current
+        then) to fill :attr:`RequestRecord.trace_id`.
     :param route_lookup: called when the app starts its response (its request context is
         still active then) to name the matched route for :attr:`RequestRecord.route`.
     :param propagate_exceptions: returns ``True`` when an exception escaping ``wsgi_app``
@@ -139,6 +154,9 @@ class CorrelationMiddleware:
         on_finish: Callable[[RequestRecord], None] | None = None,
         route_lookup: Callable[[], str | None] | None = None,
         propagate_exceptions: Callable[[], bool] = lambda: False,
+        on_start: Callable[[RequestRecord], None] | None = None,
+        ids: bool = True,
+        trace_lookup: Callable[[], str | None] | None = None,
     ) -> None:
         self.wrapped = wsgi_app
         self.header = header
@@ -147,6 +165,9 @@ class CorrelationMiddleware:
         self._environ_keys = tuple(dict.fromkeys(keys)) if trust_incoming else ()
         self._is_valid = id_validator(max_length)
         self._on_finish = on_finish
+        self._on_start = on_start
+        self._ids = ids
+        self._trace_lookup = trace_lookup
         self._route_lookup = route_lookup
         self._propagate = propagate_exceptions
         self._failures = FailureLog()
@@ -160,19 +181,28 @@ class CorrelationMiddleware:
         return None
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        correlation_id = self.incoming_id(environ) or new_correlation_id()
-        environ[ENVIRON_KEY] = correlation_id
+        correlation_id: str | None = None
+        if self._ids:
+            correlation_id = self.incoming_id(environ) or new_correlation_id()
+            environ[ENVIRON_KEY] = correlation_id
         token = _correlation_id.set(correlation_id)
         record = RequestRecord(environ, correlation_id)
-        id_header = (self.header, correlation_id)
+        id_header = (self.header, correlation_id) if correlation_id is not None else None
         header_lower = self._header_lower
         route_lookup = self._route_lookup
+        trace_lookup = self._trace_lookup
+        if self._on_start is not None:
+            try:
+                self._on_start(record)
+            except Exception:
+                self._failures("request start hook (metrics)")
 
         def start_with_id(
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Callable[[bytes], object]:
-            headers[:] = [h for h in headers if h[0].lower() != header_lower]
-            headers.append(id_header)
+            if id_header is not None:
+                headers[:] = [h for h in headers if h[0].lower() != header_lower]
+                headers.append(id_header)
             try:
                 record.status = int(status[:3])
             except ValueError:
@@ -182,6 +212,11 @@ class CorrelationMiddleware:
                     record.route = route_lookup()
                 except Exception:
                     self._failures("looking up the matched route")
+            if trace_lookup is not None:
+                try:
+                    record.trace_id = trace_lookup()
+                except Exception:
+                    self._failures("looking up the current trace")
             return start_response(status, headers, exc_info)
 
         try:
@@ -214,15 +249,13 @@ class CorrelationMiddleware:
             if self._propagate():
                 raise
             body = b"Internal Server Error\n"
-            start_response(
-                "500 INTERNAL SERVER ERROR",
-                [
-                    ("Content-Type", "text/plain; charset=utf-8"),
-                    ("Content-Length", str(len(body))),
-                    (self.header, record.correlation_id),
-                ],
-                exc_info if started else None,
-            )
+            headers = [
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("Content-Length", str(len(body))),
+            ]
+            if record.correlation_id is not None:
+                headers.append((self.header, record.correlation_id))
+            start_response("500 INTERNAL SERVER ERROR", headers, exc_info if started else None)
             record.size = len(body)
             return [body]
         finally:
@@ -237,7 +270,7 @@ class CorrelationMiddleware:
         try:
             self._on_finish(record)
         except Exception:
-            self._failures("request finish hook (access log)")
+            self._failures("request finish hook (access log, metrics)")
         finally:
             reset_correlation_id(token)
 

@@ -241,8 +241,9 @@ class AccessLog:
     """Writes one line per finished request to the ``flask_observe.access`` logger.
 
     Fields: ``method``, ``route`` (the URL rule, ``null`` when no route matched), ``path``,
-    ``status``, ``duration_ms``, ``response_size`` (bytes sent), ``correlation_id`` and, when
-    enabled, ``remote_addr``. 5xx responses log at ERROR, 4xx at WARNING, the rest at INFO.
+    ``status``, ``duration_ms``, ``response_size`` (bytes sent), ``correlation_id``, when
+    enabled ``remote_addr``, and fields other features add to the record (``db_queries``).
+    5xx responses log at ERROR, 4xx at WARNING, the rest at INFO.
     """
 
     def __init__(
@@ -281,6 +282,8 @@ class AccessLog:
         }
         if self._remote_addr:
             fields["remote_addr"] = environ.get("REMOTE_ADDR")
+        if record.fields:
+            fields.update(record.fields)
         message = f"{method} {path} {status}"
         sinks = _direct_sinks(logger, level)
         if sinks is None:
