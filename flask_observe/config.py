@@ -158,7 +158,7 @@ class ObserveConfig:
     alert_rules_consecutive: int = 3
     alert_error_rate: float = 0.05
     alert_error_rate_window_seconds: float = 300.0
-    alert_latency_p95_seconds: float = 2.0
+    alert_latency_seconds: float = 2.0
     #: Process RSS above this (MB) alerts; 0: never.
     alert_memory_mb: float = 0.0
     #: Free space of ``alert_disk_path`` below this share alerts; 0: never.
@@ -462,7 +462,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "alert_rules_consecutive": _int(1),
     "alert_error_rate": _ratio,
     "alert_error_rate_window_seconds": _float(1.0),
-    "alert_latency_p95_seconds": _float(0.0),
+    "alert_latency_seconds": _float(0.0),
     "alert_memory_mb": _float(0.0),
     "alert_disk_free": _ratio,
     "alert_disk_path": _str,

@@ -420,8 +420,8 @@ def _setup_alerting(state: ObserveState) -> None:
     if state.metrics is not None:
         window = r.HttpWindow(state.metrics.http, config.alert_error_rate_window_seconds)
         engine.add(r.ErrorRateRule(window, config.alert_error_rate))
-        if config.alert_latency_p95_seconds:
-            engine.add(r.LatencyRule(window, config.alert_latency_p95_seconds))
+        if config.alert_latency_seconds:
+            engine.add(r.LatencyRule(window, config.alert_latency_seconds))
     memory = state.memory
     if memory is not None and (config.alert_memory_mb or config.memory_growth_mb_per_hour):
         engine.add(
