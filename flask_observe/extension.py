@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -347,6 +348,19 @@ def _setup_metrics(app: Flask, state: ObserveState) -> None:
         )
         ticker.add("error budgets", state.budgets.update)
     _setup_sql_diagnostics(state)
+    if config.alert_disk_path:
+        disk = metrics.gauge(
+            "flask_observe_disk_free_ratio",
+            "Free share of the file system holding OBSERVE_ALERT_DISK_PATH.",
+            ["path"],
+            multiprocess_mode="livemin",
+        ).labels(config.alert_disk_path)
+
+        def sample_disk() -> None:
+            usage = shutil.disk_usage(config.alert_disk_path)
+            disk.set(usage.free / usage.total if usage.total else 1.0)
+
+        ticker.add("disk", sample_disk)
     if config.diagnostics_memory is not False:
         if config.diagnostics_memory:
             _optional.require("psutil", "metrics", "OBSERVE_DIAGNOSTICS_MEMORY")
