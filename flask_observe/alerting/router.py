@@ -40,6 +40,7 @@ class AlertRouter:
     :param dedup: seconds during which the same alert and status is not notified again.
     :param cooldown: seconds between two firing notifications of the same alert name.
     :param queue_size: alerts waiting beyond this are dropped (and the drop logged).
+    :param backoff: seconds before the 2nd, 3rd… attempt after a failure without Retry-After.
     """
 
     def __init__(
@@ -51,8 +52,10 @@ class AlertRouter:
         dedup: float = 3600.0,
         cooldown: float = 300.0,
         queue_size: int = 1000,
+        backoff: Sequence[float] = _BACKOFF,
     ) -> None:
         self.channels = list(channels)
+        self._backoff = tuple(backoff)
         self.store: DecisionStore = store or MemoryStore()
         self.service = service
         self.dedup = dedup
@@ -192,7 +195,8 @@ class AlertRouter:
                 exc,
                 extra={"alert": alert.name, "channel": channel.name, "attempt": attempt},
             )
-            delay = exc.retry_after if exc.retry_after is not None else _BACKOFF[attempt - 1]
+            backoff = self._backoff[min(attempt, len(self._backoff)) - 1]
+            delay = exc.retry_after if exc.retry_after is not None else backoff
             self._schedule(time.monotonic() + delay, channel, alert, attempt + 1)
             return
         except Exception:
