@@ -11,6 +11,7 @@ the warning carries the top-N allocation sites that grew since the previous repo
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import tracemalloc
@@ -43,9 +44,8 @@ class MemoryWatch:
         use_tracemalloc: bool = False,
         top: int = 10,
     ) -> None:
-        import psutil
-
-        self._process = psutil.Process()
+        self._process: Any = None
+        self._pid = 0
         self.window = window
         self.threshold = threshold
         self.top = top
@@ -74,6 +74,16 @@ class MemoryWatch:
                 self._started_tracemalloc = True
             self._baseline = tracemalloc.take_snapshot()
 
+    def _current_process(self) -> Any:
+        import psutil
+
+        pid = os.getpid()
+        if self._pid != pid:  # first use, or forked (gunicorn --preload): measure ourselves
+            self._process, self._pid = psutil.Process(pid), pid
+            with self._lock:
+                self._samples.clear()
+        return self._process
+
     def rss(self) -> float | None:
         """The latest sampled RSS in bytes."""
         with self._lock:
@@ -92,7 +102,8 @@ class MemoryWatch:
     def sample(self, now: float | None = None, rss: float | None = None) -> None:
         """Read RSS, update the gauges, check growth."""
         now = time.monotonic() if now is None else now
-        rss = float(self._process.memory_info().rss) if rss is None else rss
+        if rss is None:
+            rss = float(self._current_process().memory_info().rss)
         with self._lock:
             self._samples.append((now, rss))
             while len(self._samples) > 2 and now - self._samples[1][0] >= self.window:
