@@ -142,9 +142,11 @@ def test_channel_formats_slack_discord_pagerduty_webhook(sink: Sink) -> None:
     assert bodies["pd"]["routing_key"] == "R0UTING"
     assert bodies["pd"]["dedup_key"] == firing.fingerprint
     assert bodies["pd"]["payload"]["severity"] == "critical"
-    assert bodies["generic"]["name"] == "DiskFull" and bodies["generic"]["status"] == "firing"
+    assert bodies["generic"]["name"] == "DiskFull"
+    assert bodies["generic"]["status"] == "firing"
     resolve = sink.received[4][2]
-    assert resolve["event_action"] == "resolve" and resolve["dedup_key"] == firing.fingerprint
+    assert resolve["event_action"] == "resolve"
+    assert resolve["dedup_key"] == firing.fingerprint
 
 
 def test_routing_by_severity(sink: Sink) -> None:

@@ -82,7 +82,8 @@ def test_rules_cover_both_slos_with_multi_window_multi_burn_rate() -> None:
         assert len(burn) == 4
         for alert in burn:
             windows = re.findall(r"ratio_rate(\w+) >", alert["expr"])
-            assert len(windows) == 2 and windows[0] != windows[1]
+            assert len(windows) == 2
+            assert windows[0] != windows[1]
 
 
 def exported_names(tmp_path: Path) -> set[str]:
@@ -104,7 +105,8 @@ def exported_names(tmp_path: Path) -> set[str]:
             with app.app_context():
                 record_queue_depth(0)  # Celery mode's gauge
             state = Observe.state(app)
-            assert state.memory is not None and state.budgets is not None
+            assert state.memory is not None
+            assert state.budgets is not None
             state.memory.sample()
             state.budgets.update()
             assert state.ticker is not None
@@ -184,5 +186,7 @@ def test_error_budget_gauge_and_health_warn(make_app: Callable[..., Flask]) -> N
 def test_contrib_files_are_packaged() -> None:
     """The rule file and dashboard are package data (setup.cfg) next to the gunicorn hooks."""
     setup = (ROOT / "setup.cfg").read_text()
-    assert "prometheus/*.yml" in setup and "grafana/*.json" in setup
-    assert RULES.is_file() and DASHBOARD.is_file()
+    assert "prometheus/*.yml" in setup
+    assert "grafana/*.json" in setup
+    assert RULES.is_file()
+    assert DASHBOARD.is_file()

@@ -117,11 +117,16 @@ def test_counters_sum_across_two_workers(gunicorn: callable) -> None:  # type: i
     too; the directory was wiped at start (the stale file is gone)."""
     server = gunicorn()
     assert not (server.dir / "stale_counter.db").exists()
-    pids = set()
-    session = requests.Session()
-    for _ in range(200):
-        pids.add(session.get(server.url + "/work", timeout=5).json()["pid"])
-        session.close()  # a new connection each time: both workers get some
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(_: int) -> int:
+        # 20 ms of work with 6 callers at once: a sync worker serves one at a time, so both
+        # workers must take some.
+        response = requests.get(server.url + "/work?sleep=0.02", timeout=10)
+        return int(response.json()["pid"])
+
+    with ThreadPoolExecutor(6) as pool:
+        pids = set(pool.map(one, range(200)))
     assert len(pids) == 2, "expected both workers to serve requests"
     for _ in range(3):  # whichever worker answers the scrape, it sees everything
         values = scrape(server.url)

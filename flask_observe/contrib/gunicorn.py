@@ -41,7 +41,7 @@ def child_exit(server: Any, worker: Any) -> None:
         try:
             mark_process_dead(worker.pid)
         except Exception:
-            server.log.exception("flask_observe: cleaning up worker %s's metrics failed", worker.pid)
+            server.log.exception("flask_observe: metrics cleanup of worker %s failed", worker.pid)
 
 
 # Reasonable defaults when used as the config module; override on the command line.

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import time
 
-from flask import Flask
+from flask import Flask, request
 
 from flask_observe import Observe
 
@@ -15,5 +16,6 @@ observe = Observe(app)
 
 @app.get("/work")
 def work() -> dict[str, int]:
+    time.sleep(float(request.args.get("sleep", 0)))
     observe.metrics.counter("work_done_total", "Units of work done.").inc()
     return {"pid": os.getpid()}
