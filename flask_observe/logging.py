@@ -353,6 +353,11 @@ def configure_structlog() -> bool:
     """
     if structlog.is_configured():
         return False
+    # structlog's LoggerFactory swaps the process-wide logger class (to fix caller lookup);
+    # a library must not change that for the host's loggers, so the class is put back.
+    logger_class = logging.getLoggerClass()
+    factory = structlog.stdlib.LoggerFactory()
+    logging.setLoggerClass(logger_class)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -362,7 +367,7 @@ def configure_structlog() -> bool:
             structlog.processors.format_exc_info,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
+        logger_factory=factory,
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )

@@ -396,3 +396,14 @@ def test_access_log_respects_logger_level(make_app: Callable[..., Flask], tmp_pa
         assert statuses == [405, 404]
     finally:
         logging.getLogger("flask_observe.access").setLevel(logging.NOTSET)
+
+
+def test_structlog_setup_leaves_the_process_logger_class_alone() -> None:
+    """Configuring structlog does not swap ``logging``'s logger class for the host's loggers."""
+    from flask_observe.logging import configure_structlog
+
+    structlog.reset_defaults()
+    before = logging.getLoggerClass()
+    assert configure_structlog() is True
+    assert logging.getLoggerClass() is before
+    assert configure_structlog() is False  # configured once, then left alone
