@@ -182,10 +182,11 @@ class CorrelationMiddleware:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         correlation_id: str | None = None
+        token = None
         if self._ids:
             correlation_id = self.incoming_id(environ) or new_correlation_id()
             environ[ENVIRON_KEY] = correlation_id
-        token = _correlation_id.set(correlation_id)
+            token = _correlation_id.set(correlation_id)
         record = RequestRecord(environ, correlation_id)
         id_header = (self.header, correlation_id) if correlation_id is not None else None
         header_lower = self._header_lower
@@ -227,7 +228,8 @@ class CorrelationMiddleware:
             # Unbound as soon as the app returns: code that runs after the response object is
             # handed back (a test client, the server) never sees a stale ID. The body
             # iterator and the finish hook bind it again while they run.
-            reset_correlation_id(token)
+            if token is not None:
+                reset_correlation_id(token)
         return _ResponseIterable(record, iterable, self._finish)
 
     def _error_response(
@@ -266,6 +268,12 @@ class CorrelationMiddleware:
         record.duration = time.perf_counter() - record.start
         if self._on_finish is None:
             return
+        if record.correlation_id is None:  # timing only: nothing to bind
+            try:
+                self._on_finish(record)
+            except Exception:
+                self._failures("request finish hook (metrics)")
+            return
         token = _correlation_id.set(record.correlation_id)
         try:
             self._on_finish(record)
@@ -301,6 +309,16 @@ class _ResponseIterable:
         # stops after the first one, must not see it.
         record = self._record
         correlation_id = record.correlation_id
+        if correlation_id is None:  # timing only: no ID to bind around the chunks
+            try:
+                for chunk in self._iterable:
+                    record.size += len(chunk)
+                    yield chunk
+            except BaseException:
+                record.failed = True
+                raise
+            self._done()
+            return
         var = _correlation_id
         token = var.set(correlation_id)
         try:
@@ -328,6 +346,14 @@ class _ResponseIterable:
             self._finish(self._record)
 
     def close(self) -> None:
+        if self._record.correlation_id is None:
+            try:
+                close = getattr(self._iterable, "close", None)
+                if close is not None:
+                    close()
+            finally:
+                self._done()
+            return
         token = _correlation_id.set(self._record.correlation_id)
         try:
             close = getattr(self._iterable, "close", None)

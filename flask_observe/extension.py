@@ -135,7 +135,10 @@ class Observe:
             _setup_alerting(state)
         if state.ticker is not None:
             ticker = state.ticker
-            state._start_hooks.append(lambda _record: ticker.ensure_started())
+            if state.metrics is not None:
+                state.metrics.http.ticker = ticker
+            else:
+                state._start_hooks.append(lambda _record: ticker.ensure_started())
             state._closers.append(ticker.close)
         if config.correlation_enabled or state._start_hooks or state._finish_hooks:
             _setup_middleware(app, state)

@@ -6,7 +6,8 @@
   fingerprint** — the statement with literals replaced by ``?`` and ``IN`` lists collapsed;
   bound parameters are never logged.
 - Queries are counted per request: ``http_request_db_queries`` (histogram by route) and the
-  access log's ``db_queries`` field — many queries on one route is the N+1 signal.
+  access log's ``db_queries`` field — many queries on one route is the N+1 signal. Requests
+  that run no query at all are left out of both (so they cost nothing).
 
 The listeners are process-wide (SQLAlchemy's ``Engine`` class events, so engines created
 later are covered too) and attribute each query to the app of the current app context.
@@ -35,7 +36,7 @@ __all__ = ["QueryDiagnostics", "fingerprint"]
 
 logger = logging.getLogger("flask_observe.diagnostics")
 
-_COUNTS: ContextVar[dict[str, Any] | None] = ContextVar("flask_observe.db_queries", default=None)
+_CURRENT: ContextVar[RequestRecord | None] = ContextVar("flask_observe.db_request", default=None)
 _STRING = re.compile(r"'(?:[^']|'')*'")
 _NUMBER = re.compile(r"(?<![\w$])-?\d+(?:\.\d+)?(?:e[+-]?\d+)?\b", re.IGNORECASE)
 _IN_LIST = re.compile(r"\bIN\s*\((?:\s*\?\s*,?)+\)", re.IGNORECASE)
@@ -73,6 +74,7 @@ class QueryDiagnostics:
             ["route"],
             buckets=QUERY_BUCKETS,
         )
+        self._children: dict[str | None, Any] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
         self._failures = FailureLog()
@@ -80,24 +82,35 @@ class QueryDiagnostics:
     # -- request hooks ---------------------------------------------------------------------
 
     def on_start(self, record: RequestRecord) -> None:
-        counts = {"db_queries": 0}
-        record.fields = counts if record.fields is None else {**record.fields, **counts}
-        _COUNTS.set(record.fields)
+        # Only the record is bound: requests that run no query cost nothing more.
+        _CURRENT.set(record)
 
     def on_finish(self, record: RequestRecord) -> None:
         fields = record.fields
         if fields is None or record.excluded:
             return
-        from ..metrics.http import UNMATCHED
+        count = fields.get("db_queries")
+        if count is None:
+            return
+        route = record.route
+        child = self._children.get(route)
+        if child is None:
+            from ..metrics.http import UNMATCHED
 
-        self.per_request.labels(record.route or UNMATCHED).observe(fields.get("db_queries", 0))
+            child = self.per_request.labels(route if route is not None else UNMATCHED)
+            self._children[route] = child  # bounded: routes are
+        child.observe(count)
 
     # -- engine events ---------------------------------------------------------------------
 
     def after_query(self, statement: str, elapsed: float) -> None:
-        counts = _COUNTS.get()
-        if counts is not None:
-            counts["db_queries"] = counts.get("db_queries", 0) + 1
+        record = _CURRENT.get()
+        if record is not None and record.duration == 0.0:  # a request still being served
+            fields = record.fields
+            if fields is None:
+                record.fields = {"db_queries": 1}
+            else:
+                fields["db_queries"] = fields.get("db_queries", 0) + 1
         if elapsed < self.threshold:
             return
         self.slow.inc()

@@ -79,6 +79,10 @@ class HttpMetrics:
         self._children: dict[tuple[str, str | None, int], tuple[Any, Any]] = {}
         self._inc_progress = self.in_progress.inc
         self._dec_progress = self.in_progress.dec
+        #: Something with ``running`` and ``ensure_started()`` (the app's background sampler),
+        #: started by the first request in each process. Checked here rather than in a hook
+        #: of its own: one attribute test per request.
+        self.ticker: Any = None
 
     def _is_excluded(self, record: RequestRecord) -> bool:
         excluded = record.excluded
@@ -90,6 +94,9 @@ class HttpMetrics:
 
     def on_start(self, record: RequestRecord) -> None:
         """Count the request as in progress (unless its path is excluded)."""
+        ticker = self.ticker
+        if ticker is not None and not ticker.running:
+            ticker.ensure_started()
         if not self._is_excluded(record):
             self._inc_progress()
 
