@@ -353,3 +353,19 @@ def test_channel_config_errors_name_the_entry(make_app: Callable[..., Flask]) ->
         alert_app(make_app, [{"type": "pagerduty"}])
     with pytest.raises(ConfigError, match=r"channel 0 \(sms\): type must be"):
         alert_app(make_app, [{"type": "sms"}])
+
+
+def test_config_command_hides_channels_and_redis_url(
+    make_app: Callable[..., Flask], sink: Sink
+) -> None:
+    """Webhook URLs and the Redis URL (with its password) stay hidden in flask observe config."""
+    app = alert_app(
+        make_app,
+        [{"type": "slack", "url": sink.url + "/services/T0/B0/SECRETPATH"}],
+        alert_redis_url="redis://:hunter2@127.0.0.1:6379/3",
+    )
+    result = app.test_cli_runner().invoke(args=["observe", "config"])
+    assert result.exit_code == 0, result.output
+    assert "SECRETPATH" not in result.output
+    assert "hunter2" not in result.output
+    assert '"OBSERVE_ALERT_CHANNELS": "<set>"' in result.output
