@@ -33,6 +33,9 @@ logger = logging.getLogger("flask_observe")
 
 #: The key under which the request's ID is stored in the WSGI environ.
 ENVIRON_KEY = "flask_observe.correlation_id"
+#: The key under which the request's :class:`RequestRecord` is stored in the WSGI environ
+#: (features that need it during the request, e.g. SQL diagnostics, find it there).
+RECORD_KEY = "flask_observe.record"
 
 _correlation_id: ContextVar[str | None] = ContextVar("flask_observe.correlation_id", default=None)
 
@@ -188,6 +191,7 @@ class CorrelationMiddleware:
             environ[ENVIRON_KEY] = correlation_id
             token = _correlation_id.set(correlation_id)
         record = RequestRecord(environ, correlation_id)
+        environ[RECORD_KEY] = record
         id_header = (self.header, correlation_id) if correlation_id is not None else None
         header_lower = self._header_lower
         route_lookup = self._route_lookup
@@ -266,6 +270,8 @@ class CorrelationMiddleware:
 
     def _finish(self, record: RequestRecord) -> None:
         record.duration = time.perf_counter() - record.start
+        # environ -> record -> environ is a cycle: break it so both go with their last reference.
+        record.environ.pop(RECORD_KEY, None)
         if self._on_finish is None:
             return
         if record.correlation_id is None:  # timing only: nothing to bind

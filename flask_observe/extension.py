@@ -392,7 +392,6 @@ def _setup_sql_diagnostics(state: ObserveState) -> None:
     from .diagnostics import QueryDiagnostics, queries
 
     state.queries = QueryDiagnostics(state.metrics, config.slow_query_ms / 1000.0)
-    state._start_hooks.append(state.queries.on_start)
     # Before the access log, which reads the db_queries field.
     state._finish_hooks.append(state.queries.on_finish)
     queries.install()

@@ -21,12 +21,12 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from flask.globals import _cv_app
+from flask.globals import _cv_app, _cv_request
 
 from .._internal import FailureLog
+from ..correlation import RECORD_KEY
 
 if TYPE_CHECKING:
     from ..correlation import RequestRecord
@@ -36,7 +36,6 @@ __all__ = ["QueryDiagnostics", "fingerprint"]
 
 logger = logging.getLogger("flask_observe.diagnostics")
 
-_CURRENT: ContextVar[RequestRecord | None] = ContextVar("flask_observe.db_request", default=None)
 _STRING = re.compile(r"'(?:[^']|'')*'")
 _NUMBER = re.compile(r"(?<![\w$])-?\d+(?:\.\d+)?(?:e[+-]?\d+)?\b", re.IGNORECASE)
 _IN_LIST = re.compile(r"\bIN\s*\((?:\s*\?\s*,?)+\)", re.IGNORECASE)
@@ -81,10 +80,6 @@ class QueryDiagnostics:
 
     # -- request hooks ---------------------------------------------------------------------
 
-    def on_start(self, record: RequestRecord) -> None:
-        # Only the record is bound: requests that run no query cost nothing more.
-        _CURRENT.set(record)
-
     def on_finish(self, record: RequestRecord) -> None:
         fields = record.fields
         if fields is None or record.excluded:
@@ -104,8 +99,11 @@ class QueryDiagnostics:
     # -- engine events ---------------------------------------------------------------------
 
     def after_query(self, statement: str, elapsed: float) -> None:
-        record = _CURRENT.get()
-        if record is not None and record.duration == 0.0:  # a request still being served
+        # The request's record, from the environ the middleware stored it in: requests that
+        # run no query cost nothing.
+        ctx = _cv_request.get(None)
+        record = ctx.request.environ.get(RECORD_KEY) if ctx is not None else None
+        if record is not None:
             fields = record.fields
             if fields is None:
                 record.fields = {"db_queries": 1}

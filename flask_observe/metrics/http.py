@@ -143,9 +143,13 @@ def otel_trace_lookup() -> Callable[[], str | None] | None:
     from opentelemetry import trace
 
     get_current_span = trace.get_current_span
+    invalid = trace.INVALID_SPAN
 
     def lookup() -> str | None:
-        context = get_current_span().get_span_context()
+        span = get_current_span()
+        if span is invalid:  # no span: the common case without tracing, kept cheap
+            return None
+        context = span.get_span_context()
         if not context.is_valid or not context.trace_flags.sampled:
             return None
         return format(context.trace_id, "032x")
