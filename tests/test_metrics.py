@@ -94,6 +94,41 @@ def test_red_metrics_use_route_templates_and_statuses(make_app: Callable[..., Fl
     assert sample_value(app, "http_requests_in_progress") == 0
 
 
+def test_requests_in_progress_counts_the_running_request(make_app: Callable[..., Flask]) -> None:
+    """Inside a view the gauge shows the request itself; afterwards it is back to 0."""
+    app = red_app(make_app, "inprogress")
+    seen: list[float] = []
+
+    @app.get("/look")
+    def look() -> str:
+        seen.append(sample_value(app, "http_requests_in_progress"))
+        return "ok"
+
+    app.test_client().get("/look")
+    app.test_client().get("/look")
+    assert seen == [1.0, 1.0]
+    assert sample_value(app, "http_requests_in_progress") == 0
+
+
+def test_exclusions_anchored_or_not_match_the_same_paths() -> None:
+    """The shared exclusion list gives the same answers whether patterns are anchored
+    (tried at the start only) or not (searched anywhere)."""
+    from flask_observe.logging import compile_exclusions
+
+    anchored = compile_exclusions((r"^/metrics$", r"^/health/(live|ready|startup)$"))
+    assert anchored is not None
+    assert anchored("/metrics")
+    assert anchored("/health/ready")
+    assert not anchored("/x/metrics")
+    assert not anchored("/health/readyz")
+    loose = compile_exclusions((r"^/a|/b", r"static"))
+    assert loose is not None
+    assert loose("/x/b")
+    assert loose("/assets/static/x.css")
+    assert loose("/a")
+    assert not loose("/c")
+
+
 def test_two_apps_in_one_process_keep_separate_registries(make_app: Callable[..., Flask]) -> None:
     """Each app counts only its own requests and defines its own business metrics."""
     first, second = red_app(make_app, "first"), red_app(make_app, "second")

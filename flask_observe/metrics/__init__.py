@@ -106,7 +106,9 @@ class Metrics:
         #: ``PROMETHEUS_MULTIPROC_DIR`` when prometheus_client runs in multiprocess mode.
         self.multiprocess_dir = multiprocess_dir()
         self.buckets = tuple(buckets)
-        self.http: HttpMetrics = HttpMetrics(self.registry, buckets, excluded, exemplars)
+        self.http: HttpMetrics = HttpMetrics(
+            self.registry, buckets, excluded, exemplars, self.multiprocess_dir is not None
+        )
         if process_metrics and self.multiprocess_dir is None:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)

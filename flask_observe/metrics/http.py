@@ -15,6 +15,7 @@ outside the standard set becomes ``OTHER``; a status outside 100-599 becomes ``"
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,7 @@ class HttpMetrics:
     :param registry: the app's registry.
     :param buckets: upper bounds of the duration histogram.
     :param excluded: the shared exclusion predicate on the request path.
+    :param multiprocess: prometheus_client runs in multiprocess mode.
     :param exemplars: record the request's trace ID (``RequestRecord.trace_id``) as an
         exemplar on the duration histogram.
     """
@@ -50,6 +52,7 @@ class HttpMetrics:
         buckets: Sequence[float],
         excluded: Callable[[str], bool] | None = None,
         exemplars: bool = False,
+        multiprocess: bool = False,
     ) -> None:
         from prometheus_client import Counter, Gauge, Histogram
 
@@ -77,8 +80,27 @@ class HttpMetrics:
         # (method, route, status) -> (counter child, histogram child): label lookups cost more
         # than the increments themselves. Bounded by the labels being bounded.
         self._children: dict[tuple[str, str | None, int], tuple[Any, Any]] = {}
-        self._inc_progress = self.in_progress.inc
-        self._dec_progress = self.in_progress.dec
+        if multiprocess:
+            self._inc_progress: Callable[[], object] = self.in_progress.inc
+            self._dec_progress: Callable[[], object] = self.in_progress.dec
+        else:
+            # One process: two lock-free C counters, read when scraped, cost less per request
+            # than two locked gauge updates. (Multiprocess files need the updates.)
+            started, finished = itertools.count(1), itertools.count(1)
+            last = {"started": 0, "finished": 0}
+
+            def inc() -> object:
+                last["started"] = next(started)
+                return None
+
+            def dec() -> object:
+                last["finished"] = next(finished)
+                return None
+
+            self._inc_progress, self._dec_progress = inc, dec
+            # Under concurrency a slower thread may store an older count: the value can lag by
+            # a request or two, never below 0; when idle it is exact (0).
+            self.in_progress.set_function(lambda: max(0, last["started"] - last["finished"]))
         #: Something with ``running`` and ``ensure_started()`` (the app's background sampler),
         #: started by the first request in each process. Checked here rather than in a hook
         #: of its own: one attribute test per request.
