@@ -369,3 +369,19 @@ def test_config_command_hides_channels_and_redis_url(
     assert "SECRETPATH" not in result.output
     assert "hunter2" not in result.output
     assert '"OBSERVE_ALERT_CHANNELS": "<set>"' in result.output
+
+
+def test_unresolvable_host_at_start_up_is_a_warning_then_a_failed_send(
+    make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    """DNS failing at start-up does not stop the app; sending then fails and is logged."""
+    with caplog.at_level(logging.WARNING, logger="flask_observe.alerting"):
+        app = make_app(
+            "nodns",
+            log_stdout=False,
+            alert_channels=[{"type": "slack", "url": "https://hooks.example.invalid/x"}],
+        )
+    assert "does not resolve now" in caplog.text
+    result = app.test_cli_runner().invoke(args=["observe", "alerts", "test"])
+    assert result.exit_code == 1
+    assert "does not resolve" in result.output

@@ -10,12 +10,14 @@ connection goes to the address that was checked, and redirects are never followe
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
-from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
 __all__ = ["UnsafeURLError", "UrlPolicy"]
+
+logger = logging.getLogger("flask_observe.alerting")
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -23,6 +25,10 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 class UnsafeURLError(ValueError):
     """A webhook URL is refused; the message says why (never the URL's secret path)."""
+
+
+class _Unresolved(UnsafeURLError):
+    """The host does not resolve (now)."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,14 @@ class UrlPolicy:
             parts.port  # noqa: B018 - raises on an invalid port
         except ValueError:
             raise UnsafeURLError(f"{where}: invalid port") from None
-        self.resolve(parts)
+        try:
+            self.resolve(parts)
+        except _Unresolved:
+            # DNS down at start-up must not stop the app: every send resolves and checks again.
+            logger.warning(
+                "alert webhook host %s does not resolve now; it is checked again at each send",
+                parts.hostname,
+            )
         return parts
 
     def resolve(self, parts: SplitResult) -> list[str]:
@@ -78,7 +91,7 @@ class UrlPolicy:
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
-            raise UnsafeURLError(f"{parts.scheme}://{host}: does not resolve ({exc})") from None
+            raise _Unresolved(f"{parts.scheme}://{host}: does not resolve ({exc})") from None
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         for address in addresses:
             self.check_address(host, address)
@@ -113,7 +126,3 @@ def _internal(ip: Address) -> bool:
         or ip.is_unspecified
         or (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local)
     )
-
-
-def hosts(entries: Iterable[str]) -> tuple[str, ...]:
-    return tuple(e.strip() for e in entries if e.strip())
