@@ -164,6 +164,24 @@ class ObserveConfig:
     #: Free space of ``alert_disk_path`` below this share alerts; 0: never.
     alert_disk_free: float = 0.05
     alert_disk_path: str = "/"
+    # -- health (docs/health.md) ----------------------------------------------------------
+    health_enabled: bool = True
+    #: Where the health blueprint is mounted: ``<prefix>``, ``<prefix>/live``, ``/ready``,
+    #: ``/startup``.
+    health_url_prefix: str = "/health"
+    #: Seconds a check's result is reused before the check runs again.
+    health_cache_ttl: float = 3.0
+    #: Deadline of a check that does not set its own ``timeout``, in seconds.
+    health_default_timeout: float = 2.0
+    #: Readiness and startup answer ``fail`` until the host calls
+    #: ``observe.startup_complete(app)``.
+    health_wait_for_startup: bool = False
+    #: Show the checks' details to everyone, not only to authorised callers.
+    health_public_details: bool = False
+    #: ``releaseId`` of the health document; ``None``: the service version.
+    health_release_id: str | None = None
+    #: ``description`` of the health document; ``None``: "health of <service>".
+    health_description: str | None = None
 
 
 def config_keys() -> dict[str, Any]:
@@ -402,6 +420,13 @@ def _channels(value: Any) -> tuple[Mapping[str, Any], ...]:
     return tuple(dict(v) for v in value)
 
 
+def _url_prefix(value: Any) -> str:
+    prefix = _str(value).rstrip("/")
+    if not prefix.startswith("/") or not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", prefix):
+        raise ValueError("expected a URL path such as '/health' (letters, digits, '.', '_', '-')")
+    return prefix
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "enabled": _bool,
     "service_name": _opt_str,
@@ -466,6 +491,14 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "alert_memory_mb": _float(0.0),
     "alert_disk_free": _ratio,
     "alert_disk_path": _str,
+    "health_enabled": _bool,
+    "health_url_prefix": _url_prefix,
+    "health_cache_ttl": _float(0.0),
+    "health_default_timeout": _float(0.05),
+    "health_wait_for_startup": _bool,
+    "health_public_details": _bool,
+    "health_release_id": _opt_str,
+    "health_description": _opt_str,
 }
 
 #: Keys whose values are never echoed (errors, ``flask observe config``).

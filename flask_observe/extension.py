@@ -12,9 +12,11 @@ from flask.globals import _cv_app, _cv_request
 
 from . import _optional
 from .auth import Authorizer
+from .breakers import BreakerRegistry
 from .cli import build_cli
 from .config import ObserveConfig, config_keys, load_config, option_names
 from .correlation import CorrelationMiddleware
+from .health.api import HealthAPI, setup_health
 from .logging import identity_fields
 
 if TYPE_CHECKING:
@@ -22,6 +24,9 @@ if TYPE_CHECKING:
     from .alerting import AlertRouter, RuleEngine
     from .correlation import RequestRecord
     from .diagnostics import MemoryWatch, QueryDiagnostics
+    from .health.checks import HealthCheck
+    from .health.report import Identity
+    from .health.runner import HealthRunner
     from .logging import AccessLog, LoggingSetup
     from .metrics import Metrics
     from .outbound import HostAllowlist
@@ -61,6 +66,12 @@ class ObserveState:
     ticker: Ticker | None = None
     _start_hooks: list[Hook] = field(default_factory=list, repr=False)
     _finish_hooks: list[Hook] = field(default_factory=list, repr=False)
+    #: The health checks and the machinery running them (``None`` when health is off).
+    health: HealthRunner | None = None
+    #: ``serviceId``, ``version``… of the health document.
+    health_identity: Identity | None = None
+    #: The app's circuit breakers (``observe.circuit_breaker``).
+    breakers: BreakerRegistry = field(default_factory=BreakerRegistry)
     _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def close(self) -> None:
@@ -69,7 +80,7 @@ class ObserveState:
             self._closers.pop()()
 
 
-class Observe:
+class Observe(HealthAPI):
     """Production observability for a Flask app in one line.
 
     ``Observe(app)`` or, in an app factory, ``observe = Observe()`` then
@@ -86,6 +97,9 @@ class Observe:
         if unknown:
             raise TypeError(f"Observe() got unknown option(s): {', '.join(unknown)}")
         self._options = options
+        #: Checks added outside any app context: every app initialised later gets a copy.
+        self._pending_checks: list[HealthCheck] = []
+        self._initialised = 0
         if app is not None:
             self.init_app(app)
 
@@ -112,6 +126,7 @@ class Observe:
             log_identity=identity_fields(config, service_name),
         )
         app.extensions[EXTENSION_KEY] = state
+        self._initialised += 1
         if not config.enabled:
             return
         try:
@@ -147,6 +162,12 @@ class Observe:
                 _setup_requests(state)
             if config.celery_enabled is not False:
                 _setup_celery(state)
+        if config.health_enabled:
+            setup_health(app, state, self._pending_checks)
+            if state.health is not None and state.budgets is not None:
+                from .slo import budget_check
+
+                state.health.add(budget_check(state.budgets))
 
     @property
     def metrics(self) -> Metrics:
@@ -450,6 +471,14 @@ def _setup_alerting(state: ObserveState) -> None:
         )
     if config.alert_disk_free:
         engine.add(r.DiskRule(config.alert_disk_path, config.alert_disk_free))
+    # The app's circuit breakers (observe.circuit_breaker) and health checks (set up after
+    # this; read when the rules run).
+    breakers = state.breakers
+    engine.add(
+        r.BreakerRule(lambda: [(n, str(b.current_state)) for n, b in breakers.all().items()])
+    )
+    if config.health_enabled:
+        engine.add(r.HealthRule(lambda: _failing_checks(state)))
     if state.ticker is None:
         state.ticker = Ticker(config.sample_interval_seconds)
 
@@ -459,3 +488,17 @@ def _setup_alerting(state: ObserveState) -> None:
         engine.evaluate()
 
     state.ticker.add("alert rules", evaluate_rules)
+
+
+def _failing_checks(state: ObserveState) -> dict[str, bool | str]:
+    """``{check: True or why it fails}`` for the in-process ``HealthRule`` (cached runs)."""
+    from .health.checks import Status
+
+    runner = state.health
+    if runner is None:
+        return {}
+    report = runner.run()
+    return {
+        result.name: True if result.status != Status.FAIL else (result.output or "fail")
+        for result in report.results
+    }

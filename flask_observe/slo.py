@@ -97,3 +97,42 @@ class ErrorBudgets:
         }
         details = {"remaining": remaining, "warn_below": self.warn}
         return ("warn" if low else "ok"), details
+
+
+def budget_check(budgets: ErrorBudgets, name: str = "slo") -> Any:
+    """A health check (flask_observe.health) reporting each SLO's remaining error budget:
+    ``warn`` when less than ``OBSERVE_SLO_BUDGET_WARN`` is left. Not critical, in no probe
+    group: it shows in the full report (``/health``), never fails readiness."""
+    from dataclasses import dataclass, field
+    from typing import ClassVar
+
+    from .health.checks import HealthCheck, Observation, Status
+
+    @dataclass
+    class ErrorBudgetCheck(HealthCheck):
+        budgets: Any = field(default=None, repr=False)
+        critical: bool = False
+        groups: tuple[str, ...] = ()
+        cache_ttl: float | None = 0.0  # cheap: always current
+        component_type: ClassVar[str] = "component"
+        inline: ClassVar[bool] = True  # reads counters in memory
+
+        def run(self) -> list[Observation]:
+            out: list[Observation] = []
+            for slo, remaining in self.budgets.update().items():
+                low = remaining is not None and remaining < self.budgets.warn
+                out.append(
+                    Observation(
+                        measurement="errorBudgetRemaining",
+                        value=None if remaining is None else round(remaining, 4),
+                        unit="ratio",
+                        status=Status.WARN if low else Status.PASS,
+                        output=f"under {self.budgets.warn:.0%} of the {slo} error budget left"
+                        if low
+                        else None,
+                        component=f"slo-{slo}",
+                    )
+                )
+            return out
+
+    return ErrorBudgetCheck(name, budgets=budgets)

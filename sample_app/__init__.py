@@ -9,6 +9,8 @@ Configuration (``app.config``; each key can come from the environment as ``FLASK
 - ``SQLALCHEMY_DATABASE_URI``: default SQLite in the instance folder;
 - ``SCRAPER_PLATFORM_URL``: the platform API (default ``http://127.0.0.1:5001``, the demo
   platform that ``python -m sample_app`` serves next to the app);
+- ``SCRAPER_PLATFORM_HEALTH_URL``: what the readiness check of the platform calls (default
+  ``<SCRAPER_PLATFORM_URL>/health/ready``);
 - ``CELERY_BROKER_URL``: run scrapes as Celery tasks (e.g. ``redis://127.0.0.1:6379/0``);
 - ``SCRAPER_SEED_DEMO``: add a few demo accounts to an empty database (default on);
 - ``SCRAPER_STALE_HOURS``: alert when no account was scraped successfully for this long;
@@ -54,6 +56,8 @@ DEFAULTS: dict[str, Any] = {
     "OBSERVE_LOG_DIR": "logs",
     # Alert when no account was scraped successfully for this long (sample_app/monitoring.py).
     "SCRAPER_STALE_HOURS": 6.0,
+    # Readiness says "not yet" until create_app() has finished (seeding included).
+    "OBSERVE_HEALTH_WAIT_FOR_STARTUP": True,
 }
 
 
@@ -81,7 +85,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     from .scraper import EXTENSION_KEY, PlatformClient
 
-    app.extensions[EXTENSION_KEY] = PlatformClient(app.config["SCRAPER_PLATFORM_URL"])
+    # Every platform call goes through a circuit breaker; its state shows in /health.
+    breaker = observe.circuit_breaker("platform-api", app=app, fail_max=5, reset_timeout=30)
+    app.extensions[EXTENSION_KEY] = PlatformClient(
+        app.config["SCRAPER_PLATFORM_URL"], breaker=breaker
+    )
+    register_health_checks(app)
 
     from .tasks import celery_init_app
 
@@ -104,7 +113,28 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         db.create_all()
         if app.config["SCRAPER_SEED_DEMO"]:
             seed_demo_accounts()
+    observe.startup_complete(app)
     return app
+
+
+def register_health_checks(app: Flask) -> None:
+    """The scraper's dependencies, as /health/ready and /health show them.
+
+    The database (a probe connection of its own; the app's pool use is reported beside it) and
+    the platform API are critical: without either the scraper cannot work. Disk and memory
+    only warn.
+    """
+    from flask_observe.health import DatabaseCheck, DiskCheck, HttpCheck, MemoryCheck
+
+    with app.app_context():
+        engine = db.engine
+    platform_health = app.config.get("SCRAPER_PLATFORM_HEALTH_URL") or (
+        app.config["SCRAPER_PLATFORM_URL"].rstrip("/") + "/health/ready"
+    )
+    observe.add_health_check(DatabaseCheck("db", engine=engine, timeout=2.0), app=app)
+    observe.add_health_check(HttpCheck("platform-api", url=platform_health, timeout=2.0), app=app)
+    observe.add_health_check(DiskCheck("disk", path=app.instance_path), app=app)
+    observe.add_health_check(MemoryCheck("memory"), app=app)
 
 
 def seed_demo_accounts() -> int:

@@ -190,3 +190,36 @@ def test_contrib_files_are_packaged() -> None:
     assert "grafana/*.json" in setup
     assert RULES.is_file()
     assert DASHBOARD.is_file()
+
+
+def test_nearly_spent_budget_warns_in_the_health_report(make_app: Callable[..., Flask]) -> None:
+    """The error-budget check is in the full /health report: pass with budget left, warn
+    once less than OBSERVE_SLO_BUDGET_WARN remains; readiness is not affected."""
+    token = "health-token-0123456789"
+    app = make_app("slohealth", log_stdout=False, slo_availability=0.99, auth_token=token)
+    app.test_client_class = ReadingClient
+
+    @app.get("/fail")
+    def fail() -> tuple[str, int]:
+        return "no", 500
+
+    @app.get("/ok")
+    def ok() -> str:
+        return "ok"
+
+    client = app.test_client()
+    auth = {"Authorization": f"Bearer {token}"}
+    for _ in range(100):
+        client.get("/ok")
+    entry = client.get("/health", headers=auth).json["checks"][
+        "slo-availability:errorBudgetRemaining"
+    ][0]
+    assert (entry["status"], entry["observedValue"]) == ("pass", 1.0)
+    for _ in range(5):
+        client.get("/fail")
+    report = client.get("/health", headers=auth).json
+    entry = report["checks"]["slo-availability:errorBudgetRemaining"][0]
+    assert entry["status"] == "warn"
+    assert entry["observedValue"] < 0.1
+    assert report["status"] == "warn"
+    assert client.get("/health/ready").status_code == 200

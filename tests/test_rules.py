@@ -256,3 +256,65 @@ def test_rules_follow_the_small_interface() -> None:
     engine.add(rule)
     (alert,) = engine.evaluate()
     assert (alert.name, alert.severity, alert.service) == ("Custom", "warning", "svc")
+
+
+def alerting_app(make_app: Callable[..., Flask], **config: Any) -> Flask:
+    return make_app(
+        f"wired-{time.monotonic_ns()}",
+        log_stdout=False,
+        alert_channels=[{"type": "webhook", "url": "http://127.0.0.1:9/unused"}],
+        alert_allow_http=True,
+        alert_allow_hosts=["127.0.0.1"],
+        alert_rules_consecutive=1,
+        **config,
+    )
+
+
+def only(engine: RuleEngine, name: str) -> None:
+    engine.rules[:] = [r for r in engine.rules if r.name == name]
+    engine.router = Recorder()
+
+
+def test_breaker_rule_is_wired_to_the_apps_circuit_breakers(make_app: Callable[..., Flask]) -> None:
+    """A breaker made with observe.circuit_breaker opens: the app's CircuitBreakerOpen rule
+    fires naming it, and resolves when it closes."""
+    app = alerting_app(make_app)
+    breaker = Observe().circuit_breaker("billing-api", app=app, fail_max=2, reset_timeout=60)
+    engine = Observe.state(app).rules
+    assert engine is not None
+    only(engine, "CircuitBreakerOpen")
+    assert engine.evaluate() == []
+
+    def broken() -> None:
+        raise ConnectionError("down")
+
+    for _ in range(2):
+        with pytest.raises((ConnectionError, pybreaker.CircuitBreakerError)):
+            breaker.call(broken)
+    (alert,) = engine.evaluate()
+    assert (alert.status, alert.summary) == ("firing", "circuit breaker(s) open: billing-api")
+    breaker.close()
+    assert [a.status for a in engine.evaluate()] == ["resolved"]
+
+
+def test_health_rule_is_wired_to_the_apps_health_checks(make_app: Callable[..., Flask]) -> None:
+    """A registered health check failing fires HealthCheckFailing (through the health runner,
+    with its deadlines and cache); passing again resolves it."""
+    app = alerting_app(make_app, health_cache_ttl=0)
+    ok = {"value": True}
+    Observe().add_health_check(
+        __import__("flask_observe.health.checks", fromlist=["FunctionCheck"]).FunctionCheck(
+            "search-index", func=lambda: ok["value"], cache_ttl=0
+        ),
+        app=app,
+    )
+    Observe().startup_complete(app)
+    engine = Observe.state(app).rules
+    assert engine is not None
+    only(engine, "HealthCheckFailing")
+    assert engine.evaluate() == []
+    ok["value"] = False
+    (alert,) = engine.evaluate()
+    assert alert.summary == "health check(s) failing: search-index"
+    ok["value"] = True
+    assert [a.status for a in engine.evaluate()] == ["resolved"]
