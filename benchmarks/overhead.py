@@ -52,6 +52,12 @@ OBSERVE = "observe"
 PEER = "peer:request-id+json-access"
 #: The issue's budget: flask_observe adds at most this fraction of what the peer pair adds.
 BUDGET_FRACTION = 0.5
+#: The metrics budget (issue 6): the metrics layer adds at most half of what
+#: prometheus-flask-exporter adds, alone over ``bare`` and on top of the logging stack.
+METRICS_ONLY = "observe-metrics-only"
+METRICS_PEER = "peer:prometheus-flask-exporter-only"
+OBSERVE_ALL = "observe+metrics"
+METRICS_PEER_LOGS = "peer:prometheus-flask-exporter"
 #: The child prints its result on one line starting with this, whatever else reaches stdout.
 RESULT_PREFIX = "OVERHEAD-RESULT "
 #: Distributions whose versions the report names.
@@ -208,18 +214,33 @@ def observe(app: Flask, log_dir: Path, **settings: Any) -> None:
     Observe(app)
 
 
+# The correlation/logging configurations keep metrics off (on by default when
+# prometheus_client is installed), so they compare with peers that do the same job; the
+# metrics layer is measured by the configurations after them.
+
+
 @config("observe-correlation", "Observe(app), OBSERVE_LOGGING_ENABLED=False: correlation IDs only")
 def setup_observe_correlation(app: Flask, log_dir: Path) -> None:
-    observe(app, log_dir, logging_enabled=False)
+    observe(app, log_dir, logging_enabled=False, metrics_enabled=False)
 
 
 @config("observe-no-access", "Observe(app), OBSERVE_ACCESS_LOG=False: correlation + JSON logs")
 def setup_observe_no_access(app: Flask, log_dir: Path) -> None:
-    observe(app, log_dir, access_log=False)
+    observe(app, log_dir, access_log=False, metrics_enabled=False)
 
 
-@config(OBSERVE, "Observe(app), defaults: correlation IDs + JSON logs (file) + access log")
+@config(OBSERVE, "Observe(app), metrics off: correlation IDs + JSON logs (file) + access log")
 def setup_observe(app: Flask, log_dir: Path) -> None:
+    observe(app, log_dir, metrics_enabled=False)
+
+
+@config(METRICS_ONLY, "Observe(app), correlation and logging off: the metrics layer alone")
+def setup_observe_metrics_only(app: Flask, log_dir: Path) -> None:
+    observe(app, log_dir, logging_enabled=False, correlation_enabled=False)
+
+
+@config(OBSERVE_ALL, "Observe(app), defaults: correlation, JSON logs, access log, metrics")
+def setup_observe_metrics(app: Flask, log_dir: Path) -> None:
     observe(app, log_dir)
 
 
@@ -248,11 +269,18 @@ def setup_request_id_json_access(app: Flask, log_dir: Path) -> None:
     json_access_log(app, current_request_id)
 
 
-@config("peer:prometheus-flask-exporter", "PrometheusMetrics(app) defaults + JSON logs")
+@config(METRICS_PEER_LOGS, "PrometheusMetrics(app) defaults + JSON logs")
 def setup_prometheus(app: Flask, log_dir: Path) -> None:
     from prometheus_flask_exporter import PrometheusMetrics
 
     json_file_logs(app, log_dir)
+    PrometheusMetrics(app)
+
+
+@config(METRICS_PEER, "PrometheusMetrics(app) defaults alone (no logs)")
+def setup_prometheus_only(app: Flask, log_dir: Path) -> None:
+    from prometheus_flask_exporter import PrometheusMetrics
+
     PrometheusMetrics(app)
 
 
@@ -468,6 +496,64 @@ def budget(runs: dict[str, list[dict[str, Any]]], summary: dict[str, dict[str, A
     return out
 
 
+def metrics_budget(runs: dict[str, list[dict[str, Any]]], summary: dict[str, Any]) -> dict:
+    """The metrics layer against prometheus-flask-exporter, two ways:
+
+    - alone: ``observe-metrics-only`` over ``bare`` vs ``peer:…-only`` over ``bare``;
+    - stacked: ``observe+metrics`` over ``observe`` (what turning metrics on adds to the
+      logging stack) vs ``peer:prometheus-flask-exporter`` over ``bare+json-logs``.
+    """
+    pairs = {
+        "alone": (METRICS_ONLY, BASE, METRICS_PEER, BASE),
+        "stacked": (OBSERVE_ALL, OBSERVE, METRICS_PEER_LOGS, LOG_BASE),
+    }
+    out: dict[str, Any] = {"fraction": BUDGET_FRACTION}
+    for label, (ours, our_base, peer, peer_base) in pairs.items():
+        if any(n not in summary for n in (ours, our_base, peer, peer_base)):
+            out[label] = {"skipped": f"needs {ours}, {our_base}, {peer}, {peer_base}"}
+            continue
+        added = summary[ours]["median_us"] - summary[our_base]["median_us"]
+        peer_added = summary[peer]["median_us"] - summary[peer_base]["median_us"]
+        per_round = [
+            (o["mean_us"] - ob["mean_us"]) / (p["mean_us"] - pb["mean_us"])
+            for o, ob, p, pb in zip(
+                runs[ours], runs[our_base], runs[peer], runs[peer_base], strict=True
+            )
+            if p["mean_us"] != pb["mean_us"]
+        ]
+        out[label] = {
+            "ours": ours,
+            "peer": peer,
+            "added_us": added,
+            "peer_added_us": peer_added,
+            "ratio": added / peer_added if peer_added > 0 else None,
+            "met": peer_added > 0 and added <= BUDGET_FRACTION * peer_added,
+            "per_round_ratio_median": statistics.median(per_round) if per_round else None,
+            "rounds_met": sum(r <= BUDGET_FRACTION for r in per_round),
+            "rounds": len(per_round),
+        }
+    return out
+
+
+def render_metrics_budget(verdict: dict[str, Any]) -> str:
+    lines = []
+    for label in ("alone", "stacked"):
+        v = verdict[label]
+        if "skipped" in v:
+            lines.append(f"METRICS BUDGET ({label}): not evaluated ({v['skipped']})")
+            continue
+        ratio = f"{v['ratio']:.2f}" if v["ratio"] is not None else "n/a"
+        per_round = v["per_round_ratio_median"]
+        lines.append(
+            f"METRICS BUDGET ({label}): `{v['ours']}` adds {v['added_us']:.1f} µs, "
+            f"`{v['peer']}` adds {v['peer_added_us']:.1f} µs → ratio {ratio} "
+            f"(budget ≤ {BUDGET_FRACTION}): {'MET' if v['met'] else 'MISSED'}; per-round "
+            f"ratio median {per_round if per_round is None else f'{per_round:.2f}'}, "
+            f"met in {v['rounds_met']}/{v['rounds']} rounds"
+        )
+    return "\n".join(lines)
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -639,6 +725,7 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = summarize(runs)
     verdict = budget(runs, summary)
+    verdict_metrics = metrics_budget(runs, summary)
     settings = {
         "rounds": args.rounds,
         "requests": args.requests,
@@ -654,6 +741,7 @@ def main(argv: list[str] | None = None) -> int:
                 "configs": {n: CONFIGS[n].description for n in names},
                 "summary": summary,
                 "budget": verdict,
+                "metrics_budget": verdict_metrics,
                 "runs": runs,
             },
             sys.stdout,
@@ -679,6 +767,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nwarning: output reached stdout/stderr in: {', '.join(stray)}")
     print()
     print(render_budget(verdict))
+    print(render_metrics_budget(verdict_metrics))
     return 0
 
 

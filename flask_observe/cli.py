@@ -28,12 +28,32 @@ def build_cli(state: ObserveState) -> AppGroup:
     group.add_command(show_config)
     if state.health is not None:
         group.add_command(health_command)
+    if state.alerts is not None:
+        alerts = AppGroup("alerts", help="Alerting: check the channels.")
+        alerts.add_command(send_test_alert)
+        group.add_command(alerts)
     config = state.config
     if config.logviewer_dir or config.log_dir:
         from .logviewer.cli import logs
 
         group.add_command(logs)
     return group
+
+
+@click.command("test")
+@with_appcontext
+def send_test_alert() -> None:
+    """Send a test alert to every configured channel now; exit 1 if any failed."""
+    from .extension import Observe
+
+    router = Observe.state().alerts
+    if router is None:
+        raise click.ClickException("alerting is off: no OBSERVE_ALERT_CHANNELS configured")
+    results = router.send_test()
+    for name, outcome in results.items():
+        click.echo(f"{name}: {outcome}")
+    if any(outcome != "ok" for outcome in results.values()):
+        raise SystemExit(1)
 
 
 @click.command("config")
@@ -46,7 +66,7 @@ def show_config() -> None:
     out: dict[str, Any] = {}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
-        if f.name in SECRET_KEYS and value is not None:
+        if f.name in SECRET_KEYS and value not in (None, ()):
             value = "<set>"
         elif callable(value):
             value = f"{getattr(value, '__module__', '?')}:{getattr(value, '__qualname__', value)}"

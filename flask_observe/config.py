@@ -29,6 +29,7 @@ MAX_REQUEST_ID_LENGTH_LIMIT = 1024
 LOG_FORMATS = ("json", "console")
 _LEVEL_NAMES = frozenset(("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET"))
 ROTATE_INTERVALS = ("hourly", "daily")
+DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 #: Log viewer: JSON keys whose values are hidden at read time (searched, case-insensitive).
 DEFAULT_REDACT_KEYS = (
@@ -110,6 +111,74 @@ class ObserveConfig:
     #: set it is asked instead of comparing the token.
     auth_callback: Callable[[Any], bool] | None = None
 
+    # -- metrics (docs/metrics.md) --------------------------------------------------------
+    #: ``/metrics`` and the RED metrics; ``None``: on when ``prometheus_client`` is installed.
+    metrics_enabled: bool | None = None
+    metrics_path: str = "/metrics"
+    #: Put ``/metrics`` behind the shared auth (``OBSERVE_AUTH_TOKEN``/``_CALLBACK``).
+    metrics_auth: bool = False
+    #: Upper bounds (seconds) of the request duration histogram's buckets.
+    metrics_buckets: tuple[float, ...] = DEFAULT_BUCKETS
+    #: Trace IDs as exemplars on the duration histogram (OpenMetrics scrapes, tracing on).
+    metrics_exemplars: bool = True
+    #: Period of the background sampler: memory, error budgets, in-process alert rules.
+    sample_interval_seconds: float = 15.0
+
+    # -- SLOs (docs/slo.md) ---------------------------------------------------------------
+    #: Share of requests that must not answer 5xx (0 turns the availability SLO off).
+    slo_availability: float = 0.999
+    #: Share of requests that must be faster than ``slo_latency_seconds`` (0: off).
+    slo_latency: float = 0.99
+    #: Latency threshold of the latency SLO; must be one of ``metrics_buckets``.
+    slo_latency_seconds: float = 0.5
+    #: Health warns when less than this share of an error budget is left.
+    slo_budget_warn: float = 0.1
+
+    # -- diagnostics (docs/metrics.md#diagnostics) ---------------------------------------
+    #: SQLAlchemy query timing and per-request query counts; ``None``: on when SQLAlchemy is
+    #: installed (and metrics are on).
+    diagnostics_sql: bool | None = None
+    slow_query_ms: float = 500.0
+    #: Process RSS gauge and growth rate (needs psutil); ``None``: on when psutil is installed.
+    diagnostics_memory: bool | None = None
+    #: Window over which memory growth is measured.
+    memory_window_seconds: float = 3600.0
+    #: Growth (MB/hour over the window) that counts as a leak; 0: never.
+    memory_growth_mb_per_hour: float = 100.0
+    #: When growth crosses the threshold, log the top allocation differences (tracemalloc;
+    #: costs CPU and memory while on, so off by default).
+    memory_tracemalloc: bool = False
+    memory_tracemalloc_top: int = 10
+
+    # -- alerting (docs/alerting.md) -----------------------------------------------------
+    #: Channels, each ``{"type": "slack"|"discord"|"pagerduty"|"email"|"webhook", ...}``;
+    #: alerting is on when any is configured. Holds webhook URLs and keys: never shown.
+    alert_channels: tuple[Mapping[str, Any], ...] = field(default=(), repr=False)
+    #: Plain ``http://`` webhook URLs are refused unless this is on.
+    alert_allow_http: bool = False
+    #: Hosts, addresses or networks (CIDR) webhooks may reach although they are loopback,
+    #: private or link-local.
+    alert_allow_hosts: tuple[str, ...] = ()
+    #: Redis URL for state shared by every instance (dedup, cooldown, incidents).
+    alert_redis_url: str | None = field(default=None, repr=False)
+    alert_redis_prefix: str = "flask_observe:alerts"
+    #: The same alert (fingerprint and status) is notified at most once per window.
+    alert_dedup_seconds: float = 3600.0
+    #: Minimum time between two firing notifications of one alert name.
+    alert_cooldown_seconds: float = 300.0
+    alert_queue_size: int = 1000
+    alert_timeout_seconds: float = 5.0
+    #: In-process rules; failing evaluations in a row before one fires.
+    alert_rules_enabled: bool = True
+    alert_rules_consecutive: int = 3
+    alert_error_rate: float = 0.05
+    alert_error_rate_window_seconds: float = 300.0
+    alert_latency_seconds: float = 2.0
+    #: Process RSS above this (MB) alerts; 0: never.
+    alert_memory_mb: float = 0.0
+    #: Free space of ``alert_disk_path`` below this share alerts; 0: never.
+    alert_disk_free: float = 0.05
+    alert_disk_path: str = "/"
     # -- health (docs/health.md) ----------------------------------------------------------
     health_enabled: bool = True
     #: Where the health blueprint is mounted: ``<prefix>``, ``<prefix>/live``, ``/ready``,
@@ -368,6 +437,50 @@ def _file_name(value: Any) -> str:
     return name
 
 
+def _path(value: Any) -> str:
+    path = _str(value)
+    if not path.startswith("/") or any(c in path for c in "<>?#"):
+        raise ValueError("expected a URL path starting with '/'")
+    return path
+
+
+def _buckets(value: Any) -> tuple[float, ...]:
+    if isinstance(value, str):
+        value = _str_tuple(value)
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError("expected a list of increasing positive numbers")
+    try:
+        numbers = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError("expected a list of increasing positive numbers") from None
+    if any(n <= 0 or n != n for n in numbers) or list(numbers) != sorted(set(numbers)):
+        raise ValueError("expected a list of increasing positive numbers")
+    return numbers
+
+
+def _ratio(value: Any) -> float:
+    number = _float(0.0)(value)
+    if number >= 1.0:
+        raise ValueError("expected a number >= 0 and < 1")
+    return number
+
+
+def _channels(value: Any) -> tuple[Mapping[str, Any], ...]:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError("expected a JSON list of channel objects") from None
+    if isinstance(value, Mapping):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, Mapping) for v in value):
+        raise ValueError("expected a list of channel objects")
+    # Validated in depth (URL safety, required fields) by the alerting setup.
+    return tuple(dict(v) for v in value)
+
+
 def _url_prefix(value: Any) -> str:
     prefix = _str(value).rstrip("/")
     if not prefix.startswith("/") or not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", prefix):
@@ -405,6 +518,40 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "excluded_paths": _patterns,
     "auth_token": _secret(16),
     "auth_callback": _callable,
+    "metrics_enabled": _opt_bool,
+    "metrics_path": _path,
+    "metrics_auth": _bool,
+    "metrics_buckets": _buckets,
+    "metrics_exemplars": _bool,
+    "sample_interval_seconds": _float(0.05),
+    "slo_availability": _ratio,
+    "slo_latency": _ratio,
+    "slo_latency_seconds": _float(0.0),
+    "slo_budget_warn": _ratio,
+    "diagnostics_sql": _opt_bool,
+    "slow_query_ms": _float(0.0),
+    "diagnostics_memory": _opt_bool,
+    "memory_window_seconds": _float(1.0),
+    "memory_growth_mb_per_hour": _float(0.0),
+    "memory_tracemalloc": _bool,
+    "memory_tracemalloc_top": _int(1, 1000),
+    "alert_channels": _channels,
+    "alert_allow_http": _bool,
+    "alert_allow_hosts": _str_tuple,
+    "alert_redis_url": _opt_str,
+    "alert_redis_prefix": _str,
+    "alert_dedup_seconds": _float(0.0),
+    "alert_cooldown_seconds": _float(0.0),
+    "alert_queue_size": _int(1),
+    "alert_timeout_seconds": _float(0.1),
+    "alert_rules_enabled": _bool,
+    "alert_rules_consecutive": _int(1),
+    "alert_error_rate": _ratio,
+    "alert_error_rate_window_seconds": _float(1.0),
+    "alert_latency_seconds": _float(0.0),
+    "alert_memory_mb": _float(0.0),
+    "alert_disk_free": _ratio,
+    "alert_disk_path": _str,
     "health_enabled": _bool,
     "health_url_prefix": _url_prefix,
     "health_cache_ttl": _float(0.0),
@@ -433,7 +580,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
 }
 
 #: Keys whose values are never echoed (errors, ``flask observe config``).
-SECRET_KEYS = frozenset({"auth_token"})
+SECRET_KEYS = frozenset({"auth_token", "alert_channels", "alert_redis_url"})
 
 
 def option_names() -> frozenset[str]:
@@ -467,4 +614,10 @@ def load_config(app_config: Mapping[str, Any], options: Mapping[str, Any]) -> Ob
         raise ConfigError(
             f"{unknown[0]}: unknown flask_observe setting (see docs/configuration.md for the keys)"
         )
-    return ObserveConfig(**values)
+    config = ObserveConfig(**values)
+    if config.slo_latency and config.slo_latency_seconds not in config.metrics_buckets:
+        raise ConfigError(
+            f"OBSERVE_SLO_LATENCY_SECONDS: expected one of OBSERVE_METRICS_BUCKETS"
+            f" {list(config.metrics_buckets)}, got {config.slo_latency_seconds!r}"
+        )
+    return config

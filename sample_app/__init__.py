@@ -13,6 +13,7 @@ Configuration (``app.config``; each key can come from the environment as ``FLASK
   ``<SCRAPER_PLATFORM_URL>/health/ready``);
 - ``CELERY_BROKER_URL``: run scrapes as Celery tasks (e.g. ``redis://127.0.0.1:6379/0``);
 - ``SCRAPER_SEED_DEMO``: add a few demo accounts to an empty database (default on);
+- ``SCRAPER_STALE_HOURS``: alert when no account was scraped successfully for this long;
 - every ``OBSERVE_*`` key of flask_observe (docs/configuration.md). The log viewer is on;
   without ``OBSERVE_AUTH_TOKEN`` (``FLASK_OBSERVE_AUTH_TOKEN``) a random token is made for
   this process and printed once to standard error — never to the logs.
@@ -57,6 +58,8 @@ DEFAULTS: dict[str, Any] = {
     "OBSERVE_SERVICE_NAME": "scraper",
     "OBSERVE_SERVICE_VERSION": "1.0.0",
     "OBSERVE_LOG_DIR": "logs",
+    # Alert when no account was scraped successfully for this long (sample_app/monitoring.py).
+    "SCRAPER_STALE_HOURS": 6.0,
     # Readiness says "not yet" until create_app() has finished (seeding included).
     "OBSERVE_HEALTH_WAIT_FOR_STARTUP": True,
     "OBSERVE_LOGVIEWER_ENABLED": True,
@@ -115,6 +118,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from .cli import register
 
     register(app)
+
+    from .monitoring import install
+
+    install(app)
 
     with app.app_context():
         db.create_all()

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from flask_observe import get_correlation_id
 
 from .models import Account, ScrapeRun, Snapshot, db, utcnow
+from .monitoring import record_account
 
 logger = logging.getLogger("sample_app.scraper")
 
@@ -118,7 +119,18 @@ def create_run(
 def scrape_account(account: Account, run: ScrapeRun) -> Snapshot:
     """Fetch one account and store a snapshot; raises :class:`PlatformError` on failure."""
     started = time.perf_counter()
-    data = client().fetch_account(account.platform, account.handle)
+    try:
+        data = client().fetch_account(account.platform, account.handle)
+    except PlatformError:
+        record_account(account.platform, account.handle, False, time.perf_counter() - started, None)
+        raise
+    record_account(
+        account.platform,
+        account.handle,
+        True,
+        time.perf_counter() - started,
+        int(data["followers"]),
+    )
     snapshot = Snapshot(
         account=account,
         run_id=run.id,

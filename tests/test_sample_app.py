@@ -441,6 +441,19 @@ def test_python_m_sample_app_serves_on_embedded_defaults(tmp_path: Path) -> None
     assert json_lines
 
 
+def test_business_metrics_on_metrics_endpoint(make_scraper: Callable[..., Flask]) -> None:
+    """A scrape shows up in /metrics: accounts by platform and status, freshness, followers."""
+    client = make_scraper().test_client()
+    client.post("/api/scrapes").get_data()
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'scraper_accounts_scraped_total{platform="twitter",status="ok"} 2.0' in text
+    assert 'scraper_accounts_scraped_total{platform="instagram",status="failed"} 1.0' in text
+    assert "scraper_last_success_timestamp_seconds " in text
+    assert 'scraper_followers{handle="nasa",platform="twitter"}' in text
+    assert 'scraper_scrape_duration_seconds_count{platform="youtube"} 1.0' in text
+    assert 'http_requests_total{method="POST",route="/api/scrapes",status="201"} 1.0' in text
+
+
 # -- health -------------------------------------------------------------------------------
 
 
