@@ -50,14 +50,20 @@ BASE = "bare"
 LOG_BASE = "bare+json-logs"
 OBSERVE = "observe"
 PEER = "peer:request-id+json-access"
-#: The tracing issue's budget: every flask_observe feature of issues 2 and 3 against the peer
-#: stack doing the same jobs.
-OBSERVE_ALL = "observe+tracing+sentry"
+#: The tracing issue's budget: every flask_observe feature of issues 2 and 3 (metrics off)
+#: against the peer stack doing the same jobs.
+OBSERVE_TRACED_ALL = "observe+tracing+sentry"
 PEER_STACK = "peer:stack"
 #: A DSN nothing listens on (port 9, loopback): nothing leaves the machine.
 DEAD_DSN = "http://public@127.0.0.1:9/1"
 #: The issue's budget: flask_observe adds at most this fraction of what the peer pair adds.
 BUDGET_FRACTION = 0.5
+#: The metrics budget (issue 6): the metrics layer adds at most half of what
+#: prometheus-flask-exporter adds, alone over ``bare`` and on top of the logging stack.
+METRICS_ONLY = "observe-metrics-only"
+METRICS_PEER = "peer:prometheus-flask-exporter-only"
+OBSERVE_ALL = "observe+metrics"
+METRICS_PEER_LOGS = "peer:prometheus-flask-exporter"
 #: The child prints its result on one line starting with this, whatever else reaches stdout.
 RESULT_PREFIX = "OVERHEAD-RESULT "
 #: Distributions whose versions the report names.
@@ -214,19 +220,39 @@ def observe(app: Flask, log_dir: Path, **settings: Any) -> None:
     Observe(app)
 
 
+# The correlation/logging configurations keep metrics off (on by default when
+# prometheus_client is installed), so they compare with peers that do the same job; the
+# metrics layer is measured by the configurations after them.
+
+
 @config("observe-correlation", "Observe(app), OBSERVE_LOGGING_ENABLED=False: correlation IDs only")
 def setup_observe_correlation(app: Flask, log_dir: Path) -> None:
-    observe(app, log_dir, logging_enabled=False)
+    observe(app, log_dir, logging_enabled=False, metrics_enabled=False)
 
 
 @config("observe-no-access", "Observe(app), OBSERVE_ACCESS_LOG=False: correlation + JSON logs")
 def setup_observe_no_access(app: Flask, log_dir: Path) -> None:
-    observe(app, log_dir, access_log=False)
+    observe(app, log_dir, access_log=False, metrics_enabled=False)
 
 
-@config(OBSERVE, "Observe(app), defaults: correlation IDs + JSON logs (file) + access log")
+@config(OBSERVE, "Observe(app), metrics off: correlation IDs + JSON logs (file) + access log")
 def setup_observe(app: Flask, log_dir: Path) -> None:
+    observe(app, log_dir, metrics_enabled=False)
+
+
+@config(METRICS_ONLY, "Observe(app), correlation and logging off: the metrics layer alone")
+def setup_observe_metrics_only(app: Flask, log_dir: Path) -> None:
+    observe(app, log_dir, logging_enabled=False, correlation_enabled=False)
+
+
+@config(OBSERVE_ALL, "Observe(app), defaults: correlation, JSON logs, access log, metrics")
+def setup_observe_metrics(app: Flask, log_dir: Path) -> None:
     observe(app, log_dir)
+
+
+@config("observe+logviewer", "Observe(app), defaults + the log viewer on (routes, no request work)")
+def setup_observe_logviewer(app: Flask, log_dir: Path) -> None:
+    observe(app, log_dir, logviewer_enabled=True, auth_token="benchmark-token-0123456789")
 
 
 @config("peer:request-id", "flask-log-request-id + JSON logs (no filter, no access line)")
@@ -249,11 +275,18 @@ def setup_request_id_json_access(app: Flask, log_dir: Path) -> None:
     json_access_log(app, current_request_id)
 
 
-@config("peer:prometheus-flask-exporter", "PrometheusMetrics(app) defaults + JSON logs")
+@config(METRICS_PEER_LOGS, "PrometheusMetrics(app) defaults + JSON logs")
 def setup_prometheus(app: Flask, log_dir: Path) -> None:
     from prometheus_flask_exporter import PrometheusMetrics
 
     json_file_logs(app, log_dir)
+    PrometheusMetrics(app)
+
+
+@config(METRICS_PEER, "PrometheusMetrics(app) defaults alone (no logs)")
+def setup_prometheus_only(app: Flask, log_dir: Path) -> None:
+    from prometheus_flask_exporter import PrometheusMetrics
+
     PrometheusMetrics(app)
 
 
@@ -317,8 +350,14 @@ def observe_tracing_to_nowhere(app: Flask) -> None:
     tracing.provider.add_span_processor(ObserveSpanProcessor(discarding_exporter()))  # type: ignore[attr-defined]
 
 
-#: Tracing on, 100 % sampled, spans batched to the discarding exporter above.
-TRACED = {"tracing_enabled": True, "tracing_exporter": "none", "tracing_sample_rate": 1.0}
+#: Tracing on, 100 % sampled, spans batched to the discarding exporter above; metrics off, as
+#: in ``observe`` (they are issue 6's, measured by the metrics configurations).
+TRACED = {
+    "tracing_enabled": True,
+    "tracing_exporter": "none",
+    "tracing_sample_rate": 1.0,
+    "metrics_enabled": False,
+}
 
 
 @config("observe+tracing", "Observe(app) + tracing: 100% sampled, batch to a no-op")
@@ -329,10 +368,10 @@ def setup_observe_tracing(app: Flask, log_dir: Path) -> None:
 
 @config("observe+sentry", "Observe(app) + Sentry errors (dead DSN; no error in the timed loop)")
 def setup_observe_sentry(app: Flask, log_dir: Path) -> None:
-    observe(app, log_dir, sentry_dsn=DEAD_DSN)
+    observe(app, log_dir, sentry_dsn=DEAD_DSN, metrics_enabled=False)
 
 
-@config(OBSERVE_ALL, "Observe(app): correlation + JSON logs + access log + tracing + Sentry")
+@config(OBSERVE_TRACED_ALL, "Observe(app): correlation + JSON logs + access log + tracing + Sentry")
 def setup_observe_all(app: Flask, log_dir: Path) -> None:
     observe(app, log_dir, sentry_dsn=DEAD_DSN, **TRACED)
     observe_tracing_to_nowhere(app)
@@ -534,6 +573,64 @@ def budget(
     return out
 
 
+def metrics_budget(runs: dict[str, list[dict[str, Any]]], summary: dict[str, Any]) -> dict:
+    """The metrics layer against prometheus-flask-exporter, two ways:
+
+    - alone: ``observe-metrics-only`` over ``bare`` vs ``peer:…-only`` over ``bare``;
+    - stacked: ``observe+metrics`` over ``observe`` (what turning metrics on adds to the
+      logging stack) vs ``peer:prometheus-flask-exporter`` over ``bare+json-logs``.
+    """
+    pairs = {
+        "alone": (METRICS_ONLY, BASE, METRICS_PEER, BASE),
+        "stacked": (OBSERVE_ALL, OBSERVE, METRICS_PEER_LOGS, LOG_BASE),
+    }
+    out: dict[str, Any] = {"fraction": BUDGET_FRACTION}
+    for label, (ours, our_base, peer, peer_base) in pairs.items():
+        if any(n not in summary for n in (ours, our_base, peer, peer_base)):
+            out[label] = {"skipped": f"needs {ours}, {our_base}, {peer}, {peer_base}"}
+            continue
+        added = summary[ours]["median_us"] - summary[our_base]["median_us"]
+        peer_added = summary[peer]["median_us"] - summary[peer_base]["median_us"]
+        per_round = [
+            (o["mean_us"] - ob["mean_us"]) / (p["mean_us"] - pb["mean_us"])
+            for o, ob, p, pb in zip(
+                runs[ours], runs[our_base], runs[peer], runs[peer_base], strict=True
+            )
+            if p["mean_us"] != pb["mean_us"]
+        ]
+        out[label] = {
+            "ours": ours,
+            "peer": peer,
+            "added_us": added,
+            "peer_added_us": peer_added,
+            "ratio": added / peer_added if peer_added > 0 else None,
+            "met": peer_added > 0 and added <= BUDGET_FRACTION * peer_added,
+            "per_round_ratio_median": statistics.median(per_round) if per_round else None,
+            "rounds_met": sum(r <= BUDGET_FRACTION for r in per_round),
+            "rounds": len(per_round),
+        }
+    return out
+
+
+def render_metrics_budget(verdict: dict[str, Any]) -> str:
+    lines = []
+    for label in ("alone", "stacked"):
+        v = verdict[label]
+        if "skipped" in v:
+            lines.append(f"METRICS BUDGET ({label}): not evaluated ({v['skipped']})")
+            continue
+        ratio = f"{v['ratio']:.2f}" if v["ratio"] is not None else "n/a"
+        per_round = v["per_round_ratio_median"]
+        lines.append(
+            f"METRICS BUDGET ({label}): `{v['ours']}` adds {v['added_us']:.1f} µs, "
+            f"`{v['peer']}` adds {v['peer_added_us']:.1f} µs → ratio {ratio} "
+            f"(budget ≤ {BUDGET_FRACTION}): {'MET' if v['met'] else 'MISSED'}; per-round "
+            f"ratio median {per_round if per_round is None else f'{per_round:.2f}'}, "
+            f"met in {v['rounds_met']}/{v['rounds']} rounds"
+        )
+    return "\n".join(lines)
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -705,7 +802,8 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = summarize(runs)
     verdict = budget(runs, summary)
-    verdict_all = budget(runs, summary, OBSERVE_ALL, PEER_STACK)
+    verdict_all = budget(runs, summary, OBSERVE_TRACED_ALL, PEER_STACK)
+    verdict_metrics = metrics_budget(runs, summary)
     settings = {
         "rounds": args.rounds,
         "requests": args.requests,
@@ -722,6 +820,7 @@ def main(argv: list[str] | None = None) -> int:
                 "summary": summary,
                 "budget": verdict,
                 "budget_all_features": verdict_all,
+                "metrics_budget": verdict_metrics,
                 "runs": runs,
             },
             sys.stdout,
@@ -750,6 +849,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("All features of issues 2+3 (tracing at 100%, Sentry) against the peer stack:")
     print(render_budget(verdict_all))
+    print()
+    print(render_metrics_budget(verdict_metrics))
     return 0
 
 

@@ -31,6 +31,22 @@ _LEVEL_NAMES = frozenset(("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTS
 ROTATE_INTERVALS = ("hourly", "daily")
 TRACING_EXPORTERS = ("otlp-grpc", "otlp-http", "console", "none")
 TRACING_INSTRUMENTATIONS = ("flask", "requests", "sqlalchemy", "celery", "redis")
+DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+#: Log viewer: JSON keys whose values are hidden at read time (searched, case-insensitive).
+DEFAULT_REDACT_KEYS = (
+    r"passw(or)?d|^pass$|secret|token|api[-_]?key|authorization|cookie|credential|private[-_]?key",
+)
+#: Log viewer: values hidden at read time wherever they appear; group 1 (if any) is what is
+#: replaced, else the whole match.
+DEFAULT_REDACT_PATTERNS = (
+    r"(?i)\b(?:bearer|basic)\s+([A-Za-z0-9._~+/=-]{8,})",
+    r"://[^/\s:@]+:([^/\s@]+)@",
+    r"(?i)(?:password|passwd|pwd|secret|token|api[-_]?key|access[-_]?key)[\"']?\s*[=:]\s*[\"']?"
+    r"([^\s&,;\"'\\]+)",
+    r"\b(AKIA[0-9A-Z]{16})\b",
+    r"\b(eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})",
+)
 
 
 class ConfigError(ValueError):
@@ -131,6 +147,126 @@ class ObserveConfig:
     #: ``callable(request) -> bool`` (or ``"module:attr"`` naming one) deciding access; when
     #: set it is asked instead of comparing the token.
     auth_callback: Callable[[Any], bool] | None = None
+
+    # -- metrics (docs/metrics.md) --------------------------------------------------------
+    #: ``/metrics`` and the RED metrics; ``None``: on when ``prometheus_client`` is installed.
+    metrics_enabled: bool | None = None
+    metrics_path: str = "/metrics"
+    #: Put ``/metrics`` behind the shared auth (``OBSERVE_AUTH_TOKEN``/``_CALLBACK``).
+    metrics_auth: bool = False
+    #: Upper bounds (seconds) of the request duration histogram's buckets.
+    metrics_buckets: tuple[float, ...] = DEFAULT_BUCKETS
+    #: Trace IDs as exemplars on the duration histogram (OpenMetrics scrapes, tracing on).
+    metrics_exemplars: bool = True
+    #: Period of the background sampler: memory, error budgets, in-process alert rules.
+    sample_interval_seconds: float = 15.0
+
+    # -- SLOs (docs/slo.md) ---------------------------------------------------------------
+    #: Share of requests that must not answer 5xx (0 turns the availability SLO off).
+    slo_availability: float = 0.999
+    #: Share of requests that must be faster than ``slo_latency_seconds`` (0: off).
+    slo_latency: float = 0.99
+    #: Latency threshold of the latency SLO; must be one of ``metrics_buckets``.
+    slo_latency_seconds: float = 0.5
+    #: Health warns when less than this share of an error budget is left.
+    slo_budget_warn: float = 0.1
+
+    # -- diagnostics (docs/metrics.md#diagnostics) ---------------------------------------
+    #: SQLAlchemy query timing and per-request query counts; ``None``: on when SQLAlchemy is
+    #: installed (and metrics are on).
+    diagnostics_sql: bool | None = None
+    slow_query_ms: float = 500.0
+    #: Process RSS gauge and growth rate (needs psutil); ``None``: on when psutil is installed.
+    diagnostics_memory: bool | None = None
+    #: Window over which memory growth is measured.
+    memory_window_seconds: float = 3600.0
+    #: Growth (MB/hour over the window) that counts as a leak; 0: never.
+    memory_growth_mb_per_hour: float = 100.0
+    #: When growth crosses the threshold, log the top allocation differences (tracemalloc;
+    #: costs CPU and memory while on, so off by default).
+    memory_tracemalloc: bool = False
+    memory_tracemalloc_top: int = 10
+
+    # -- alerting (docs/alerting.md) -----------------------------------------------------
+    #: Channels, each ``{"type": "slack"|"discord"|"pagerduty"|"email"|"webhook", ...}``;
+    #: alerting is on when any is configured. Holds webhook URLs and keys: never shown.
+    alert_channels: tuple[Mapping[str, Any], ...] = field(default=(), repr=False)
+    #: Plain ``http://`` webhook URLs are refused unless this is on.
+    alert_allow_http: bool = False
+    #: Hosts, addresses or networks (CIDR) webhooks may reach although they are loopback,
+    #: private or link-local.
+    alert_allow_hosts: tuple[str, ...] = ()
+    #: Redis URL for state shared by every instance (dedup, cooldown, incidents).
+    alert_redis_url: str | None = field(default=None, repr=False)
+    alert_redis_prefix: str = "flask_observe:alerts"
+    #: The same alert (fingerprint and status) is notified at most once per window.
+    alert_dedup_seconds: float = 3600.0
+    #: Minimum time between two firing notifications of one alert name.
+    alert_cooldown_seconds: float = 300.0
+    alert_queue_size: int = 1000
+    alert_timeout_seconds: float = 5.0
+    #: In-process rules; failing evaluations in a row before one fires.
+    alert_rules_enabled: bool = True
+    alert_rules_consecutive: int = 3
+    alert_error_rate: float = 0.05
+    alert_error_rate_window_seconds: float = 300.0
+    alert_latency_seconds: float = 2.0
+    #: Process RSS above this (MB) alerts; 0: never.
+    alert_memory_mb: float = 0.0
+    #: Free space of ``alert_disk_path`` below this share alerts; 0: never.
+    alert_disk_free: float = 0.05
+    alert_disk_path: str = "/"
+    # -- health (docs/health.md) ----------------------------------------------------------
+    health_enabled: bool = True
+    #: Where the health blueprint is mounted: ``<prefix>``, ``<prefix>/live``, ``/ready``,
+    #: ``/startup``.
+    health_url_prefix: str = "/health"
+    #: Seconds a check's result is reused before the check runs again.
+    health_cache_ttl: float = 3.0
+    #: Deadline of a check that does not set its own ``timeout``, in seconds.
+    health_default_timeout: float = 2.0
+    #: Readiness and startup answer ``fail`` until the host calls
+    #: ``observe.startup_complete(app)``.
+    health_wait_for_startup: bool = False
+    #: Show the checks' details to everyone, not only to authorised callers.
+    health_public_details: bool = False
+    #: ``releaseId`` of the health document; ``None``: the service version.
+    health_release_id: str | None = None
+    #: ``description`` of the health document; ``None``: "health of <service>".
+    health_description: str | None = None
+
+    # -- log viewer (docs/logviewer.md) -----------------------------------------------------
+    #: Serve the log viewer (API and page). Needs OBSERVE_AUTH_TOKEN or OBSERVE_AUTH_CALLBACK.
+    logviewer_enabled: bool = False
+    #: URL prefix of the JSON API: ``<prefix>/files``, ``<prefix>/search``, ``<prefix>/tail/…``.
+    logviewer_api_prefix: str = "/api/logs"
+    #: URL of the browser page; its assets and sign-in are served under it.
+    logviewer_ui_path: str = "/observe/logs"
+    #: Directory read; ``None``: ``OBSERVE_LOG_DIR``.
+    logviewer_dir: str | None = None
+    #: Active file names shown with their rotated files; empty: ``OBSERVE_LOG_FILE_NAME``.
+    logviewer_files: tuple[str, ...] = ()
+    #: Largest ``limit`` a search or tail may ask for.
+    logviewer_max_results: int = 1000
+    #: A page stops (with a cursor) before its lines would exceed this many bytes.
+    logviewer_max_response_bytes: int = 4 * 1024 * 1024
+    #: Seconds a search may scan before it answers with what it has and a cursor.
+    logviewer_time_budget: float = 2.0
+    logviewer_max_pattern_length: int = 256
+    #: Searches and tails running at once (more: 429).
+    logviewer_max_concurrent: int = 4
+    #: Live tails (server-sent event streams) open at once (more: 429).
+    logviewer_max_followers: int = 8
+    #: A live tail ends after this many seconds (the page reconnects).
+    logviewer_follow_seconds: float = 3600.0
+    #: Hide secret-looking values in what the viewer returns.
+    logviewer_redact: bool = True
+    logviewer_redact_keys: tuple[str, ...] = DEFAULT_REDACT_KEYS
+    logviewer_redact_patterns: tuple[str, ...] = DEFAULT_REDACT_PATTERNS
+    #: Link to a trace, e.g. ``http://127.0.0.1:16686/trace/{trace_id}`` (Jaeger).
+    logviewer_trace_url: str | None = None
+    #: Lifetime of the page's sign-in cookie.
+    logviewer_session_seconds: int = 3600
 
 
 def config_keys() -> dict[str, Any]:
@@ -318,6 +454,19 @@ def _callable(value: Any) -> Callable[..., Any] | None:
     return value  # type: ignore[no-any-return]
 
 
+def _trace_url(value: Any) -> str | None:
+    url = _opt_str(value)
+    if url is None:
+        return None
+    if not re.match(r"https?://", url) or "{trace_id}" not in url:
+        raise ValueError("expected an http(s) URL containing '{trace_id}'")
+    return url
+
+
+def _file_names(value: Any) -> tuple[str, ...]:
+    return tuple(_file_name(v) for v in _str_tuple(value))
+
+
 def _file_name(value: Any) -> str:
     name = _str(value)
     if "/" in name or "\\" in name or name in (".", "..") or "\x00" in name:
@@ -354,6 +503,57 @@ def _dsn(value: Any) -> str | None:
     if not isinstance(value, str) or not _DSN.fullmatch(value.strip()):
         raise ValueError("expected a Sentry DSN (https://<key>@<host>/<project id>)")
     return value.strip()
+
+
+def _path(value: Any) -> str:
+    path = _str(value)
+    if not path.startswith("/") or any(c in path for c in "<>?#"):
+        raise ValueError("expected a URL path starting with '/'")
+    return path
+
+
+def _buckets(value: Any) -> tuple[float, ...]:
+    if isinstance(value, str):
+        value = _str_tuple(value)
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError("expected a list of increasing positive numbers")
+    try:
+        numbers = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError("expected a list of increasing positive numbers") from None
+    if any(n <= 0 or n != n for n in numbers) or list(numbers) != sorted(set(numbers)):
+        raise ValueError("expected a list of increasing positive numbers")
+    return numbers
+
+
+def _ratio(value: Any) -> float:
+    number = _float(0.0)(value)
+    if number >= 1.0:
+        raise ValueError("expected a number >= 0 and < 1")
+    return number
+
+
+def _channels(value: Any) -> tuple[Mapping[str, Any], ...]:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError("expected a JSON list of channel objects") from None
+    if isinstance(value, Mapping):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, Mapping) for v in value):
+        raise ValueError("expected a list of channel objects")
+    # Validated in depth (URL safety, required fields) by the alerting setup.
+    return tuple(dict(v) for v in value)
+
+
+def _url_prefix(value: Any) -> str:
+    prefix = _str(value).rstrip("/")
+    if not prefix.startswith("/") or not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", prefix):
+        raise ValueError("expected a URL path such as '/health' (letters, digits, '.', '_', '-')")
+    return prefix
 
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {
@@ -399,10 +599,69 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "sentry_shutdown_timeout": _float(0.0),
     "auth_token": _secret(16),
     "auth_callback": _callable,
+    "metrics_enabled": _opt_bool,
+    "metrics_path": _path,
+    "metrics_auth": _bool,
+    "metrics_buckets": _buckets,
+    "metrics_exemplars": _bool,
+    "sample_interval_seconds": _float(0.05),
+    "slo_availability": _ratio,
+    "slo_latency": _ratio,
+    "slo_latency_seconds": _float(0.0),
+    "slo_budget_warn": _ratio,
+    "diagnostics_sql": _opt_bool,
+    "slow_query_ms": _float(0.0),
+    "diagnostics_memory": _opt_bool,
+    "memory_window_seconds": _float(1.0),
+    "memory_growth_mb_per_hour": _float(0.0),
+    "memory_tracemalloc": _bool,
+    "memory_tracemalloc_top": _int(1, 1000),
+    "alert_channels": _channels,
+    "alert_allow_http": _bool,
+    "alert_allow_hosts": _str_tuple,
+    "alert_redis_url": _opt_str,
+    "alert_redis_prefix": _str,
+    "alert_dedup_seconds": _float(0.0),
+    "alert_cooldown_seconds": _float(0.0),
+    "alert_queue_size": _int(1),
+    "alert_timeout_seconds": _float(0.1),
+    "alert_rules_enabled": _bool,
+    "alert_rules_consecutive": _int(1),
+    "alert_error_rate": _ratio,
+    "alert_error_rate_window_seconds": _float(1.0),
+    "alert_latency_seconds": _float(0.0),
+    "alert_memory_mb": _float(0.0),
+    "alert_disk_free": _ratio,
+    "alert_disk_path": _str,
+    "health_enabled": _bool,
+    "health_url_prefix": _url_prefix,
+    "health_cache_ttl": _float(0.0),
+    "health_default_timeout": _float(0.05),
+    "health_wait_for_startup": _bool,
+    "health_public_details": _bool,
+    "health_release_id": _opt_str,
+    "health_description": _opt_str,
+    "logviewer_enabled": _bool,
+    "logviewer_api_prefix": _url_prefix,
+    "logviewer_ui_path": _url_prefix,
+    "logviewer_dir": _opt_str,
+    "logviewer_files": _file_names,
+    "logviewer_max_results": _int(1, 100_000),
+    "logviewer_max_response_bytes": _int(64 * 1024),
+    "logviewer_time_budget": _float(0.05),
+    "logviewer_max_pattern_length": _int(1, 4096),
+    "logviewer_max_concurrent": _int(1),
+    "logviewer_max_followers": _int(0),
+    "logviewer_follow_seconds": _float(1.0),
+    "logviewer_redact": _bool,
+    "logviewer_redact_keys": _patterns,
+    "logviewer_redact_patterns": _patterns,
+    "logviewer_trace_url": _trace_url,
+    "logviewer_session_seconds": _int(60),
 }
 
 #: Keys whose values are never echoed (errors, ``flask observe config``).
-SECRET_KEYS = frozenset({"auth_token", "sentry_dsn"})
+SECRET_KEYS = frozenset({"auth_token", "sentry_dsn", "alert_channels", "alert_redis_url"})
 
 
 def option_names() -> frozenset[str]:
@@ -436,4 +695,10 @@ def load_config(app_config: Mapping[str, Any], options: Mapping[str, Any]) -> Ob
         raise ConfigError(
             f"{unknown[0]}: unknown flask_observe setting (see docs/configuration.md for the keys)"
         )
-    return ObserveConfig(**values)
+    config = ObserveConfig(**values)
+    if config.slo_latency and config.slo_latency_seconds not in config.metrics_buckets:
+        raise ConfigError(
+            f"OBSERVE_SLO_LATENCY_SECONDS: expected one of OBSERVE_METRICS_BUCKETS"
+            f" {list(config.metrics_buckets)}, got {config.slo_latency_seconds!r}"
+        )
+    return config

@@ -33,6 +33,9 @@ logger = logging.getLogger("flask_observe")
 
 #: The key under which the request's ID is stored in the WSGI environ.
 ENVIRON_KEY = "flask_observe.correlation_id"
+#: The key under which the request's :class:`RequestRecord` is stored in the WSGI environ
+#: (features that need it during the request, e.g. SQL diagnostics, find it there).
+RECORD_KEY = "flask_observe.record"
 
 _correlation_id: ContextVar[str | None] = ContextVar("flask_observe.correlation_id", default=None)
 
@@ -91,19 +94,23 @@ class RequestRecord:
         "correlation_id",
         "duration",
         "environ",
+        "excluded",
         "failed",
+        "fields",
         "route",
         "size",
         "start",
         "status",
+        "trace_id",
     )
 
     def __init__(
         self,
         environ: WSGIEnvironment,
-        correlation_id: str,
+        correlation_id: str | None,
     ) -> None:
         self.environ = environ
+        #: ``None`` when the middleware only times requests (correlation IDs off).
         self.correlation_id = correlation_id
         self.route: str | None = None
         self.start = time.perf_counter()
@@ -111,6 +118,12 @@ class RequestRecord:
         self.status = 0
         self.size = 0
         self.failed = False
+        #: Trace ID (32 hex digits) of the request's span, when ``trace_lookup`` found one.
+        self.trace_id: str | None = None
+        #: Whether the path is on the shared exclusion list; ``None`` until a hook checks.
+        self.excluded: bool | None = None
+        #: Extra access-log fields contributed by finish hooks (e.g. ``db_queries``).
+        self.fields: dict[str, Any] | None = None
 
 
 class CorrelationMiddleware:
@@ -121,7 +134,12 @@ class CorrelationMiddleware:
     :param fallback_headers: other request headers accepted when ``header`` is absent.
     :param trust_incoming: accept valid incoming IDs; ``False`` always generates one.
     :param max_length: longest incoming ID accepted.
+    :param on_start: called with the :class:`RequestRecord` before the app is called.
     :param on_finish: called with the :class:`RequestRecord` after the response is sent.
+    :param ids: assign, bind and echo correlation IDs; ``False`` only times requests for the
+        hooks (metrics with correlation IDs turned off).
+    :param trace_lookup: called when the app starts its response (its trace span is current
+        then) to fill :attr:`RequestRecord.trace_id`.
     :param route_lookup: called when the app starts its response (its request context is
         still active then) to name the matched route for :attr:`RequestRecord.route`.
     :param propagate_exceptions: returns ``True`` when an exception escaping ``wsgi_app``
@@ -139,6 +157,9 @@ class CorrelationMiddleware:
         on_finish: Callable[[RequestRecord], None] | None = None,
         route_lookup: Callable[[], str | None] | None = None,
         propagate_exceptions: Callable[[], bool] = lambda: False,
+        on_start: Callable[[RequestRecord], None] | None = None,
+        ids: bool = True,
+        trace_lookup: Callable[[], str | None] | None = None,
     ) -> None:
         self.wrapped = wsgi_app
         self.header = header
@@ -147,6 +168,9 @@ class CorrelationMiddleware:
         self._environ_keys = tuple(dict.fromkeys(keys)) if trust_incoming else ()
         self._is_valid = id_validator(max_length)
         self._on_finish = on_finish
+        self._on_start = on_start
+        self._ids = ids
+        self._trace_lookup = trace_lookup
         self._route_lookup = route_lookup
         self._propagate = propagate_exceptions
         self._failures = FailureLog()
@@ -160,19 +184,30 @@ class CorrelationMiddleware:
         return None
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        correlation_id = self.incoming_id(environ) or new_correlation_id()
-        environ[ENVIRON_KEY] = correlation_id
-        token = _correlation_id.set(correlation_id)
+        correlation_id: str | None = None
+        token = None
+        if self._ids:
+            correlation_id = self.incoming_id(environ) or new_correlation_id()
+            environ[ENVIRON_KEY] = correlation_id
+            token = _correlation_id.set(correlation_id)
         record = RequestRecord(environ, correlation_id)
-        id_header = (self.header, correlation_id)
+        environ[RECORD_KEY] = record
+        id_header = (self.header, correlation_id) if correlation_id is not None else None
         header_lower = self._header_lower
         route_lookup = self._route_lookup
+        trace_lookup = self._trace_lookup
+        if self._on_start is not None:
+            try:
+                self._on_start(record)
+            except Exception:
+                self._failures("request start hook (metrics)")
 
         def start_with_id(
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Callable[[bytes], object]:
-            headers[:] = [h for h in headers if h[0].lower() != header_lower]
-            headers.append(id_header)
+            if id_header is not None:
+                headers[:] = [h for h in headers if h[0].lower() != header_lower]
+                headers.append(id_header)
             try:
                 record.status = int(status[:3])
             except ValueError:
@@ -182,6 +217,11 @@ class CorrelationMiddleware:
                     record.route = route_lookup()
                 except Exception:
                     self._failures("looking up the matched route")
+            if trace_lookup is not None:
+                try:
+                    record.trace_id = trace_lookup()
+                except Exception:
+                    self._failures("looking up the current trace")
             return start_response(status, headers, exc_info)
 
         try:
@@ -192,7 +232,8 @@ class CorrelationMiddleware:
             # Unbound as soon as the app returns: code that runs after the response object is
             # handed back (a test client, the server) never sees a stale ID. The body
             # iterator and the finish hook bind it again while they run.
-            reset_correlation_id(token)
+            if token is not None:
+                reset_correlation_id(token)
         return _ResponseIterable(record, iterable, self._finish)
 
     def _error_response(
@@ -214,15 +255,13 @@ class CorrelationMiddleware:
             if self._propagate():
                 raise
             body = b"Internal Server Error\n"
-            start_response(
-                "500 INTERNAL SERVER ERROR",
-                [
-                    ("Content-Type", "text/plain; charset=utf-8"),
-                    ("Content-Length", str(len(body))),
-                    (self.header, record.correlation_id),
-                ],
-                exc_info if started else None,
-            )
+            headers = [
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("Content-Length", str(len(body))),
+            ]
+            if record.correlation_id is not None:
+                headers.append((self.header, record.correlation_id))
+            start_response("500 INTERNAL SERVER ERROR", headers, exc_info if started else None)
             record.size = len(body)
             return [body]
         finally:
@@ -231,13 +270,21 @@ class CorrelationMiddleware:
 
     def _finish(self, record: RequestRecord) -> None:
         record.duration = time.perf_counter() - record.start
+        # environ -> record -> environ is a cycle: break it so both go with their last reference.
+        record.environ.pop(RECORD_KEY, None)
         if self._on_finish is None:
+            return
+        if record.correlation_id is None:  # timing only: nothing to bind
+            try:
+                self._on_finish(record)
+            except Exception:
+                self._failures("request finish hook (metrics)")
             return
         token = _correlation_id.set(record.correlation_id)
         try:
             self._on_finish(record)
         except Exception:
-            self._failures("request finish hook (access log)")
+            self._failures("request finish hook (access log, metrics)")
         finally:
             reset_correlation_id(token)
 
@@ -268,6 +315,16 @@ class _ResponseIterable:
         # stops after the first one, must not see it.
         record = self._record
         correlation_id = record.correlation_id
+        if correlation_id is None:  # timing only: no ID to bind around the chunks
+            try:
+                for chunk in self._iterable:
+                    record.size += len(chunk)
+                    yield chunk
+            except BaseException:
+                record.failed = True
+                raise
+            self._done()
+            return
         var = _correlation_id
         token = var.set(correlation_id)
         try:
@@ -295,6 +352,14 @@ class _ResponseIterable:
             self._finish(self._record)
 
     def close(self) -> None:
+        if self._record.correlation_id is None:
+            try:
+                close = getattr(self._iterable, "close", None)
+                if close is not None:
+                    close()
+            finally:
+                self._done()
+            return
         token = _correlation_id.set(self._record.correlation_id)
         try:
             close = getattr(self._iterable, "close", None)

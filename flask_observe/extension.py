@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -12,16 +13,30 @@ from flask.globals import _cv_app, _cv_request
 
 from . import _optional
 from .auth import Authorizer
+from .breakers import BreakerRegistry
 from .cli import build_cli
-from .config import ObserveConfig, config_keys, load_config, option_names
+from .config import ConfigError, ObserveConfig, config_keys, load_config, option_names
 from .correlation import CorrelationMiddleware
-from .logging import compile_exclusions, identity_fields
+from .health.api import HealthAPI, setup_health
+from .logging import identity_fields
 
 if TYPE_CHECKING:
+    from ._ticker import Ticker
+    from .alerting import AlertRouter, RuleEngine
+    from .correlation import RequestRecord
+    from .diagnostics import MemoryWatch, QueryDiagnostics
     from .errors.reporter import ErrorReporter
+    from .health.checks import HealthCheck
+    from .health.report import Identity
+    from .health.runner import HealthRunner
     from .logging import AccessLog, LoggingSetup
+    from .logviewer.viewer import LogViewer
+    from .metrics import Metrics
     from .outbound import OutboundRules
+    from .slo import ErrorBudgets
     from .tracing import TracingSetup
+
+Hook = Callable[["RequestRecord"], None]
 
 __all__ = ["Observe", "ObserveState"]
 
@@ -47,6 +62,26 @@ class ObserveState:
     tracing: TracingSetup | None = None
     #: Sentry error reporting (docs/errors.md); ``None`` when off.
     errors: ErrorReporter | None = None
+    #: Prometheus registry, RED metrics and the business-metric API (``None`` when off).
+    metrics: Metrics | None = None
+    queries: QueryDiagnostics | None = None
+    memory: MemoryWatch | None = None
+    budgets: ErrorBudgets | None = None
+    #: Alert router (``None`` when no channel is configured) and in-process rules.
+    alerts: AlertRouter | None = None
+    rules: RuleEngine | None = None
+    #: Background sampler (memory, error budgets, rules), started by the first request.
+    ticker: Ticker | None = None
+    _start_hooks: list[Hook] = field(default_factory=list, repr=False)
+    _finish_hooks: list[Hook] = field(default_factory=list, repr=False)
+    #: The health checks and the machinery running them (``None`` when health is off).
+    health: HealthRunner | None = None
+    #: ``serviceId``, ``version``… of the health document.
+    health_identity: Identity | None = None
+    #: The app's circuit breakers (``observe.circuit_breaker``).
+    breakers: BreakerRegistry = field(default_factory=BreakerRegistry)
+    #: The log viewer (API, page) when ``OBSERVE_LOGVIEWER_ENABLED``.
+    logviewer: LogViewer | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def close(self) -> None:
@@ -55,7 +90,7 @@ class ObserveState:
             self._closers.pop()()
 
 
-class Observe:
+class Observe(HealthAPI):
     """Production observability for a Flask app in one line.
 
     ``Observe(app)`` or, in an app factory, ``observe = Observe()`` then
@@ -72,6 +107,9 @@ class Observe:
         if unknown:
             raise TypeError(f"Observe() got unknown option(s): {', '.join(unknown)}")
         self._options = options
+        #: Checks added outside any app context: every app initialised later gets a copy.
+        self._pending_checks: list[HealthCheck] = []
+        self._initialised = 0
         if app is not None:
             self.init_app(app)
 
@@ -98,6 +136,7 @@ class Observe:
             log_identity=identity_fields(config, service_name),
         )
         app.extensions[EXTENSION_KEY] = state
+        self._initialised += 1
         if not config.enabled:
             return
         try:
@@ -106,9 +145,11 @@ class Observe:
             state.close()
             del app.extensions[EXTENSION_KEY]
             raise
-        app.cli.add_command(build_cli())
+        app.cli.add_command(build_cli(state))
 
     def _setup(self, app: Flask, state: ObserveState) -> None:
+        from .logging import compile_exclusions
+
         config = state.config
         # The one exclusion list, shared by the access log, tracing and metrics.
         state.excluded = compile_exclusions(config.excluded_paths)
@@ -119,14 +160,47 @@ class Observe:
         trace_fields: tuple[str, ...] = ()
         if _tracing_wanted(config, environ):
             trace_fields = _setup_tracing(app, state, environ)
-        # After tracing: the correlation middleware wraps the instrumented app (outermost).
-        if config.correlation_enabled:
-            _setup_correlation(app, state)
-            if config.celery_enabled is not False:
-                _setup_celery(state)
+        if _metrics_wanted(config):
+            _setup_metrics(app, state)
+        if config.alert_channels:
+            _setup_alerting(state)
+        if state.ticker is not None:
+            ticker = state.ticker
+            if state.metrics is not None:
+                state.metrics.http.ticker = ticker
+            else:
+                state._start_hooks.append(lambda _record: ticker.ensure_started())
+            state._closers.append(ticker.close)
+        # After tracing: the middleware wraps the instrumented app (outermost).
+        if config.correlation_enabled or state._start_hooks or state._finish_hooks:
+            _setup_middleware(app, state)
+        if config.correlation_enabled and config.celery_enabled is not False:
+            _setup_celery(state)
         _setup_outbound(state, trace_fields)
+        if config.health_enabled:
+            setup_health(app, state, self._pending_checks)
+            if state.health is not None and state.budgets is not None:
+                from .slo import budget_check
+
+                state.health.add(budget_check(state.budgets))
+        if config.logviewer_enabled:
+            _setup_logviewer(app, state)
         if _errors_wanted(config, environ):
             _setup_errors(app, state, environ)
+
+    @property
+    def metrics(self) -> Metrics:
+        """The current app's :class:`~flask_observe.metrics.Metrics` (business-metric API).
+
+        :raises RuntimeError: outside an app context, or if metrics are off for the app.
+        """
+        metrics = Observe.state().metrics
+        if metrics is None:
+            raise RuntimeError(
+                "metrics are off for this app (OBSERVE_METRICS_ENABLED, or prometheus_client"
+                ' is missing: pip install "flask-observe[metrics]")'
+            )
+        return metrics
 
     @staticmethod
     def state(app: Flask | None = None) -> ObserveState:
@@ -174,14 +248,43 @@ def _setup_logging(app: Flask, state: ObserveState) -> None:
     app.logger.removeHandler(default_handler)
 
 
-def _setup_correlation(app: Flask, state: ObserveState) -> None:
+def _compose(hooks: list[Hook]) -> Hook | None:
+    """One hook calling each of ``hooks``; a failing one does not stop the others."""
+    if not hooks:
+        return None
+    if len(hooks) == 1:
+        return hooks[0]
+    from ._internal import FailureLog
+
+    failures = FailureLog()
+    chain = tuple(hooks)
+
+    def run_all(record: RequestRecord) -> None:
+        for hook in chain:
+            try:
+                hook(record)
+            except Exception:
+                failures(f"request hook {getattr(hook, '__qualname__', hook)}")
+
+    return run_all
+
+
+def _setup_middleware(app: Flask, state: ObserveState) -> None:
+    """The one WSGI middleware: correlation IDs (when on) and one timing per request, handed
+    to the finish hooks (metrics, diagnostics, then the access log)."""
     from .logging import AccessLog
 
     config = state.config
-    if config.access_log and config.logging_enabled:
+    if config.correlation_enabled and config.access_log and config.logging_enabled:
         state.access_log = AccessLog(
             state.excluded, config.access_log_remote_addr, identity=state.log_identity
         )
+        state._finish_hooks.append(state.access_log)
+    trace_lookup = None
+    if state.metrics is not None and config.metrics_exemplars:
+        from .metrics.http import otel_trace_lookup
+
+        trace_lookup = otel_trace_lookup()
 
     def propagate_exceptions() -> bool:
         value = app.config.get("PROPAGATE_EXCEPTIONS")
@@ -194,9 +297,12 @@ def _setup_correlation(app: Flask, state: ObserveState) -> None:
         fallback_headers=config.request_id_fallback_headers,
         trust_incoming=config.request_id_trust_incoming,
         max_length=config.request_id_max_length,
-        on_finish=state.access_log,
+        on_finish=_compose(state._finish_hooks),
         route_lookup=_matched_route,
         propagate_exceptions=propagate_exceptions,
+        on_start=_compose(state._start_hooks),
+        ids=config.correlation_enabled,
+        trace_lookup=trace_lookup,
     )
     app.wsgi_app = middleware  # type: ignore[method-assign]
     state.middleware = middleware
@@ -296,6 +402,32 @@ def _run_all(steps: list[Callable[[], object]]) -> None:
         step()
 
 
+def _setup_logviewer(app: Flask, state: ObserveState) -> None:
+    config = state.config
+    if not state.auth.configured:
+        raise ConfigError(
+            "OBSERVE_LOGVIEWER_ENABLED: the log viewer is never public; set OBSERVE_AUTH_TOKEN"
+            " (a bearer token of 16+ characters) or OBSERVE_AUTH_CALLBACK (your own check)"
+        )
+    if not (config.logviewer_dir or config.log_dir):
+        raise ConfigError(
+            "OBSERVE_LOGVIEWER_ENABLED: there are no log files to show; set OBSERVE_LOG_DIR"
+            " (or OBSERVE_LOGVIEWER_DIR to read another directory)"
+        )
+    api, ui = config.logviewer_api_prefix, config.logviewer_ui_path
+    if api == ui or api.startswith(ui + "/") or ui.startswith(api + "/"):
+        raise ConfigError(
+            "OBSERVE_LOGVIEWER_UI_PATH: must not be or contain OBSERVE_LOGVIEWER_API_PREFIX"
+            f" ({ui!r} and {api!r})"
+        )
+    _optional.require("re2", "logviewer", "OBSERVE_LOGVIEWER_ENABLED")
+    from .logviewer.views import register
+
+    viewer = register(app, state)
+    state.logviewer = viewer
+    state._closers.append(viewer.close)
+
+
 def _setup_celery(state: ObserveState) -> None:
     config = state.config
     if config.celery_enabled:
@@ -305,3 +437,171 @@ def _setup_celery(state: ObserveState) -> None:
     from .celery_hooks import connect
 
     connect(keep_logging=config.logging_enabled)
+
+
+def _metrics_wanted(config: ObserveConfig) -> bool:
+    if config.metrics_enabled is False:
+        return False
+    if config.metrics_enabled:
+        _optional.require("prometheus_client", "metrics", "OBSERVE_METRICS_ENABLED")
+        return True
+    return _optional.detect("prometheus_client", "metrics") is not None
+
+
+def _setup_metrics(app: Flask, state: ObserveState) -> None:
+    from ._ticker import Ticker
+    from .metrics import Metrics
+    from .metrics.view import register
+    from .slo import ErrorBudgets
+
+    config = state.config
+    metrics = Metrics(
+        buckets=config.metrics_buckets,
+        excluded=state.excluded,
+        exemplars=config.metrics_exemplars,
+    )
+    state.metrics = metrics
+    state._start_hooks.append(metrics.http.on_start)
+    state._finish_hooks.append(metrics.http.on_finish)
+    register(app, state)
+    state.ticker = ticker = Ticker(config.sample_interval_seconds)
+    if config.slo_availability or config.slo_latency:
+        state.budgets = ErrorBudgets(
+            metrics,
+            config.slo_availability,
+            config.slo_latency,
+            config.slo_latency_seconds,
+            config.slo_budget_warn,
+        )
+        ticker.add("error budgets", state.budgets.update)
+    _setup_sql_diagnostics(state)
+    if config.alert_disk_path:
+        disk = metrics.gauge(
+            "flask_observe_disk_free_ratio",
+            "Free share of the file system holding OBSERVE_ALERT_DISK_PATH.",
+            ["path"],
+            multiprocess_mode="livemin",
+        ).labels(config.alert_disk_path)
+
+        def sample_disk() -> None:
+            usage = shutil.disk_usage(config.alert_disk_path)
+            disk.set(usage.free / usage.total if usage.total else 1.0)
+
+        ticker.add("disk", sample_disk)
+    if config.diagnostics_memory is not False:
+        if config.diagnostics_memory:
+            _optional.require("psutil", "metrics", "OBSERVE_DIAGNOSTICS_MEMORY")
+        if _optional.detect("psutil", "memory diagnostics") is not None:
+            from .diagnostics import MemoryWatch
+
+            state.memory = MemoryWatch(
+                metrics,
+                config.memory_window_seconds,
+                config.memory_growth_mb_per_hour,
+                config.memory_tracemalloc,
+                config.memory_tracemalloc_top,
+            )
+            ticker.add("memory", state.memory.sample)
+            state._closers.append(state.memory.close)
+
+
+def _setup_sql_diagnostics(state: ObserveState) -> None:
+    config = state.config
+    if config.diagnostics_sql is False or state.metrics is None:
+        return
+    if config.diagnostics_sql:
+        _optional.require("sqlalchemy", "sqlalchemy", "OBSERVE_DIAGNOSTICS_SQL")
+    elif _optional.detect("sqlalchemy", "SQL diagnostics") is None:
+        return
+    from .diagnostics import QueryDiagnostics, queries
+
+    state.queries = QueryDiagnostics(state.metrics, config.slow_query_ms / 1000.0)
+    # Before the access log, which reads the db_queries field.
+    state._finish_hooks.append(state.queries.on_finish)
+    queries.install()
+    state._closers.append(queries.uninstall)
+
+
+def _setup_alerting(state: ObserveState) -> None:
+    from ._ticker import Ticker
+    from .alerting import AlertRouter, MemoryStore, RedisStore, RuleEngine, UrlPolicy
+    from .alerting import rules as r
+    from .alerting.channels import build_channels
+    from .config import ConfigError
+
+    config = state.config
+    policy = UrlPolicy(config.alert_allow_http, config.alert_allow_hosts)
+    try:
+        channels = build_channels(config.alert_channels, policy, config.alert_timeout_seconds)
+    except ValueError as exc:
+        raise ConfigError(f"OBSERVE_ALERT_CHANNELS: {exc}") from None
+    store: MemoryStore | RedisStore
+    if config.alert_redis_url:
+        _optional.require("redis", "redis", "OBSERVE_ALERT_REDIS_URL")
+        store = RedisStore(config.alert_redis_url, config.alert_redis_prefix)
+        state._closers.append(store.close)
+    else:
+        store = MemoryStore()
+    router = AlertRouter(
+        channels,
+        store,
+        service=state.service_name,
+        dedup=config.alert_dedup_seconds,
+        cooldown=config.alert_cooldown_seconds,
+        queue_size=config.alert_queue_size,
+    )
+    state.alerts = router
+    state._closers.append(router.close)
+    if not config.alert_rules_enabled:
+        return
+    engine = RuleEngine(router, config.alert_rules_consecutive, state.service_name)
+    state.rules = engine
+    window = None
+    if state.metrics is not None:
+        window = r.HttpWindow(state.metrics.http, config.alert_error_rate_window_seconds)
+        engine.add(r.ErrorRateRule(window, config.alert_error_rate))
+        if config.alert_latency_seconds:
+            engine.add(r.LatencyRule(window, config.alert_latency_seconds))
+    memory = state.memory
+    if memory is not None and (config.alert_memory_mb or config.memory_growth_mb_per_hour):
+        engine.add(
+            r.MemoryRule(
+                memory.rss,
+                memory.growth_mb_per_hour,
+                config.alert_memory_mb,
+                config.memory_growth_mb_per_hour,
+            )
+        )
+    if config.alert_disk_free:
+        engine.add(r.DiskRule(config.alert_disk_path, config.alert_disk_free))
+    # The app's circuit breakers (observe.circuit_breaker) and health checks (set up after
+    # this; read when the rules run).
+    breakers = state.breakers
+    engine.add(
+        r.BreakerRule(lambda: [(n, str(b.current_state)) for n, b in breakers.all().items()])
+    )
+    if config.health_enabled:
+        engine.add(r.HealthRule(lambda: _failing_checks(state)))
+    if state.ticker is None:
+        state.ticker = Ticker(config.sample_interval_seconds)
+
+    def evaluate_rules() -> None:
+        if window is not None:
+            window.sample()
+        engine.evaluate()
+
+    state.ticker.add("alert rules", evaluate_rules)
+
+
+def _failing_checks(state: ObserveState) -> dict[str, bool | str]:
+    """``{check: True or why it fails}`` for the in-process ``HealthRule`` (cached runs)."""
+    from .health.checks import Status
+
+    runner = state.health
+    if runner is None:
+        return {}
+    report = runner.run()
+    return {
+        result.name: True if result.status != Status.FAIL else (result.output or "fail")
+        for result in report.results
+    }

@@ -258,8 +258,9 @@ class AccessLog:
     """Writes one line per finished request to the ``flask_observe.access`` logger.
 
     Fields: ``method``, ``route`` (the URL rule, ``null`` when no route matched), ``path``,
-    ``status``, ``duration_ms``, ``response_size`` (bytes sent), ``correlation_id`` and, when
-    enabled, ``remote_addr``. 5xx responses log at ERROR, 4xx at WARNING, the rest at INFO.
+    ``status``, ``duration_ms``, ``response_size`` (bytes sent), ``correlation_id``, when
+    enabled ``remote_addr``, and fields other features add to the record (``db_queries``).
+    5xx responses log at ERROR, 4xx at WARNING, the rest at INFO.
     """
 
     def __init__(
@@ -303,6 +304,8 @@ class AccessLog:
             # Written after the server span ended: its IDs were left in the environ.
             fields["trace_id"] = f"{span.trace_id:032x}"
             fields["span_id"] = f"{span.span_id:016x}"
+        if record.fields:
+            fields.update(record.fields)
         message = f"{method} {path} {status}"
         sinks = _direct_sinks(logger, level)
         if sinks is None:
@@ -361,8 +364,34 @@ def compile_exclusions(patterns: tuple[str, ...]) -> Callable[[str], bool] | Non
     """One search function for the shared list of excluded path patterns."""
     if not patterns:
         return None
-    search = re.compile("|".join(f"(?:{p})" for p in patterns)).search
-    return lambda path: search(path) is not None
+    combined = re.compile("|".join(f"(?:{p})" for p in patterns))
+    # Patterns all anchored at the start (the defaults are) need only be tried there: match
+    # instead of search, the same answer for a fraction of the cost on every request.
+    find = combined.match if all(_anchored(p) for p in patterns) else combined.search
+    return lambda path: find(path) is not None
+
+
+def _anchored(pattern: str) -> bool:
+    """Whether every branch of ``pattern`` starts with ``^`` (no top-level ``|``)."""
+    if not pattern.startswith("^"):
+        return False
+    depth, escaped, in_class = 0, False, False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            return False
+    return True
 
 
 def configure_structlog() -> bool:

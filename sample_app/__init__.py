@@ -9,14 +9,21 @@ Configuration (``app.config``; each key can come from the environment as ``FLASK
 - ``SQLALCHEMY_DATABASE_URI``: default SQLite in the instance folder;
 - ``SCRAPER_PLATFORM_URL``: the platform API (default ``http://127.0.0.1:5001``, the demo
   platform that ``python -m sample_app`` serves next to the app);
+- ``SCRAPER_PLATFORM_HEALTH_URL``: what the readiness check of the platform calls (default
+  ``<SCRAPER_PLATFORM_URL>/health/ready``);
 - ``CELERY_BROKER_URL``: run scrapes as Celery tasks (e.g. ``redis://127.0.0.1:6379/0``);
 - ``SCRAPER_SEED_DEMO``: add a few demo accounts to an empty database (default on);
-- every ``OBSERVE_*`` key of flask_observe (docs/configuration.md).
+- ``SCRAPER_STALE_HOURS``: alert when no account was scraped successfully for this long;
+- every ``OBSERVE_*`` key of flask_observe (docs/configuration.md). The log viewer is on;
+  without ``OBSERVE_AUTH_TOKEN`` (``FLASK_OBSERVE_AUTH_TOKEN``) a random token is made for
+  this process and printed once to standard error — never to the logs.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -51,6 +58,11 @@ DEFAULTS: dict[str, Any] = {
     "OBSERVE_SERVICE_NAME": "scraper",
     "OBSERVE_SERVICE_VERSION": "1.0.0",
     "OBSERVE_LOG_DIR": "logs",
+    # Alert when no account was scraped successfully for this long (sample_app/monitoring.py).
+    "SCRAPER_STALE_HOURS": 6.0,
+    # Readiness says "not yet" until create_app() has finished (seeding included).
+    "OBSERVE_HEALTH_WAIT_FOR_STARTUP": True,
+    "OBSERVE_LOGVIEWER_ENABLED": True,
 }
 
 
@@ -73,12 +85,26 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             urlsplit(app.config["SCRAPER_PLATFORM_URL"]).netloc
         ]
 
+    generated = _ensure_viewer_token(app)
     observe.init_app(app)
+    if generated:
+        ui = Observe.state(app).config.logviewer_ui_path
+        print(
+            f" * Log viewer: {ui} — access token (also for /health details) for this process"
+            f" (set FLASK_OBSERVE_AUTH_TOKEN to choose one): {app.config['OBSERVE_AUTH_TOKEN']}",
+            file=sys.stderr,
+            flush=True,
+        )
     db.init_app(app)
 
     from .scraper import EXTENSION_KEY, PlatformClient
 
-    app.extensions[EXTENSION_KEY] = PlatformClient(app.config["SCRAPER_PLATFORM_URL"])
+    # Every platform call goes through a circuit breaker; its state shows in /health.
+    breaker = observe.circuit_breaker("platform-api", app=app, fail_max=5, reset_timeout=30)
+    app.extensions[EXTENSION_KEY] = PlatformClient(
+        app.config["SCRAPER_PLATFORM_URL"], breaker=breaker
+    )
+    register_health_checks(app)
 
     from .tasks import celery_init_app
 
@@ -93,11 +119,51 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     register(app)
 
+    from .monitoring import install
+
+    install(app)
+
     with app.app_context():
         db.create_all()
         if app.config["SCRAPER_SEED_DEMO"]:
             seed_demo_accounts()
+    observe.startup_complete(app)
     return app
+
+
+def register_health_checks(app: Flask) -> None:
+    """The scraper's dependencies, as /health/ready and /health show them.
+
+    The database (a probe connection of its own; the app's pool use is reported beside it) and
+    the platform API are critical: without either the scraper cannot work. Disk and memory
+    only warn.
+    """
+    from flask_observe.health import DatabaseCheck, DiskCheck, HttpCheck, MemoryCheck
+
+    with app.app_context():
+        engine = db.engine
+    platform_health = app.config.get("SCRAPER_PLATFORM_HEALTH_URL") or (
+        app.config["SCRAPER_PLATFORM_URL"].rstrip("/") + "/health/ready"
+    )
+    observe.add_health_check(DatabaseCheck("db", engine=engine, timeout=2.0), app=app)
+    observe.add_health_check(HttpCheck("platform-api", url=platform_health, timeout=2.0), app=app)
+    observe.add_health_check(DiskCheck("disk", path=app.instance_path), app=app)
+    observe.add_health_check(MemoryCheck("memory"), app=app)
+
+
+def _ensure_viewer_token(app: Flask) -> bool:
+    """Give the log viewer a random token when none is configured; whether one was made.
+
+    Convenient on a laptop and safe: the viewer is never public, the token is new on every
+    start and is printed, not logged. More than one process (gunicorn workers, a Celery
+    worker) must share one: set ``FLASK_OBSERVE_AUTH_TOKEN``.
+    """
+    config = app.config
+    viewer_on = str(config.get("OBSERVE_LOGVIEWER_ENABLED", "")).lower() in ("true", "1", "yes")
+    if not viewer_on or config.get("OBSERVE_AUTH_TOKEN") or config.get("OBSERVE_AUTH_CALLBACK"):
+        return False
+    config["OBSERVE_AUTH_TOKEN"] = secrets.token_urlsafe(24)
+    return True
 
 
 def seed_demo_accounts() -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import threading
 
 from werkzeug.serving import make_server
@@ -43,6 +44,10 @@ def main(argv: list[str] | None = None) -> None:
         )
         server = make_server(args.host, args.platform_port, platform, threaded=True)
         threading.Thread(target=server.serve_forever, name="demo-platform", daemon=True).start()
+    state = app.extensions.get("observe")
+    if state is not None and state.logviewer is not None:
+        ui = state.config.logviewer_ui_path
+        print(f" * Log viewer on http://{args.host}:{args.port}{ui}", file=sys.stderr, flush=True)
     app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
-from flask_observe import get_correlation_id
+from flask_observe import Observe, get_correlation_id
 
 from .models import PLATFORMS, Account, ScrapeRun, Snapshot, db
 from .tasks import trigger_scrape
@@ -159,12 +159,14 @@ def index() -> str:
             select(Snapshot.account_id, func.max(Snapshot.followers)).group_by(Snapshot.account_id)
         ).all()
     )
+    state = Observe.state()
     return render_template(
         "index.html",
         accounts=accounts,
         runs=runs,
         followers=latest,
         correlation_id=get_correlation_id(),
+        logviewer=state.config.logviewer_ui_path if state.logviewer is not None else None,
     )
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import pybreaker
 import requests
 from flask import current_app
 from sqlalchemy import select
@@ -21,6 +22,7 @@ from sqlalchemy import select
 from flask_observe import get_correlation_id
 
 from .models import Account, ScrapeRun, Snapshot, db, utcnow
+from .monitoring import record_account
 
 logger = logging.getLogger("sample_app.scraper")
 
@@ -37,22 +39,44 @@ class PlatformError(Exception):
 
 @dataclass
 class PlatformClient:
-    """A thin client of the platform API (one ``requests.Session`` per app)."""
+    """A thin client of the platform API (one ``requests.Session`` per app).
+
+    With a ``breaker`` (a ``pybreaker.CircuitBreaker``, from ``observe.circuit_breaker``), the
+    HTTP round trips go through it: connection errors, 5xx and 429 count as failures; after
+    ``fail_max`` in a row the client stops calling the platform until ``reset_timeout`` passes.
+    An unknown account (404) is an answer, not a failure.
+    """
 
     base_url: str
     timeout: tuple[float, float] = (2.0, 5.0)
+    breaker: pybreaker.CircuitBreaker | None = None
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "sample-scraper/1.0"
 
-    def fetch_account(self, platform: str, handle: str) -> dict[str, Any]:
-        url = f"{self.base_url}/v1/{platform}/users/{handle}"
+    def _get(self, url: str) -> requests.Response:
         try:
             response = self.session.get(url, timeout=self.timeout)
         except requests.RequestException as exc:
             raise PlatformError(f"{type(exc).__name__}: {exc}") from exc
+        if response.status_code >= 500 or response.status_code == 429:
+            raise PlatformError(
+                f"platform answered {response.status_code} for {url.rsplit('/v1/', 1)[-1]}",
+                response.status_code,
+            )
+        return response
+
+    def fetch_account(self, platform: str, handle: str) -> dict[str, Any]:
+        url = f"{self.base_url}/v1/{platform}/users/{handle}"
+        if self.breaker is None:
+            response = self._get(url)
+        else:
+            try:
+                response = self.breaker.call(self._get, url)
+            except pybreaker.CircuitBreakerError as exc:
+                raise PlatformError(f"platform API circuit open: {exc}") from exc
         if response.status_code != 200:
             raise PlatformError(
                 f"platform answered {response.status_code} for {platform}/{handle}",
@@ -95,7 +119,18 @@ def create_run(
 def scrape_account(account: Account, run: ScrapeRun) -> Snapshot:
     """Fetch one account and store a snapshot; raises :class:`PlatformError` on failure."""
     started = time.perf_counter()
-    data = client().fetch_account(account.platform, account.handle)
+    try:
+        data = client().fetch_account(account.platform, account.handle)
+    except PlatformError:
+        record_account(account.platform, account.handle, False, time.perf_counter() - started, None)
+        raise
+    record_account(
+        account.platform,
+        account.handle,
+        True,
+        time.perf_counter() - started,
+        int(data["followers"]),
+    )
     snapshot = Snapshot(
         account=account,
         run_id=run.id,

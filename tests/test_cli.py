@@ -29,3 +29,42 @@ def test_disabled_extension_adds_no_commands(make_app: Callable[..., Flask]) -> 
     result = app.test_cli_runner().invoke(args=["observe", "config"])
     assert result.exit_code != 0
     assert "No such command" in result.output
+
+
+def test_health_command_prints_the_report_and_exits_by_status(
+    make_app: Callable[..., Flask],
+) -> None:
+    """``flask observe health`` prints the detailed health+json report; exit 0 on pass or
+    warn, 1 on fail; ``--probe`` picks the group, ``--status-only`` prints the status alone."""
+    from flask_observe import Observe
+    from flask_observe.health import CheckFailed
+
+    app = make_app("clihealth", log_stdout=False)
+    observe = Observe()
+    state = {"up": True}
+
+    @observe.health_check("dep", app=app, cache_ttl=0)
+    def dep() -> None:
+        if not state["up"]:
+            raise CheckFailed("dependency down")
+
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["observe", "health"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["status"] == "pass"
+    assert {"dep:responseTime", "uptime", "score"} <= set(report["checks"])
+    state["up"] = False
+    result = runner.invoke(args=["observe", "health", "--probe", "ready"])
+    assert result.exit_code == 1
+    assert json.loads(result.output)["output"] == "dep: dependency down"
+    live = runner.invoke(args=["observe", "health", "--probe", "live", "--status-only"])
+    assert (live.exit_code, json.loads(live.output)) == (0, {"status": "pass"})
+
+
+def test_no_health_command_when_health_is_off(make_app: Callable[..., Flask]) -> None:
+    """OBSERVE_HEALTH_ENABLED=False: the group has no ``health`` command."""
+    app = make_app("clinohealth", log_stdout=False, health_enabled=False)
+    result = app.test_cli_runner().invoke(args=["observe", "health"])
+    assert result.exit_code != 0
+    assert "No such command" in result.output

@@ -63,6 +63,14 @@ def test_environment_variables_through_from_prefixed_env(monkeypatch: pytest.Mon
         ("OBSERVE_LOG_ROTATE_INTERVAL", "weekly", "'hourly', 'daily'"),
         ("OBSERVE_LOG_RETENTION_DAYS", "soon", "expected a number"),
         ("OBSERVE_LOG_STDUOT", True, "unknown flask_observe setting"),
+        ("OBSERVE_LOGVIEWER_API_PREFIX", "api/logs", "expected a URL path"),
+        ("OBSERVE_LOGVIEWER_UI_PATH", "/observe logs", "expected a URL path"),
+        ("OBSERVE_LOGVIEWER_TRACE_URL", "javascript:alert(1)//{trace_id}", "http(s) URL"),
+        ("OBSERVE_LOGVIEWER_TRACE_URL", "http://jaeger/trace/", "'{trace_id}'"),
+        ("OBSERVE_LOGVIEWER_FILES", ["../etc/passwd"], "plain file name"),
+        ("OBSERVE_LOGVIEWER_REDACT_PATTERNS", ["(unclosed"], "invalid regular expression"),
+        ("OBSERVE_LOGVIEWER_MAX_RESPONSE_BYTES", 1000, ">= 65536"),
+        ("OBSERVE_LOGVIEWER_SESSION_SECONDS", 5, ">= 60"),
     ],
 )
 def test_invalid_values_fail_at_start_naming_the_key(

@@ -29,6 +29,7 @@ from sample_app.platform import account_data, create_platform_app
 from .conftest import LiveServer, need_service, read_json_lines
 
 ROOT = Path(__file__).resolve().parent.parent
+HEALTH_TOKEN = "sample-health-token-123456"
 
 
 @pytest.fixture
@@ -50,6 +51,7 @@ def make_scraper(tmp_path: Path, platform: LiveServer) -> Iterator[Callable[...,
             "SCRAPER_PLATFORM_URL": platform.url,
             "OBSERVE_LOG_DIR": str(tmp_path / "logs"),
             "OBSERVE_LOG_STDOUT": False,
+            "OBSERVE_AUTH_TOKEN": HEALTH_TOKEN,
             **config,
         }
         app = create_app(settings)
@@ -562,3 +564,165 @@ def test_python_m_sample_app_with_a_collector_and_sentry(tmp_path: Path) -> None
     fail_lines = [x for x in lines if x.get("correlation_id") == "newcomer-fail"]
     assert fail_lines
     assert {x["trace_id"] for x in fail_lines} == {fail_span["trace_id"]}
+
+
+def test_business_metrics_on_metrics_endpoint(make_scraper: Callable[..., Flask]) -> None:
+    """A scrape shows up in /metrics: accounts by platform and status, freshness, followers."""
+    client = make_scraper().test_client()
+    client.post("/api/scrapes").get_data()
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'scraper_accounts_scraped_total{platform="twitter",status="ok"} 2.0' in text
+    assert 'scraper_accounts_scraped_total{platform="instagram",status="failed"} 1.0' in text
+    assert "scraper_last_success_timestamp_seconds " in text
+    assert 'scraper_followers{handle="nasa",platform="twitter"}' in text
+    assert 'scraper_scrape_duration_seconds_count{platform="youtube"} 1.0' in text
+    assert 'http_requests_total{method="POST",route="/api/scrapes",status="201"} 1.0' in text
+
+
+# -- health -------------------------------------------------------------------------------
+
+
+def test_sample_registers_its_dependencies_in_health(make_scraper: Callable[..., Flask]) -> None:
+    """/health/ready answers application/health+json; with the token /health shows the
+    database (and the app pool's use), the platform API, its circuit breaker, disk, memory."""
+    client = make_scraper().test_client()
+    ready = client.get("/health/ready")
+    assert (ready.status_code, ready.content_type, ready.json) == (
+        200,
+        "application/health+json",
+        {"status": "pass"},
+    )
+    assert client.get("/health/startup").status_code == 200  # marked by create_app()
+    full = client.get("/health", headers={"Authorization": f"Bearer {HEALTH_TOKEN}"}).json
+    assert full["serviceId"] == "scraper"
+    assert full["version"] == "1.0.0"
+    assert {
+        "db:responseTime",
+        "db:connections",
+        "platform-api:responseTime",
+        "platform-api:circuitBreaker",
+        "disk:utilization",
+        "memory:utilization",
+        "memory:rss",
+        "startup:completed",
+        "uptime",
+        "score",
+    } <= set(full["checks"])
+    assert full["checks"]["db:responseTime"][0]["componentType"] == "datastore"
+
+
+def test_platform_failures_open_the_breaker_and_health_warns(
+    make_scraper: Callable[..., Flask], platform: LiveServer
+) -> None:
+    """Every platform call failing: after 5 failures the breaker opens and the remaining
+    accounts are not even tried; /health shows the open circuit as a warning (readiness 200:
+    the breaker is not critical, and the platform's own health endpoint still answers)."""
+    set_chaos(platform, failure_rate=1.0)
+    app = make_scraper()
+    client = app.test_client()
+    run = client.post("/api/scrapes").json
+    assert run["accounts_failed"] == len(DEMO_ACCOUNTS)
+    accounts = client.get("/api/accounts").json["accounts"]
+    errors = [a["last_error"] for a in accounts]
+    assert sum("circuit open" in e for e in errors) == len(DEMO_ACCOUNTS) - 4
+    ready = client.get("/health/ready", headers={"Authorization": f"Bearer {HEALTH_TOKEN}"})
+    assert ready.status_code == 200
+    circuit = ready.json["checks"]["platform-api:circuitBreaker"][0]
+    assert (circuit["observedValue"], circuit["status"]) == ("open", "warn")
+
+
+def test_new_user_sees_readiness_turn_503_when_the_platform_stops(tmp_path: Path) -> None:
+    """As the docs tell a newcomer: start the sample, curl /health/ready (200,
+    application/health+json); stop the platform it scrapes: readiness turns 503 within the
+    cache period plus the check's deadline, each answer within the deadline, while
+    /health/live stays 200."""
+    # The demo platform with its own Observe: the scraper's check calls its /health/ready.
+    platform_app = create_platform_app(OBSERVE_LOG_STDOUT=False)
+    server = LiveServer(platform_app).__enter__()
+    port = free_port()
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        FLASK_SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'scraper.db'}",
+        FLASK_SCRAPER_PLATFORM_URL=server.url,
+        FLASK_OBSERVE_LOG_STDOUT="false",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sample_app", "--port", str(port), "--no-platform"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def up() -> bool:
+            try:
+                return requests.get(f"{base}/health/live", timeout=2).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        if not wait_for(up, 30, proc):
+            pytest.fail(f"python -m sample_app did not come up; output:\n{stop(proc)}")
+        ready = requests.get(f"{base}/health/ready", timeout=5)
+        assert ready.status_code == 200, ready.text
+        assert ready.headers["Content-Type"] == "application/health+json"
+        assert ready.json() == {"status": "pass"}
+
+        server.__exit__(None, None, None)
+        stopped = time.monotonic()
+        turned = None
+        while time.monotonic() - stopped < 10:
+            started = time.perf_counter()
+            response = requests.get(f"{base}/health/ready", timeout=10)
+            assert time.perf_counter() - started < 2.0 + 0.3
+            assert requests.get(f"{base}/health/live", timeout=5).status_code == 200
+            if response.status_code == 503:
+                turned = time.monotonic() - stopped
+                assert response.json() == {"status": "fail"}
+                break
+            time.sleep(0.1)
+        # Cache period (3 s by default) + the check's deadline (2 s) + slack.
+        assert turned is not None
+        assert turned <= 3.0 + 2.0 + 0.5, turned
+    finally:
+        stop(proc)
+        server.__exit__(None, None, None)
+        Observe().shutdown(platform_app)
+
+
+# -- log viewer ---------------------------------------------------------------------------
+
+
+def test_log_viewer_is_on_with_a_printed_token_that_is_never_logged(
+    make_scraper: Callable[..., Flask], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No token configured: the sample makes one, prints it once to stderr (not to the
+    logs), and it opens the viewer's API; the index page links runs to the viewer."""
+    app = make_scraper(OBSERVE_AUTH_TOKEN=None)
+    printed = capsys.readouterr().err
+    token = app.config["OBSERVE_AUTH_TOKEN"]
+    assert len(token) >= 24
+    assert "Log viewer: /observe/logs" in printed
+    assert token in printed
+    client = app.test_client()
+    with client.post("/api/scrapes", headers={"X-Request-ID": "viewer-1"}):
+        pass
+    assert client.get("/api/logs/search?correlation_id=viewer-1").status_code == 401
+    found = client.get(
+        "/api/logs/search?correlation_id=viewer-1&level=warning",
+        headers={"Authorization": f"Bearer {token}"},
+    ).json["results"]
+    assert {r["record"]["message"] for r in found} >= {"account scrape failed"}
+    assert "/observe/logs#correlation_id=viewer-1" in client.get("/").get_data(as_text=True)
+    assert token not in (tmp_path / "logs" / "app.log").read_text()
+
+
+def test_a_configured_token_is_used_and_not_printed(
+    make_scraper: Callable[..., Flask], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """FLASK_OBSERVE_AUTH_TOKEN (here: the config key) wins; nothing is printed."""
+    app = make_scraper(OBSERVE_AUTH_TOKEN="chosen-token-0123456789")
+    assert "Log viewer" not in capsys.readouterr().err
+    assert app.config["OBSERVE_AUTH_TOKEN"] == "chosen-token-0123456789"

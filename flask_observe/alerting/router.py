@@ -1,0 +1,238 @@
+"""The alert router: routing by severity, dedup and cooldown, a bounded queue and one sender
+thread, so raising an alert never blocks (or fails) the code that raises it.
+
+Failures to send are logged (``flask_observe.alerting``, rate-limited) and never become
+alerts themselves. A receiver answering 429 is left alone for its ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+from .._internal import FailureLog
+from .channels import Channel, DeliveryError
+from .model import FIRING, Alert
+from .store import DecisionStore, MemoryStore
+
+__all__ = ["AlertRouter"]
+
+logger = logging.getLogger("flask_observe.alerting")
+
+MAX_ATTEMPTS = 3
+_BACKOFF = (1.0, 5.0)
+_STOP = object()
+
+
+class AlertRouter:
+    """Sends alerts to the channels that take their severity.
+
+    :param channels: the destinations.
+    :param store: dedup/cooldown decisions (:class:`MemoryStore` or a shared ``RedisStore``).
+    :param service: stamped on alerts that do not name one.
+    :param dedup: seconds during which the same alert and status is not notified again.
+    :param cooldown: seconds between two firing notifications of the same alert name.
+    :param queue_size: alerts waiting beyond this are dropped (and the drop logged).
+    :param backoff: seconds before the 2nd, 3rd… attempt after a failure without Retry-After.
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[Channel],
+        store: DecisionStore | None = None,
+        *,
+        service: str = "",
+        dedup: float = 3600.0,
+        cooldown: float = 300.0,
+        queue_size: int = 1000,
+        backoff: Sequence[float] = _BACKOFF,
+    ) -> None:
+        self.channels = list(channels)
+        self._backoff = tuple(backoff)
+        self.store: DecisionStore = store or MemoryStore()
+        self.service = service
+        self.dedup = dedup
+        self.cooldown = cooldown
+        self._queue_size = queue_size
+        self._queue: queue.Queue[object] = queue.Queue(queue_size)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._closed = False
+        self._failures = FailureLog()
+        #: channel name -> monotonic time before which it is not called (429 Retry-After).
+        self.blocked_until: dict[str, float] = {}
+        self._retries: list[tuple[float, int, Channel, Alert, int]] = []
+        self._seq = itertools.count()
+        self.sent = 0
+
+    # -- producer side (any thread) --------------------------------------------------------
+
+    def notify(self, alert: Alert) -> bool:
+        """Queue ``alert``; returns ``False`` if it was dropped (queue full or closed)."""
+        if self._closed:
+            return False
+        if not alert.service and self.service:
+            alert = replace(alert, service=self.service)
+        self._ensure_thread()
+        try:
+            self._queue.put_nowait(alert)
+            return True
+        except queue.Full:
+            self._failures("alert queue full: an alert was dropped")
+            return False
+
+    def _ensure_thread(self) -> None:
+        pid = os.getpid()
+        if self._thread is not None and self._pid == pid and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is not None and self._pid == pid and self._thread.is_alive():
+                return
+            if self._pid != pid:  # forked: the parent's queue and thread are not ours
+                self._queue = queue.Queue(self._queue_size)
+                self._retries = []
+            self._pid = pid
+            self._thread = threading.Thread(
+                target=self._run, name="flask_observe-alerts", daemon=True
+            )
+            self._thread.start()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the sender thread, giving queued alerts up to ``timeout`` seconds."""
+        self._closed = True
+        thread = self._thread
+        if thread is None or not thread.is_alive() or self._pid != os.getpid():
+            return
+        try:
+            self._queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            return
+        thread.join(timeout)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until the queue is empty and no retry is pending (tests, CLI)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._queue.unfinished_tasks == 0 and not self._retries:
+                return True
+            time.sleep(0.01)
+        return False
+
+    # -- the sender thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            wait = None
+            if self._retries:
+                wait = max(0.0, self._retries[0][0] - time.monotonic())
+            try:
+                item = self._queue.get(timeout=wait)
+            except queue.Empty:
+                self._due_retries()
+                continue
+            try:
+                if item is _STOP:
+                    return
+                assert isinstance(item, Alert)
+                self._dispatch(item)
+                self._due_retries()
+            except Exception:
+                self._failures("the alert sender")
+            finally:
+                self._queue.task_done()
+
+    def _dispatch(self, alert: Alert) -> None:
+        targets = [c for c in self.channels if c.accepts(alert)]
+        if not targets:
+            return
+        cooldown = alert.cooldown if alert.cooldown is not None else self.cooldown
+        try:
+            send = self.store.decide(
+                alert.fingerprint, alert.name, alert.status == FIRING, self.dedup, cooldown
+            )
+        except Exception as exc:
+            # Shared state unreachable: better a duplicate than a missed page.
+            logger.warning(
+                "alert state store unavailable (%s); sending without dedup",
+                type(exc).__name__,
+                extra={"alert": alert.name},
+            )
+            send = True
+        if not send:
+            logger.debug("alert suppressed (dedup/cooldown)", extra={"alert": alert.name})
+            return
+        for channel in targets:
+            self._attempt(channel, alert, 1)
+
+    def _attempt(self, channel: Channel, alert: Alert, attempt: int) -> None:
+        now = time.monotonic()
+        blocked = self.blocked_until.get(channel.name, 0.0)
+        if blocked > now:
+            self._schedule(blocked, channel, alert, attempt)
+            return
+        try:
+            channel.send(alert)
+        except DeliveryError as exc:
+            if exc.retry_after is not None:
+                self.blocked_until[channel.name] = time.monotonic() + exc.retry_after
+            if attempt >= MAX_ATTEMPTS:
+                logger.error(
+                    "alert not delivered: %s",
+                    exc,
+                    extra={"alert": alert.name, "channel": channel.name, "attempts": attempt},
+                )
+                return
+            logger.warning(
+                "alert delivery failed, will retry: %s",
+                exc,
+                extra={"alert": alert.name, "channel": channel.name, "attempt": attempt},
+            )
+            backoff = self._backoff[min(attempt, len(self._backoff)) - 1]
+            delay = exc.retry_after if exc.retry_after is not None else backoff
+            self._schedule(time.monotonic() + delay, channel, alert, attempt + 1)
+            return
+        except Exception:
+            self._failures(f"alert channel {channel.name}")
+            return
+        self.sent += 1
+        logger.info(
+            "alert sent",
+            extra={"alert": alert.name, "status": alert.status, "channel": channel.name},
+        )
+
+    def _schedule(self, when: float, channel: Channel, alert: Alert, attempt: int) -> None:
+        heapq.heappush(self._retries, (when, next(self._seq), channel, alert, attempt))
+
+    def _due_retries(self) -> None:
+        now = time.monotonic()
+        while self._retries and self._retries[0][0] <= now:
+            _, _, channel, alert, attempt = heapq.heappop(self._retries)
+            self._attempt(channel, alert, attempt)
+
+    # -- synchronous test ------------------------------------------------------------------
+
+    def send_test(self) -> dict[str, str]:
+        """Send a test alert to every channel now, bypassing dedup; ``{channel: "ok"|error}``."""
+        alert = Alert(
+            name="FlaskObserveTestAlert",
+            severity="info",
+            summary="Test alert from flask observe alerts test",
+            description="If you can read this, this channel works.",
+            service=self.service,
+        )
+        results: dict[str, str] = {}
+        for channel in self.channels:
+            try:
+                channel.send(alert)
+                results[channel.name] = "ok"
+            except Exception as exc:
+                results[channel.name] = str(exc) or type(exc).__name__
+        return results

@@ -1,0 +1,82 @@
+"""The health blueprint: ``<prefix>/live``, ``/ready``, ``/startup`` and ``<prefix>``.
+
+200 for ``pass`` and ``warn``, 503 for ``fail``, ``Content-Type: application/health+json``.
+Callers without credentials (``Observe.state(app).auth``) get ``{"status": …}`` only.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import orjson
+from flask import Blueprint, Response
+
+from .._internal import FailureLog
+from ..auth import Authorizer
+from .checks import LIVENESS, READINESS, STARTUP, Status
+from .report import MEDIA_TYPE, Identity, document
+from .results import HealthReport
+from .runner import HealthRunner
+
+__all__ = ["health_blueprint"]
+
+BLUEPRINT_NAME = "observe_health"
+
+
+def health_blueprint(
+    runner: HealthRunner,
+    identity: Identity,
+    auth: Authorizer,
+    *,
+    url_prefix: str = "/health",
+    public_details: bool = False,
+) -> Blueprint:
+    """The blueprint serving ``runner``'s probes under ``url_prefix``."""
+    bp = Blueprint(BLUEPRINT_NAME, __name__, url_prefix=url_prefix)
+    failures = FailureLog()
+
+    def respond(group: str | None) -> Response:
+        try:
+            details = public_details or auth.is_authorized()
+            report = runner.run(group, trends=details and group is None)
+            body = orjson.dumps(document(report, identity, details=details))
+            return _response(body, report, private=details)
+        except Exception:
+            failures(f"the health endpoint ({group or 'full report'})")
+            body = orjson.dumps({"status": "fail", "output": "the health check itself failed"})
+            return Response(body, status=503, mimetype=MEDIA_TYPE)
+
+    @bp.get("/live")
+    def live() -> Response:
+        """The process can serve. Runs only checks in the liveness group (none by default)."""
+        return respond(LIVENESS)
+
+    @bp.get("/ready")
+    def ready() -> Response:
+        """The critical dependencies answer: 503 when one fails."""
+        return respond(READINESS)
+
+    @bp.get("/startup")
+    def startup() -> Response:
+        """Start-up work is done (see ``observe.startup_complete``)."""
+        return respond(STARTUP)
+
+    @bp.get("", strict_slashes=False)
+    def full() -> Response:
+        """Every check, the uptime and the health score."""
+        return respond(None)
+
+    return bp
+
+
+def _response(body: bytes, report: HealthReport, *, private: bool) -> Response:
+    status = 503 if report.status is Status.FAIL else 200
+    response = Response(body, status=status, mimetype=MEDIA_TYPE)
+    # The draft asks for a freshness lifetime: how long the answer's results stay cached here.
+    now = time.time()
+    fresh = min((r.timestamp + r.ttl - now for r in report.results), default=0.0)
+    max_age = max(0, math.floor(fresh))
+    response.headers["Cache-Control"] = f"{'private' if private else 'public'}, max-age={max_age}"
+    response.headers["Vary"] = "Authorization, Cookie"
+    return response

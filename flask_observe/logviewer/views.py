@@ -1,0 +1,300 @@
+"""The log viewer over HTTP: a JSON API and a browser page, every route behind the shared
+auth (bearer token or host callback, or the page's signed session cookie).
+
+API (prefix ``OBSERVE_LOGVIEWER_API_PREFIX``, default ``/api/logs``):
+
+- ``GET /files`` — the readable files, newest first;
+- ``GET /search`` — one page of matching lines (see :mod:`.query` for the parameters);
+- ``GET /tail/<file_name>?lines=100[&follow=1]`` — the last lines; with ``follow``, a
+  ``text/event-stream`` of new lines that survives rotation.
+
+Page (``OBSERVE_LOGVIEWER_UI_PATH``, default ``/observe/logs``): the UI, its two assets,
+and ``POST login`` / ``POST logout`` for the session cookie (:mod:`.session`).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import secrets
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import orjson
+from flask import Blueprint, Flask, Response, redirect, render_template, request, send_file
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
+
+from .._optional import MissingDependencyError
+from .follow import Event, event_id
+from .query import QueryError
+from .session import COOKIE_NAME, SessionSigner
+from .store import BadName, NoSuchFile
+from .viewer import Busy, LogViewer
+
+if TYPE_CHECKING:
+    from ..extension import ObserveState
+
+__all__ = ["register"]
+
+BLUEPRINT = "observe_logviewer"
+STATIC = Path(__file__).parent / "static"
+ASSETS = {"logviewer.js": "text/javascript", "logviewer.css": "text/css"}
+_LAST_EVENT = re.compile(r"(\d{1,20})-(\d{1,20})-(\d{1,16})")
+_CSP = (
+    "default-src 'none'; script-src 'self'{nonce}; style-src 'self'{nonce}; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status=status, mimetype="application/json")
+
+
+def _error(status: int, message: str) -> Response:
+    return _json({"error": message}, status)
+
+
+def _flag(value: str) -> bool:
+    low = value.strip().lower()
+    if low in ("", "1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise QueryError("follow: expected true or false")
+
+
+def _same_origin() -> bool:
+    """A form post from this site, not a cross-site one (login CSRF, logout CSRF).
+
+    Browsers say where a request comes from in ``Sec-Fetch-Site``; older ones only in
+    ``Origin``. A client that sends neither is not a browser (curl, a script): nothing to
+    forge there."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    parts = urlsplit(origin)
+    return f"{parts.scheme}://{parts.netloc}" == request.host_url.rstrip("/")
+
+
+def _event(kind: str, payload: Any, ident: str | None) -> bytes:
+    head = b"id: " + ident.encode() + b"\n" if ident else b""
+    return head + b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+def _sse(
+    initial: Iterable[dict[str, Any]], ready_id: str | None, events: Iterator[Event]
+) -> Iterator[bytes]:
+    """The event stream: the tail's lines, ``ready`` (its id resumes after them), then
+    live events. A reconnecting ``EventSource`` sends the last id back as Last-Event-ID."""
+    try:
+        yield b"retry: 3000\n\n"
+        for item in initial:
+            yield _event("line", item, None)
+        yield _event("ready", {}, ready_id)
+        for kind, payload, ident in events:
+            yield b": keepalive\n\n" if kind == "keepalive" else _event(kind, payload, ident)
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
+
+
+def register(app: Flask, state: ObserveState) -> LogViewer:
+    """Build the viewer from the app's config and register its blueprint on ``app``."""
+    config = state.config
+    auth = state.auth
+    viewer = LogViewer.from_config(config)
+    signer = (
+        SessionSigner(config.auth_token, config.logviewer_session_seconds)
+        if config.auth_token and config.auth_callback is None
+        else None
+    )
+    api, ui = config.logviewer_api_prefix, config.logviewer_ui_path
+    bp = Blueprint(BLUEPRINT, __name__, template_folder="templates")
+
+    def allowed() -> bool:
+        if auth.is_authorized():
+            return True
+        return signer is not None and signer.valid(request.cookies.get(COOKIE_NAME))
+
+    def sign_in_page(status: int, message: str | None = None) -> Response:
+        nonce = secrets.token_urlsafe(12)
+        html = render_template(
+            "observe_logviewer/login.html",
+            ui=ui,
+            can_sign_in=signer is not None,
+            message=message,
+            nonce=nonce,
+            service=state.service_name,
+        )
+        response = Response(html, status=status, mimetype="text/html")
+        response.headers["Content-Security-Policy"] = _CSP.format(nonce=f" 'nonce-{nonce}'")
+        return response
+
+    def guarded(view: Callable[..., ResponseReturnValue]) -> Callable[..., ResponseReturnValue]:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> ResponseReturnValue:
+            if not allowed():
+                return auth.deny()
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    # -- API -------------------------------------------------------------------------------
+
+    @bp.get(f"{api}/files", endpoint="files")
+    @guarded
+    def files() -> ResponseReturnValue:
+        return _json({"files": viewer.list_files()})
+
+    @bp.get(f"{api}/search", endpoint="search")
+    @guarded
+    def search() -> ResponseReturnValue:
+        query = viewer.parse(request.args.to_dict(flat=False))
+        body = viewer.search(query).as_dict()
+        body["query"] = {
+            "since": query.since,
+            "until": query.until,
+            "order": "newest" if query.newest_first else "oldest",
+            "limit": query.limit,
+        }
+        return _json(body)
+
+    @bp.get(f"{api}/tail/<file_name>", endpoint="tail")
+    @guarded
+    def tail(file_name: str) -> ResponseReturnValue:
+        args = request.args.to_dict(flat=False)
+        lines_text = (args.pop("lines", None) or ["100"])[-1]
+        follow = _flag((args.pop("follow", None) or ["false"])[-1])
+        try:
+            lines = int(lines_text)
+        except ValueError:
+            raise QueryError("lines: expected an integer") from None
+        if not 0 <= lines <= viewer.limits.max_results:
+            raise QueryError(f"lines: expected 0 to {viewer.limits.max_results}")
+        log_file = viewer.store.resolve(file_name)
+        if follow and not log_file.active:
+            raise QueryError("follow: only an active file grows; this one is rotated")
+        resume = _LAST_EVENT.fullmatch(request.headers.get("Last-Event-ID", ""))
+        if follow and resume:  # a reconnect: go on after the last line the client got
+            lines = 0
+        page, query, start = viewer.tail(file_name, args, lines)
+        if not follow:
+            return _json({"file": file_name, **page.as_dict()})
+        if resume:
+            start = ((int(resume[1]), int(resume[2])), int(resume[3]))
+        events = viewer.follow(file_name, query, start)
+        ready_id = event_id(*start) if start is not None else None
+        return Response(
+            _sse(page.results, ready_id, events),
+            mimetype="text/event-stream",
+            headers={"X-Accel-Buffering": "no"},
+        )
+
+    # -- page ------------------------------------------------------------------------------
+
+    @bp.get(ui, endpoint="page")
+    def page() -> ResponseReturnValue:
+        if not allowed():
+            return sign_in_page(401)
+        html = render_template(
+            "observe_logviewer/index.html",
+            api=api,
+            ui=ui,
+            trace_url=config.logviewer_trace_url or "",
+            max_results=viewer.limits.max_results,
+            can_follow=viewer.max_followers > 0,
+            can_sign_out=signer is not None,
+            service=state.service_name,
+        )
+        response = Response(html, mimetype="text/html")
+        response.headers["Content-Security-Policy"] = _CSP.format(nonce="")
+        return response
+
+    @bp.get(f"{ui}/static/<name>", endpoint="asset")
+    @guarded
+    def asset(name: str) -> ResponseReturnValue:
+        mimetype = ASSETS.get(name)
+        if mimetype is None:
+            return _error(404, "no such asset")
+        return send_file(STATIC / name, mimetype=mimetype, max_age=0)
+
+    @bp.post(f"{ui}/login", endpoint="login")
+    def login() -> ResponseReturnValue:
+        if signer is None:
+            return auth.deny()
+        if not _same_origin():
+            return _error(403, "cross-site sign-in refused")
+        token = request.form.get("token", "")
+        if not token:
+            return sign_in_page(401)
+        if not auth.token_matches(token):
+            return sign_in_page(403, "That token is not the right one.")
+        response = redirect(ui, code=303)
+        value = signer.issue()
+        for path in (api, ui):
+            response.set_cookie(
+                COOKIE_NAME,
+                value,
+                max_age=signer.lifetime,
+                path=path,
+                secure=request.is_secure,
+                httponly=True,
+                samesite="Strict",
+            )
+        return response
+
+    @bp.post(f"{ui}/logout", endpoint="logout")
+    @guarded
+    def logout() -> ResponseReturnValue:
+        if not _same_origin():
+            return _error(403, "cross-site sign-out refused")
+        response = redirect(ui, code=303)
+        for path in (api, ui):
+            response.delete_cookie(COOKIE_NAME, path=path, httponly=True, samesite="Strict")
+        return response
+
+    # -- errors and headers ----------------------------------------------------------------
+
+    @bp.errorhandler(QueryError)
+    @bp.errorhandler(BadName)
+    def bad_request(error: Exception) -> ResponseReturnValue:
+        return _error(400, str(error))
+
+    @bp.errorhandler(NoSuchFile)
+    def not_found(error: Exception) -> ResponseReturnValue:
+        return _error(404, "no such log file")
+
+    @bp.errorhandler(Busy)
+    def busy(error: Exception) -> ResponseReturnValue:
+        response = _error(429, str(error))
+        response.headers["Retry-After"] = "1"
+        return response
+
+    @bp.errorhandler(MissingDependencyError)
+    def missing(error: Exception) -> ResponseReturnValue:
+        return _error(501, str(error))
+
+    @bp.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> ResponseReturnValue:
+        return _error(error.code or 500, error.description or error.name)
+
+    @bp.after_request
+    def security_headers(response: Response) -> Response:
+        headers = response.headers
+        headers.setdefault("Cache-Control", "no-store")
+        headers["X-Content-Type-Options"] = "nosniff"
+        # Same-origin requests keep their Origin (sign-in checks it); a link out to the
+        # tracing UI carries no URL of ours.
+        headers["Referrer-Policy"] = "same-origin"
+        headers["X-Frame-Options"] = "DENY"
+        return response
+
+    app.register_blueprint(bp)
+    return viewer

@@ -1,0 +1,140 @@
+"""gunicorn and other pre-fork servers: prometheus_client's multiprocess mode, kept bounded.
+
+prometheus_client writes each process's values to ``<kind>_<pid>.db`` files in
+``PROMETHEUS_MULTIPROC_DIR`` and sums them at scrape time. Its ``mark_process_dead`` removes
+only the live-gauge files of a dead worker, so every recycled worker (``max_requests``) would
+leave its counter and histogram files behind, and scrapes slow down as they pile up. Here a
+dead worker's files are merged into one ``<kind>_archive.db`` file per kind (counters,
+histograms and summaries add; ``sum``/``max``/``min``/``mostrecent`` gauges combine as their
+mode says; per-pid ``all`` gauges of a dead process are dropped), so the directory holds at most
+one set of files per live worker plus the archives.
+
+Merging and scraping take a lock file (exclusive for a merge, shared for a scrape), so a scrape
+never sees a dead worker counted twice or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["collect_registry", "mark_process_dead", "multiprocess_dir", "wipe"]
+
+ARCHIVE = "archive"
+_LOCK_NAME = ".flask_observe.lock"
+_ADDING_KINDS = ("counter", "histogram", "summary")
+_GAUGE_MERGE = {"sum", "max", "min", "mostrecent"}
+
+
+def multiprocess_dir() -> str | None:
+    """The directory prometheus_client uses in multiprocess mode (its own env variable)."""
+    environ = os.environ
+    # The lower-case name is the one older prometheus_client releases read; it still does.
+    return environ.get("PROMETHEUS_MULTIPROC_DIR") or environ.get("prometheus_multiproc_dir")
+
+
+@contextlib.contextmanager
+def _locked(path: str, exclusive: bool) -> Iterator[None]:
+    fd = os.open(os.path.join(path, _LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def wipe(path: str) -> None:
+    """Empty (or create) the directory; call once in the master before workers start.
+
+    Files left by a previous run would otherwise be summed into the new run's counters.
+    """
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    for entry in directory.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def mark_process_dead(pid: int, path: str | None = None) -> None:
+    """Forget a dead worker without losing what it counted (call from gunicorn's
+    ``child_exit`` in the master)."""
+    from prometheus_client import multiprocess
+    from prometheus_client.mmap_dict import MmapedDict
+
+    path = path or multiprocess_dir()
+    if not path:
+        return
+    with _locked(path, exclusive=True):
+        multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+        for kind in _ADDING_KINDS:
+            _merge(
+                os.path.join(path, f"{kind}_{pid}.db"),
+                os.path.join(path, f"{kind}_{ARCHIVE}.db"),
+                "sum",
+                MmapedDict,
+            )
+        for dead in glob.glob(os.path.join(path, f"gauge_*_{pid}.db")):
+            mode = os.path.basename(dead)[len("gauge_") : -len(f"_{pid}.db")]
+            if mode in _GAUGE_MERGE:
+                archive = os.path.join(path, f"gauge_{mode}_{ARCHIVE}.db")
+                _merge(dead, archive, mode, MmapedDict)
+            else:
+                os.remove(dead)
+
+
+def _merge(dead: str, archive: str, mode: str, mmaped_dict: Any) -> None:
+    if not os.path.exists(dead):
+        return
+    values = list(mmaped_dict.read_all_values_from_file(dead))
+    existing: dict[str, tuple[float, float]] = {}
+    if os.path.exists(archive):
+        for key, value, timestamp, _pos in mmaped_dict.read_all_values_from_file(archive):
+            existing[key] = (value, timestamp)
+    target = mmaped_dict(archive)
+    try:
+        for key, value, timestamp, _pos in values:
+            known = key in existing
+            old, old_ts = existing.get(key, (0.0, 0.0))
+            if mode == "sum" or not known:
+                new, new_ts = (old + value if mode == "sum" else value), max(old_ts, timestamp)
+            elif mode == "max":
+                new, new_ts = max(old, value), max(old_ts, timestamp)
+            elif mode == "min":
+                new, new_ts = min(old, value), max(old_ts, timestamp)
+            else:  # mostrecent
+                new, new_ts = (value, timestamp) if timestamp >= old_ts else (old, old_ts)
+            target.write_value(key, new, new_ts)
+    finally:
+        target.close()
+    os.remove(dead)
+
+
+def collect_registry(path: str) -> object:
+    """A registry holding every process's values, read under the shared lock."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    collector = MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+    return _SnapshotRegistry(collector, path)
+
+
+class _SnapshotRegistry:
+    """Collects the multiprocess files under the shared lock (a merge cannot run meanwhile)."""
+
+    def __init__(self, collector: object, path: str) -> None:
+        self._collector = collector
+        self._path = path
+
+    def collect(self) -> Iterator[object]:
+        with _locked(self._path, exclusive=False):
+            metrics = list(self._collector.collect())  # type: ignore[attr-defined]
+        yield from metrics

@@ -1,0 +1,117 @@
+"""The scraper's business metrics and its own alert rule, through flask_observe's API.
+
+Metrics (``/metrics``):
+
+- ``scraper_accounts_scraped_total{platform, status}`` — accounts fetched, ``ok`` or ``failed``;
+- ``scraper_scrape_duration_seconds{platform}`` — time to fetch one account;
+- ``scraper_last_success_timestamp_seconds`` — when an account was last scraped successfully
+  (data freshness: ``time() - scraper_last_success_timestamp_seconds`` in PromQL);
+- ``scraper_followers{platform, handle}`` — latest followers of each tracked account;
+- ``scraper_queue_depth`` — scrape tasks waiting in the Celery queue (Celery mode only).
+
+Rule: **no successful scrape for ``SCRAPER_STALE_HOURS`` hours** (default 6): fires when no
+account was scraped successfully for that long (read from the database, so every worker and
+instance agrees), resolves at the next success.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import Flask, current_app
+from sqlalchemy import func, select
+
+from flask_observe import Observe
+from flask_observe.alerting import CheckRule
+
+from .models import Account, db, utcnow
+
+__all__ = ["install", "record_account", "record_queue_depth"]
+
+PLATFORM_LABELS = ("platform",)
+
+
+def _metrics() -> Any:
+    return Observe.state(current_app).metrics
+
+
+def record_account(
+    platform: str, handle: str, ok: bool, seconds: float, followers: int | None
+) -> None:
+    """Count one account fetch (called by the scraper for every account)."""
+    metrics = _metrics()
+    if metrics is None:
+        return
+    status = "ok" if ok else "failed"
+    metrics.counter(
+        "scraper_accounts_scraped_total",
+        "Accounts scraped, by platform and outcome.",
+        ["platform", "status"],
+    ).labels(platform, status).inc()
+    metrics.histogram(
+        "scraper_scrape_duration_seconds",
+        "Time to fetch one account from its platform.",
+        PLATFORM_LABELS,
+    ).labels(platform).observe(seconds)
+    if ok:
+        metrics.gauge(
+            "scraper_last_success_timestamp_seconds",
+            "Unix time of the last successful account scrape.",
+            multiprocess_mode="max",
+        ).set(time.time())
+        if followers is not None:
+            metrics.gauge(
+                "scraper_followers",
+                "Followers of each tracked account at its last scrape.",
+                ["platform", "handle"],
+                multiprocess_mode="mostrecent",
+            ).labels(platform, handle).set(followers)
+
+
+def record_queue_depth(depth: int) -> None:
+    metrics = _metrics()
+    if metrics is not None:
+        metrics.gauge(
+            "scraper_queue_depth",
+            "Scrape tasks waiting in the Celery queue.",
+            multiprocess_mode="mostrecent",
+        ).set(depth)
+
+
+def last_success(app: Flask) -> datetime | None:
+    with app.app_context():
+        value: datetime | None = db.session.scalar(select(func.max(Account.last_scraped_at)))
+        db.session.remove()
+        return value
+
+
+def install(app: Flask) -> None:
+    """Define the metrics up front (so they show at 0) and register the staleness rule."""
+    state = Observe.state(app)
+    if state.metrics is not None:
+        with app.app_context():
+            for platform in ("twitter", "instagram", "tiktok", "youtube"):
+                for status in ("ok", "failed"):
+                    state.metrics.counter(
+                        "scraper_accounts_scraped_total",
+                        "Accounts scraped, by platform and outcome.",
+                        ["platform", "status"],
+                    ).labels(platform, status)
+    if state.rules is None:
+        return
+    stale_after = timedelta(hours=float(app.config["SCRAPER_STALE_HOURS"]))
+    started = utcnow()
+
+    def no_recent_scrape() -> str | None:
+        last = last_success(app)
+        reference = last or started
+        if utcnow() - reference <= stale_after:
+            return None
+        since = "never" if last is None else f"since {last.isoformat(timespec='seconds')}Z"
+        return f"no account scraped successfully {since} (limit {stale_after})"
+
+    state.rules.add(
+        CheckRule("NoSuccessfulScrape", no_recent_scrape, severity="critical", consecutive=1)
+    )

@@ -1,0 +1,87 @@
+"""Local receivers for the alerting tests: a webhook sink, a connection counter, a hung port."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, request
+
+from .conftest import LiveServer
+
+
+class Sink:
+    """A webhook receiver on loopback recording each POST (time, path, JSON body).
+
+    ``responder(n)`` chooses the answer to the n-th request (default 200).
+    """
+
+    def __init__(
+        self, responder: Callable[[int], tuple[int, dict[str, str]]] | None = None
+    ) -> None:
+        self.received: list[tuple[float, str, Any]] = []
+        self.responder = responder or (lambda n: (200, {}))
+        app = Flask("sink")
+
+        @app.post("/<path:path>")
+        def hook(path: str) -> Response:
+            self.received.append((time.monotonic(), path, request.get_json(silent=True)))
+            status, headers = self.responder(len(self.received))
+            return Response("ok", status=status, headers=headers)
+
+        self.server = LiveServer(app)
+        self.url = self.server.url
+
+    def __enter__(self) -> Sink:
+        self.server.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.__exit__(*exc)
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[tuple[float, str, Any]]:
+        deadline = time.monotonic() + timeout
+        while len(self.received) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return list(self.received)
+
+
+class Listener:
+    """A TCP listener that counts connections (accepts and closes them)."""
+
+    def __init__(self, host: str = "127.0.0.1", hang: bool = False) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.hang = hang
+        self._held: list[socket.socket] = []
+        self._stop = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            if self.hang:
+                self._held.append(conn)  # accept, never answer
+            else:
+                conn.close()
+
+    def close(self) -> None:
+        self._stop = True
+        self.thread.join(2)
+        for conn in self._held:
+            conn.close()
+        self.sock.close()

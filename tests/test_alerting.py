@@ -1,0 +1,387 @@
+"""Alerting: channels and their formats, SSRF-safe URLs, 429 handling, dedup across instances
+through the real Redis, never blocking requests, failures logged and never alerted on."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from flask_observe import ConfigError, Observe
+from flask_observe.alerting import (
+    Alert,
+    AlertRouter,
+    CheckRule,
+    DeliveryError,
+    MemoryStore,
+    RuleEngine,
+    UrlPolicy,
+    build_channels,
+)
+
+from .alert_sinks import Listener, Sink
+from .conftest import need_service
+
+LOOPBACK = {"alert_allow_http": True, "alert_allow_hosts": ["127.0.0.1"]}
+REDIS_URL = "redis://127.0.0.1:6379/1"
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    with Sink() as server:
+        yield server
+
+
+def alert_app(
+    make_app: Callable[..., Flask], channels: list[dict[str, Any]], **config: Any
+) -> Flask:
+    settings = {"log_stdout": False, **LOOPBACK, "alert_channels": channels, **config}
+    return make_app(f"alerts-{uuid.uuid4().hex[:6]}", **settings)
+
+
+def test_unsafe_webhook_urls_fail_start_up_without_connecting() -> None:
+    """https only, no loopback/private/link-local targets unless allowlisted: each refused URL
+    stops init_app with a ConfigError, and the listener behind them sees 0 connections. The
+    message never shows the URL's secret path."""
+    listener = Listener()
+    try:
+        port = listener.port
+        refused = [
+            ({}, f"http://127.0.0.1:{port}/services/SECRET"),  # http
+            ({}, f"https://127.0.0.1:{port}/services/SECRET"),  # loopback
+            ({"alert_allow_http": True}, f"http://localhost:{port}/services/SECRET"),
+            ({}, "https://169.254.169.254/services/SECRET"),  # cloud metadata (link-local)
+            ({}, "https://10.20.30.40/services/SECRET"),  # private
+            ({}, "https://[::1]/services/SECRET"),
+            ({}, "https://0.0.0.0/services/SECRET"),
+            ({}, "ftp://example.com/services/SECRET"),
+            ({"alert_allow_hosts": ["10.0.0.0/8"]}, f"https://127.0.0.1:{port}/services/SECRET"),
+        ]
+        for extra, url in refused:
+            app = Flask("ssrf")
+            app.config.update(
+                OBSERVE_LOG_STDOUT=False,
+                OBSERVE_ALERT_CHANNELS=[{"type": "webhook", "url": url}],
+                **{f"OBSERVE_{k.upper()}": v for k, v in extra.items()},
+            )
+            with pytest.raises(ConfigError) as info:
+                Observe(app)
+            assert "SECRET" not in str(info.value), url
+        time.sleep(0.2)
+        assert listener.connections == 0
+    finally:
+        listener.close()
+
+
+def test_allowlisted_loopback_is_reached(make_app: Callable[..., Flask]) -> None:
+    """The same loopback target, allowlisted (as tests and local receivers need), is used."""
+    listener = Listener()
+    try:
+        app = alert_app(
+            make_app, [{"type": "webhook", "url": f"http://127.0.0.1:{listener.port}/h"}]
+        )
+        result = app.test_cli_runner().invoke(args=["observe", "alerts", "test"])
+        assert result.exit_code == 1  # the listener hangs up without answering
+        assert listener.connections == 1
+    finally:
+        listener.close()
+
+
+def test_redirects_are_not_followed() -> None:
+    """A receiver answering 302 to another (allowlisted!) address: delivery fails, the
+    redirect target sees no connection."""
+    target = Listener()
+    with Sink(lambda n: (302, {"Location": f"http://127.0.0.1:{target.port}/x"})) as redirector:
+        try:
+            policy = UrlPolicy(allow_http=True, allow_hosts=("127.0.0.1",))
+            (channel,) = build_channels(
+                [{"type": "webhook", "url": redirector.url + "/h"}], policy, 2.0
+            )
+            with pytest.raises(DeliveryError, match="redirect"):
+                channel.send(Alert("X"))
+            assert len(redirector.received) == 1
+            assert target.connections == 0
+        finally:
+            target.close()
+
+
+def test_channel_formats_slack_discord_pagerduty_webhook(sink: Sink) -> None:
+    """Each channel posts its service's format: Slack text+attachments, Discord embeds,
+    PagerDuty Events v2 trigger/resolve with the fingerprint as dedup key, generic JSON."""
+    policy = UrlPolicy(allow_http=True, allow_hosts=("127.0.0.1",))
+    channels = build_channels(
+        [
+            {"type": "slack", "url": sink.url + "/slack"},
+            {"type": "discord", "url": sink.url + "/discord"},
+            {"type": "pagerduty", "url": sink.url + "/pd", "routing_key": "R0UTING"},
+            {"type": "webhook", "url": sink.url + "/generic", "severities": ["critical"]},
+        ],
+        policy,
+        2.0,
+    )
+    firing = Alert("DiskFull", "critical", "disk at 99%", labels={"host": "a"}, service="svc")
+    resolved = Alert(
+        "DiskFull", "critical", "ok again", labels={"host": "a"}, service="svc", status="resolved"
+    )
+    for channel in channels:
+        channel.send(firing)
+    channels[2].send(resolved)
+    bodies = {path: body for _, path, body in sink.received[:4]}
+    assert bodies["slack"]["text"].startswith("[CRITICAL] DiskFull (svc): disk at 99%")
+    assert bodies["slack"]["attachments"][0]["fields"] == [
+        {"title": "host", "value": "a", "short": True}
+    ]
+    assert bodies["discord"]["embeds"][0]["title"] == "[CRITICAL] DiskFull (svc)"
+    assert bodies["discord"]["allowed_mentions"] == {"parse": []}
+    assert bodies["pd"]["event_action"] == "trigger"
+    assert bodies["pd"]["routing_key"] == "R0UTING"
+    assert bodies["pd"]["dedup_key"] == firing.fingerprint
+    assert bodies["pd"]["payload"]["severity"] == "critical"
+    assert bodies["generic"]["name"] == "DiskFull"
+    assert bodies["generic"]["status"] == "firing"
+    resolve = sink.received[4][2]
+    assert resolve["event_action"] == "resolve"
+    assert resolve["dedup_key"] == firing.fingerprint
+
+
+def test_routing_by_severity(sink: Sink) -> None:
+    """Warnings go only to the channel that takes warnings."""
+    policy = UrlPolicy(allow_http=True, allow_hosts=("127.0.0.1",))
+    channels = build_channels(
+        [
+            {"type": "webhook", "url": sink.url + "/pager", "severities": ["critical"]},
+            {"type": "webhook", "url": sink.url + "/chat", "severities": "warning,info"},
+        ],
+        policy,
+        2.0,
+    )
+    router = AlertRouter(channels)
+    router.notify(Alert("Slow", "warning"))
+    router.notify(Alert("Down", "critical"))
+    received = sink.wait_for(2)
+    router.close()
+    assert sorted((path, body["name"]) for _, path, body in received) == [
+        ("chat", "Slow"),
+        ("pager", "Down"),
+    ]
+
+
+def test_email_channel_over_smtp() -> None:
+    """The email channel delivers a plain-text message to a real SMTP server on loopback."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Message
+
+    messages: list[Any] = []
+
+    class Collect(Message):  # type: ignore[misc]
+        def handle_message(self, message: Any) -> None:
+            messages.append(message)
+
+    from .test_multiprocess import free_port
+
+    port = free_port()
+    controller = Controller(Collect(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        (channel,) = build_channels(
+            [
+                {
+                    "type": "email",
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "starttls": False,
+                    "from": "alerts@example.com",
+                    "to": "oncall@example.com",
+                }
+            ],
+            UrlPolicy(),
+            5.0,
+        )
+        channel.send(
+            Alert("QueueStuck", "error", "queue not draining", labels={"queue": "scrapes"})
+        )
+    finally:
+        controller.stop()
+    assert len(messages) == 1
+    assert messages[0]["Subject"] == "[ERROR] QueueStuck: queue not draining"
+    assert "queue: scrapes" in messages[0].get_payload()
+
+
+def test_429_retry_after_is_honoured() -> None:
+    """A receiver answering 429 with Retry-After: 2 gets nothing more for 2 s, then the alert."""
+    with Sink(lambda n: (429, {"Retry-After": "2"}) if n == 1 else (200, {})) as sink:
+        policy = UrlPolicy(allow_http=True, allow_hosts=("127.0.0.1",))
+        router = AlertRouter(
+            build_channels([{"type": "slack", "url": sink.url + "/s"}], policy, 2.0)
+        )
+        router.notify(Alert("Throttled"))
+        received = sink.wait_for(2, timeout=8)
+        router.close()
+    assert len(received) == 2
+    assert received[1][0] - received[0][0] >= 2.0
+    assert received[1][2]["text"] == received[0][2]["text"]
+
+
+def test_requests_do_not_wait_for_a_hung_receiver(make_app: Callable[..., Flask]) -> None:
+    """The receiver accepts and never answers: requests raising alerts still finish far within
+    the alert timeout, and a full queue drops alerts instead of blocking."""
+    hung = Listener(hang=True)
+    try:
+        app = alert_app(
+            make_app,
+            [{"type": "webhook", "url": f"http://127.0.0.1:{hung.port}/h"}],
+            alert_timeout_seconds=3.0,
+            alert_queue_size=5,
+        )
+        router = Observe.state(app).alerts
+        assert router is not None
+        accepted: list[bool] = []
+
+        @app.get("/raise/<int:n>")
+        def raise_alert(n: int) -> str:
+            accepted.append(router.notify(Alert(f"Alert{n}", "error")))
+            return "ok"
+
+        client = app.test_client()
+        for n in range(30):
+            started = time.monotonic()
+            assert client.get(f"/raise/{n}").status_code == 200
+            assert time.monotonic() - started < 1.0  # deadline: far below the 3 s timeout
+        assert accepted.count(False) > 0  # queue bounded: extras dropped, nobody blocked
+        deadline = time.monotonic() + 3
+        while hung.connections == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert hung.connections >= 1  # the sender really is stuck on the receiver
+    finally:
+        hung.close()
+
+
+def test_failed_delivery_is_logged_and_never_alerted(caplog: pytest.LogCaptureFixture) -> None:
+    """A receiver answering 500: the alert is tried 3 times, the failure is logged, and no
+    alert about the failure is ever sent (no loop)."""
+    with Sink(lambda n: (500, {})) as sink:
+        policy = UrlPolicy(allow_http=True, allow_hosts=("127.0.0.1",))
+        channels = build_channels([{"type": "webhook", "url": sink.url + "/h"}], policy, 2.0)
+        router = AlertRouter(channels, backoff=(0.05, 0.05))
+        with caplog.at_level(logging.WARNING, logger="flask_observe.alerting"):
+            router.notify(Alert("Broken"))
+            sink.wait_for(3)
+            assert router.flush(5)
+            time.sleep(0.3)
+        router.close()
+    assert [body["name"] for _, _, body in sink.received] == ["Broken"] * 3
+    assert any(r.getMessage().startswith("alert not delivered") for r in caplog.records)
+
+
+def test_memory_store_dedup_cooldown_and_resolve() -> None:
+    """Firing is sent once per incident; repeats are deduplicated; resolve is sent only for a
+    notified incident; a new incident of the same name within the cooldown stays quiet."""
+    store = MemoryStore()
+    assert store.decide("fp1", "A", True, dedup=60, cooldown=60) is True
+    assert store.decide("fp1", "A", True, dedup=60, cooldown=60) is False
+    assert store.decide("fp1", "A", False, dedup=60, cooldown=60) is True
+    assert store.decide("fp1", "A", False, dedup=60, cooldown=60) is False
+    assert store.decide("fp2", "A", True, dedup=60, cooldown=60) is False  # cooldown of A
+    assert store.decide("fp2", "A", False, dedup=60, cooldown=60) is False  # never notified
+    assert store.decide("fp3", "B", True, dedup=0.05, cooldown=0) is True
+    time.sleep(0.1)
+    assert store.decide("fp3", "B", True, dedup=0.05, cooldown=0) is True  # reminder
+
+
+@pytest.mark.services
+def test_three_instances_sharing_redis_send_one_alert_per_incident(
+    make_app: Callable[..., Flask], sink: Sink
+) -> None:
+    """Three apps, each evaluating the same failing rule, share state in the real Redis: one
+    firing notification, then one resolve, not three of each."""
+    need_service("Redis", "127.0.0.1", 6379)
+    prefix = f"test-alerts-{uuid.uuid4().hex}"
+    problem: dict[str, str | None] = {"now": "the platform is down"}
+    engines: list[RuleEngine] = []
+    for _ in range(3):
+        app = alert_app(
+            make_app,
+            [{"type": "slack", "url": sink.url + "/slack"}],
+            alert_redis_url=REDIS_URL,
+            alert_redis_prefix=prefix,
+            alert_rules_consecutive=2,
+            service_name="scraper",
+        )
+        engine = Observe.state(app).rules
+        assert engine is not None
+        engine.rules.clear()
+        engine.add(CheckRule("PlatformDown", lambda: problem["now"], severity="critical"))
+        engines.append(engine)
+    for _ in range(4):  # fires at the 2nd evaluation, then keeps failing
+        for engine in engines:
+            engine.evaluate()
+    problem["now"] = None
+    for _ in range(2):
+        for engine in engines:
+            engine.evaluate()
+    for engine in engines:
+        assert engine.router.flush(5)
+    time.sleep(0.3)
+    texts = [body["text"] for _, _, body in sink.received]
+    assert len(texts) == 2, texts
+    assert texts[0].startswith("[CRITICAL] PlatformDown (scraper): the platform is down")
+    assert texts[1].startswith("[RESOLVED] PlatformDown (scraper)")
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.delete(*client.keys(f"{prefix}:*") or ["none"])
+    client.close()
+
+
+def test_cli_sends_a_test_alert(make_app: Callable[..., Flask], sink: Sink) -> None:
+    """``flask observe alerts test`` posts a test alert to every channel and says so."""
+    app = alert_app(make_app, [{"type": "slack", "url": sink.url + "/s", "name": "team-slack"}])
+    result = app.test_cli_runner().invoke(args=["observe", "alerts", "test"])
+    assert result.exit_code == 0, result.output
+    assert "team-slack: ok" in result.output
+    assert "FlaskObserveTestAlert" in sink.received[0][2]["text"]
+
+
+def test_channel_config_errors_name_the_entry(make_app: Callable[..., Flask]) -> None:
+    """A channel without its required fields fails start-up naming the entry."""
+    with pytest.raises(ConfigError, match=r"channel 0 \(pagerduty\): needs a 'routing_key'"):
+        alert_app(make_app, [{"type": "pagerduty"}])
+    with pytest.raises(ConfigError, match=r"channel 0 \(sms\): type must be"):
+        alert_app(make_app, [{"type": "sms"}])
+
+
+def test_config_command_hides_channels_and_redis_url(
+    make_app: Callable[..., Flask], sink: Sink
+) -> None:
+    """Webhook URLs and the Redis URL (with its password) stay hidden in flask observe config."""
+    app = alert_app(
+        make_app,
+        [{"type": "slack", "url": sink.url + "/services/T0/B0/SECRETPATH"}],
+        alert_redis_url="redis://:hunter2@127.0.0.1:6379/3",
+    )
+    result = app.test_cli_runner().invoke(args=["observe", "config"])
+    assert result.exit_code == 0, result.output
+    assert "SECRETPATH" not in result.output
+    assert "hunter2" not in result.output
+    assert '"OBSERVE_ALERT_CHANNELS": "<set>"' in result.output
+
+
+def test_unresolvable_host_at_start_up_is_a_warning_then_a_failed_send(
+    make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    """DNS failing at start-up does not stop the app; sending then fails and is logged."""
+    with caplog.at_level(logging.WARNING, logger="flask_observe.alerting"):
+        app = make_app(
+            "nodns",
+            log_stdout=False,
+            alert_channels=[{"type": "slack", "url": "https://hooks.example.invalid/x"}],
+        )
+    assert "does not resolve now" in caplog.text
+    result = app.test_cli_runner().invoke(args=["observe", "alerts", "test"])
+    assert result.exit_code == 1
+    assert "does not resolve" in result.output

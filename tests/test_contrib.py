@@ -1,0 +1,225 @@
+"""Shipped monitoring config checked by the real tools: promtool on the rule files, the
+Grafana dashboard against what the app exports, the error-budget gauge."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from flask import Flask
+
+from flask_observe import Observe, contrib
+from sample_app import create_app, observe
+from sample_app.monitoring import record_queue_depth
+from sample_app.platform import create_platform_app
+
+from .conftest import REQUIRE_SERVICES, LiveServer
+from .test_metrics import ReadingClient
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = contrib.path("prometheus/flask_observe_rules.yml")
+SAMPLE_RULES = ROOT / "sample_app" / "prometheus" / "scraper_rules.yml"
+DASHBOARD = contrib.path("grafana/flask_observe_dashboard.json")
+
+
+def need_tool(name: str) -> str:
+    """The path of a Debian-packaged tool (prometheus, promtool); fail in CI if missing."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (apt-get install -y prometheus)"
+        if REQUIRE_SERVICES:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return path
+
+
+@pytest.mark.services
+def test_promtool_checks_the_shipped_rule_files() -> None:
+    """``promtool check rules`` accepts flask_observe's rules and the sample's business rules."""
+    promtool = need_tool("promtool")
+    result = subprocess.run(
+        [promtool, "check", "rules", str(RULES), str(SAMPLE_RULES)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 30 rules found" in result.stdout
+
+
+@pytest.mark.services
+def test_promtool_unit_tests_of_the_burn_rate_alerts() -> None:
+    """``promtool test rules``: fast burn pages on total failure and on slowness, a trickle
+    of errors pages nobody, a down target alerts."""
+    promtool = need_tool("promtool")
+    result = subprocess.run(
+        [
+            promtool,
+            "test",
+            "rules",
+            str(ROOT / "tests" / "promtool" / "flask_observe_rules_test.yml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_rules_cover_both_slos_with_multi_window_multi_burn_rate() -> None:
+    """Each SLO has four burn-rate alerts, each pairing a long and a short window."""
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    alerts = [r for g in groups for r in g["rules"] if "alert" in r]
+    for slo in ("Availability", "Latency"):
+        burn = [a for a in alerts if a["alert"].startswith(f"FlaskObserve{slo}ErrorBudgetBurn")]
+        assert len(burn) == 4
+        for alert in burn:
+            windows = re.findall(r"ratio_rate(\w+) >", alert["expr"])
+            assert len(windows) == 2
+            assert windows[0] != windows[1]
+
+
+def exported_names(tmp_path: Path) -> set[str]:
+    """Every sample name the sample app exports after a scrape (business metrics included)."""
+    platform_app = create_platform_app(observe=False)
+    with LiveServer(platform_app) as platform:
+        app = create_app(
+            {
+                "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 's.db'}",
+                "SCRAPER_PLATFORM_URL": platform.url,
+                "OBSERVE_LOG_STDOUT": False,
+                "OBSERVE_LOG_DIR": str(tmp_path / "logs"),
+                "OBSERVE_SLOW_QUERY_MS": 0,
+            }
+        )
+        try:
+            app.test_client_class = ReadingClient
+            app.test_client().post("/api/scrapes")
+            with app.app_context():
+                record_queue_depth(0)  # Celery mode's gauge
+            state = Observe.state(app)
+            assert state.memory is not None
+            assert state.budgets is not None
+            state.memory.sample()
+            state.budgets.update()
+            assert state.ticker is not None
+            state.ticker.run_once()
+            metrics = state.metrics
+            assert metrics is not None
+            return metrics.names()
+        finally:
+            observe.shutdown(app)
+
+
+def test_every_dashboard_expression_names_an_exported_metric(tmp_path: Path) -> None:
+    """The dashboard is valid JSON for import, and each metric its queries select is one the
+    app exports (or a recording rule of the shipped rules, or Prometheus' own ``up``)."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["__inputs"][0]["name"] == "DS_PROMETHEUS"
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(exprs) >= 20
+    recorded = {
+        r["record"]
+        for g in yaml.safe_load(RULES.read_text())["groups"]
+        for r in g["rules"]
+        if "record" in r
+    }
+    names = exported_names(tmp_path)
+    selected = set()
+    for expr in exprs:
+        found = re.findall(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{", expr)
+        assert found, expr
+        selected.update(found)
+    missing = {n for n in selected if n not in names and n not in recorded and n != "up"}
+    assert not missing, missing
+    # and the rules file's raw selectors too
+    rule_text = RULES.read_text() + SAMPLE_RULES.read_text()
+    for name in set(
+        re.findall(
+            r"\b([a-z_]+_(?:total|bucket|count|seconds|ratio|bytes_per_second))\b", rule_text
+        )
+    ):
+        if name.startswith(("slo_availability", "slo_latency")):
+            continue
+        assert name in names, name
+
+
+def test_error_budget_gauge_and_health_warn(make_app: Callable[..., Flask]) -> None:
+    """99 % availability target, 1 failure in 200 requests: half the budget left (ok); 2 more
+    failures: under the 10 % warning line (warn). The gauge follows."""
+    app = make_app("slo", log_stdout=False, slo_availability=0.99, slo_budget_warn=0.1)
+    app.test_client_class = ReadingClient
+
+    @app.get("/ok")
+    def ok() -> str:
+        return "ok"
+
+    @app.get("/fail")
+    def fail() -> tuple[str, int]:
+        return "no", 500
+
+    client = app.test_client()
+    for _ in range(199):
+        client.get("/ok")
+    client.get("/fail")
+    budgets = Observe.state(app).budgets
+    assert budgets is not None
+    status, details = budgets.health()
+    assert status == "ok"
+    assert details["remaining"]["availability"] == pytest.approx(0.5)
+    client.get("/fail")
+    client.get("/fail")
+    status, details = budgets.health()
+    assert status == "warn"
+    registry = Observe.state(app).metrics.registry  # type: ignore[union-attr]
+    gauge = registry.get_sample_value("slo_error_budget_remaining_ratio", {"slo": "availability"})
+    assert gauge == pytest.approx(1 - (3 / 202) / 0.01)
+
+
+def test_contrib_files_are_packaged() -> None:
+    """The rule file and dashboard are package data (setup.cfg) next to the gunicorn hooks."""
+    setup = (ROOT / "setup.cfg").read_text()
+    assert "prometheus/*.yml" in setup
+    assert "grafana/*.json" in setup
+    assert RULES.is_file()
+    assert DASHBOARD.is_file()
+
+
+def test_nearly_spent_budget_warns_in_the_health_report(make_app: Callable[..., Flask]) -> None:
+    """The error-budget check is in the full /health report: pass with budget left, warn
+    once less than OBSERVE_SLO_BUDGET_WARN remains; readiness is not affected."""
+    token = "health-token-0123456789"
+    app = make_app("slohealth", log_stdout=False, slo_availability=0.99, auth_token=token)
+    app.test_client_class = ReadingClient
+
+    @app.get("/fail")
+    def fail() -> tuple[str, int]:
+        return "no", 500
+
+    @app.get("/ok")
+    def ok() -> str:
+        return "ok"
+
+    client = app.test_client()
+    auth = {"Authorization": f"Bearer {token}"}
+    for _ in range(100):
+        client.get("/ok")
+    entry = client.get("/health", headers=auth).json["checks"][
+        "slo-availability:errorBudgetRemaining"
+    ][0]
+    assert (entry["status"], entry["observedValue"]) == ("pass", 1.0)
+    for _ in range(5):
+        client.get("/fail")
+    report = client.get("/health", headers=auth).json
+    entry = report["checks"]["slo-availability:errorBudgetRemaining"][0]
+    assert entry["status"] == "warn"
+    assert entry["observedValue"] < 0.1
+    assert report["status"] == "warn"
+    assert client.get("/health/ready").status_code == 200

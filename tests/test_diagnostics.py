@@ -1,0 +1,157 @@
+"""Diagnostics: slow queries (fingerprinted, scrubbed, counted, span events), queries per
+request (metric and access-log field), memory growth with an optional tracemalloc diff."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask, g
+from sqlalchemy import create_engine, text
+
+from flask_observe import Observe
+from flask_observe.diagnostics import MemoryWatch, fingerprint
+
+from .conftest import read_json_lines
+from .test_metrics import ReadingClient, sample_value
+
+
+@pytest.fixture
+def db_app(make_app: Callable[..., Flask], tmp_path: Path) -> Iterator[Flask]:
+    app = make_app(
+        "dbapp",
+        log_stdout=False,
+        log_dir=str(tmp_path / "logs"),
+        slow_query_ms=0,  # every query is "slow": the behaviour, not the clock, is under test
+    )
+    app.test_client_class = ReadingClient
+    engine = create_engine(f"sqlite:///{tmp_path / 'd.db'}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT)"))
+        conn.execute(text("INSERT INTO users (id, email) VALUES (1, 'a@example.com')"))
+
+    @app.get("/users/<int:count>")
+    def users(count: int) -> str:
+        with engine.connect() as conn:
+            for n in range(count):
+                # Literal inlined on purpose: the fingerprint must scrub it.
+                conn.execute(
+                    text(f"SELECT email FROM users WHERE email = 'secret-{n}@x.io' OR id = {n}")
+                )
+        return "ok"
+
+    app.config["engine"] = engine
+    yield app
+    engine.dispose()
+
+
+def test_fingerprint_scrubs_literals_and_collapses_in_lists() -> None:
+    """Strings, numbers, placeholders and IN lists become ``?``."""
+    assert fingerprint("SELECT * FROM t WHERE a = 'x''y' AND b = 42 AND c IN (1, 2, 3)") == (
+        "SELECT * FROM t WHERE a = ? AND b = ? AND c IN (?)"
+    )
+    assert fingerprint("UPDATE t SET a = %(a)s WHERE id = :id_1 AND t2 = $1") == (
+        "UPDATE t SET a = ? WHERE id = ? AND t2 = ?"
+    )
+
+
+def test_slow_queries_logged_once_per_fingerprint_without_parameters(
+    db_app: Flask, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three slow queries of one shape: counted three times, logged once, literals scrubbed."""
+    with caplog.at_level(logging.WARNING, logger="flask_observe.diagnostics"):
+        db_app.test_client().get("/users/3")
+    slow = [r for r in caplog.records if r.getMessage() == "slow query"]
+    assert len(slow) == 1
+    assert slow[0].statement == "SELECT email FROM users WHERE email = ? OR id = ?"  # type: ignore[attr-defined]
+    assert "secret" not in caplog.text
+    assert sample_value(db_app, "db_slow_queries_total") == 3
+
+
+def test_queries_per_request_in_metric_and_access_log(db_app: Flask, tmp_path: Path) -> None:
+    """Each request's query count is in the histogram (by route) and its access line."""
+    client = db_app.test_client()
+    client.get("/users/4")
+    client.get("/users/1")
+    lines = [
+        x
+        for x in read_json_lines(tmp_path / "logs" / "app.log")
+        if x["logger"] == "flask_observe.access"
+    ]
+    assert [x["db_queries"] for x in lines] == [4, 1]
+    route = "/users/<int:count>"
+    assert sample_value(db_app, "http_request_db_queries_count", route=route) == 2
+    assert sample_value(db_app, "http_request_db_queries_sum", route=route) == 5
+
+
+def test_slow_query_is_a_span_event_when_tracing(db_app: Flask) -> None:
+    """With a recording span current, each slow query adds a ``slow_query`` event to it."""
+    from opentelemetry import context, trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+
+    @db_app.before_request
+    def start() -> None:
+        g.span = tracer.start_span("req")
+        g.token = context.attach(trace.set_span_in_context(g.span))
+
+    @db_app.teardown_request
+    def end(exc: Any) -> None:
+        g.span.end()
+        context.detach(g.token)
+
+    db_app.test_client().get("/users/2")
+    (span,) = exporter.get_finished_spans()
+    events = [e for e in span.events if e.name == "slow_query"]
+    assert len(events) == 2
+    assert (
+        events[0].attributes["db.statement"] == "SELECT email FROM users WHERE email = ? OR id = ?"
+    )
+    provider.shutdown()
+
+
+def test_queries_outside_requests_are_not_counted_in_a_request(db_app: Flask) -> None:
+    """A query in an app context but outside any request still counts as slow, and does not
+    leak into the next request's count."""
+    engine = db_app.config["engine"]
+    with db_app.app_context(), engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    assert sample_value(db_app, "db_slow_queries_total") == 1
+
+
+def test_memory_growth_logs_tracemalloc_top_diff(caplog: pytest.LogCaptureFixture) -> None:
+    """Growth over the threshold logs one warning per window with the top allocation sites
+    (tracemalloc on); gauges carry RSS and growth."""
+    watch = MemoryWatch(None, window=10, threshold=1.0, use_tracemalloc=True, top=3)
+    try:
+        hog = [bytearray(1024) for _ in range(5000)]  # ~5 MB allocated here
+        with caplog.at_level(logging.WARNING, logger="flask_observe.diagnostics"):
+            watch.sample(now=0, rss=100e6)
+            watch.sample(now=10, rss=120e6)  # 20 MB in 10 s
+            watch.sample(now=11, rss=121e6)  # same window: not logged again
+        (record,) = [r for r in caplog.records if r.getMessage() == "memory is growing"]
+        top = record.top_growth  # type: ignore[attr-defined]
+        assert len(top) == 3
+        assert "test_diagnostics.py" in top[0]["where"]
+        assert top[0]["size_diff_kb"] > 1000
+        del hog
+    finally:
+        watch.close()
+
+
+def test_memory_gauges_exported(make_app: Callable[..., Flask]) -> None:
+    """The RSS gauge reads this process's real RSS after a sample."""
+    app = make_app("mem", log_stdout=False)
+    state = Observe.state(app)
+    assert state.memory is not None
+    state.memory.sample()
+    assert sample_value(app, "flask_observe_memory_rss_bytes") > 1e6

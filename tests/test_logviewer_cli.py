@@ -1,0 +1,106 @@
+"""``flask observe logs search|tail``: the viewer's filters from a shell."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from flask import Flask
+
+from flask_observe import Observe
+from flask_observe.correlation import reset_correlation_id, set_correlation_id
+from flask_observe.retention import RotatingFileHandler
+
+logger = logging.getLogger("clitest")
+
+
+def write(count: int, correlation_id: str, level: int = logging.WARNING) -> None:
+    token = set_correlation_id(correlation_id)
+    try:
+        for i in range(count):
+            logger.log(level, "%s line %d", correlation_id, i, extra={"platform": "twitter"})
+    finally:
+        reset_correlation_id(token)
+
+
+def make(make_app: Callable[..., Flask], tmp_path: Path, **config: object) -> Flask:
+    return make_app("cliviewer", log_stdout=False, log_dir=str(tmp_path / "logs"), **config)
+
+
+def test_search_prints_matching_lines_across_rotated_files(
+    make_app: Callable[..., Flask], tmp_path: Path
+) -> None:
+    """Lines of one correlation ID, in a rotated gzip file and the active one, oldest first,
+    as JSON lines; ``--limit`` pages through the files for itself."""
+    app = make(make_app, tmp_path)
+    write(3, "cli-req")
+    handler = next(h for h in logging.getLogger().handlers if isinstance(h, RotatingFileHandler))
+    handler.rotate()
+    assert handler.wait_idle(10)
+    write(2, "cli-req")
+    write(5, "other")
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["observe", "logs", "search", "-c", "cli-req", "--order", "oldest"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert [x["message"] for x in lines] == [f"cli-req line {i}" for i in (0, 1, 2, 0, 1)]
+    short = runner.invoke(
+        args=[
+            "observe",
+            "logs",
+            "search",
+            "--field",
+            "platform=twitter",
+            "-n",
+            "2",
+            "--format",
+            "short",
+        ]
+    )
+    assert short.exit_code == 0, short.output
+    assert short.output.splitlines()[0].endswith("other line 4  [other]")
+    assert len(short.output.splitlines()) == 2
+
+
+def test_tail_prints_the_last_lines_with_filters(
+    make_app: Callable[..., Flask], tmp_path: Path
+) -> None:
+    """``tail -n 2 --level error`` prints the two newest errors, oldest first."""
+    app = make(make_app, tmp_path)
+    write(4, "t", logging.ERROR)
+    write(4, "t", logging.INFO)
+    result = app.test_cli_runner().invoke(
+        args=["observe", "logs", "tail", "-n", "2", "--level", "error", "--format", "short"]
+    )
+    assert result.exit_code == 0, result.output
+    assert [line.split(": ", 1)[1] for line in result.output.splitlines()] == [
+        "t line 2  [t]",
+        "t line 3  [t]",
+    ]
+
+
+def test_bad_filters_are_usage_errors(make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    """A bad filter or file name exits 2 with the reason, not a traceback."""
+    app = make(make_app, tmp_path)
+    write(1, "x")
+    runner = app.test_cli_runner()
+    for args, reason in (
+        (["search", "--level", "loud"], "level:"),
+        (["search", "--regex", "(a+)\\1"], "regex:"),
+        (["search", "--file", "../../etc/passwd"], "invalid file name"),
+        (["tail", "nope.log"], "no such log file"),
+    ):
+        result = runner.invoke(args=["observe", "logs", *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert reason in result.output
+
+
+def test_logs_commands_need_a_log_directory(make_app: Callable[..., Flask]) -> None:
+    """Without OBSERVE_LOG_DIR there are no files, and no ``logs`` commands."""
+    app = make_app("nofiles", log_stdout=False)
+    result = app.test_cli_runner().invoke(args=["observe", "logs", "search"])
+    assert result.exit_code != 0
+    assert "No such command" in result.output
+    assert Observe.state(app).logviewer is None

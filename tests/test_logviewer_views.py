@@ -1,0 +1,645 @@
+"""The log viewer over HTTP: every route behind the shared auth, the page's cookie sign-in,
+clear 4xx for bad input (never 5xx, never a file outside the log directory), live tail
+over server-sent events across rotation, and catastrophic regexes that change nothing for
+the app's other requests."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import logging
+import queue
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import orjson
+import pytest
+import requests
+from flask import Flask, Request
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flask_observe import ConfigError, Observe
+from flask_observe.correlation import reset_correlation_id, set_correlation_id
+from flask_observe.logviewer.session import COOKIE_NAME, SessionSigner
+from flask_observe.retention import RotatingFileHandler
+
+from .conftest import LiveServer
+from .test_logviewer_store import CORPUS, EVIL, NAMES
+
+TOKEN = "viewer-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+logger = logging.getLogger("viewertest")
+
+
+@pytest.fixture
+def viewer_app(make_app: Callable[..., Flask], tmp_path: Path) -> Callable[..., Flask]:
+    def factory(**config: Any) -> Flask:
+        settings: dict[str, Any] = {
+            "log_stdout": False,
+            "log_dir": str(tmp_path / "logs"),
+            "logviewer_enabled": True,
+            "auth_token": TOKEN,
+        }
+        settings.update(config)
+        app = make_app("viewerapp", **settings)
+
+        @app.get("/ping")
+        def ping() -> str:
+            return "pong"
+
+        return app
+
+    return factory
+
+
+def log_lines(count: int, correlation_id: str | None = None, **extra: Any) -> None:
+    token = set_correlation_id(correlation_id)
+    try:
+        for i in range(count):
+            logger.warning("line %d", i, extra=extra)
+    finally:
+        reset_correlation_id(token)
+
+
+@contextlib.contextmanager
+def serving(app: Flask) -> Iterator[LiveServer]:
+    """A live server whose open event streams are ended (as on shutdown) before it stops."""
+    with LiveServer(app) as server:
+        try:
+            yield server
+        finally:
+            viewer = Observe.state(app).logviewer
+            assert viewer is not None
+            viewer.close()
+
+
+def file_handler(app: Flask) -> RotatingFileHandler:
+    state = Observe.state(app)
+    assert state.logging is not None
+    return next(h for h in state.logging.handlers if isinstance(h, RotatingFileHandler))
+
+
+# -- who may see it -------------------------------------------------------------------------
+
+
+def _routes(app: Flask) -> list[tuple[str, str]]:
+    out = []
+    for rule in app.url_map.iter_rules():
+        if not rule.endpoint.startswith("observe_logviewer."):
+            continue
+        url = rule.rule.replace("<file_name>", "app.log").replace("<name>", "logviewer.js")
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            out.append((method, url))
+    return out
+
+
+def test_route_table_every_viewer_route_refuses_without_credentials(
+    viewer_app: Callable[..., Flask],
+) -> None:
+    """Every route of the viewer (API, page, assets, sign-in, sign-out) answers 401/403 to
+    no credentials and to wrong ones, and shows no log content."""
+    app = viewer_app()
+    log_lines(3, "secret-request")
+    routes = _routes(app)
+    assert {url for _, url in routes} >= {
+        "/api/logs/files",
+        "/api/logs/search",
+        "/api/logs/tail/app.log",
+        "/observe/logs",
+        "/observe/logs/static/logviewer.js",
+        "/observe/logs/login",
+        "/observe/logs/logout",
+    }
+    client = app.test_client()
+    wrong = {"Authorization": "Bearer not-the-token-at-all"}
+    for method, url in routes:
+        for headers in ({}, wrong):
+            with client.open(url, method=method, headers=headers) as response:
+                assert response.status_code in (401, 403), (method, url, headers)
+                assert b"secret-request" not in response.data
+                assert b"line 0" not in response.data
+
+
+def test_enabling_it_without_auth_fails_start_up(
+    make_app: Callable[..., Flask], tmp_path: Path
+) -> None:
+    """No token and no callback: the viewer would be public, so init_app refuses; so it
+    does without files to show, or with the page's path inside the API's."""
+    with pytest.raises(ConfigError, match="OBSERVE_AUTH_TOKEN"):
+        make_app("open", log_stdout=False, log_dir=str(tmp_path), logviewer_enabled=True)
+    with pytest.raises(ConfigError, match="OBSERVE_LOG_DIR"):
+        make_app("nodir", log_stdout=False, logviewer_enabled=True, auth_token=TOKEN)
+    with pytest.raises(ConfigError, match="OBSERVE_LOGVIEWER_UI_PATH"):
+        make_app(
+            "clash",
+            log_stdout=False,
+            log_dir=str(tmp_path),
+            logviewer_enabled=True,
+            auth_token=TOKEN,
+            logviewer_ui_path="/api/logs/ui",
+        )
+
+
+def test_off_by_default(make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    """Without OBSERVE_LOGVIEWER_ENABLED there are no viewer routes at all."""
+    app = make_app("plain", log_stdout=False, log_dir=str(tmp_path), auth_token=TOKEN)
+    assert _routes(app) == []
+    assert app.test_client().get("/api/logs/files", headers=AUTH).status_code == 404
+
+
+def test_callback_decides_and_the_token_sign_in_is_off(viewer_app: Callable[..., Flask]) -> None:
+    """With OBSERVE_AUTH_CALLBACK the host's check decides everything; posting the token to
+    the sign-in form gets no session."""
+
+    def operators(request: Request) -> bool:
+        return request.headers.get("X-Operator") == "yes"
+
+    app = viewer_app(auth_callback=operators)
+    client = app.test_client()
+    assert client.get("/api/logs/files", headers={"X-Operator": "yes"}).status_code == 200
+    assert client.get("/observe/logs", headers={"X-Operator": "yes"}).status_code == 200
+    assert client.get("/api/logs/files", headers=AUTH).status_code == 403
+    page = client.get("/observe/logs")
+    assert page.status_code == 401
+    assert b"own sign-in" in page.data
+    signed = client.post("/observe/logs/login", data={"token": TOKEN})
+    assert signed.status_code == 403
+    assert COOKIE_NAME not in signed.headers.get("Set-Cookie", "")
+
+
+def test_sign_in_gives_a_scoped_httponly_cookie_and_sign_out_ends_it(
+    viewer_app: Callable[..., Flask],
+) -> None:
+    """The form posts the token once; the cookie is HttpOnly, SameSite=Strict, scoped to the
+    viewer's paths, and opens the page and the API; a forged or cross-site one does not."""
+    app = viewer_app()
+    client = app.test_client()
+    assert client.get("/observe/logs").status_code == 401
+    assert (
+        client.post("/observe/logs/login", data={"token": "wrong-token-123456"}).status_code == 403
+    )
+    for headers in (
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site", "Origin": "http://localhost"},
+    ):
+        cross = client.post("/observe/logs/login", data={"token": TOKEN}, headers=headers)
+        assert cross.status_code == 403, headers
+    response = client.post("/observe/logs/login", data={"token": TOKEN})
+    assert response.status_code == 303
+    cookies = response.headers.getlist("Set-Cookie")
+    assert {c.split("Path=")[1].split(";")[0] for c in cookies} == {"/api/logs", "/observe/logs"}
+    for cookie in cookies:
+        assert "HttpOnly" in cookie
+        assert "SameSite=Strict" in cookie
+        assert TOKEN not in cookie
+    page = client.get("/observe/logs")
+    assert page.status_code == 200
+    assert TOKEN.encode() not in page.data
+    assert client.get("/api/logs/files").status_code == 200
+    assert client.get("/observe/logs/static/logviewer.js").status_code == 200
+    assert client.post("/observe/logs/logout").status_code == 303
+    assert client.get("/api/logs/files").status_code == 401
+    forged = viewer_app(auth_token="another-token-987654321").test_client()
+    forged.set_cookie(COOKIE_NAME, SessionSigner(TOKEN, 3600).issue(), path="/api/logs")
+    assert forged.get("/api/logs/files").status_code == 401
+
+
+def test_session_values_expire_and_cannot_be_altered() -> None:
+    """A session is valid for its lifetime only; changing any part breaks the signature."""
+    signer = SessionSigner(TOKEN, 60)
+    value = signer.issue(now=1000.0)
+    assert signer.valid(value, now=1030.0)
+    assert not signer.valid(value, now=1061.0)
+    expires, nonce, signature = value.split(".")
+    assert not signer.valid(f"{int(expires) + 3600}.{nonce}.{signature}", now=1030.0)
+    assert not signer.valid(value, now=0.0)  # issued "in the future": refused
+    assert not SessionSigner("other-token-0123456789", 60).valid(value, now=1030.0)
+
+
+def test_security_headers(viewer_app: Callable[..., Flask]) -> None:
+    """The page forbids inline and third-party scripts; nothing is cached or framed."""
+    client = viewer_app(
+        logviewer_trace_url="http://jaeger.local:16686/trace/{trace_id}"
+    ).test_client()
+    page = client.get("/observe/logs", headers=AUTH)
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    assert "frame-ancestors 'none'" in csp
+    assert b"http://jaeger.local:16686/trace/{trace_id}" in page.data
+    assert b"<script>" not in page.data  # no inline script
+    api = client.get("/api/logs/files", headers=AUTH)
+    for response in (page, api):
+        assert response.headers["Cache-Control"] == "no-store"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Referrer-Policy"] == "same-origin"
+
+
+# -- the API --------------------------------------------------------------------------------
+
+
+def test_search_by_correlation_id_finds_the_whole_request(viewer_app: Callable[..., Flask]) -> None:
+    """A request's own lines and its access line share its ID; the search returns them,
+    parsed, oldest first, and nothing else."""
+    app = viewer_app()
+
+    @app.get("/work")
+    def work() -> str:
+        logger.info("doing the work", extra={"platform": "twitter"})
+        logger.error("it broke", extra={"platform": "twitter"})
+        return "done"
+
+    client = app.test_client()
+    for rid in ("req-one", "req-two"):
+        with client.get("/work", headers={"X-Request-ID": rid}):
+            pass
+    with client.get(
+        "/api/logs/search?correlation_id=req-one&order=oldest", headers=AUTH
+    ) as response:
+        body = response.json
+    assert response.status_code == 200
+    messages = [r["record"]["message"] for r in body["results"]]
+    assert messages == ["doing the work", "it broke", "GET /work 200"]
+    assert {r["record"]["correlation_id"] for r in body["results"]} == {"req-one"}
+    assert body["cursor"] is None
+    assert body["partial"] is False
+    with client.get(
+        "/api/logs/search?level=error&field=platform=twitter", headers=AUTH
+    ) as response:
+        assert [r["record"]["correlation_id"] for r in response.json["results"]] == [
+            "req-two",
+            "req-one",
+        ]
+
+
+def test_files_and_tail(viewer_app: Callable[..., Flask]) -> None:
+    """``/files`` lists active and rotated files with first/last timestamps; ``/tail`` gives
+    the last lines oldest first."""
+    app = viewer_app()
+    log_lines(5, "before")
+    file_handler(app).rotate()
+    assert file_handler(app).wait_idle(10)
+    log_lines(30, "after")
+    client = app.test_client()
+    files = client.get("/api/logs/files", headers=AUTH).json["files"]
+    assert [f["active"] for f in files] == [True, False]
+    assert files[1]["compressed"] is True
+    assert files[1]["name"].endswith(".log.gz")
+    assert files[0]["first_timestamp"] <= files[0]["last_timestamp"]
+    tail = client.get("/api/logs/tail/app.log?lines=3&level=warning", headers=AUTH).json
+    assert [r["record"]["message"] for r in tail["results"]] == ["line 27", "line 28", "line 29"]
+    gz = client.get(f"/api/logs/tail/{files[1]['name']}?lines=2", headers=AUTH).json
+    assert [r["record"]["message"] for r in gz["results"]] == ["line 3", "line 4"]
+
+
+@pytest.mark.parametrize(
+    ("url", "status"),
+    [
+        ("/api/logs/search?limit=0", 400),
+        ("/api/logs/search?limit=abc", 400),
+        ("/api/logs/search?limit=99999999", 400),
+        ("/api/logs/search?level=loud", 400),
+        ("/api/logs/search?since=whenever", 400),
+        ("/api/logs/search?regex=" + "x" * 300, 400),
+        ("/api/logs/search?regex=(a%2B)%5C1", 400),
+        ("/api/logs/search?regex=(%3F%3Da)", 400),
+        ("/api/logs/search?regex=a%7B2000%7D", 400),
+        ("/api/logs/search?regex=(", 400),
+        ("/api/logs/search?correlation_id=a%20b", 400),
+        ("/api/logs/search?trace_id=zz", 400),
+        ("/api/logs/search?field=novalue", 400),
+        ("/api/logs/search?q=hello", 400),
+        ("/api/logs/search?cursor=AAAA", 400),
+        ("/api/logs/search?order=up", 400),
+        ("/api/logs/search?file=..%2F..%2Fetc%2Fpasswd", 400),
+        ("/api/logs/search?file=missing.log", 404),
+        ("/api/logs/tail/missing.log", 404),
+        ("/api/logs/tail/app.log?lines=-1", 400),
+        ("/api/logs/tail/app.log?cursor=x", 400),
+        ("/api/logs/tail/app.log?follow=maybe", 400),
+        ("/api/logs/tail/..%2F..%2Fetc%2Fpasswd", 404),
+        ("/api/logs/tail/%2Fetc%2Fpasswd", 404),
+        ("/api/logs/tail/..%5C..%5Cetc%5Cpasswd", 400),
+        ("/api/logs/tail/%252e%252e%252fetc%252fpasswd", 400),
+        ("/api/logs/tail/app.log%00.txt", 400),
+        ("/observe/logs/static/..%2f..%2fviews.py", 404),
+        ("/observe/logs/static/views.py", 404),
+    ],
+)
+def test_bad_input_is_a_clear_4xx_never_a_5xx(
+    viewer_app: Callable[..., Flask], url: str, status: int
+) -> None:
+    """Each bad request answers a JSON (or routing) 4xx naming the problem."""
+    app = viewer_app()
+    log_lines(2)
+    response = app.test_client().get(url, headers=AUTH)
+    assert response.status_code == status, response.data
+    if response.mimetype == "application/json":
+        assert response.json["error"]
+
+
+def test_no_generated_name_escapes_over_http(
+    viewer_app: Callable[..., Flask], tmp_path: Path
+) -> None:
+    """Property over HTTP: 3000 generated names as the tail's path segment and as
+    ``file=``: never a 5xx, never another file's content (a sibling ``logs_evil`` and a
+    symlink to /etc/passwd are planted)."""
+    import os
+
+    app = viewer_app()
+    log_lines(2, "mine")
+    logs = tmp_path / "logs"
+    evil = tmp_path / "logs_evil"
+    evil.mkdir()
+    (evil / "app.log").write_bytes(EVIL)
+    os.symlink("/etc/passwd", logs / "app.20260102T000000-000.log")
+    os.symlink(evil / "app.log", logs / "app.20260103T000000-000.log")
+    client = app.test_client()
+    statuses: dict[int, int] = {}
+    leaks: list[str] = []
+
+    def leaked(data: bytes) -> bool:
+        return b"EVIL-SECRET" in data or b"root:" in data
+
+    @settings(max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.one_of(NAMES, st.sampled_from(CORPUS)))
+    def check(name: str) -> None:
+        for url in (
+            "/api/logs/tail/" + quote(name, safe=""),
+            "/api/logs/search?file=" + quote(name, safe=""),
+        ):
+            response = client.get(url, headers=AUTH)
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            if response.status_code >= 500 or leaked(response.data):
+                leaks.append(name)
+
+    check()
+    assert leaks == []
+    assert sum(statuses.values()) >= 6000
+    assert set(statuses) <= {200, 400, 404, 405, 308}
+
+
+# -- live tail ------------------------------------------------------------------------------
+
+
+class EventReader:
+    """A server-sent event client on a plain socket: reads events in a thread into a queue
+    of ``(event, data, id)``; :meth:`close` drops the connection at once, as a browser
+    closing the tab would."""
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        parts = urlsplit(url)
+        self.conn = http.client.HTTPConnection(parts.netloc, timeout=30)
+        self.conn.request("GET", f"{parts.path}?{parts.query}", headers=headers)
+        self.sock = self.conn.sock  # the response takes it over from the connection
+        self.response = self.conn.getresponse()
+        self.events: queue.Queue[tuple[str, Any, str | None]] = queue.Queue()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        if self.response.status == 200:
+            self.thread.start()
+
+    def _run(self) -> None:
+        kind, data, ident = "message", b"", None
+        try:
+            while line := self.response.readline():
+                line = line.rstrip(b"\r\n")
+                if not line:
+                    if data:
+                        self.events.put((kind, orjson.loads(data), ident))
+                    kind, data = "message", b""
+                elif line.startswith(b"event: "):
+                    kind = line[7:].decode()
+                elif line.startswith(b"data: "):
+                    data = line[6:]
+                elif line.startswith(b"id: "):
+                    ident = line[4:].decode()
+        except OSError:  # closed by the test
+            return
+
+    def close(self) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+        if self.thread.is_alive():
+            self.thread.join(5)
+        self.response.close()  # the last reference to the socket: now it is really closed
+        self.conn.close()
+
+    def until(
+        self, predicate: Callable[[tuple[str, Any, str | None]], bool], timeout: float = 10
+    ) -> list[tuple[str, Any, str | None]]:
+        seen = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                event = self.events.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            seen.append(event)
+            if predicate(event):
+                return seen
+        raise AssertionError(f"no such event within {timeout}s; saw {seen}")
+
+
+def _message(event: tuple[str, Any, str | None]) -> str | None:
+    kind, data, _ = event
+    return data["record"]["message"] if kind == "line" and "record" in data else None
+
+
+@pytest.fixture
+def stream() -> Iterator[Callable[..., EventReader]]:
+    opened: list[EventReader] = []
+
+    def open_stream(url: str, **headers: str) -> EventReader:
+        reader = EventReader(url, {**AUTH, **headers})
+        opened.append(reader)
+        assert reader.response.status == 200, reader.response.read()
+        assert reader.response.getheader("Content-Type", "").startswith("text/event-stream")
+        return reader
+
+    yield open_stream
+    for reader in opened:
+        reader.close()
+
+
+def test_follow_streams_new_lines_and_survives_rotation(
+    viewer_app: Callable[..., Flask], stream: Callable[..., EventReader]
+) -> None:
+    """``follow`` sends the last lines, then each new line; after the file is rotated (and
+    gzipped) it goes on with the new file, nothing lost on the way."""
+    app = viewer_app()
+    log_lines(3, "old")
+    handler = file_handler(app)
+    with serving(app) as server:
+        events = stream(f"{server.url}/api/logs/tail/app.log?follow=1&lines=2&level=warning")
+        first = events.until(lambda e: e[0] == "ready")
+        assert [_message(e) for e in first if e[0] == "line"] == ["line 1", "line 2"]
+        logger.warning("before rotation")
+        events.until(lambda e: _message(e) == "before rotation")
+        logger.warning("just before the rename")
+        handler.rotate()
+        logger.warning("after rotation")
+        seen = events.until(lambda e: _message(e) == "after rotation")
+        kinds = [e[0] for e in seen]
+        assert "rotated" in kinds
+        assert [_message(e) for e in seen if e[0] == "line"] == [
+            "just before the rename",
+            "after rotation",
+        ]
+        assert kinds.index("rotated") < len(kinds) - 1
+
+
+def test_follow_resumes_after_the_last_event_id(
+    viewer_app: Callable[..., Flask], stream: Callable[..., EventReader]
+) -> None:
+    """A reconnecting EventSource sends Last-Event-ID: the stream goes on after that line,
+    without repeating the tail."""
+    app = viewer_app()
+    log_lines(2, "x")
+    with serving(app) as server:
+        url = f"{server.url}/api/logs/tail/app.log?follow=1&lines=5&level=warning"
+        events = stream(url)
+        events.until(lambda e: e[0] == "ready")
+        logger.warning("first live line")
+        seen = events.until(lambda e: _message(e) == "first live line")
+        last_id = seen[-1][2]
+        assert last_id
+        events.close()
+        logger.warning("written while disconnected")
+        again = stream(url, **{"Last-Event-ID": last_id})
+        resumed = again.until(lambda e: _message(e) == "written while disconnected")
+        assert [_message(e) for e in resumed if e[0] == "line"] == ["written while disconnected"]
+
+
+def test_live_tails_are_limited(
+    viewer_app: Callable[..., Flask], stream: Callable[..., EventReader]
+) -> None:
+    """Beyond OBSERVE_LOGVIEWER_MAX_FOLLOWERS open streams, a new one gets 429; closing one
+    frees its slot. Following a rotated file is a 400."""
+    app = viewer_app(logviewer_max_followers=1)
+    log_lines(1)
+    with serving(app) as server:
+        url = f"{server.url}/api/logs/tail/app.log?follow=1&lines=1"
+        first = stream(url)
+        first.until(lambda e: e[0] == "ready")
+        refused = requests.get(url, headers=AUTH, timeout=5)
+        assert refused.status_code == 429
+        assert refused.headers["Retry-After"] == "1"
+        first.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the server notices at its next write
+            logger.warning("nudge")
+            probe = EventReader(url, AUTH)
+            status = probe.response.status
+            probe.close()
+            if status == 200:
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail("the closed stream's slot was never freed")
+    file_handler(app).rotate()
+    assert file_handler(app).wait_idle(10)
+    rotated = app.test_client().get("/api/logs/files", headers=AUTH).json["files"][1]["name"]
+    response = app.test_client().get(f"/api/logs/tail/{rotated}?follow=1", headers=AUTH)
+    assert response.status_code == 400
+
+
+def test_searches_are_limited(viewer_app: Callable[..., Flask]) -> None:
+    """With every search slot taken, another search is refused with 429 at once."""
+    app = viewer_app(logviewer_max_concurrent=1)
+    viewer = Observe.state(app).logviewer
+    assert viewer is not None
+    with viewer._slot():  # a search in progress
+        response = app.test_client().get("/api/logs/search", headers=AUTH)
+    assert response.status_code == 429
+    assert app.test_client().get("/api/logs/search", headers=AUTH).status_code == 200
+
+
+# -- catastrophic regular expressions -------------------------------------------------------
+
+EVIL_PATTERNS = [
+    r"(a+)+$",
+    r"(a|aa)+$",
+    r"(a|a?)+$",
+    r"(.*a){12}",
+    r"^(\w+\s?)*$",
+    r"(x+x+)+y",
+    r"((a+)+)+b",
+    r"(a*)*b",
+    r"([a-zA-Z]+)*$",
+    r"(\d+)*\w!$",
+    r"^(([a-z])+.)+[A-Z]([a-z])+$",
+    r"(.*){1,1000}[bc]",
+    r"(\w|\d|_)*\s\s\s$",
+]
+REFUSED_PATTERNS = [r"(a+)\1", r"(?=a)a", r"a{1001}", "a" * 257]
+
+
+def test_catastrophic_regexes_answer_in_budget_and_the_app_stays_live(
+    viewer_app: Callable[..., Flask],
+) -> None:
+    """Each pattern of the ReDoS catalogue answers (RE2: linear time) within the time budget
+    plus a tolerance, or is refused with 400; meanwhile the app's /ping keeps answering as
+    fast as before."""
+    budget = 0.5
+    app = viewer_app(logviewer_time_budget=budget)
+    handler = file_handler(app)
+    bait = '{"timestamp":"2026-09-21T10:00:00.000Z","level":"info","message":"' + "a" * 60 + '!"}'
+    for _ in range(40_000):
+        handler.write_line(bait, time.time())
+    with serving(app) as server:
+        session = requests.Session()
+
+        def ping_latencies(stop: threading.Event, out: list[float]) -> None:
+            while not stop.is_set():
+                started = time.perf_counter()
+                assert session.get(f"{server.url}/ping", timeout=5).text == "pong"
+                out.append(time.perf_counter() - started)
+                time.sleep(0.01)
+
+        baseline: list[float] = []
+        stop = threading.Event()
+        pinger = threading.Thread(target=ping_latencies, args=(stop, baseline))
+        pinger.start()
+        time.sleep(1.0)
+        stop.set()
+        pinger.join()
+
+        during: list[float] = []
+        stop = threading.Event()
+        pinger = threading.Thread(target=ping_latencies, args=(stop, during))
+        pinger.start()
+        searcher = requests.Session()
+        rounds = 0
+        started_all = time.monotonic()
+        try:
+            while rounds < 1 or time.monotonic() - started_all < 3.0:  # keep it busy a while
+                rounds += 1
+                for pattern in EVIL_PATTERNS + REFUSED_PATTERNS:
+                    started = time.perf_counter()
+                    response = searcher.get(
+                        f"{server.url}/api/logs/search",
+                        params={"regex": pattern, "limit": "1000"},
+                        headers=AUTH,
+                        timeout=30,
+                    )
+                    took = time.perf_counter() - started
+                    if pattern in REFUSED_PATTERNS:
+                        assert response.status_code == 400, pattern
+                        continue
+                    assert response.status_code == 200, (pattern, response.text)
+                    assert took < budget + 1.0, (pattern, took)
+        finally:
+            stop.set()
+            pinger.join()
+    assert len(during) > 20
+    assert statistics.median(during) < statistics.median(baseline) + 0.02
+    assert max(during) < 0.25
