@@ -245,7 +245,8 @@ def test_celery_task_error_reaches_sentry_with_the_requests_ids(
 ) -> None:
     """A task published in a request fails in a real prefork worker (Redis broker): its
     Sentry event carries the request's correlation ID and the trace ID of the request's trace,
-    in which the worker's CONSUMER span is the child of the request's PRODUCER span."""
+    in which the worker's CONSUMER span is the child of the request's PRODUCER span (and the
+    publish's Redis commands are spans of their own)."""
     from .conftest import need_service
 
     need_service("Redis", "127.0.0.1", 6379)
@@ -317,6 +318,13 @@ def test_celery_task_error_reaches_sentry_with_the_requests_ids(
     assert run["name"] == "run/tests.charge_card"
     assert run["trace_id"] == producer["trace_id"]
     assert run["parent_span_id"] == producer["span_id"]
+    # The publish went to Redis with redis-py: traced too, in the request's trace.
+    redis_calls = [
+        s
+        for s in spans
+        if s["attributes"].get("db.system") == "redis" and s["trace_id"] == producer["trace_id"]
+    ]
+    assert redis_calls, "no Redis span in the request's trace"
     assert event["tags"]["correlation_id"] == "celery-err-1"
     assert event["tags"]["trace_id"] == run["trace_id"]
     assert event["tags"]["span_id"] == run["span_id"]
