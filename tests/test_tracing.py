@@ -381,6 +381,44 @@ def test_root_client_spans_are_dropped_unless_asked(
     assert services == {"loud"}
 
 
+# -- several apps in one process ------------------------------------------------------------
+
+
+def test_host_tracer_follows_the_current_app_as_a_decorator_too(
+    make_app: Callable[..., Flask], receiver: OtlpReceiver
+) -> None:
+    """``trace.get_tracer(...)`` in the host's code, taken after Observe installed its
+    process-wide provider: a function decorated with ``start_as_current_span`` (decorated once,
+    before any app context) records each call with the provider of the app current at the
+    call, like the ``with`` form; outside any app context, the first app's."""
+    from opentelemetry import trace
+
+    first = traced_app(make_app, receiver, "first")
+    second = traced_app(make_app, receiver, "second")
+    tracer = trace.get_tracer("host.code")
+
+    @tracer.start_as_current_span("decorated")
+    def decorated() -> bool:
+        return trace.get_current_span().is_recording()
+
+    for app in (second, first):
+        with app.app_context():
+            assert decorated()
+            with tracer.start_as_current_span("with-block"):
+                pass
+    assert decorated()
+    flush(first, second)
+    spans = wait_for(lambda: len(receiver.spans()) >= 5 and receiver.spans(), 10)
+    by_service = sorted((s["service"], s["name"]) for s in spans)
+    assert by_service == [
+        ("first", "decorated"),
+        ("first", "decorated"),
+        ("first", "with-block"),
+        ("second", "decorated"),
+        ("second", "with-block"),
+    ]
+
+
 # -- one trace across two services: the sample app ----------------------------------------
 
 

@@ -18,13 +18,14 @@ one, so ``opentelemetry.trace.get_tracer(__name__)`` in the host's code follows 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from flask.globals import _cv_app
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Tracer, TracerProvider
+from opentelemetry.util._decorator import _agnosticcontextmanager
 from opentelemetry.util.types import Attributes
 
 if TYPE_CHECKING:
@@ -112,6 +113,7 @@ class RoutedTracer(Tracer):
             set_status_on_exception,
         )
 
+    @_agnosticcontextmanager
     def start_as_current_span(
         self,
         name: str,
@@ -123,9 +125,10 @@ class RoutedTracer(Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
         end_on_exit: bool = True,
-    ) -> Any:
-        # The target's own context manager (usable as a decorator too) is handed back as is.
-        return self._target().start_as_current_span(
+    ) -> Iterator[Span]:
+        # A generator, like the API's ProxyTracer: used as a decorator, the target is chosen
+        # at each call of the decorated function, not once when it was decorated.
+        with self._target().start_as_current_span(
             name,
             context,
             kind,
@@ -135,7 +138,8 @@ class RoutedTracer(Tracer):
             record_exception,
             set_status_on_exception,
             end_on_exit,
-        )
+        ) as span:
+            yield span
 
 
 def _lookup_current_app() -> tuple[bool, TracingSetup | None]:
