@@ -16,7 +16,8 @@ what the SDK does not do for a web process:
 - spans dropped because the queue is full are counted (and the count logged), so a collector
   that is down or slow shows up without costing the host anything;
 - shutdown (and process exit) waits for queued spans at most ``tracing_shutdown_timeout``
-  seconds, in a thread of its own, instead of the SDK's 30 s.
+  seconds instead of the SDK's 30 s, then shuts the exporter down, which cancels an export
+  call a hung collector never answered (a gRPC channel is closed), so the export thread ends.
 """
 
 from __future__ import annotations
@@ -197,8 +198,11 @@ class ProcessLocalExporter(SpanExporter):
         self._exporter: SpanExporter | None = None
         self._pid = 0
         self._lock = threading.Lock()
+        self._counts = threading.Lock()
         self.exported = 0
         self.failed = 0
+        #: Spans of the batch being exported right now.
+        self.in_flight = 0
         #: Called on the export thread after each batch (drop reports).
         self.after_export: Callable[[], None] | None = None
         self._failures = FailureLog()
@@ -215,6 +219,9 @@ class ProcessLocalExporter(SpanExporter):
         return exporter
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        count = len(spans)
+        with self._counts:
+            self.in_flight = count
         try:
             if self._redact:
                 spans = [redact_span(span) for span in spans]
@@ -222,10 +229,12 @@ class ProcessLocalExporter(SpanExporter):
         except Exception:
             self._failures("exporting spans")
             result = SpanExportResult.FAILURE
-        if result is SpanExportResult.SUCCESS:
-            self.exported += len(spans)
-        else:
-            self.failed += len(spans)
+        with self._counts:
+            self.in_flight = 0
+            if result is SpanExportResult.SUCCESS:
+                self.exported += count
+            else:
+                self.failed += count
         if self.after_export is not None:
             try:
                 self.after_export()
@@ -248,6 +257,11 @@ class ProcessLocalExporter(SpanExporter):
             return True
         return exporter.force_flush(timeout_millis)
 
+    def unsent(self) -> tuple[int, int]:
+        """``(failed, in_flight)`` read together."""
+        with self._counts:
+            return self.failed, self.in_flight
+
 
 class ObserveSpanProcessor(BatchSpanProcessor):
     """The SDK's batch processor (bounded queue, background export), counting what it drops.
@@ -256,8 +270,9 @@ class ObserveSpanProcessor(BatchSpanProcessor):
     here the drops are also counted, for :meth:`TracingSetup.stats` and a periodic log line.
     """
 
-    def __init__(self, exporter: SpanExporter) -> None:
+    def __init__(self, exporter: SpanExporter, shutdown_timeout: float | None = None) -> None:
         super().__init__(exporter)
+        self.shutdown_timeout = shutdown_timeout
         self.dropped = 0
         self._dropped_logged = 0
         self._last_report = -DROPPED_LOG_INTERVAL
@@ -280,6 +295,23 @@ class ObserveSpanProcessor(BatchSpanProcessor):
 
     def queued(self) -> int | None:
         return len(self._queue) if self._queue is not None else None
+
+    def shutdown(self) -> None:
+        """Export what is queued for at most ``shutdown_timeout`` seconds, then shut the
+        exporter down, which cancels an export still waiting for the collector.
+
+        The SDK's own ``shutdown()`` waits up to 30 s for the export thread before it shuts
+        the exporter down; its batch processor takes the wait as an argument.
+        """
+        batch: Any = getattr(self, "_batch_processor", None)
+        timeout = self.shutdown_timeout
+        if timeout is not None and batch is not None:
+            try:
+                batch.shutdown(timeout_millis=timeout * 1000)
+                return
+            except TypeError:  # an SDK whose batch processor takes no timeout
+                pass
+        super().shutdown()  # type: ignore[no-untyped-call]
 
     def report_drops(self) -> None:
         """Log how many spans were dropped since the last report (at most once a minute)."""

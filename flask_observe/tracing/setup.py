@@ -84,11 +84,13 @@ class TracingSetup:
     def shutdown(self) -> bool:
         """Export what is queued and stop, waiting at most ``shutdown_timeout`` seconds.
 
-        The SDK's own shutdown waits up to 30 s for a collector that does not answer; it runs
-        here in a daemon thread that is abandoned at the deadline. The host's provider is not
-        ours to shut down. Safe to call twice.
+        The SDK's own shutdown waits up to 30 s for a collector that does not answer; our
+        batch processor waits ``shutdown_timeout``, then shuts the exporter down, cancelling a
+        stuck export. It all runs in a daemon thread, abandoned at the deadline should anything
+        else (a span processor the host added) hang. The host's provider is not ours to shut
+        down. Safe to call twice.
 
-        :returns: whether everything was flushed in time.
+        :returns: whether everything was exported.
         """
         with self._lock:
             if self._closed:
@@ -96,16 +98,26 @@ class TracingSetup:
             self._closed = True
         if not self.owned or not isinstance(self.provider, SdkTracerProvider):
             return True
-        provider = self.provider
-        finished = run_with_deadline(provider.shutdown, self.shutdown_timeout, "tracing-shutdown")
-        if not finished:
+        provider, exporter = self.provider, self.exporter
+        failed_before = exporter.unsent()[0] if exporter is not None else 0
+        finished = run_with_deadline(
+            provider.shutdown, self.shutdown_timeout + 0.25, "tracing-shutdown"
+        )
+        lost = 0
+        if self.processor is not None:
+            lost += self.processor.queued() or 0
+        if exporter is not None:
+            failed, in_flight = exporter.unsent()
+            lost += failed - failed_before + in_flight
+        if lost or not finished:
             logger.warning(
-                "flask_observe: spans still queued after %.1f s at shutdown were dropped"
-                " (collector slow or unreachable)",
+                "flask_observe: %d spans were not exported at shutdown (collector slow or"
+                " unreachable; waited %.1f s)",
+                lost,
                 self.shutdown_timeout,
                 extra=self.stats(),
             )
-        return finished
+        return finished and not lost
 
 
 def _sampler(state: ObserveState, provider: SdkTracerProvider) -> ObserveSampler:
@@ -147,7 +159,7 @@ def setup_tracing(
         factory = exporter_factory(exporter_name, config.tracing_endpoint)
         if factory is not None:
             exporter = ProcessLocalExporter(factory, redact=config.tracing_redact)
-            processor = ObserveSpanProcessor(exporter)
+            processor = ObserveSpanProcessor(exporter, config.tracing_shutdown_timeout)
             exporter.after_export = processor.report_drops
             sdk_provider.add_span_processor(processor)
         provider = sdk_provider
