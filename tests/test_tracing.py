@@ -564,6 +564,48 @@ def test_query_strings_and_client_address_stay_out_of_exported_spans(
     assert attributes["http.route"] == "/search"
 
 
+def test_outgoing_call_urls_leave_without_their_query_string(
+    make_app: Callable[..., Flask], receiver: OtlpReceiver, two_hosts: tuple
+) -> None:
+    """The CLIENT span of a ``requests`` call keeps its URL's path and loses the query string
+    (an API key in a scraped URL, say); a URL without one is exported as recorded."""
+    allowed, _, _, _ = two_hosts
+    app = traced_app(make_app, receiver)
+
+    @app.get("/call")
+    def call() -> str:
+        requests.get(f"{allowed.url}/echo?api_key=URLSECRET77", timeout=5)
+        requests.get(f"{allowed.url}/echo", timeout=5)
+        return "done"
+
+    app.test_client().get("/call")
+    flush(app)
+    spans = wait_for(lambda: len(receiver.spans()) >= 3 and receiver.spans(), 10)
+    urls = [s["attributes"]["http.url"] for s in spans if s["kind"] == "CLIENT"]
+    assert urls == [f"{allowed.url}/echo", f"{allowed.url}/echo"]
+    assert "URLSECRET77" not in repr(spans)
+
+
+def test_redaction_copies_a_span_only_when_something_is_removed() -> None:
+    """On the export thread each span is checked; one with nothing to remove (a client URL
+    without a query string, a database span) is passed on as it is, not copied."""
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.trace import SpanKind
+
+    from flask_observe.tracing.redact import redact_span
+
+    plain = ReadableSpan("GET", kind=SpanKind.CLIENT, attributes={"http.url": "http://a/x"})
+    query = ReadableSpan("GET", kind=SpanKind.CLIENT, attributes={"http.url": "http://a/x?k=1"})
+    server = ReadableSpan(
+        "GET /x",
+        kind=SpanKind.SERVER,
+        attributes={"http.target": "/x", "net.peer.ip": "10.1.2.3", "http.route": "/x"},
+    )
+    assert redact_span(plain) is plain
+    assert dict(redact_span(query).attributes) == {"http.url": "http://a/x"}
+    assert dict(redact_span(server).attributes) == {"http.target": "/x", "http.route": "/x"}
+
+
 # -- OpenTelemetry's own variables, and a host that set up OpenTelemetry itself -----------
 
 

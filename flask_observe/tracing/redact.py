@@ -37,16 +37,26 @@ def redact_span(span: ReadableSpan) -> ReadableSpan:
     """``span`` without query strings (URLs and targets keep their path) and, for a server
     span, without the client's address; the span itself when there is nothing to remove."""
     attributes = span.attributes
-    if not attributes or _PRIVATE.isdisjoint(attributes):
+    if not attributes:
+        return span
+    private = _PRIVATE.intersection(attributes)
+    if not private:
         return span
     server = span.kind is SpanKind.SERVER
-    kept: dict[str, Any] = {}
-    for key, value in attributes.items():
+    kept: dict[str, Any] | None = None
+    for key in private:
         if key == "url.query" or (server and key in _CLIENT_ADDRESS):
-            continue
-        if key in _WITH_QUERY and isinstance(value, str):
-            value = value.split("?", 1)[0]
-        kept[key] = value
+            if kept is None:
+                kept = dict(attributes)
+            del kept[key]
+        elif key in _WITH_QUERY:
+            value = attributes[key]
+            if isinstance(value, str) and "?" in value:
+                if kept is None:
+                    kept = dict(attributes)
+                kept[key] = value.split("?", 1)[0]
+    if kept is None:  # e.g. a client span whose URL has no query string
+        return span
     return ReadableSpan(
         name=span.name,
         context=span.context,
