@@ -312,6 +312,38 @@ def test_no_trace_headers_to_anyone_without_an_allowlist(
     assert allowed_seen == [{"traceparent": None, "tracestate": None, "baggage": None}]
 
 
+def test_calls_outside_any_app_context_follow_the_apps_allowlist(
+    make_app: Callable[..., Flask], receiver: OtlpReceiver, two_hosts: tuple
+) -> None:
+    """A thread with no app context but a trace going on (a Celery task's CONSUMER span, a
+    background job): its calls get the allowlist of the running app — the allowed host
+    continues the trace, the third-party host gets no trace header."""
+    import threading
+
+    from opentelemetry import trace
+
+    allowed, allowed_seen, third, third_seen = two_hosts
+    app = calling_app(make_app, receiver, allowed.port)
+    tracing = Observe.state(app).tracing
+    assert tracing is not None
+    tracer = tracing.tracer(("background.job", None, None))
+    job_ids: list[str] = []
+
+    def job() -> None:
+        with tracer.start_as_current_span("job", kind=trace.SpanKind.CONSUMER) as span:
+            job_ids.append(f"{span.get_span_context().trace_id:032x}")
+            requests.get(f"{third.url}/echo", timeout=5)
+            requests.get(f"{allowed.url}/echo", timeout=5)
+
+    worker = threading.Thread(target=job)
+    worker.start()
+    worker.join(10)
+    assert third_seen == [{"traceparent": None, "tracestate": None, "baggage": None}]
+    (seen,) = allowed_seen
+    assert seen["traceparent"] is not None
+    assert seen["traceparent"].split("-")[1] == job_ids[0]
+
+
 # -- SQLAlchemy: every engine --------------------------------------------------------------
 
 
