@@ -350,7 +350,15 @@ def _setup_outbound(state: ObserveState, trace_fields: tuple[str, ...]) -> None:
         return
     from .outbound import HostAllowlist, OutboundRules, RequestsPropagation
 
-    rules = OutboundRules(header, HostAllowlist(config.propagate_hosts), trace_fields)
+    current_fields: Callable[[], set[str]] | None = None
+    if trace_fields:
+        # A propagator the host installs after init_app is looked up at each call.
+        from opentelemetry.propagate import get_global_textmap
+
+        current_fields = lambda: get_global_textmap().fields  # noqa: E731
+    rules = OutboundRules(
+        header, HostAllowlist(config.propagate_hosts), trace_fields, current_fields
+    )
     state.outbound = rules
     RequestsPropagation(_outbound_rules).install(rules)
     state._closers.append(lambda: RequestsPropagation.uninstall(rules))

@@ -108,11 +108,14 @@ class OutboundRules:
     :param allowlist: hosts that may receive our correlation ID and trace context.
     :param trace_fields: the trace context headers (the propagator's fields: ``traceparent``,
         ``tracestate``, ``baggage``…) removed from calls to any other host.
+    :param current_fields: the fields of the propagator in use now, removed too (one the host
+        installs after ``init_app`` injects headers of its own).
     """
 
     header: str | None
     allowlist: HostAllowlist
     trace_fields: tuple[str, ...] = ()
+    current_fields: Callable[[], Iterable[str]] | None = None
 
 
 #: Returned by the rules lookup outside any app context.
@@ -208,7 +211,10 @@ def _apply(request: Any, rules: OutboundRules | None) -> None:
             elif headers.get(header) == correlation_id:
                 # Carried over from an allowed host by a redirect: not for this one.
                 del headers[header]
-    if not allowed:
-        for field in rules.trace_fields:
+    if not allowed and rules.trace_fields:
+        fields = set(rules.trace_fields)
+        if rules.current_fields is not None:
+            fields.update(rules.current_fields())
+        for field in fields:
             if field in headers:
                 del headers[field]

@@ -344,6 +344,52 @@ def test_calls_outside_any_app_context_follow_the_apps_allowlist(
     assert seen["traceparent"].split("-")[1] == job_ids[0]
 
 
+def test_a_propagator_set_after_init_app_does_not_leak_its_headers(
+    make_app: Callable[..., Flask], receiver: OtlpReceiver, two_hosts: tuple
+) -> None:
+    """The host installs another propagator after ``init_app`` (B3, say, or its own): its
+    headers reach the allowed host and are removed from calls to every other host, like
+    traceparent."""
+    from opentelemetry import propagate
+    from opentelemetry.propagators.composite import CompositePropagator
+    from opentelemetry.propagators.textmap import TextMapPropagator
+    from opentelemetry.trace import get_current_span
+
+    class HostPropagator(TextMapPropagator):
+        """Writes the trace ID in a header of its own (as B3's X-B3-TraceId does)."""
+
+        def extract(self, carrier: Any, context: Any = None, getter: Any = None) -> Any:
+            return context
+
+        def inject(self, carrier: Any, context: Any = None, setter: Any = None) -> None:
+            trace_id = get_current_span(context).get_span_context().trace_id
+            carrier["X-Host-Trace"] = f"{trace_id:032x}"
+
+        @property
+        def fields(self) -> set[str]:
+            return {"X-Host-Trace"}
+
+    allowed, _, third, _ = two_hosts
+    seen: dict[str, str | None] = {}
+    app = calling_app(make_app, receiver, allowed.port)
+    original = propagate.get_global_textmap()
+    propagate.set_global_textmap(CompositePropagator([original, HostPropagator()]))
+    try:
+        allowed.server.app.before_request(
+            lambda: seen.__setitem__("allowed", request.headers.get("X-Host-Trace"))
+        )
+        third.server.app.before_request(
+            lambda: seen.__setitem__("third", request.headers.get("X-Host-Trace"))
+        )
+        client = app.test_client()
+        client.get("/call", query_string={"url": f"{allowed.url}/echo"})
+        client.get("/call", query_string={"url": f"{third.url}/echo"})
+    finally:
+        propagate.set_global_textmap(original)
+    assert seen["allowed"] is not None
+    assert seen["third"] is None
+
+
 # -- SQLAlchemy: every engine --------------------------------------------------------------
 
 
