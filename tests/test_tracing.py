@@ -27,6 +27,13 @@ def receiver() -> Iterator[OtlpReceiver]:
         yield running
 
 
+@pytest.fixture
+def make_app(receiver: OtlpReceiver, make_app: Callable[..., Flask]) -> Callable[..., Flask]:
+    """conftest's factory, set up after the receiver: the apps are shut down while it still
+    runs, so their last spans leave at once instead of retrying a stopped receiver."""
+    return make_app
+
+
 def flush(*apps: Flask) -> None:
     """Export what the apps' batch processors hold (the test does not wait for the timer)."""
     for app in apps:
