@@ -747,13 +747,19 @@ def test_otel_traces_sampler_is_honoured_unless_a_rate_is_configured(
         ),
         ("console", None, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}, "console"),
         ("none", "http://c:4317", {}, "none"),
+        (None, "http://c:4317", {"OTEL_TRACES_EXPORTER": "none"}, "none"),
+        (None, None, {"OTEL_TRACES_EXPORTER": "console"}, "console"),
+        (None, None, {"OTEL_TRACES_EXPORTER": "otlp"}, "none"),
+        (None, "http://c:4317", {"OTEL_TRACES_EXPORTER": "otlp"}, "otlp-grpc"),
+        ("otlp-grpc", None, {"OTEL_TRACES_EXPORTER": "none"}, "otlp-grpc"),
     ],
 )
 def test_exporter_choice(
     exporter: str | None, endpoint: str | None, environ: dict[str, str], chosen: str
 ) -> None:
-    """The configured exporter wins; else OTLP (gRPC, or HTTP by the protocol variable) when
-    an endpoint is known, from config or environment; else none."""
+    """The configured exporter wins; then OTEL_TRACES_EXPORTER when it says none or console;
+    else OTLP (gRPC, or HTTP by the protocol variable) when an endpoint is known, from config
+    or environment; else none."""
     from flask_observe.tracing import choose_exporter
 
     assert choose_exporter(exporter, endpoint, environ) == chosen

@@ -27,10 +27,14 @@ _PROTOCOL_VARS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROT
 
 
 def choose_exporter(exporter: str | None, endpoint: str | None, environ: Mapping[str, str]) -> str:
-    """The exporter to use: the configured one, else OTLP when an endpoint is known (gRPC, or
-    HTTP when ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`` says ``http/…``), else ``none``."""
+    """The exporter to use: the configured one; else ``none`` or ``console`` when
+    ``OTEL_TRACES_EXPORTER`` names it; else OTLP when an endpoint is known (gRPC, or HTTP when
+    ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`` says ``http/…``); else ``none``."""
     if exporter is not None:
         return exporter
+    named = environ.get("OTEL_TRACES_EXPORTER", "").split(",")[0].strip().lower()
+    if named in ("none", "console"):
+        return named
     if endpoint or any(environ.get(name) for name in _ENDPOINT_VARS):
         protocol = next((environ[n] for n in _PROTOCOL_VARS if environ.get(n)), "grpc")
         return "otlp-http" if protocol.strip().lower().startswith("http") else "otlp-grpc"
