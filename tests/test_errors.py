@@ -164,6 +164,18 @@ def test_host_initialised_sentry_stays_in_charge_and_gets_the_ids(
     assert events[0]["tags"]["correlation_id"] == "peer-rid-1"
 
 
+def test_an_old_sentry_sdk_imported_by_the_host_does_not_break_init_app(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sentry-sdk 1.x (no ``get_client``) imported by the host, no DSN given: init_app
+    goes on with error reporting off instead of failing on the missing function."""
+    import types
+
+    monkeypatch.setitem(sys.modules, "sentry_sdk", types.ModuleType("sentry_sdk"))
+    app = make_app("old-sentry", log_stdout=False)
+    assert Observe.state(app).errors is None
+
+
 def run_peer(mode: str, dsn: str) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, "-m", "tests.apps.sentry_peer_app", mode, dsn],

@@ -42,9 +42,10 @@ def errors_wanted(config: ObserveConfig, environ: Mapping[str, str]) -> bool:
 
 
 def host_sentry_active() -> bool:
-    """Whether the host initialised Sentry itself (looked for, never imported)."""
-    module = sys.modules.get("sentry_sdk")
-    return module is not None and bool(module.get_client().is_active())
+    """Whether the host initialised Sentry itself (looked for, never imported; a sentry-sdk
+    older than 2.0, which flask_observe does not use, does not count)."""
+    get_client = getattr(sys.modules.get("sentry_sdk"), "get_client", None)
+    return get_client is not None and bool(get_client().is_active())
 
 
 def spine_tags() -> dict[str, str]:
