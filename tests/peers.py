@@ -5,6 +5,7 @@
 - :class:`SentryReceiver`: an HTTP server used as a Sentry DSN, recording every envelope.
 - :class:`HungServer`: a TCP listener that accepts connections and never answers.
 - :func:`refused_port`: a port nothing listens on.
+- :func:`celery_worker`: a real prefork Celery worker in a subprocess.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from werkzeug.wrappers import Request, Response
@@ -242,3 +247,46 @@ def iter_trace(spans: list[dict[str, Any]], root: dict[str, Any]) -> Iterator[di
         span = stack.pop()
         yield span
         stack.extend(children.get(span["span_id"], []))
+
+
+@contextlib.contextmanager
+def celery_worker(target: str, queue: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A prefork worker (one child) of the Celery app ``target`` (``module:attribute``) on
+    ``queue``, with this process's environment; terminated on exit."""
+    root = Path(__file__).resolve().parent.parent
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            target,
+            "worker",
+            "--pool=prefork",
+            "--concurrency=1",
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-Q",
+            queue,
+        ],
+        cwd=root,
+        env=dict(os.environ, PYTHONPATH=str(root), GRPC_VERBOSITY="ERROR"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield worker
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+def worker_output(worker: subprocess.Popen[bytes]) -> str:
+    """The last lines a worker printed (stops it first)."""
+    worker.terminate()
+    return worker.communicate(timeout=20)[0].decode(errors="replace")[-3000:]

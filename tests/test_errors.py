@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -18,7 +19,15 @@ from flask_observe import Observe
 
 from .canaries import CANARIES, canary_request, leaked
 from .conftest import read_json_lines
-from .peers import HungServer, OtlpReceiver, SentryReceiver, refused_port, wait_for
+from .peers import (
+    HungServer,
+    OtlpReceiver,
+    SentryReceiver,
+    celery_worker,
+    refused_port,
+    wait_for,
+    worker_output,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -275,54 +284,29 @@ def test_celery_task_error_reaches_sentry_with_the_requests_ids(
         for key, value in settings.items():
             monkeypatch.setenv(key, value)
         sys.modules.pop("tests.apps.error_worker_app", None)
-        from tests.apps import error_worker_app as module
+        # A fresh import (a fresh app, set up from this test's environment).
+        module = importlib.import_module("tests.apps.error_worker_app")
 
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "tests.apps.error_worker_app:celery",
-                "worker",
-                "--pool=prefork",
-                "--concurrency=1",
-                "--loglevel=INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-Q",
-                queue,
-            ],
-            cwd=ROOT,
-            env=dict(os.environ, PYTHONPATH=str(ROOT), GRPC_VERBOSITY="ERROR"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            response = module.app.test_client().post(
-                "/orders/77/charge", headers={"X-Request-ID": "celery-err-1"}
-            )
-            assert response.status_code == 200
-            Observe.state(module.app).tracing.provider.force_flush()  # type: ignore[union-attr]
-            events = wait_for(lambda: worker.poll() is None and sentry.events(), 60, 0.2)
-            if not events:
-                worker.terminate()
-                output = worker.communicate(timeout=20)[0].decode(errors="replace")
-                pytest.fail(f"no Sentry event from the worker; its output:\n{output[-3000:]}")
-
-            def consumer() -> list[dict[str, Any]]:
-                return [s for s in otlp.spans() if s["kind"] == "CONSUMER"]
-
-            assert wait_for(consumer, 30), "no CONSUMER span from the worker"
-            spans = otlp.spans()
-        finally:
-            worker.terminate()
+        with celery_worker("tests.apps.error_worker_app:celery", queue) as worker:
             try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-            module.observe.shutdown(module.app)
+                response = module.app.test_client().post(
+                    "/orders/77/charge", headers={"X-Request-ID": "celery-err-1"}
+                )
+                assert response.status_code == 200
+                Observe.state(module.app).tracing.provider.force_flush()  # type: ignore[union-attr]
+                events = wait_for(lambda: worker.poll() is None and sentry.events(), 60, 0.2)
+                if not events:
+                    pytest.fail(
+                        f"no Sentry event from the worker; its output:\n{worker_output(worker)}"
+                    )
+
+                def consumer() -> list[dict[str, Any]]:
+                    return [s for s in otlp.spans() if s["kind"] == "CONSUMER"]
+
+                assert wait_for(consumer, 30), "no CONSUMER span from the worker"
+                spans = otlp.spans()
+            finally:
+                module.observe.shutdown(module.app)
     (event,) = events
     producer = next(s for s in spans if s["kind"] == "PRODUCER")
     run = next(s for s in spans if s["kind"] == "CONSUMER")

@@ -7,6 +7,7 @@ kinds, parent/child links, attributes, and the resource's service name.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -395,6 +396,53 @@ def test_a_propagator_set_after_init_app_does_not_leak_its_headers(
         propagate.set_global_textmap(original)
     assert seen["allowed"] is not None
     assert seen["third"] is None
+
+
+@pytest.mark.services
+def test_a_celery_task_gives_trace_headers_to_allowed_hosts_only(
+    receiver: OtlpReceiver, two_hosts: tuple, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A task published in a request runs in a real prefork worker (Redis broker), where the
+    Celery instrumentation makes the request's trace current without any app context: its
+    call to the allowed host continues that trace; its call to a third-party host (and a
+    redirect to one) carries no trace header."""
+    import os
+    import sys
+    import time
+
+    from .conftest import need_service
+    from .peers import celery_worker, worker_output
+
+    need_service("Redis", "127.0.0.1", 6379)
+    allowed, allowed_seen, third, third_seen = two_hosts
+    queue = f"flask-observe-trace-headers-{os.getpid()}-{int(time.time())}"
+    settings = {
+        "OBSERVE_TEST_BROKER": "redis://127.0.0.1:6379/12",
+        "OBSERVE_TEST_QUEUE": queue,
+        "FLASK_OBSERVE_TRACING_ENDPOINT": receiver.endpoint,
+        "FLASK_OBSERVE_PROPAGATE_HOSTS": f"127.0.0.1:{allowed.port}",
+        "FLASK_OBSERVE_LOG_DIR": str(tmp_path),
+    }
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    sys.modules.pop("tests.apps.fetch_worker_app", None)
+    # A fresh import (a fresh app, set up from this test's environment).
+    module = importlib.import_module("tests.apps.fetch_worker_app")
+
+    urls = [f"{third.url}/echo", f"{allowed.url}/bounce?to={third.url}/echo", f"{allowed.url}/echo"]
+    with celery_worker("tests.apps.fetch_worker_app:celery", queue) as worker:
+        try:
+            response = module.app.test_client().post("/fetch", json={"urls": urls})
+            assert response.status_code == 200
+            trace_id = response.json["trace_id"]
+            done = wait_for(lambda: len(third_seen) >= 2 and len(allowed_seen) >= 2, 60, 0.2)
+            if not done:
+                pytest.fail(f"the task did not call both hosts; worker:\n{worker_output(worker)}")
+        finally:
+            module.observe.shutdown(module.app)
+    nothing = {"traceparent": None, "tracestate": None, "baggage": None}
+    assert third_seen == [nothing, nothing]
+    assert [seen["traceparent"].split("-")[1] for seen in allowed_seen] == [trace_id, trace_id]
 
 
 # -- SQLAlchemy: every engine --------------------------------------------------------------
