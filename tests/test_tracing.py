@@ -552,6 +552,44 @@ def test_host_tracer_follows_the_current_app_as_a_decorator_too(
     ]
 
 
+def test_shutting_one_app_down_leaves_the_others_traced_and_the_last_unpatches(
+    make_app: Callable[..., Flask], receiver: OtlpReceiver, two_hosts: tuple
+) -> None:
+    """Two traced apps share the ``requests`` and SQLAlchemy instrumentations: after
+    Observe.shutdown of the first, the second's queries and calls are still its spans; after
+    the second, ``requests`` is no longer instrumented and its adapter is the original."""
+    import sqlalchemy as sa
+    from opentelemetry.instrumentation.requests import RequestsInstrumentor
+    from requests.adapters import HTTPAdapter
+
+    allowed, _, _, _ = two_hosts
+    original_send = HTTPAdapter.send
+    first = traced_app(make_app, receiver, "first")
+    second = traced_app(make_app, receiver, "second")
+    engine = sa.create_engine("sqlite://")
+
+    @second.get("/work")
+    def work() -> str:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 'second'")).all()
+        requests.get(f"{allowed.url}/echo", timeout=5)
+        return "ok"
+
+    Observe().shutdown(first)
+    second.test_client().get("/work")
+    flush(second)
+    spans = wait_for(lambda: len(receiver.spans()) >= 3 and receiver.spans(), 10)
+    server = server_spans(spans)[0]
+    assert server["service"] == "second"
+    under = list(iter_trace(spans, server))
+    assert {"SELECT", "GET"} <= {s["name"] for s in under}
+    assert {s["service"] for s in spans} == {"second"}
+    assert RequestsInstrumentor().is_instrumented_by_opentelemetry
+    Observe().shutdown(second)
+    assert not RequestsInstrumentor().is_instrumented_by_opentelemetry
+    assert HTTPAdapter.send is original_send
+
+
 # -- one trace across two services: the sample app ----------------------------------------
 
 
