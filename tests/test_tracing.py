@@ -184,6 +184,26 @@ def test_incoming_traceparent_is_continued(
     assert span["parent_span_id"] == "b7ad6b7169203331"
 
 
+def test_a_server_span_with_an_unparsable_url_is_still_recorded(
+    make_app: Callable[..., Flask], receiver: OtlpReceiver
+) -> None:
+    """The sampler's exclusion check reads the path from the span's attributes; a server span
+    whose ``http.url`` cannot be parsed (another server instrumentation, a hand-made span) is
+    recorded as any other instead of raising into the code that started it."""
+    app = traced_app(make_app, receiver)
+    tracing = Observe.state(app).tracing
+    assert tracing is not None
+    tracer = tracing.tracer(("hand.made", None, None))
+    from opentelemetry.trace import SpanKind
+
+    with app.app_context():
+        tracer.start_span(
+            "odd", kind=SpanKind.SERVER, attributes={"http.url": "http://[::1/health/live"}
+        ).end()
+    flush(app)
+    assert [s["name"] for s in wait_for(receiver.spans, 10)] == ["odd"]
+
+
 @pytest.mark.parametrize("when", ["before", "after"])
 def test_no_duplicate_server_span_when_the_host_instruments_flask_too(
     make_app: Callable[..., Flask], receiver: OtlpReceiver, when: str

@@ -101,7 +101,12 @@ def _path_of(attributes: Attributes) -> str | None:
     if target is not None:
         return str(target).split("?", 1)[0]
     url = attributes.get("http.url")
-    return urlsplit(str(url)).path if url is not None else None
+    if url is None:
+        return None
+    try:
+        return urlsplit(str(url)).path
+    except ValueError:  # e.g. a malformed IPv6 host: nothing to match, the span is kept
+        return None
 
 
 class ObserveSampler(Sampler):
