@@ -204,15 +204,24 @@ def test_a_server_span_with_an_unparsable_url_is_still_recorded(
     assert [s["name"] for s in wait_for(receiver.spans, 10)] == ["odd"]
 
 
-@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("when", ["before", "after", "globally"])
 def test_no_duplicate_server_span_when_the_host_instruments_flask_too(
     make_app: Callable[..., Flask], receiver: OtlpReceiver, when: str
 ) -> None:
-    """The host calling FlaskInstrumentor.instrument_app itself, before or after Observe,
-    still gives one SERVER span per request."""
+    """The host calling FlaskInstrumentor.instrument_app itself, before or after Observe, or
+    instrumenting every Flask app first (``FlaskInstrumentor().instrument()``, what
+    ``opentelemetry-instrument`` does), still gives one SERVER span per request."""
+    import flask
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
-    app = Flask("twice")
+    if when == "globally":
+        FlaskInstrumentor().instrument()
+        try:
+            app = flask.Flask("twice")
+        finally:
+            FlaskInstrumentor().uninstrument()
+    else:
+        app = Flask("twice")
     if when == "before":
         FlaskInstrumentor.instrument_app(app)
     app.config.update(OBSERVE_LOG_STDOUT=False, OBSERVE_TRACING_ENDPOINT=receiver.endpoint)
@@ -229,7 +238,8 @@ def test_no_duplicate_server_span_when_the_host_instruments_flask_too(
         assert len({s["trace_id"] for s in spans}) == 2
     finally:
         ext.shutdown(app)
-        FlaskInstrumentor.uninstrument_app(app)
+        if when != "globally":
+            FlaskInstrumentor.uninstrument_app(app)
 
 
 # -- outgoing calls: trace context to allowed hosts only -----------------------------------
