@@ -806,6 +806,41 @@ def test_redaction_copies_a_span_only_when_something_is_removed() -> None:
     assert dict(redact_span(query).attributes) == {"http.url": "http://a/x"}
     assert dict(redact_span(server).attributes) == {"http.target": "/x", "http.route": "/x"}
 
+    class OtherSpan(ReadableSpan):
+        """A span class of another make: copied through the public constructor."""
+
+    other = OtherSpan("GET", kind=SpanKind.SERVER, attributes={"net.peer.ip": "10.1.2.3"})
+    assert dict(redact_span(other).attributes) == {}
+
+
+def test_redaction_of_an_sdk_span_leaves_the_original_as_it_was() -> None:
+    """A span as the SDK hands it to processors (attributes bounded, shared with every other
+    processor of the provider): the exported copy loses the private attributes and keeps the
+    rest of the span; the original still has them all."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    from flask_observe.tracing.redact import redact_span
+
+    recorded = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(recorded))
+    attributes = {"http.target": "/x?token=T0K3N", "net.peer.ip": "10.1.2.3", "http.route": "/x"}
+    with provider.get_tracer("t").start_as_current_span(
+        "GET /x", kind=SpanKind.SERVER, attributes=attributes
+    ) as span:
+        span.add_event("something")
+    (original,) = recorded.get_finished_spans()
+    redacted = redact_span(original)
+    assert dict(redacted.attributes) == {"http.target": "/x", "http.route": "/x"}
+    assert dict(original.attributes) == attributes
+    for name in ("name", "context", "parent", "kind", "status", "start_time", "end_time"):
+        assert getattr(redacted, name) == getattr(original, name)
+    assert [e.name for e in redacted.events] == ["something"]
+    assert redacted.resource is original.resource
+
 
 # -- OpenTelemetry's own variables, and a host that set up OpenTelemetry itself -----------
 
