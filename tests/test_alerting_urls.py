@@ -163,3 +163,44 @@ def test_a_name_with_one_internal_address_among_public_ones_is_refused(
     monkeypatch.setattr(socket, "getaddrinfo", both)
     with pytest.raises(UnsafeURLError, match=r"10\.0\.0\.5"):
         UrlPolicy().check_url("https://mixed.example.test/x")
+
+
+def test_an_ipv6_literal_with_a_port_sends_a_valid_host_header() -> None:
+    """``http://[::1]:port/`` (allowlisted) is posted with ``Host: [::1]:port``, brackets kept
+    (``::1:port`` is not a valid Host header and proxies answer 400)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    hosts: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            hosts.append(self.headers.get("Host"))
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    class Server(HTTPServer):
+        address_family = socket.AF_INET6
+
+    try:
+        server = Server(("::1", 0), Handler)
+    except OSError as exc:  # pragma: no cover - a machine without IPv6 loopback
+        pytest.skip(f"no IPv6 loopback: {exc}")
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        (channel,) = build_channels(
+            [{"type": "webhook", "url": f"http://[::1]:{port}/hook"}],
+            UrlPolicy(allow_http=True, allow_hosts=("::1",)),
+            2.0,
+        )
+        channel.send(Alert("V6"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert hosts == [f"[::1]:{port}"]

@@ -126,7 +126,7 @@ class WebhookChannel(Channel):
             **self._headers,
         }
         if parts.port:
-            headers["Host"] = f"{host}:{parts.port}"
+            headers["Host"] = f"[{host}]:{parts.port}" if ":" in host else f"{host}:{parts.port}"
         deadline = time.monotonic() + self.timeout
         try:
             conn.request("POST", path, body=body, headers=headers)
