@@ -320,6 +320,11 @@ def test_three_instances_sharing_redis_send_one_alert_per_incident(
     for _ in range(4):  # fires at the 2nd evaluation, then keeps failing
         for engine in engines:
             engine.evaluate()
+    # Each instance has its own sender thread: wait for the firing to be delivered before the
+    # rule recovers (evaluations are seconds apart in real life), or another instance's
+    # resolve may reach the receiver first.
+    for engine in engines:
+        assert engine.router.flush(5)
     problem["now"] = None
     for _ in range(2):
         for engine in engines:
