@@ -183,6 +183,8 @@ class Observe(HealthAPI):
                 from .slo import budget_check
 
                 state.health.add(budget_check(state.budgets))
+        if state.metrics is not None:
+            _export_components(state)
         if config.logviewer_enabled:
             _setup_logviewer(app, state)
         if _errors_wanted(config, environ):
@@ -503,6 +505,20 @@ def _setup_metrics(app: Flask, state: ObserveState) -> None:
             )
             ticker.add("memory", state.memory.sample)
             state._closers.append(state.memory.close)
+
+
+def _export_components(state: ObserveState) -> None:
+    """Health check results and circuit breaker states as gauges (the shipped Prometheus rules
+    and Grafana dashboard read them)."""
+    from .metrics.components import export_breakers, export_health
+
+    assert state.metrics is not None
+    if state.health is not None:
+        state._closers.append(export_health(state.metrics, state.health))
+    undo, sample = export_breakers(state.metrics, state.breakers)
+    state._closers.append(undo)
+    if state.ticker is not None:
+        state.ticker.add("circuit breakers", sample)
 
 
 def _setup_sql_diagnostics(state: ObserveState) -> None:
