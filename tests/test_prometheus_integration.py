@@ -242,6 +242,8 @@ def test_prometheus_scrapes_gunicorn_and_one_alert_then_one_resolve(stack: dict[
         "flask_observe_memory_rss_bytes",
         'http_request_db_queries_count{route="/api/scrapes"}',
         'slo_error_budget_remaining_ratio{slo="availability"}',
+        'flask_observe_health_check_status{check="db", critical="true"} == 0',
+        'flask_observe_circuit_breaker_state{breaker="platform-api"} == 0',
     ):
         assert wait_until(lambda expr=expr: query(prom, expr), 30, expr)
     assert not [b for _, _, b in slack.received if "NoSuccessfulScrape" in b["text"]]
@@ -271,6 +273,10 @@ def test_prometheus_scrapes_gunicorn_and_one_alert_then_one_resolve(stack: dict[
     # The sample's circuit breaker opened while the platform was down (5 failures) and lets a
     # trial call through after its 30 s reset timeout: the first success comes then.
     wait_until(resolved, 60, "the resolve")
+    # Prometheus saw the breaker open (2) while the platform was down.
+    assert query(
+        prom, 'max_over_time(flask_observe_circuit_breaker_state{breaker="platform-api"}[5m]) == 2'
+    )
     time.sleep(2.0)
     texts = [b["text"] for b in firing()]
     assert len(texts) == 2, texts
