@@ -155,3 +155,21 @@ def test_memory_gauges_exported(make_app: Callable[..., Flask]) -> None:
     assert state.memory is not None
     state.memory.sample()
     assert sample_value(app, "flask_observe_memory_rss_bytes") > 1e6
+
+
+def test_failing_queries_leave_no_timing_behind(db_app: Flask) -> None:
+    """A query that raises never reaches after_cursor_execute: its start time lives on the
+    statement's execution context, so a pooled connection does not collect one per error,
+    and the queries that do finish are still timed and counted."""
+    from sqlalchemy.exc import OperationalError
+
+    engine = db_app.config["engine"]
+    with db_app.app_context(), engine.connect() as conn:
+        for _ in range(50):
+            with pytest.raises(OperationalError):
+                conn.execute(text("SELECT * FROM no_such_table"))
+        assert [k for k in conn.info if "flask_observe" in k] == []
+        before = sample_value(db_app, "db_slow_queries_total")
+        conn.execute(text("SELECT 1"))
+        assert [k for k in conn.info if "flask_observe" in k] == []
+        assert sample_value(db_app, "db_slow_queries_total") == before + 1

@@ -152,15 +152,30 @@ _installed = 0
 _install_lock = threading.Lock()
 
 
-def _before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-    conn.info.setdefault("flask_observe_query_start", []).append(time.perf_counter())
+_START = "_flask_observe_query_start"
 
 
-def _after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-    starts = conn.info.get("flask_observe_query_start")
-    if not starts:
-        return
-    elapsed = time.perf_counter() - starts.pop()
+def _before(
+    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, *args: Any
+) -> None:
+    # On the statement's execution context: a statement that fails never reaches
+    # after_cursor_execute, and a start kept on the (pooled) connection would stay there.
+    if context is not None:
+        setattr(context, _START, time.perf_counter())
+    else:
+        conn.info.setdefault(_START, []).append(time.perf_counter())
+
+
+def _after(
+    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, *args: Any
+) -> None:
+    started = getattr(context, _START, None) if context is not None else None
+    if started is None:
+        starts = conn.info.get(_START)
+        if not starts:
+            return
+        started = starts.pop()
+    elapsed = time.perf_counter() - started
     ctx = _cv_app.get(None)
     if ctx is None:
         return
