@@ -58,6 +58,27 @@ def test_fingerprint_scrubs_literals_and_collapses_in_lists() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "statement",
+    [
+        r"SELECT * FROM u WHERE name = 'O\'Brien' AND pw = 'SECRET1'",  # MySQL escapes
+        r"SELECT * FROM u WHERE path = 'C:\' AND pw = 'SECRET1'",  # standard strings
+        r"SELECT E'SECRET1\n'",
+        "SELECT $$SECRET1$$, $body$ SECRET1 $body$",
+        "SELECT 'multi\nline SECRET1'",
+        "SELECT 'it''s SECRET1'",
+    ],
+)
+def test_fingerprint_never_keeps_a_literal_whatever_the_quoting(statement: str) -> None:
+    """Backslash escapes (MySQL, PostgreSQL E'' strings, or literal backslashes in standard
+    strings: the two readings differ, so both must be safe), dollar-quoted and multi-line
+    strings: nothing inside a literal survives; numbered placeholders are not dollar quotes."""
+    assert "SECRET1" not in fingerprint(statement)
+    assert fingerprint("SELECT a FROM t WHERE b = $1 AND c = $2") == (
+        "SELECT a FROM t WHERE b = ? AND c = ?"
+    )
+
+
 def test_slow_queries_logged_once_per_fingerprint_without_parameters(
     db_app: Flask, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

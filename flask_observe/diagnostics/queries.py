@@ -37,6 +37,8 @@ __all__ = ["QueryDiagnostics", "fingerprint"]
 logger = logging.getLogger("flask_observe.diagnostics")
 
 _STRING = re.compile(r"'(?:[^']|'')*'")
+#: PostgreSQL dollar quoting: ``$$…$$`` or ``$tag$…$tag$``.
+_DOLLAR = re.compile(r"\$((?:[A-Za-z_]\w*)?)\$.*?\$\1\$", re.DOTALL)
 _NUMBER = re.compile(r"(?<![\w$])-?\d+(?:\.\d+)?(?:e[+-]?\d+)?\b", re.IGNORECASE)
 _IN_LIST = re.compile(r"\bIN\s*\((?:\s*\?\s*,?)+\)", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"%\(\w+\)s|%s|:\w+|\$\d+|\?")
@@ -48,7 +50,13 @@ _EXTENSION_KEY = "observe"
 
 def fingerprint(statement: str) -> str:
     """The statement with every literal and placeholder as ``?`` and ``IN (…)`` collapsed."""
-    text = _STRING.sub("?", statement)
+    text = _DOLLAR.sub("?", statement)
+    if "\\" in text and "'" in text:
+        # Backslashes make quoting ambiguous (MySQL and PostgreSQL E'' strings escape quotes
+        # with them, standard strings do not): rather than guess, scrub from the first quote
+        # to the last.
+        text = text[: text.index("'")] + "?" + text[text.rindex("'") + 1 :]
+    text = _STRING.sub("?", text)
     text = _NUMBER.sub("?", text)
     text = _PLACEHOLDER.sub("?", text)
     text = _IN_LIST.sub("IN (?)", text)
