@@ -59,6 +59,18 @@ class Sleeper(HealthCheck):
         time.sleep(self.seconds)
 
 
+def threads_of(check: str) -> int:
+    """How many threads are running the named check now."""
+    return sum(t.name == f"flask_observe-health-{check}" for t in threading.enumerate())
+
+
+def wait_no_threads_of(check: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while threads_of(check) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threads_of(check) == 0
+
+
 def test_checks_run_in_parallel(make_runner: Callable[..., HealthRunner]) -> None:
     """Three 0.4 s checks answer in about 0.4 s, not 1.2 s."""
     runner = make_runner(cache_ttl=0)
@@ -108,9 +120,6 @@ def test_hung_checks_hold_one_thread_each_however_many_probes(
     check = runner.add(Sleeper("stuck", gate=gate, timeout=0.5))
     assert isinstance(check, Sleeper)
 
-    def threads() -> int:
-        return sum(t.name == "flask_observe-health-stuck" for t in threading.enumerate())
-
     try:
         for _ in range(5):
             probes = [threading.Thread(target=runner.run) for _ in range(20)]
@@ -118,7 +127,7 @@ def test_hung_checks_hold_one_thread_each_however_many_probes(
                 probe.start()
             for probe in probes:
                 probe.join(5)
-            assert threads() == 1
+            assert threads_of("stuck") == 1
         started = time.perf_counter()
         late = runner.run().results[0]
         assert time.perf_counter() - started < 0.25
@@ -128,10 +137,7 @@ def test_hung_checks_hold_one_thread_each_however_many_probes(
         assert check.calls == 1
     finally:
         gate.set()
-    deadline = time.monotonic() + 5
-    while threads() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert threads() == 0
+    wait_no_threads_of("stuck")
     # Freed: the next probe runs the check again.
     assert runner.run().results[0].status is Status.PASS
     assert check.calls == 2
@@ -180,9 +186,6 @@ def test_given_up_runs_are_bounded_however_long_it_hangs(
     check = runner.add(Sleeper("stuck", gate=gate, timeout=0.05))
     assert isinstance(check, Sleeper)
 
-    def threads() -> int:
-        return sum(t.name == "flask_observe-health-stuck" for t in threading.enumerate())
-
     most = 0
     try:
         deadline = time.monotonic() + 2.0  # more than 10 retry periods
@@ -192,7 +195,7 @@ def test_given_up_runs_are_bounded_however_long_it_hangs(
                 probe.start()
             for probe in probes:
                 probe.join(5)
-            most = max(most, threads())
+            most = max(most, threads_of("stuck"))
             time.sleep(0.02)
         assert most == 1 + MAX_ABANDONED
         assert check.calls == 1 + MAX_ABANDONED
@@ -201,10 +204,7 @@ def test_given_up_runs_are_bounded_however_long_it_hangs(
         assert "has not finished" in late.output
     finally:
         gate.set()
-    end = time.monotonic() + 5
-    while threads() and time.monotonic() < end:
-        time.sleep(0.01)
-    assert threads() == 0
+    wait_no_threads_of("stuck")
     assert runner.run().results[0].status is Status.PASS
 
 
