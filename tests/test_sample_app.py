@@ -566,6 +566,38 @@ def test_python_m_sample_app_with_a_collector_and_sentry(tmp_path: Path) -> None
     assert {x["trace_id"] for x in fail_lines} == {fail_span["trace_id"]}
 
 
+def test_no_successful_scrape_rule_fires_and_resolves(
+    make_scraper: Callable[..., Flask], platform: LiveServer
+) -> None:
+    """The sample's business rule: with the platform failing every call since start-up, it
+    fires once the stale limit has passed ("since start-up"); after one successful scrape it
+    resolves."""
+    from .alert_sinks import Sink
+
+    with Sink() as sink:
+        set_chaos(platform, failure_rate=1.0)
+        app = make_scraper(
+            SCRAPER_STALE_HOURS=0.3 / 3600,
+            OBSERVE_ALERT_CHANNELS=[{"type": "slack", "url": sink.url + "/s"}],
+            OBSERVE_ALERT_ALLOW_HTTP=True,
+            OBSERVE_ALERT_ALLOW_HOSTS=["127.0.0.1"],
+        )
+        engine = Observe.state(app).rules
+        assert engine is not None
+        engine.rules[:] = [r for r in engine.rules if r.name == "NoSuccessfulScrape"]
+        client = app.test_client()
+        assert client.post("/api/scrapes").get_json()["accounts_ok"] == 0
+        time.sleep(0.4)
+        (alert,) = engine.evaluate()
+        assert alert.status == "firing"
+        assert alert.summary.startswith("no account scraped successfully since start-up")
+        set_chaos(platform, failure_rate=0.0)
+        breaker = Observe.state(app).breakers.get("platform-api")
+        breaker.close()  # its reset timeout (30 s) passed and a trial call succeeded
+        assert client.post("/api/scrapes").get_json()["accounts_ok"] >= 1
+        assert [a.status for a in engine.evaluate()] == ["resolved"]
+
+
 def test_business_metrics_on_metrics_endpoint(make_scraper: Callable[..., Flask]) -> None:
     """A scrape shows up in /metrics: accounts by platform and status, freshness, followers."""
     client = make_scraper().test_client()
