@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from flask import Flask
 
@@ -109,3 +113,50 @@ def test_a_forked_child_runs_its_own_sampler_and_sender(make_app: Callable[..., 
         assert f"pid {pid}" in summaries  # sent by the child's own sender thread
         assert parent_thread.is_alive()
         assert state.ticker.running
+
+
+def test_a_task_stuck_for_good_does_not_keep_the_process_from_exiting(tmp_path: Path) -> None:
+    """A periodic task blocked for ever (a rule on a socket without timeout): the process still
+    exits at the end of its script, with or without Observe.shutdown, and prints no
+    traceback."""
+    script = tmp_path / "stuck.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys, threading, time
+            from flask import Flask
+            from flask_observe import Observe
+            from flask_observe.alerting import CheckRule
+
+            app = Flask("stuck")
+            app.config.update(
+                OBSERVE_LOG_STDOUT=False,
+                OBSERVE_SAMPLE_INTERVAL_SECONDS=0.05,
+                OBSERVE_ALERT_CHANNELS=[{"type": "webhook", "url": "http://127.0.0.1:9/h"}],
+                OBSERVE_ALERT_ALLOW_HTTP=True,
+                OBSERVE_ALERT_ALLOW_HOSTS=["127.0.0.1"],
+            )
+            observe = Observe(app)
+            forever = threading.Event()
+            Observe.state(app).rules.add(CheckRule("Stuck", lambda: forever.wait()))
+            app.test_client().get("/")
+            time.sleep(0.3)
+            if sys.argv[1:] == ["shutdown"]:
+                observe.shutdown(app)
+            print("done", flush=True)
+            """
+        )
+    )
+    for args in ([], ["shutdown"]):
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, str(script), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        )
+        assert result.stdout.strip() == "done", result
+        assert result.returncode == 0, result
+        assert time.monotonic() - started < 10
+        assert "Traceback" not in result.stderr, result.stderr
