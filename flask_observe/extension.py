@@ -568,6 +568,11 @@ def _setup_alerting(state: ObserveState) -> None:
     )
     state.alerts = router
     state._closers.append(router.close)
+    # A process exiting normally (gunicorn's graceful stop) sends what is queued first.
+    from ._internal import exit_flushes
+
+    exit_key = exit_flushes.add(router.flush_at_exit, router.EXIT_TIMEOUT)
+    state._closers.append(lambda: exit_flushes.remove(exit_key))
     if not config.alert_rules_enabled:
         return
     engine = RuleEngine(router, config.alert_rules_consecutive, state.service_name)

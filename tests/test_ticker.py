@@ -160,3 +160,43 @@ def test_a_task_stuck_for_good_does_not_keep_the_process_from_exiting(tmp_path: 
         assert result.returncode == 0, result
         assert time.monotonic() - started < 10
         assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_queued_alerts_are_sent_when_the_process_exits_normally(tmp_path: Path) -> None:
+    """An alert queued just before a normal exit (a worker's graceful stop) still reaches a
+    receiver that takes half a second to answer; the exit waits for it, not longer than 2 s."""
+    with Sink(lambda n: (time.sleep(0.5), (200, {}))[1]) as sink:
+        script = tmp_path / "exit.py"
+        script.write_text(
+            textwrap.dedent(
+                f"""
+                from flask import Flask
+                from flask_observe import Observe
+                from flask_observe.alerting import Alert
+
+                app = Flask("exiting")
+                app.config.update(
+                    OBSERVE_LOG_STDOUT=False,
+                    OBSERVE_ALERT_CHANNELS=[{{"type": "webhook", "url": "{sink.url}/h"}}],
+                    OBSERVE_ALERT_ALLOW_HTTP=True,
+                    OBSERVE_ALERT_ALLOW_HOSTS=["127.0.0.1"],
+                )
+                Observe(app)
+                Observe.state(app).alerts.notify(Alert("LastWords", "info"))
+                Observe.state(app).alerts.notify(Alert("MoreLastWords", "info"))
+                """
+            )
+        )
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        )
+        elapsed = time.monotonic() - started
+        assert result.returncode == 0, result.stderr
+        names = [body["name"] for _, _, body in sink.wait_for(2, timeout=5)]
+    assert names == ["LastWords", "MoreLastWords"]
+    assert elapsed < 10
