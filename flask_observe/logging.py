@@ -184,7 +184,7 @@ class ObserveFormatter(logging.Formatter):
         if self._console is not None:
             level = fields.get("level", "")
             fields["event"] = fields.pop("message")
-            return self._console(None, level, fields)
+            return self._console(None, level, _printable(fields))
         try:
             return orjson.dumps(fields, default=_default, option=_ORJSON_OPTIONS).decode()
         except TypeError:  # e.g. an integer too large for JSON, or a circular structure
@@ -209,6 +209,34 @@ class ObserveFormatter(logging.Formatter):
             _merge(out, context)
         out.update(fields)
         return self.render(out)
+
+
+#: What a terminal acts on: C0 controls but tab (a CR rewrites the line, a LF forges one, ESC
+#: starts an ANSI sequence), DEL and C1 controls.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+#: Tracebacks keep their line breaks in the console format.
+_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_MULTILINE = frozenset(("exception", "stack"))
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return repr(match[0])[1:-1]
+
+
+def _printable(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` with control characters in keys and string values written as escapes
+    (``\\x1b``, ``\\r``, ``\\n``), for the console format: JSON escapes them already, a
+    console line must not carry a request path's ANSI sequence or line break raw. Other
+    values are rendered with ``repr``, which escapes them."""
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        if isinstance(key, str):
+            key = _CONTROL.sub(_escaped, key)
+        if isinstance(value, str):
+            pattern = _CONTROL_BUT_NEWLINE if key in _MULTILINE else _CONTROL
+            value = pattern.sub(_escaped, value)
+        out[key] = value
+    return out
 
 
 def _merge(out: dict[str, Any], fields: Mapping[str, Any]) -> None:

@@ -11,7 +11,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 import structlog
-from flask import Flask, abort
+from flask import Flask, abort, request
 
 from flask_observe import get_correlation_id, get_logger
 
@@ -244,6 +244,45 @@ def test_console_format_is_human_readable(
     assert "pretty line" in out
     assert "k=v" in out
     assert not out.lstrip().startswith("{")
+
+
+HOSTILE = "\x1b[31mRED\x1b[0m\r\nFAKE line\x1b]0;title\x07\x9b2J"
+
+
+def test_console_format_never_prints_control_characters_raw(
+    make_app: Callable[..., Flask], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A request path, a header-derived message or an extra field carrying ANSI escapes,
+    CR/LF or C1 controls comes out escaped on one console line; a traceback keeps its lines."""
+    app = make_app("console-app", log_format="console")
+
+    @app.get("/echo")
+    def echo() -> str:
+        anything = request.args["q"]
+        logging.getLogger("host").warning("user said %s", anything, extra={"said": anything})
+        try:
+            raise ValueError(anything.replace("\n", " "))  # a traceback keeps its LFs
+        except ValueError:
+            logging.getLogger("host").exception("failed")
+        return "ok"
+
+    quoted = "".join(f"%{b:02x}" for b in HOSTILE.encode())
+    with app.test_client().get(
+        f"/echo?q={quoted}", headers={"X-Request-ID": "\x1b[2Jcid"}
+    ) as response:
+        assert response.status_code == 200
+    with app.test_client().get(f"/nope/{quoted}") as response:
+        assert response.status_code == 404
+    out = capsys.readouterr().out
+    assert "\\x1b[31mRED\\x1b[0m\\r\\nFAKE line" in out
+    traceback = out[out.index("Traceback") :]
+    assert traceback.count("\n") >= 3  # still a multi-line traceback
+    printed = out.replace("\n", "")
+    assert not [c for c in printed if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F]
+    starts = [line for line in out.splitlines() if line[:4].isdigit()]
+    # one line per record: the warning, the exception, two access lines; nothing forged
+    assert len(starts) == 4
+    assert not any(line.startswith("FAKE") for line in out.splitlines())
 
 
 def test_no_duplicate_handlers_across_apps(make_app: Callable[..., Flask], tmp_path: Path) -> None:
