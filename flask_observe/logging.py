@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import orjson
 import structlog
 
-from .correlation import RequestRecord, get_correlation_id
+from .correlation import RequestRecord, get_correlation_id, request_path
 
 if TYPE_CHECKING:
     from .config import ObserveConfig
@@ -309,6 +309,8 @@ class AccessLog:
         path = environ.get("PATH_INFO", "")
         if self._excluded is not None and self._excluded(path):
             return
+        if not path.isascii():
+            path = request_path(environ)
         status = record.status
         level = (
             logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO

@@ -75,6 +75,15 @@ def test_access_log_line_has_route_template_status_duration_size(
     assert "remote_addr" not in line
 
 
+def test_access_log_path_is_the_decoded_utf8_path(logged_app: Flask, tmp_path: Path) -> None:
+    """A non-ASCII path is logged as the text the client asked for (``/café``), not as the
+    latin-1 reading of its UTF-8 bytes (``/cafÃ©``) that WSGI hands over."""
+    logged_app.test_client().get("/caf%C3%A9/%E2%9C%93").close()
+    (access,) = [x for x in lines(tmp_path) if x.get("route") is None]
+    assert access["path"] == "/café/✓"
+    assert access["message"] == "GET /café/✓ 404"
+
+
 def test_access_log_level_follows_status(logged_app: Flask, tmp_path: Path) -> None:
     """5xx access lines are errors, 4xx warnings; unmatched routes have route null."""
     client = logged_app.test_client()
