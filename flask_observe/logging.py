@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import orjson
 import structlog
 
+from ._internal import escape_control
 from .correlation import RequestRecord, get_correlation_id, request_path
 
 if TYPE_CHECKING:
@@ -211,16 +212,8 @@ class ObserveFormatter(logging.Formatter):
         return self.render(out)
 
 
-#: What a terminal acts on: C0 controls but tab (a CR rewrites the line, a LF forges one, ESC
-#: starts an ANSI sequence), DEL and C1 controls.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 #: Tracebacks keep their line breaks in the console format.
-_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _MULTILINE = frozenset(("exception", "stack"))
-
-
-def _escaped(match: re.Match[str]) -> str:
-    return repr(match[0])[1:-1]
 
 
 def _printable(fields: dict[str, Any]) -> dict[str, Any]:
@@ -231,10 +224,9 @@ def _printable(fields: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in fields.items():
         if isinstance(key, str):
-            key = _CONTROL.sub(_escaped, key)
+            key = escape_control(key)
         if isinstance(value, str):
-            pattern = _CONTROL_BUT_NEWLINE if key in _MULTILINE else _CONTROL
-            value = pattern.sub(_escaped, value)
+            value = escape_control(value, keep_newlines=key in _MULTILINE)
         out[key] = value
     return out
 

@@ -81,6 +81,38 @@ def test_tail_prints_the_last_lines_with_filters(
     ]
 
 
+def test_control_characters_from_the_logs_never_reach_the_terminal_raw(
+    make_app: Callable[..., Flask], tmp_path: Path
+) -> None:
+    """A logged message with ANSI escapes, CR/LF and a C1 control, and a raw line with
+    them: printed escaped (short and raw), or as valid JSON giving the message back
+    (json); one output line per result, none forged."""
+    app = make(make_app, tmp_path)
+    hostile = "\x1b[31mRED\x1b[0m\r\nFAKE\x1b]0;title\x07\x9b2J\x7f"
+    token = set_correlation_id("evil")
+    try:
+        logger.warning("path %s", hostile)
+    finally:
+        reset_correlation_id(token)
+    handler = next(h for h in logging.getLogger().handlers if isinstance(h, RotatingFileHandler))
+    handler.write_line("raw " + hostile.replace("\n", " "), 0.0)
+    runner = app.test_cli_runner()
+
+    def run(*args: str) -> list[str]:
+        result = runner.invoke(args=["observe", "logs", *args])
+        assert result.exit_code == 0, result.output
+        assert not [c for c in result.output if c != "\n" and (c < " " or "\x7f" <= c <= "\x9f")]
+        return result.output.splitlines()
+
+    (short,) = run("search", "-c", "evil", "--format", "short")
+    assert "path \\x1b[31mRED\\x1b[0m\\r\\nFAKE" in short
+    (as_json,) = run("search", "-c", "evil")
+    assert json.loads(as_json)["message"] == "path " + hostile
+    (raw,) = run("search", "--text", "raw ")
+    assert raw.startswith("raw \\x1b[31mRED")
+    assert len(run("tail", "-n", "2", "--format", "short")) == 2
+
+
 def test_bad_filters_are_usage_errors(make_app: Callable[..., Flask], tmp_path: Path) -> None:
     """A bad filter or file name exits 2 with the reason, not a traceback."""
     app = make(make_app, tmp_path)
