@@ -83,7 +83,9 @@ def serving(app: Flask) -> Iterator[LiveServer]:
 def file_handler(app: Flask) -> RotatingFileHandler:
     state = Observe.state(app)
     assert state.logging is not None
-    return next(h for h in state.logging.handlers if isinstance(h, RotatingFileHandler))
+    handler = next(h for h in state.logging.handlers if isinstance(h, RotatingFileHandler))
+    handler.quiet_seconds = 0  # one process writes: compress rotated files at once
+    return handler
 
 
 # -- who may see it -------------------------------------------------------------------------
