@@ -456,6 +456,8 @@ def identity_fields(config: ObserveConfig, service: str) -> dict[str, Any]:
 
 _HANDLER_KEY = "_flask_observe_key"
 _HANDLER_REFS = "_flask_observe_refs"
+#: The settings a shared handler was made with, to tell a later app which of its own differ.
+_HANDLER_SETTINGS = "_flask_observe_settings"
 
 
 class LoggingSetup:
@@ -494,8 +496,12 @@ class LoggingSetup:
             _add_filter_once(logging.getLogger("werkzeug"), WerkzeugRequestLineFilter)
 
     def _attach_all(self, config: ObserveConfig, formatter: logging.Formatter, level: int) -> None:
+        settings: dict[str, Any] = {
+            "OBSERVE_LOG_FORMAT": config.log_format,
+            "OBSERVE_LOG_LEVEL": config.log_level,
+        }
         if config.log_stdout:
-            self._attach(("stdout",), StdoutHandler, formatter, level)
+            self._attach(("stdout",), StdoutHandler, formatter, level, settings)
         if config.log_dir:
             from .retention import RetentionPolicy, RotatingFileHandler
 
@@ -503,6 +509,13 @@ class LoggingSetup:
             policy = RetentionPolicy(
                 config.log_retention_days, config.log_retention_files, config.log_retention_bytes
             )
+            settings = {
+                **settings,
+                "OBSERVE_LOG_ROTATE_BYTES": config.log_rotate_bytes,
+                "OBSERVE_LOG_ROTATE_INTERVAL": config.log_rotate_interval,
+                "OBSERVE_LOG_COMPRESS": config.log_compress,
+                "OBSERVE_LOG_RETENTION_*": policy,
+            }
             self._attach(
                 ("file", str(path)),
                 lambda: RotatingFileHandler(
@@ -514,6 +527,7 @@ class LoggingSetup:
                 ),
                 formatter,
                 level,
+                settings,
             )
 
     def _attach(
@@ -522,17 +536,30 @@ class LoggingSetup:
         factory: Callable[[], logging.Handler],
         formatter: logging.Formatter,
         level: int,
+        settings: Mapping[str, Any],
     ) -> None:
         for handler in self.root.handlers:
             if getattr(handler, _HANDLER_KEY, None) == key:
                 setattr(handler, _HANDLER_REFS, getattr(handler, _HANDLER_REFS, 1) + 1)
                 self.handlers.append(handler)
+                first = getattr(handler, _HANDLER_SETTINGS, {})
+                ignored = sorted(k for k, v in settings.items() if k in first and first[k] != v)
+                if ignored:
+                    # One handler per destination (no line written twice): the first app's
+                    # settings for it stand.
+                    logging.getLogger("flask_observe").warning(
+                        "flask_observe: %s is already written by another app; this app's %s"
+                        " differ and are not applied to it (the first app's stand)",
+                        key[-1],
+                        ", ".join(ignored),
+                    )
                 return
         handler = factory()
         handler.setFormatter(formatter)
         handler.setLevel(level)
         setattr(handler, _HANDLER_KEY, key)
         setattr(handler, _HANDLER_REFS, 1)
+        setattr(handler, _HANDLER_SETTINGS, dict(settings))
         self.root.addHandler(handler)
         self.handlers.append(handler)
 

@@ -306,6 +306,26 @@ def test_no_duplicate_handlers_across_apps(make_app: Callable[..., Flask], tmp_p
     assert [x["message"] for x in lines(tmp_path) if x["logger"] == "host"] == ["once"]
 
 
+def test_a_second_app_is_told_which_of_its_settings_a_shared_destination_ignores(
+    make_app: Callable[..., Flask], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One handler per destination: a second app asking for another format, level or
+    rotation on it gets a warning naming those keys; the same settings, no warning."""
+    log_dir = str(tmp_path / "logs")
+    make_app("first", log_dir=log_dir, log_rotate_bytes=4096)
+    with caplog.at_level(logging.WARNING, logger="flask_observe"):
+        make_app("same", log_dir=log_dir, log_rotate_bytes=4096)
+        assert not [r for r in caplog.records if "already written" in r.getMessage()]
+        make_app(
+            "other", log_dir=log_dir, log_format="console", log_level="DEBUG", log_compress=False
+        )
+    warnings = [r.getMessage() for r in caplog.records if "already written" in r.getMessage()]
+    assert len(warnings) == 2  # stdout and the file
+    file, stdout = sorted(warnings, key=lambda m: "stdout" in m)
+    assert "OBSERVE_LOG_COMPRESS, OBSERVE_LOG_FORMAT, OBSERVE_LOG_LEVEL" in file
+    assert "OBSERVE_LOG_FORMAT, OBSERVE_LOG_LEVEL" in stdout
+
+
 def test_apps_sharing_a_file_keep_their_own_identity(
     make_app: Callable[..., Flask], tmp_path: Path
 ) -> None:
