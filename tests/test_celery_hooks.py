@@ -7,11 +7,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask
 
 from .conftest import need_service, read_json_lines
 
@@ -134,3 +135,43 @@ def test_prerun_rejects_unsafe_header_and_postrun_unbinds() -> None:
     assert "\n" not in bound
     _on_postrun(task=task)
     assert get_correlation_id() is None
+
+
+def test_receivers_stay_while_an_app_uses_them_and_go_with_the_last(
+    make_app: Callable[..., Flask],
+) -> None:
+    """Celery's signals are process-wide: two apps connect the receivers once; shutting one
+    down keeps them for the other, shutting down the last disconnects them (a publish then
+    gets no header, and the worker's logging setup is Celery's again)."""
+    from celery import signals
+
+    from flask_observe import Observe
+    from flask_observe.correlation import reset_correlation_id, set_correlation_id
+
+    def publish() -> dict[str, Any]:
+        headers: dict[str, Any] = {}
+        token = set_correlation_id("published-in-a-request")
+        try:
+            signals.before_task_publish.send(sender="task", headers=headers)
+        finally:
+            reset_correlation_id(token)
+        return headers
+
+    def keeps_logging() -> bool:
+        return any(signals.setup_logging.send(sender=None))
+
+    baseline_logging = keeps_logging()
+    first = make_app("celery-one", log_stdout=False, celery_enabled=True, observe=False)
+    second = make_app("celery-two", log_stdout=False, celery_enabled=True, observe=False)
+    one, two = Observe(first), Observe(second)
+    try:
+        assert publish() == {"observe_correlation_id": "published-in-a-request"}
+        assert keeps_logging()
+        one.shutdown(first)
+        assert publish() == {"observe_correlation_id": "published-in-a-request"}
+        assert keeps_logging()
+    finally:
+        two.shutdown(second)
+        one.shutdown(first)
+    assert publish() == {}
+    assert keeps_logging() == baseline_logging
