@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from flask import Flask
 
 from flask_observe import Observe
 from flask_observe.correlation import reset_correlation_id, set_correlation_id
+from flask_observe.logviewer.match import _literal_regex
 from flask_observe.retention import RotatingFileHandler
 
 logger = logging.getLogger("clitest")
@@ -137,3 +140,26 @@ def test_logs_commands_need_a_log_directory(make_app: Callable[..., Flask]) -> N
     assert result.exit_code != 0
     assert "No such command" in result.output
     assert Observe.state(app).logviewer is None
+
+
+def test_regex_without_the_logviewer_extra_names_it_instead_of_a_traceback(
+    make_app: Callable[..., Flask], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commands exist whenever there is a log directory, RE2 or not: without it a plain
+    search still works, and ``--regex`` / ``-i`` exit 1 naming the extra to install."""
+    app = make(make_app, tmp_path)
+    write(2, "plain")
+    monkeypatch.setitem(sys.modules, "re2", None)  # as if google-re2 were not installed
+    _literal_regex.cache_clear()
+    runner = app.test_cli_runner()
+    try:
+        plain = runner.invoke(args=["observe", "logs", "search", "--text", "plain line 1"])
+        assert plain.exit_code == 0, plain.output
+        assert len(plain.output.splitlines()) == 1
+        for args in (["search", "--regex", "line \\d"], ["tail", "-i", "--text", "PLAIN"]):
+            result = runner.invoke(args=["observe", "logs", *args])
+            assert result.exit_code == 1, (args, result.output)
+            assert 'pip install "flask-observe[logviewer]"' in result.output
+            assert result.exception is None or isinstance(result.exception, SystemExit)
+    finally:
+        _literal_regex.cache_clear()

@@ -19,6 +19,7 @@ import orjson
 from flask.cli import with_appcontext
 
 from .._internal import escape_control
+from .._optional import MissingDependencyError
 from . import follow as live
 from .match import Matcher
 from .query import QueryError, query_args
@@ -133,6 +134,8 @@ def search_command(fmt: str, file_name: str | None, limit: int, **filters: Any) 
             query = viewer.parse({**args, "cursor": [page.cursor]}, default_limit=limit)
     except (QueryError, BadName, NoSuchFile) as exc:
         raise click.UsageError(_message(exc)) from None
+    except MissingDependencyError as exc:  # --regex or -i without the logviewer extra
+        raise click.ClickException(str(exc)) from None
 
 
 @logs.command("tail")
@@ -151,6 +154,8 @@ def tail_command(fmt: str, file_name: str | None, lines: int, follow: bool, **fi
             raise QueryError("--follow: only an active file grows")
     except (QueryError, BadName, NoSuchFile) as exc:
         raise click.UsageError(_message(exc)) from None
+    except MissingDependencyError as exc:
+        raise click.ClickException(str(exc)) from None
     for item in page.results:
         _print(item, fmt)
     if not follow:
