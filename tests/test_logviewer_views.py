@@ -423,7 +423,7 @@ class EventReader:
                     data = line[6:]
                 elif line.startswith(b"id: "):
                     ident = line[4:].decode()
-        except OSError:  # closed by the test
+        except (OSError, http.client.HTTPException):  # closed by the test (mid-chunk too)
             return
 
     def close(self) -> None:
