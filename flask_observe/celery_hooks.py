@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from .config import MAX_REQUEST_ID_LENGTH_LIMIT
 from .correlation import (
     get_correlation_id,
     id_validator,
@@ -33,7 +34,9 @@ logger = logging.getLogger("flask_observe")
 #: Name of the task message header carrying the correlation ID.
 HEADER = "observe_correlation_id"
 _STATE_ATTR = "_flask_observe_bound"
-_is_valid = id_validator(128)
+#: The receivers serve every app of the process: accept what any app may have accepted (its
+#: OBSERVE_REQUEST_ID_MAX_LENGTH is at most this), same characters.
+_is_valid = id_validator(MAX_REQUEST_ID_LENGTH_LIMIT)
 #: Apps using the receivers (all of them, and the one on ``setup_logging``): Celery's signals
 #: are process-wide, so is this count.
 _users = {"tasks": 0, "logging": 0}

@@ -137,6 +137,23 @@ def test_prerun_rejects_unsafe_header_and_postrun_unbinds() -> None:
     assert get_correlation_id() is None
 
 
+def test_prerun_keeps_a_long_id_an_app_with_a_higher_max_length_accepted() -> None:
+    """An app with OBSERVE_REQUEST_ID_MAX_LENGTH=512 accepts a 300-character ID; its tasks
+    keep it in the worker (the receivers serve every app, so they allow the hard limit)."""
+    from types import SimpleNamespace
+
+    from flask_observe import get_correlation_id
+    from flask_observe.celery_hooks import _on_postrun, _on_prerun
+
+    long_id = "req-" + "a1" * 148
+    task = SimpleNamespace(name="t", request=SimpleNamespace(observe_correlation_id=long_id))
+    _on_prerun(task_id="tid", task=task)
+    try:
+        assert get_correlation_id() == long_id
+    finally:
+        _on_postrun(task=task)
+
+
 def test_receivers_stay_while_an_app_uses_them_and_go_with_the_last(
     make_app: Callable[..., Flask],
 ) -> None:
