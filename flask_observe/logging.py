@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import orjson
 import structlog
 
-from ._internal import escape_control
+from ._internal import FailureLog, escape_control
 from .correlation import RequestRecord, get_correlation_id, request_path
 
 if TYPE_CHECKING:
@@ -245,6 +245,7 @@ class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def __init__(self) -> None:
         super().__init__(sys.stdout)
+        self._failures = FailureLog()
 
     @property
     def stream(self) -> TextIO:
@@ -255,11 +256,15 @@ class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
     def write_line(self, line: str, created: float) -> None:
-        """Write an already formatted line (the access log's fast path)."""
-        with self.lock:  # type: ignore[union-attr]
-            stream = sys.stdout
-            stream.write(line + self.terminator)
-            stream.flush()
+        """Write an already formatted line (the access log's fast path); a failing stdout (a
+        closed pipe) is reported, and the line still reaches the other handlers."""
+        try:
+            with self.lock:  # type: ignore[union-attr]
+                stream = sys.stdout
+                stream.write(line + self.terminator)
+                stream.flush()
+        except Exception:
+            self._failures("writing a log line to standard output")
 
 
 class WerkzeugRequestLineFilter(logging.Filter):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,41 @@ def test_access_log_path_is_the_decoded_utf8_path(logged_app: Flask, tmp_path: P
     (access,) = [x for x in lines(tmp_path) if x.get("route") is None]
     assert access["path"] == "/café/✓"
     assert access["message"] == "GET /café/✓ 404"
+
+
+class _BrokenPipe:
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_broken_stdout_does_not_keep_the_access_line_from_the_file(
+    make_app: Callable[..., Flask], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Standard output gone (``python -m app | head``, a closed pipe): the request is
+    served, and its access line still reaches the log file."""
+    app = make_app("pipe", log_dir=str(tmp_path / "logs"))
+
+    @app.get("/")
+    def index() -> str:
+        return "ok"
+
+    root = logging.getLogger()
+    foreign = [h for h in root.handlers if not hasattr(h, "write_line")]  # pytest's capture
+    for handler in foreign:  # as in production: the access line takes the direct path
+        root.removeHandler(handler)
+    try:
+        monkeypatch.setattr(sys, "stdout", _BrokenPipe())
+        with app.test_client().get("/", headers={"X-Request-ID": "piped"}) as response:
+            assert response.status_code == 200
+        monkeypatch.undo()
+    finally:
+        for handler in foreign:
+            root.addHandler(handler)
+    access = [x for x in lines(tmp_path) if x["logger"] == "flask_observe.access"]
+    assert [x["correlation_id"] for x in access] == ["piped"]
 
 
 def test_access_log_level_follows_status(logged_app: Flask, tmp_path: Path) -> None:
