@@ -436,9 +436,11 @@ def _setup_celery(state: ObserveState) -> None:
         _optional.require("celery", "celery", "OBSERVE_CELERY_ENABLED")
     elif _optional.detect("celery", "Celery correlation IDs") is None:
         return
-    from .celery_hooks import connect
+    from .celery_hooks import connect, disconnect
 
-    connect(keep_logging=config.logging_enabled)
+    keep_logging = config.logging_enabled
+    connect(keep_logging)
+    state._closers.append(lambda: disconnect(keep_logging))
 
 
 def _metrics_wanted(config: ObserveConfig) -> bool:

@@ -70,7 +70,9 @@ class Gunicorn:
             try:
                 requests.get(self.url + "/metrics", timeout=1)
                 return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # The socket is bound before the workers have booted: on a busy machine the
+                # first request can wait longer than a second for one.
                 time.sleep(0.2)
         self.stop()
         raise AssertionError("gunicorn did not start: " + (tmp_path / "gunicorn.log").read_text())
