@@ -152,7 +152,7 @@ class Observe(HealthAPI):
 
         config = state.config
         # The one exclusion list, shared by the access log, tracing and metrics.
-        state.excluded = compile_exclusions(config.excluded_paths)
+        state.excluded = compile_exclusions(config.excluded_paths or ())
         # Libraries' own variables (OTEL_*, SENTRY_DSN) decide "auto" switches: read once.
         environ = dict(os.environ)
         if config.logging_enabled:
