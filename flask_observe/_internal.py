@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -11,6 +12,22 @@ from collections.abc import Callable
 logger = logging.getLogger("flask_observe")
 
 _FAILURE_LOG_INTERVAL = 60.0
+
+#: What a terminal acts on: C0 controls but tab (a CR rewrites the line, a LF forges one, ESC
+#: starts an ANSI sequence), DEL and C1 controls.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return repr(match[0])[1:-1]
+
+
+def escape_control(text: str, keep_newlines: bool = False) -> str:
+    """``text`` with control characters written as escapes (``\\x1b``, ``\\r``, ``\\n``),
+    for output meant for a terminal (console log lines, the CLI)."""
+    pattern = _CONTROL_BUT_NEWLINE if keep_newlines else _CONTROL
+    return pattern.sub(_escaped, text)
 
 
 class FailureLog:

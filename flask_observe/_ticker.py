@@ -1,8 +1,10 @@
 """One background thread per app that runs periodic work (sampling, rule evaluation).
 
 Started lazily — by the first request, or explicitly — so a pre-fork server's master never
-owns it: after a fork the child starts its own. Each round's tasks run in a small pool with a
-deadline of one period; a task still running from an earlier round is skipped, not stacked.
+owns it: after a fork the child starts its own. Each round's tasks run in daemon threads of
+their own with a deadline of one period; a task still running from an earlier round is skipped,
+not stacked. (Daemon threads, not a ``ThreadPoolExecutor``, whose workers the interpreter joins
+at exit: one task stuck for good would keep the process from ever exiting.)
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from ._internal import FailureLog
 
@@ -48,8 +50,9 @@ class Ticker:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        self._pending: dict[str, Future[object]] = {}
+        #: The thread of each task's latest run (a task still running is not started again).
+        self._pending: dict[str, threading.Thread] = {}
+        self._stuck: set[str] = set()
         self._failures = FailureLog()
         _TICKERS.add(self)
 
@@ -64,7 +67,6 @@ class Ticker:
         with self._lock:
             if self.running or self._stop.is_set():
                 return
-            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix=self.name)
             self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
             self.running = True
             self._thread.start()
@@ -73,27 +75,38 @@ class Ticker:
         # Threads do not survive fork: forget the parent's so the child starts its own.
         self.running = False
         self._thread = None
-        self._pool = None
         self._pending = {}
+        self._stuck = set()
         self._lock = threading.Lock()
 
     def run_once(self) -> None:
         """One round: every task, each within the round's deadline."""
-        pool = self._pool
-        if pool is None:
-            for name, task in self.tasks:
+        if self._thread is None or threading.current_thread() is not self._thread:
+            for name, task in self.tasks:  # called directly (tests, CLI): in this thread
                 self._call(name, task)
             return
-        started: list[Future[object]] = []
-        for name, task in self.tasks:
+        started: list[threading.Thread] = []
+        for name, task in list(self.tasks):
             previous = self._pending.get(name)
-            if previous is not None and not previous.done():
-                self._failures(f"periodic task {name} (still running from an earlier round)")
+            if previous is not None and previous.is_alive():
+                if name not in self._stuck:  # once per stuck run, not every round
+                    self._stuck.add(name)
+                    logger.warning(
+                        "flask_observe: periodic task %s is still running from an earlier"
+                        " round; skipped until it returns",
+                        name,
+                    )
                 continue
-            future = pool.submit(self._call, name, task)
-            self._pending[name] = future
-            started.append(future)
-        wait(started, timeout=self.interval)
+            self._stuck.discard(name)
+            thread = threading.Thread(
+                target=self._call, args=(name, task), name=f"{self.name}-task", daemon=True
+            )
+            self._pending[name] = thread
+            thread.start()
+            started.append(thread)
+        deadline = time.monotonic() + self.interval
+        for thread in started:
+            thread.join(max(0.0, deadline - time.monotonic()))
         self.rounds += 1
 
     def _call(self, name: str, task: Callable[[], object]) -> object:
@@ -108,11 +121,10 @@ class Ticker:
             self.run_once()
 
     def close(self, timeout: float = 2.0) -> None:
-        """Stop the thread (waits up to ``timeout``)."""
+        """Stop the thread (waits up to ``timeout``; a task still running is left to finish,
+        in a daemon thread)."""
         self._stop.set()
-        thread, pool = self._thread, self._pool
+        thread = self._thread
         if thread is not None and thread.is_alive():
             thread.join(timeout)
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
         self.running = False

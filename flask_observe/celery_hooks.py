@@ -7,16 +7,18 @@ valid one gets a fresh ID) together with ``task_id`` and ``task_name`` as struct
 variables, so every log line the task writes carries them; ``task_postrun`` unbinds them.
 
 The signal receivers are process-wide (Celery's signals are), connected once whatever the
-number of apps.
+number of apps, and disconnected when the last app that connected them shuts down.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import structlog
 
+from .config import MAX_REQUEST_ID_LENGTH_LIMIT
 from .correlation import (
     get_correlation_id,
     id_validator,
@@ -25,30 +27,56 @@ from .correlation import (
     set_correlation_id,
 )
 
-__all__ = ["HEADER", "connect"]
+__all__ = ["HEADER", "connect", "disconnect"]
 
 logger = logging.getLogger("flask_observe")
 
 #: Name of the task message header carrying the correlation ID.
 HEADER = "observe_correlation_id"
 _STATE_ATTR = "_flask_observe_bound"
-_is_valid = id_validator(128)
+#: The receivers serve every app of the process: accept what any app may have accepted (its
+#: OBSERVE_REQUEST_ID_MAX_LENGTH is at most this), same characters.
+_is_valid = id_validator(MAX_REQUEST_ID_LENGTH_LIMIT)
+#: Apps using the receivers (all of them, and the one on ``setup_logging``): Celery's signals
+#: are process-wide, so is this count.
+_users = {"tasks": 0, "logging": 0}
+_lock = threading.Lock()
+_UID = __name__ + "."
 
 
 def connect(keep_logging: bool) -> None:
-    """Connect the receivers (idempotent).
+    """Connect the receivers (once per process) and count one more user of them.
 
     :param keep_logging: stop Celery's worker from replacing the root logger's handlers, so
         task logs keep flowing through flask_observe's pipeline.
     """
     from celery import signals
 
-    signals.before_task_publish.connect(_on_publish, weak=False, dispatch_uid=__name__ + ".pub")
-    signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid=__name__ + ".prerun")
-    signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid=__name__ + ".postrun")
-    if keep_logging:
-        # With any receiver on setup_logging, Celery leaves logging configuration alone.
-        signals.setup_logging.connect(_keep_logging, weak=False, dispatch_uid=__name__ + ".log")
+    with _lock:
+        _users["tasks"] += 1
+        signals.before_task_publish.connect(_on_publish, weak=False, dispatch_uid=_UID + "pub")
+        signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid=_UID + "prerun")
+        signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid=_UID + "postrun")
+        if keep_logging:
+            _users["logging"] += 1
+            # With any receiver on setup_logging, Celery leaves logging configuration alone.
+            signals.setup_logging.connect(_keep_logging, weak=False, dispatch_uid=_UID + "log")
+
+
+def disconnect(keep_logging: bool) -> None:
+    """Release one user (as :func:`connect` counted it); the last one disconnects."""
+    from celery import signals
+
+    with _lock:
+        _users["tasks"] -= 1
+        if keep_logging:
+            _users["logging"] -= 1
+            if _users["logging"] <= 0:
+                signals.setup_logging.disconnect(dispatch_uid=_UID + "log")
+        if _users["tasks"] <= 0:
+            signals.before_task_publish.disconnect(dispatch_uid=_UID + "pub")
+            signals.task_prerun.disconnect(dispatch_uid=_UID + "prerun")
+            signals.task_postrun.disconnect(dispatch_uid=_UID + "postrun")
 
 
 def _keep_logging(**_: Any) -> None:

@@ -103,8 +103,9 @@ class ObserveConfig:
     #: The client address is personal data: off unless asked for.
     access_log_remote_addr: bool = False
     #: Regular expressions searched in the request path; matching requests are left out of the
-    #: access log (and, as they arrive, of tracing and metrics).
-    excluded_paths: tuple[str, ...] = (r"^/health/(live|ready|startup)$", r"^/metrics$")
+    #: access log, tracing and metrics. ``None``: the health endpoints under
+    #: ``OBSERVE_HEALTH_URL_PREFIX`` (probes and the full report) and ``OBSERVE_METRICS_PATH``.
+    excluded_paths: tuple[str, ...] | None = None
 
     # -- tracing (OpenTelemetry, docs/tracing.md) -----------------------------------------
     #: ``None``: on when an OTLP endpoint is configured (``OBSERVE_TRACING_ENDPOINT``,
@@ -416,6 +417,21 @@ def _patterns(value: Any) -> tuple[str, ...]:
     return patterns
 
 
+def _opt_patterns(value: Any) -> tuple[str, ...] | None:
+    return None if value is None else _patterns(value)
+
+
+def default_exclusions(config: ObserveConfig) -> tuple[str, ...]:
+    """The paths left out of access log, traces and metrics unless configured otherwise:
+    the health endpoints (probes polled every few seconds; the full report is for people and
+    must not count against the SLO when it answers 503) and the metrics endpoint."""
+    health = re.escape(config.health_url_prefix)
+    return (
+        rf"^{health}(/(live|ready|startup))?/?$",
+        rf"^{re.escape(config.metrics_path)}$",
+    )
+
+
 def _header(value: Any) -> str:
     name = _str(value)
     if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
@@ -583,7 +599,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "log_levels": _level_map,
     "access_log": _bool,
     "access_log_remote_addr": _bool,
-    "excluded_paths": _patterns,
+    "excluded_paths": _opt_patterns,
     "tracing_enabled": _opt_bool,
     "tracing_exporter": _choice(*TRACING_EXPORTERS, optional=True),
     "tracing_endpoint": _opt_str,
@@ -696,6 +712,8 @@ def load_config(app_config: Mapping[str, Any], options: Mapping[str, Any]) -> Ob
             f"{unknown[0]}: unknown flask_observe setting (see docs/configuration.md for the keys)"
         )
     config = ObserveConfig(**values)
+    if config.excluded_paths is None:
+        config = dataclasses.replace(config, excluded_paths=default_exclusions(config))
     if config.slo_latency and config.slo_latency_seconds not in config.metrics_buckets:
         raise ConfigError(
             f"OBSERVE_SLO_LATENCY_SECONDS: expected one of OBSERVE_METRICS_BUCKETS"

@@ -82,6 +82,18 @@ def id_validator(max_length: int) -> Callable[[str], bool]:
     return is_valid
 
 
+def request_path(environ: WSGIEnvironment) -> str:
+    """The request's path as text: WSGI gives ``PATH_INFO`` as bytes decoded as latin-1, so
+    a UTF-8 path (``/café``) is decoded again, as Werkzeug does for ``request.path``."""
+    path: str = environ.get("PATH_INFO", "")
+    if path.isascii():
+        return path
+    try:
+        return path.encode("latin-1").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a server that gave real text already
+        return path
+
+
 def environ_key(header: str) -> str:
     """The WSGI environ key of an HTTP request header."""
     return "HTTP_" + header.upper().replace("-", "_")
@@ -250,7 +262,7 @@ class CorrelationMiddleware:
             logger.error(
                 "unhandled exception in the WSGI application",
                 exc_info=exc_info,
-                extra={"path": record.environ.get("PATH_INFO", "")},
+                extra={"path": request_path(record.environ)},
             )
             if self._propagate():
                 raise

@@ -152,7 +152,7 @@ class Observe(HealthAPI):
 
         config = state.config
         # The one exclusion list, shared by the access log, tracing and metrics.
-        state.excluded = compile_exclusions(config.excluded_paths)
+        state.excluded = compile_exclusions(config.excluded_paths or ())
         # Libraries' own variables (OTEL_*, SENTRY_DSN) decide "auto" switches: read once.
         environ = dict(os.environ)
         if config.logging_enabled:
@@ -183,6 +183,8 @@ class Observe(HealthAPI):
                 from .slo import budget_check
 
                 state.health.add(budget_check(state.budgets))
+        if state.metrics is not None:
+            _export_components(state)
         if config.logviewer_enabled:
             _setup_logviewer(app, state)
         if _errors_wanted(config, environ):
@@ -442,9 +444,11 @@ def _setup_celery(state: ObserveState) -> None:
         _optional.require("celery", "celery", "OBSERVE_CELERY_ENABLED")
     elif _optional.detect("celery", "Celery correlation IDs") is None:
         return
-    from .celery_hooks import connect
+    from .celery_hooks import connect, disconnect
 
-    connect(keep_logging=config.logging_enabled)
+    keep_logging = config.logging_enabled
+    connect(keep_logging)
+    state._closers.append(lambda: disconnect(keep_logging))
 
 
 def _metrics_wanted(config: ObserveConfig) -> bool:
@@ -513,6 +517,20 @@ def _setup_metrics(app: Flask, state: ObserveState) -> None:
             state._closers.append(state.memory.close)
 
 
+def _export_components(state: ObserveState) -> None:
+    """Health check results and circuit breaker states as gauges (the shipped Prometheus rules
+    and Grafana dashboard read them)."""
+    from .metrics.components import export_breakers, export_health
+
+    assert state.metrics is not None
+    if state.health is not None:
+        state._closers.append(export_health(state.metrics, state.health))
+    undo, sample = export_breakers(state.metrics, state.breakers)
+    state._closers.append(undo)
+    if state.ticker is not None:
+        state.ticker.add("circuit breakers", sample)
+
+
 def _setup_sql_diagnostics(state: ObserveState) -> None:
     config = state.config
     if config.diagnostics_sql is False or state.metrics is None:
@@ -560,6 +578,11 @@ def _setup_alerting(state: ObserveState) -> None:
     )
     state.alerts = router
     state._closers.append(router.close)
+    # A process exiting normally (gunicorn's graceful stop) sends what is queued first.
+    from ._internal import exit_flushes
+
+    exit_key = exit_flushes.add(router.flush_at_exit, router.EXIT_TIMEOUT)
+    state._closers.append(lambda: exit_flushes.remove(exit_key))
     if not config.alert_rules_enabled:
         return
     engine = RuleEngine(router, config.alert_rules_consecutive, state.service_name)

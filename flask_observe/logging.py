@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 import orjson
 import structlog
 
-from .correlation import RequestRecord, get_correlation_id
+from ._internal import FailureLog, escape_control
+from .correlation import RequestRecord, get_correlation_id, request_path
 
 if TYPE_CHECKING:
     from .config import ObserveConfig
@@ -184,7 +185,7 @@ class ObserveFormatter(logging.Formatter):
         if self._console is not None:
             level = fields.get("level", "")
             fields["event"] = fields.pop("message")
-            return self._console(None, level, fields)
+            return self._console(None, level, _printable(fields))
         try:
             return orjson.dumps(fields, default=_default, option=_ORJSON_OPTIONS).decode()
         except TypeError:  # e.g. an integer too large for JSON, or a circular structure
@@ -211,6 +212,25 @@ class ObserveFormatter(logging.Formatter):
         return self.render(out)
 
 
+#: Tracebacks keep their line breaks in the console format.
+_MULTILINE = frozenset(("exception", "stack"))
+
+
+def _printable(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` with control characters in keys and string values written as escapes
+    (``\\x1b``, ``\\r``, ``\\n``), for the console format: JSON escapes them already, a
+    console line must not carry a request path's ANSI sequence or line break raw. Other
+    values are rendered with ``repr``, which escapes them."""
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        if isinstance(key, str):
+            key = escape_control(key)
+        if isinstance(value, str):
+            value = escape_control(value, keep_newlines=key in _MULTILINE)
+        out[key] = value
+    return out
+
+
 def _merge(out: dict[str, Any], fields: Mapping[str, Any]) -> None:
     for key, value in fields.items():
         out[key if key not in _RESERVED else f"extra_{key}"] = value
@@ -225,6 +245,7 @@ class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def __init__(self) -> None:
         super().__init__(sys.stdout)
+        self._failures = FailureLog()
 
     @property
     def stream(self) -> TextIO:
@@ -235,11 +256,15 @@ class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
     def write_line(self, line: str, created: float) -> None:
-        """Write an already formatted line (the access log's fast path)."""
-        with self.lock:  # type: ignore[union-attr]
-            stream = sys.stdout
-            stream.write(line + self.terminator)
-            stream.flush()
+        """Write an already formatted line (the access log's fast path); a failing stdout (a
+        closed pipe) is reported, and the line still reaches the other handlers."""
+        try:
+            with self.lock:  # type: ignore[union-attr]
+                stream = sys.stdout
+                stream.write(line + self.terminator)
+                stream.flush()
+        except Exception:
+            self._failures("writing a log line to standard output")
 
 
 class WerkzeugRequestLineFilter(logging.Filter):
@@ -281,6 +306,8 @@ class AccessLog:
         path = environ.get("PATH_INFO", "")
         if self._excluded is not None and self._excluded(path):
             return
+        if not path.isascii():
+            path = request_path(environ)
         status = record.status
         level = (
             logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
@@ -434,6 +461,8 @@ def identity_fields(config: ObserveConfig, service: str) -> dict[str, Any]:
 
 _HANDLER_KEY = "_flask_observe_key"
 _HANDLER_REFS = "_flask_observe_refs"
+#: The settings a shared handler was made with, to tell a later app which of its own differ.
+_HANDLER_SETTINGS = "_flask_observe_settings"
 
 
 class LoggingSetup:
@@ -472,8 +501,12 @@ class LoggingSetup:
             _add_filter_once(logging.getLogger("werkzeug"), WerkzeugRequestLineFilter)
 
     def _attach_all(self, config: ObserveConfig, formatter: logging.Formatter, level: int) -> None:
+        settings: dict[str, Any] = {
+            "OBSERVE_LOG_FORMAT": config.log_format,
+            "OBSERVE_LOG_LEVEL": config.log_level,
+        }
         if config.log_stdout:
-            self._attach(("stdout",), StdoutHandler, formatter, level)
+            self._attach(("stdout",), StdoutHandler, formatter, level, settings)
         if config.log_dir:
             from .retention import RetentionPolicy, RotatingFileHandler
 
@@ -481,6 +514,13 @@ class LoggingSetup:
             policy = RetentionPolicy(
                 config.log_retention_days, config.log_retention_files, config.log_retention_bytes
             )
+            settings = {
+                **settings,
+                "OBSERVE_LOG_ROTATE_BYTES": config.log_rotate_bytes,
+                "OBSERVE_LOG_ROTATE_INTERVAL": config.log_rotate_interval,
+                "OBSERVE_LOG_COMPRESS": config.log_compress,
+                "OBSERVE_LOG_RETENTION_*": policy,
+            }
             self._attach(
                 ("file", str(path)),
                 lambda: RotatingFileHandler(
@@ -492,6 +532,7 @@ class LoggingSetup:
                 ),
                 formatter,
                 level,
+                settings,
             )
 
     def _attach(
@@ -500,17 +541,30 @@ class LoggingSetup:
         factory: Callable[[], logging.Handler],
         formatter: logging.Formatter,
         level: int,
+        settings: Mapping[str, Any],
     ) -> None:
         for handler in self.root.handlers:
             if getattr(handler, _HANDLER_KEY, None) == key:
                 setattr(handler, _HANDLER_REFS, getattr(handler, _HANDLER_REFS, 1) + 1)
                 self.handlers.append(handler)
+                first = getattr(handler, _HANDLER_SETTINGS, {})
+                ignored = sorted(k for k, v in settings.items() if k in first and first[k] != v)
+                if ignored:
+                    # One handler per destination (no line written twice): the first app's
+                    # settings for it stand.
+                    logging.getLogger("flask_observe").warning(
+                        "flask_observe: %s is already written by another app; this app's %s"
+                        " differ and are not applied to it (the first app's stand)",
+                        key[-1],
+                        ", ".join(ignored),
+                    )
                 return
         handler = factory()
         handler.setFormatter(formatter)
         handler.setLevel(level)
         setattr(handler, _HANDLER_KEY, key)
         setattr(handler, _HANDLER_REFS, 1)
+        setattr(handler, _HANDLER_SETTINGS, dict(settings))
         self.root.addHandler(handler)
         self.handlers.append(handler)
 

@@ -7,8 +7,11 @@ change its name under it except ``.log`` → ``.log.gz``, which is done atomical
 
 Compression and retention run in one background thread per handler, never in the thread that
 logs; the thread is woken after each rotation and once at start-up, so a crash that left an
-uncompressed rotated file is caught up on the next run. Retention only ever deletes rotated
-files of this handler's stem, never the file being written.
+uncompressed rotated file is caught up on the next run. A rotated file is compressed only once
+nobody has written to it for :data:`QUIET_SECONDS`: other processes sharing the file go on
+writing to it until their next check notices the rotation, and what they write there must not
+be lost. Retention only ever deletes rotated files of this handler's stem, never the file
+being written.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ _INTERVAL_SECONDS = {"hourly": 3600, "daily": 86400}
 _STAMP = "%Y%m%dT%H%M%S"
 #: How often the active path is checked for having been rotated by another process.
 _MOVED_CHECK_SECONDS = 1.0
+#: A rotated file untouched this long has no writer left (each process notices a rotation
+#: within ``_MOVED_CHECK_SECONDS`` of its next line) and can be compressed.
+QUIET_SECONDS = 3 * _MOVED_CHECK_SECONDS
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,9 @@ class RotatingFileHandler(logging.FileHandler):
     :param interval: ``"hourly"``, ``"daily"`` or ``None``.
     :param compress: gzip rotated files.
     :param retention: limits applied to rotated files after each rotation.
+    :param quiet_seconds: compress a rotated file only once it was not written for this long
+        (other processes sharing the file may still write to it until they notice the
+        rotation); tests of a single process use 0.
     """
 
     def __init__(
@@ -88,6 +97,7 @@ class RotatingFileHandler(logging.FileHandler):
         interval: str | None = None,
         compress: bool = True,
         retention: RetentionPolicy | None = None,
+        quiet_seconds: float = QUIET_SECONDS,
     ) -> None:
         self.path = Path(path).absolute()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +106,7 @@ class RotatingFileHandler(logging.FileHandler):
         self.interval = _INTERVAL_SECONDS[interval] if interval else 0
         self.compress = compress
         self.retention = retention or RetentionPolicy()
+        self.quiet_seconds = quiet_seconds
         self._size = self._current_size()
         self._next_rollover = self._compute_next_rollover(self._period_start())
         self._next_check = time.time() + _MOVED_CHECK_SECONDS
@@ -227,21 +238,41 @@ class RotatingFileHandler(logging.FileHandler):
                 if self._stopping:
                     return
                 target = self._requested
+            retry_in = None
             try:
-                self.maintain()
+                retry_in = self.maintain()
             except Exception:
                 self._failures("log file compression/retention")
             with self._cond:
+                if retry_in is not None:
+                    # A rotated file may still have writers: look again once it is quiet.
+                    self._cond.wait_for(lambda: self._stopping, retry_in)
+                    continue
                 self._completed = target
                 self._cond.notify_all()
 
-    def maintain(self) -> None:
-        """Compress rotated files and apply retention (also called by the background thread)."""
+    def maintain(self) -> float | None:
+        """Compress rotated files and apply retention (also called by the background thread).
+
+        :returns: seconds until a rotated file left uncompressed (written to too recently)
+            may be compressed, or ``None`` if none was left.
+        """
+        retry_in = None
         if self.compress:
             for path in rotated_files(self.path.parent, self.path.name):
-                if path.suffix != ".gz" and not self._stopping:
-                    _gzip(path)
+                if path.suffix == ".gz" or self._stopping:
+                    continue
+                try:
+                    idle = time.time() - path.stat().st_mtime
+                except FileNotFoundError:  # compressed by another process meanwhile
+                    continue
+                if idle < self.quiet_seconds:
+                    wait = self.quiet_seconds - idle + 0.05
+                    retry_in = wait if retry_in is None else min(retry_in, wait)
+                    continue
+                _gzip(path)
         self.apply_retention()
+        return retry_in
 
     def apply_retention(self) -> list[Path]:
         """Delete rotated files beyond the age, count and total-size limits; oldest first."""
@@ -302,11 +333,21 @@ def _restart_after_fork(ref: weakref.ref[RotatingFileHandler]) -> None:
 
 
 def _gzip(path: Path) -> Path:
-    """Compress ``path`` to ``path.gz`` atomically, then remove ``path``."""
+    """Compress ``path`` to ``path.gz`` atomically, then remove ``path``.
+
+    Processes sharing the log directory may compress the same file at once: each writes its
+    own temporary file, and the source being gone means another one finished first.
+    """
     target = path.with_name(path.name + ".gz")
-    partial = path.with_name(path.name + ".gz.partial")
-    with open(path, "rb") as src, gzip.open(partial, "wb", compresslevel=6) as dst:
-        shutil.copyfileobj(src, dst, 1024 * 1024)
+    partial = path.with_name(f"{path.name}.gz.partial-{os.getpid()}")
+    try:
+        with open(path, "rb") as src, gzip.open(partial, "wb", compresslevel=6) as dst:
+            shutil.copyfileobj(src, dst, 1024 * 1024)
+    except FileNotFoundError:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+        return target
     os.replace(partial, target)
-    path.unlink()
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
     return target

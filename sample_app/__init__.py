@@ -14,16 +14,16 @@ Configuration (``app.config``; each key can come from the environment as ``FLASK
 - ``CELERY_BROKER_URL``: run scrapes as Celery tasks (e.g. ``redis://127.0.0.1:6379/0``);
 - ``SCRAPER_SEED_DEMO``: add a few demo accounts to an empty database (default on);
 - ``SCRAPER_STALE_HOURS``: alert when no account was scraped successfully for this long;
-- every ``OBSERVE_*`` key of flask_observe (docs/configuration.md). The log viewer is on;
-  without ``OBSERVE_AUTH_TOKEN`` (``FLASK_OBSERVE_AUTH_TOKEN``) a random token is made for
-  this process and printed once to standard error — never to the logs.
+- every ``OBSERVE_*`` key of flask_observe (docs/configuration.md). The log viewer is on when
+  there is a way to sign in to it: ``OBSERVE_AUTH_TOKEN`` (``FLASK_OBSERVE_AUTH_TOKEN``) or
+  ``OBSERVE_AUTH_CALLBACK``. ``python -m sample_app`` makes a random token when none is set
+  and prints it once to standard error, never to the logs; other processes (``flask``
+  commands, a Celery worker, gunicorn) make none, and without a token have the viewer off.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -85,16 +85,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             urlsplit(app.config["SCRAPER_PLATFORM_URL"]).netloc
         ]
 
-    generated = _ensure_viewer_token(app)
+    if not _can_sign_in(app.config):
+        # The viewer is never public, and a token made up here would differ in every process
+        # (each gunicorn worker, the Celery worker, each `flask` command): off instead.
+        app.config["OBSERVE_LOGVIEWER_ENABLED"] = False
     observe.init_app(app)
-    if generated:
-        ui = Observe.state(app).config.logviewer_ui_path
-        print(
-            f" * Log viewer: {ui} — access token (also for /health details) for this process"
-            f" (set FLASK_OBSERVE_AUTH_TOKEN to choose one): {app.config['OBSERVE_AUTH_TOKEN']}",
-            file=sys.stderr,
-            flush=True,
-        )
     db.init_app(app)
 
     from .scraper import EXTENSION_KEY, PlatformClient
@@ -151,19 +146,9 @@ def register_health_checks(app: Flask) -> None:
     observe.add_health_check(MemoryCheck("memory"), app=app)
 
 
-def _ensure_viewer_token(app: Flask) -> bool:
-    """Give the log viewer a random token when none is configured; whether one was made.
-
-    Convenient on a laptop and safe: the viewer is never public, the token is new on every
-    start and is printed, not logged. More than one process (gunicorn workers, a Celery
-    worker) must share one: set ``FLASK_OBSERVE_AUTH_TOKEN``.
-    """
-    config = app.config
-    viewer_on = str(config.get("OBSERVE_LOGVIEWER_ENABLED", "")).lower() in ("true", "1", "yes")
-    if not viewer_on or config.get("OBSERVE_AUTH_TOKEN") or config.get("OBSERVE_AUTH_CALLBACK"):
-        return False
-    config["OBSERVE_AUTH_TOKEN"] = secrets.token_urlsafe(24)
-    return True
+def _can_sign_in(config: Mapping[str, Any]) -> bool:
+    """Whether the shared auth (token or callback) is configured."""
+    return bool(config.get("OBSERVE_AUTH_TOKEN") or config.get("OBSERVE_AUTH_CALLBACK"))
 
 
 def seed_demo_accounts() -> int:

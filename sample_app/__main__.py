@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
 import threading
 
@@ -33,6 +34,13 @@ def main(argv: list[str] | None = None) -> None:
     config = {}
     if not args.no_platform and "FLASK_SCRAPER_PLATFORM_URL" not in os.environ:
         config["SCRAPER_PLATFORM_URL"] = f"http://{args.host}:{args.platform_port}"
+    token = None
+    if not (
+        os.environ.get("FLASK_OBSERVE_AUTH_TOKEN") or os.environ.get("FLASK_OBSERVE_AUTH_CALLBACK")
+    ):
+        # One process, on a laptop: a token of its own for the log viewer and /health
+        # details, new at every start, printed here and never logged.
+        token = config["OBSERVE_AUTH_TOKEN"] = secrets.token_urlsafe(24)
     app = create_app(config)
     if not args.no_platform:
         # Same log destination as the app: both write to logs/app.log, told apart by `service`.
@@ -45,9 +53,22 @@ def main(argv: list[str] | None = None) -> None:
         server = make_server(args.host, args.platform_port, platform, threaded=True)
         threading.Thread(target=server.serve_forever, name="demo-platform", daemon=True).start()
     state = app.extensions.get("observe")
-    if state is not None and state.logviewer is not None:
-        ui = state.config.logviewer_ui_path
-        print(f" * Log viewer on http://{args.host}:{args.port}{ui}", file=sys.stderr, flush=True)
+    viewer = state.config.logviewer_ui_path if state and state.logviewer else None
+    if token is not None:
+        use = (
+            f"Log viewer: {viewer} — access token (also for /health details)"
+            if viewer
+            else "Access token for /health details"
+        )
+        print(
+            f" * {use} for this process (set FLASK_OBSERVE_AUTH_TOKEN to choose one): {token}",
+            file=sys.stderr,
+            flush=True,
+        )
+    if viewer:
+        print(
+            f" * Log viewer on http://{args.host}:{args.port}{viewer}", file=sys.stderr, flush=True
+        )
     app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)
 
 

@@ -109,7 +109,7 @@ def install(app: Flask) -> None:
         reference = last or started
         if utcnow() - reference <= stale_after:
             return None
-        since = "never" if last is None else f"since {last.isoformat(timespec='seconds')}Z"
+        since = "since start-up" if last is None else f"since {last.isoformat(timespec='seconds')}Z"
         return f"no account scraped successfully {since} (limit {stale_after})"
 
     state.rules.add(

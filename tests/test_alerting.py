@@ -320,6 +320,11 @@ def test_three_instances_sharing_redis_send_one_alert_per_incident(
     for _ in range(4):  # fires at the 2nd evaluation, then keeps failing
         for engine in engines:
             engine.evaluate()
+    # Each instance has its own sender thread: wait for the firing to be delivered before the
+    # rule recovers (evaluations are seconds apart in real life), or another instance's
+    # resolve may reach the receiver first.
+    for engine in engines:
+        assert engine.router.flush(5)
     problem["now"] = None
     for _ in range(2):
         for engine in engines:
@@ -385,3 +390,50 @@ def test_unresolvable_host_at_start_up_is_a_warning_then_a_failed_send(
     result = app.test_cli_runner().invoke(args=["observe", "alerts", "test"])
     assert result.exit_code == 1
     assert "does not resolve" in result.output
+
+
+def test_a_receiver_dripping_its_answer_is_cut_at_the_channel_timeout() -> None:
+    """A receiver that answers one byte every 0.2 s (each read within the socket timeout, the
+    whole far beyond it): the delivery fails at the channel's timeout (± 0.5 s), so one slow
+    receiver cannot hold the sender thread for minutes."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    port = server.getsockname()[1]
+    stop = threading.Event()
+
+    def drip() -> None:
+        conn, _ = server.accept()
+        conn.recv(65536)
+        answer = (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + b"X-Pad: " + b"a" * 200 + b"\r\n\r\nok"
+        )
+        for byte in answer:
+            if stop.wait(0.2):
+                break
+            try:
+                conn.send(bytes([byte]))
+            except OSError:
+                break
+        conn.close()
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    try:
+        (channel,) = build_channels(
+            [{"type": "webhook", "url": f"http://127.0.0.1:{port}/h"}],
+            UrlPolicy(allow_http=True, allow_hosts=("127.0.0.1",)),
+            1.0,
+        )
+        started = time.monotonic()
+        with pytest.raises(DeliveryError):
+            channel.send(Alert("Dripped"))
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+    assert 0.9 <= elapsed <= 1.5, elapsed

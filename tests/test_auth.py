@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from flask import Flask, Request
@@ -94,3 +96,50 @@ def test_token_is_not_in_the_config_repr() -> None:
         assert TOKEN not in repr(Observe.state(app))
     finally:
         ext.shutdown(app)
+
+
+#: Routes anyone may call; they answer the status and nothing else without credentials.
+PUBLIC_STATUS = {"/health/live", "/health/ready", "/health/startup", "/health"}
+
+
+def test_route_table_every_route_observe_adds_needs_credentials_or_shows_only_a_status(
+    make_app: Callable[..., Flask], tmp_path: Path
+) -> None:
+    """With every feature on, each route flask_observe registers (health, /metrics behind
+    auth, the log viewer's API, page, assets and sign-in/out) answers 401/403 to no and to
+    wrong credentials, except the probes, which show ``{"status": …}`` only. A route a feature
+    adds later without auth fails here."""
+    app = make_app(
+        "routes",
+        log_stdout=False,
+        log_dir=str(tmp_path),
+        auth_token=TOKEN,
+        metrics_auth=True,
+        logviewer_enabled=True,
+        alert_channels=[{"type": "webhook", "url": "https://hooks.example.com/x"}],
+    )
+    logging.getLogger("routes").warning("a line only the authorised may read")
+    routes = [
+        (method, rule.rule.replace("<file_name>", "app.log").replace("<name>", "logviewer.js"))
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint != "static"
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"})
+    ]
+    assert {url for _, url in routes} >= PUBLIC_STATUS | {"/metrics", "/api/logs/search"}
+    client = app.test_client()
+    for method, url in routes:
+        for headers in ({}, {"Authorization": f"Bearer {TOKEN}-wrong"}):
+            with client.open(url, method=method, headers=headers) as response:
+                if url in PUBLIC_STATUS:
+                    assert set(response.json or {}) == {"status"}, (url, response.data)
+                else:
+                    assert response.status_code in (401, 403), (method, url, headers)
+                assert b"only the authorised" not in response.data
+    # The same routes do open with the token (the refusals above are not vacuous).
+    authorised = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.get("/metrics", headers=authorised).status_code == 200
+    assert len(client.get("/health", headers=authorised).json) > 1
+    found = client.get("/api/logs/search?text=authorised", headers=authorised).json
+    assert [r["record"]["message"] for r in found["results"]] == [
+        "a line only the authorised may read"
+    ]

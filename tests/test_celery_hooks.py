@@ -7,11 +7,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask
 
 from .conftest import need_service, read_json_lines
 
@@ -134,3 +135,60 @@ def test_prerun_rejects_unsafe_header_and_postrun_unbinds() -> None:
     assert "\n" not in bound
     _on_postrun(task=task)
     assert get_correlation_id() is None
+
+
+def test_prerun_keeps_a_long_id_an_app_with_a_higher_max_length_accepted() -> None:
+    """An app with OBSERVE_REQUEST_ID_MAX_LENGTH=512 accepts a 300-character ID; its tasks
+    keep it in the worker (the receivers serve every app, so they allow the hard limit)."""
+    from types import SimpleNamespace
+
+    from flask_observe import get_correlation_id
+    from flask_observe.celery_hooks import _on_postrun, _on_prerun
+
+    long_id = "req-" + "a1" * 148
+    task = SimpleNamespace(name="t", request=SimpleNamespace(observe_correlation_id=long_id))
+    _on_prerun(task_id="tid", task=task)
+    try:
+        assert get_correlation_id() == long_id
+    finally:
+        _on_postrun(task=task)
+
+
+def test_receivers_stay_while_an_app_uses_them_and_go_with_the_last(
+    make_app: Callable[..., Flask],
+) -> None:
+    """Celery's signals are process-wide: two apps connect the receivers once; shutting one
+    down keeps them for the other, shutting down the last disconnects them (a publish then
+    gets no header, and the worker's logging setup is Celery's again)."""
+    from celery import signals
+
+    from flask_observe import Observe
+    from flask_observe.correlation import reset_correlation_id, set_correlation_id
+
+    def publish() -> dict[str, Any]:
+        headers: dict[str, Any] = {}
+        token = set_correlation_id("published-in-a-request")
+        try:
+            signals.before_task_publish.send(sender="task", headers=headers)
+        finally:
+            reset_correlation_id(token)
+        return headers
+
+    def keeps_logging() -> bool:
+        return any(signals.setup_logging.send(sender=None))
+
+    baseline_logging = keeps_logging()
+    first = make_app("celery-one", log_stdout=False, celery_enabled=True, observe=False)
+    second = make_app("celery-two", log_stdout=False, celery_enabled=True, observe=False)
+    one, two = Observe(first), Observe(second)
+    try:
+        assert publish() == {"observe_correlation_id": "published-in-a-request"}
+        assert keeps_logging()
+        one.shutdown(first)
+        assert publish() == {"observe_correlation_id": "published-in-a-request"}
+        assert keeps_logging()
+    finally:
+        two.shutdown(second)
+        one.shutdown(first)
+    assert publish() == {}
+    assert keeps_logging() == baseline_logging

@@ -103,3 +103,31 @@ def test_unknown_option_is_a_type_error() -> None:
     """A typo in a keyword option is caught when Observe() is created."""
     with pytest.raises(TypeError, match="log_levle"):
         Observe(log_levle="DEBUG")
+
+
+@pytest.mark.parametrize(
+    ("settings", "excluded", "kept"),
+    [
+        ({}, ["/health", "/health/live", "/health/ready/", "/metrics"], ["/healthz", "/health/x"]),
+        (
+            {"OBSERVE_HEALTH_URL_PREFIX": "/_ops/health", "OBSERVE_METRICS_PATH": "/_ops/metrics"},
+            ["/_ops/health", "/_ops/health/startup", "/_ops/metrics"],
+            ["/health", "/health/live", "/metrics"],
+        ),
+        ({"OBSERVE_EXCLUDED_PATHS": ["^/ping$"]}, ["/ping"], ["/health", "/health/live"]),
+    ],
+)
+def test_default_exclusions_follow_the_health_prefix_and_metrics_path(
+    settings: dict[str, object], excluded: list[str], kept: list[str]
+) -> None:
+    """Unset, OBSERVE_EXCLUDED_PATHS covers the health endpoints (the full report included:
+    a 503 report must not count against the SLO) and /metrics wherever they are mounted; a
+    list set by hand replaces it."""
+    from flask_observe.logging import compile_exclusions
+
+    config = load_config(settings, {})
+    assert config.excluded_paths is not None
+    matches = compile_exclusions(config.excluded_paths)
+    assert matches is not None
+    assert [p for p in excluded if not matches(p)] == []
+    assert [p for p in kept if matches(p)] == []

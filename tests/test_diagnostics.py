@@ -58,6 +58,27 @@ def test_fingerprint_scrubs_literals_and_collapses_in_lists() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "statement",
+    [
+        r"SELECT * FROM u WHERE name = 'O\'Brien' AND pw = 'SECRET1'",  # MySQL escapes
+        r"SELECT * FROM u WHERE path = 'C:\' AND pw = 'SECRET1'",  # standard strings
+        r"SELECT E'SECRET1\n'",
+        "SELECT $$SECRET1$$, $body$ SECRET1 $body$",
+        "SELECT 'multi\nline SECRET1'",
+        "SELECT 'it''s SECRET1'",
+    ],
+)
+def test_fingerprint_never_keeps_a_literal_whatever_the_quoting(statement: str) -> None:
+    """Backslash escapes (MySQL, PostgreSQL E'' strings, or literal backslashes in standard
+    strings: the two readings differ, so both must be safe), dollar-quoted and multi-line
+    strings: nothing inside a literal survives; numbered placeholders are not dollar quotes."""
+    assert "SECRET1" not in fingerprint(statement)
+    assert fingerprint("SELECT a FROM t WHERE b = $1 AND c = $2") == (
+        "SELECT a FROM t WHERE b = ? AND c = ?"
+    )
+
+
 def test_slow_queries_logged_once_per_fingerprint_without_parameters(
     db_app: Flask, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -155,3 +176,21 @@ def test_memory_gauges_exported(make_app: Callable[..., Flask]) -> None:
     assert state.memory is not None
     state.memory.sample()
     assert sample_value(app, "flask_observe_memory_rss_bytes") > 1e6
+
+
+def test_failing_queries_leave_no_timing_behind(db_app: Flask) -> None:
+    """A query that raises never reaches after_cursor_execute: its start time lives on the
+    statement's execution context, so a pooled connection does not collect one per error,
+    and the queries that do finish are still timed and counted."""
+    from sqlalchemy.exc import OperationalError
+
+    engine = db_app.config["engine"]
+    with db_app.app_context(), engine.connect() as conn:
+        for _ in range(50):
+            with pytest.raises(OperationalError):
+                conn.execute(text("SELECT * FROM no_such_table"))
+        assert [k for k in conn.info if "flask_observe" in k] == []
+        before = sample_value(db_app, "db_slow_queries_total")
+        conn.execute(text("SELECT 1"))
+        assert [k for k in conn.info if "flask_observe" in k] == []
+        assert sample_value(db_app, "db_slow_queries_total") == before + 1

@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from flask_observe.config import config_keys
+import pytest
+from flask import Flask
+
+from flask_observe.config import config_keys, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,6 +26,33 @@ def test_documented_keys_exist() -> None:
     text = (ROOT / "docs" / "configuration.md").read_text()
     documented = set(re.findall(r"^\| `(OBSERVE_[A-Z_]+)`", text, re.MULTILINE))
     assert documented == set(config_keys())
+
+
+_ROW = re.compile(r"^\| `(OBSERVE_[A-Z_]+)` \| (.*?) \| `FLASK_(OBSERVE_[A-Z_]+)=(.*?)` \|", re.M)
+#: Placeholders of the examples, and what a shell would put there.
+_SHELL = {"$(openssl rand -hex 24)": "0123456789abcdef0123456789abcdef", "$GIT_SHA": "4f2a9c1"}
+
+
+def test_every_env_example_is_accepted_with_the_other_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each row's ``FLASK_OBSERVE_…=value`` example, read by ``from_prefixed_env()`` as a
+    newcomer's shell would pass it, starts up on its own (no example that fails validation)."""
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    rows = _ROW.findall(text)
+    assert {key for key, *_ in rows} == set(config_keys())
+    for key, _default, env_key, example in rows:
+        assert env_key == key
+        if key == "OBSERVE_AUTH_CALLBACK":  # names the reader's own module
+            example = "flask_observe.auth:bearer_token"
+        value = example[1:-1] if example[:1] == example[-1:] == "'" else example
+        for placeholder, shell in _SHELL.items():
+            value = value.replace(placeholder, shell)
+        monkeypatch.setenv(f"FLASK_{key}", value)
+        app = Flask("docs")
+        app.config.from_prefixed_env()
+        monkeypatch.delenv(f"FLASK_{key}")
+        load_config(app.config, {})
 
 
 def test_ci_runs_the_readme_test_command() -> None:

@@ -59,6 +59,18 @@ class Sleeper(HealthCheck):
         time.sleep(self.seconds)
 
 
+def threads_of(check: str) -> int:
+    """How many threads are running the named check now."""
+    return sum(t.name == f"flask_observe-health-{check}" for t in threading.enumerate())
+
+
+def wait_no_threads_of(check: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while threads_of(check) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threads_of(check) == 0
+
+
 def test_checks_run_in_parallel(make_runner: Callable[..., HealthRunner]) -> None:
     """Three 0.4 s checks answer in about 0.4 s, not 1.2 s."""
     runner = make_runner(cache_ttl=0)
@@ -108,9 +120,6 @@ def test_hung_checks_hold_one_thread_each_however_many_probes(
     check = runner.add(Sleeper("stuck", gate=gate, timeout=0.5))
     assert isinstance(check, Sleeper)
 
-    def threads() -> int:
-        return sum(t.name == "flask_observe-health-stuck" for t in threading.enumerate())
-
     try:
         for _ in range(5):
             probes = [threading.Thread(target=runner.run) for _ in range(20)]
@@ -118,7 +127,7 @@ def test_hung_checks_hold_one_thread_each_however_many_probes(
                 probe.start()
             for probe in probes:
                 probe.join(5)
-            assert threads() == 1
+            assert threads_of("stuck") == 1
         started = time.perf_counter()
         late = runner.run().results[0]
         assert time.perf_counter() - started < 0.25
@@ -128,13 +137,75 @@ def test_hung_checks_hold_one_thread_each_however_many_probes(
         assert check.calls == 1
     finally:
         gate.set()
-    deadline = time.monotonic() + 5
-    while threads() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert threads() == 0
+    wait_no_threads_of("stuck")
     # Freed: the next probe runs the check again.
     assert runner.run().results[0].status is Status.PASS
     assert check.calls == 2
+
+
+def test_a_run_hung_for_good_is_given_up_and_a_recovered_dependency_is_seen(
+    make_runner: Callable[..., HealthRunner],
+) -> None:
+    """A check without driver timeouts whose first call hangs for good: probes fail at once
+    until ``retry_hung_after``, then a new run starts and, the dependency being back, passes
+    (readiness does not stay failed for ever on one stuck socket)."""
+    forever = threading.Event()
+    calls: list[float] = []
+
+    def stuck_once() -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            forever.wait(30)
+
+    runner = make_runner(cache_ttl=0, retry_hung_after=0.6)
+    runner.add(FunctionCheck("flaky", timeout=0.2, func=stuck_once))
+    try:
+        assert runner.run().results[0].timed_out
+        started = time.monotonic()
+        while time.monotonic() - started < 0.3:
+            late = runner.run().results[0]
+            assert late.output is not None
+            assert "has not finished" in late.output
+        assert len(calls) == 1
+        time.sleep(0.4)  # past retry_hung_after
+        result = runner.run().results[0]
+        assert (result.status, len(calls)) == (Status.PASS, 2)
+    finally:
+        forever.set()
+
+
+def test_given_up_runs_are_bounded_however_long_it_hangs(
+    make_runner: Callable[..., HealthRunner],
+) -> None:
+    """A dependency hung for good, probed 20 at a time over many retry periods: the check
+    never holds more than 1 + MAX_ABANDONED threads; once they end, it runs normally."""
+    from flask_observe.health.runner import MAX_ABANDONED
+
+    gate = threading.Event()
+    runner = make_runner(cache_ttl=0, retry_hung_after=0.15)
+    check = runner.add(Sleeper("stuck", gate=gate, timeout=0.05))
+    assert isinstance(check, Sleeper)
+
+    most = 0
+    try:
+        deadline = time.monotonic() + 2.0  # more than 10 retry periods
+        while time.monotonic() < deadline:
+            probes = [threading.Thread(target=runner.run) for _ in range(20)]
+            for probe in probes:
+                probe.start()
+            for probe in probes:
+                probe.join(5)
+            most = max(most, threads_of("stuck"))
+            time.sleep(0.02)
+        assert most == 1 + MAX_ABANDONED
+        assert check.calls == 1 + MAX_ABANDONED
+        late = runner.run().results[0]
+        assert late.output is not None
+        assert "has not finished" in late.output
+    finally:
+        gate.set()
+    wait_no_threads_of("stuck")
+    assert runner.run().results[0].status is Status.PASS
 
 
 def test_concurrent_probes_share_one_run_and_the_cache_serves_the_next(

@@ -58,3 +58,36 @@ def test_memory_reports_system_utilisation_and_process_rss(runner: HealthRunner)
     assert rss_warn.status is Status.WARN
     assert rss_warn.observations[1].status is Status.WARN
     assert sys_fail.status is Status.FAIL
+
+
+def test_memory_check_measures_the_process_it_runs_in_after_a_fork() -> None:
+    """A MemoryCheck that ran before a fork (gunicorn --preload, a start-up check in the
+    master) reports the child's own RSS afterwards, not the parent's."""
+    import json
+    import os
+
+    check = MemoryCheck("memory")
+    check.run()  # in the parent
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            ballast = bytearray(200 * 2**20)  # 200 MiB more resident in the child only
+            ballast[::4096] = b"x" * len(ballast[::4096])
+            rss = check.run()[1].value
+            os.write(
+                write,
+                json.dumps(
+                    {"rss": rss, "own": psutil.Process().memory_info().rss / 2**20}
+                ).encode(),
+            )
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    os.waitpid(pid, 0)
+    report = json.loads(os.read(read, 4096))
+    os.close(read)
+    assert abs(report["rss"] - report["own"]) < 20, report
+    assert report["rss"] > psutil.Process().memory_info().rss / 2**20 + 100, report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 import structlog
-from flask import Flask, abort
+from flask import Flask, abort, request
 
 from flask_observe import get_correlation_id, get_logger
 
@@ -73,6 +74,50 @@ def test_access_log_line_has_route_template_status_duration_size(
     assert 0 < line["duration_ms"] < 10_000
     assert line["correlation_id"] == "rid-2"
     assert "remote_addr" not in line
+
+
+def test_access_log_path_is_the_decoded_utf8_path(logged_app: Flask, tmp_path: Path) -> None:
+    """A non-ASCII path is logged as the text the client asked for (``/café``), not as the
+    latin-1 reading of its UTF-8 bytes (``/cafÃ©``) that WSGI hands over."""
+    logged_app.test_client().get("/caf%C3%A9/%E2%9C%93").close()
+    (access,) = [x for x in lines(tmp_path) if x.get("route") is None]
+    assert access["path"] == "/café/✓"
+    assert access["message"] == "GET /café/✓ 404"
+
+
+class _BrokenPipe:
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_broken_stdout_does_not_keep_the_access_line_from_the_file(
+    make_app: Callable[..., Flask], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Standard output gone (``python -m app | head``, a closed pipe): the request is
+    served, and its access line still reaches the log file."""
+    app = make_app("pipe", log_dir=str(tmp_path / "logs"))
+
+    @app.get("/")
+    def index() -> str:
+        return "ok"
+
+    root = logging.getLogger()
+    foreign = [h for h in root.handlers if not hasattr(h, "write_line")]  # pytest's capture
+    for handler in foreign:  # as in production: the access line takes the direct path
+        root.removeHandler(handler)
+    try:
+        monkeypatch.setattr(sys, "stdout", _BrokenPipe())
+        with app.test_client().get("/", headers={"X-Request-ID": "piped"}) as response:
+            assert response.status_code == 200
+        monkeypatch.undo()
+    finally:
+        for handler in foreign:
+            root.addHandler(handler)
+    access = [x for x in lines(tmp_path) if x["logger"] == "flask_observe.access"]
+    assert [x["correlation_id"] for x in access] == ["piped"]
 
 
 def test_access_log_level_follows_status(logged_app: Flask, tmp_path: Path) -> None:
@@ -246,6 +291,45 @@ def test_console_format_is_human_readable(
     assert not out.lstrip().startswith("{")
 
 
+HOSTILE = "\x1b[31mRED\x1b[0m\r\nFAKE line\x1b]0;title\x07\x9b2J"
+
+
+def test_console_format_never_prints_control_characters_raw(
+    make_app: Callable[..., Flask], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A request path, a header-derived message or an extra field carrying ANSI escapes,
+    CR/LF or C1 controls comes out escaped on one console line; a traceback keeps its lines."""
+    app = make_app("console-app", log_format="console")
+
+    @app.get("/echo")
+    def echo() -> str:
+        anything = request.args["q"]
+        logging.getLogger("host").warning("user said %s", anything, extra={"said": anything})
+        try:
+            raise ValueError(anything.replace("\n", " "))  # a traceback keeps its LFs
+        except ValueError:
+            logging.getLogger("host").exception("failed")
+        return "ok"
+
+    quoted = "".join(f"%{b:02x}" for b in HOSTILE.encode())
+    with app.test_client().get(
+        f"/echo?q={quoted}", headers={"X-Request-ID": "\x1b[2Jcid"}
+    ) as response:
+        assert response.status_code == 200
+    with app.test_client().get(f"/nope/{quoted}") as response:
+        assert response.status_code == 404
+    out = capsys.readouterr().out
+    assert "\\x1b[31mRED\\x1b[0m\\r\\nFAKE line" in out
+    traceback = out[out.index("Traceback") :]
+    assert traceback.count("\n") >= 3  # still a multi-line traceback
+    printed = out.replace("\n", "")
+    assert not [c for c in printed if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F]
+    starts = [line for line in out.splitlines() if line[:4].isdigit()]
+    # one line per record: the warning, the exception, two access lines; nothing forged
+    assert len(starts) == 4
+    assert not any(line.startswith("FAKE") for line in out.splitlines())
+
+
 def test_no_duplicate_handlers_across_apps(make_app: Callable[..., Flask], tmp_path: Path) -> None:
     """Apps sharing a destination share one handler; each line is written once."""
     root = logging.getLogger()
@@ -256,6 +340,26 @@ def test_no_duplicate_handlers_across_apps(make_app: Callable[..., Flask], tmp_p
     assert len(root.handlers) == after_first == before + 2
     logging.getLogger("host").warning("once")
     assert [x["message"] for x in lines(tmp_path) if x["logger"] == "host"] == ["once"]
+
+
+def test_a_second_app_is_told_which_of_its_settings_a_shared_destination_ignores(
+    make_app: Callable[..., Flask], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One handler per destination: a second app asking for another format, level or
+    rotation on it gets a warning naming those keys; the same settings, no warning."""
+    log_dir = str(tmp_path / "logs")
+    make_app("first", log_dir=log_dir, log_rotate_bytes=4096)
+    with caplog.at_level(logging.WARNING, logger="flask_observe"):
+        make_app("same", log_dir=log_dir, log_rotate_bytes=4096)
+        assert not [r for r in caplog.records if "already written" in r.getMessage()]
+        make_app(
+            "other", log_dir=log_dir, log_format="console", log_level="DEBUG", log_compress=False
+        )
+    warnings = [r.getMessage() for r in caplog.records if "already written" in r.getMessage()]
+    assert len(warnings) == 2  # stdout and the file
+    file, stdout = sorted(warnings, key=lambda m: "stdout" in m)
+    assert "OBSERVE_LOG_COMPRESS, OBSERVE_LOG_FORMAT, OBSERVE_LOG_LEVEL" in file
+    assert "OBSERVE_LOG_FORMAT, OBSERVE_LOG_LEVEL" in stdout
 
 
 def test_apps_sharing_a_file_keep_their_own_identity(

@@ -61,7 +61,10 @@ def write_logs(directory: Path, lines: list[tuple[float, str]], max_bytes: int =
     """Write through the real rotating handler: gzipped rotated files, then one rotated
     file left plain, then the active file."""
     handler = RotatingFileHandler(
-        directory / "app.log", max_bytes=max_bytes, retention=RetentionPolicy(0, 0, 0)
+        directory / "app.log",
+        max_bytes=max_bytes,
+        retention=RetentionPolicy(0, 0, 0),
+        quiet_seconds=0,  # one process writes: compress rotated files at once
     )
     try:
         cut = len(lines) * 3 // 4
@@ -294,7 +297,7 @@ def test_rotation_between_pages_loses_and_repeats_nothing(
     """Page 1 ends inside the active file; the file is rotated and gzipped; page 2 finds
     its place again by the file's first-line fingerprint."""
     lines = make_lines(400, seed=11)
-    handler = RotatingFileHandler(tmp_path / "app.log", max_bytes=0)
+    handler = RotatingFileHandler(tmp_path / "app.log", max_bytes=0, quiet_seconds=0)
     try:
         for created, line in lines:
             handler.write_line(line, created)

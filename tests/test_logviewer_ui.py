@@ -249,9 +249,14 @@ def test_page_renders_levels_traces_raw_lines_and_never_html_from_the_logs(
         log.critical("everything is on fire")
     finally:
         reset_correlation_id(token)
-    (tmp_path / "logs" / "app.log").open("a").write("plain text from print()\n")
+    with (tmp_path / "logs" / "app.log").open("a") as fh:
+        fh.write("plain text from print()\n")
+        # Levels no logger of ours writes: the page must not choke on them as class names.
+        fh.write('{"timestamp":"2026-01-01T00:00:00.000Z","level":"very loud","message":"odd"}\n')
+        fh.write('{"timestamp":"2026-01-01T00:00:01.000Z","level":{"x":1},"message":"odder"}\n')
     sign_in(page, f"{viewer_server.url}/observe/logs")
     expect(page.locator("#results tbody tr.line").first).to_be_visible(timeout=10_000)
+    expect(page.locator("#results tbody tr.line", has_text="odd")).to_have_count(2)
     expect(page.locator("#results tbody tr.lvl-error")).to_have_count(1)
     expect(page.locator("#results tbody tr.lvl-critical")).to_have_count(1)
     expect(page.locator("#results tbody tr.raw")).to_contain_text("plain text from print()")

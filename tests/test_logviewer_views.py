@@ -83,7 +83,9 @@ def serving(app: Flask) -> Iterator[LiveServer]:
 def file_handler(app: Flask) -> RotatingFileHandler:
     state = Observe.state(app)
     assert state.logging is not None
-    return next(h for h in state.logging.handlers if isinstance(h, RotatingFileHandler))
+    handler = next(h for h in state.logging.handlers if isinstance(h, RotatingFileHandler))
+    handler.quiet_seconds = 0  # one process writes: compress rotated files at once
+    return handler
 
 
 # -- who may see it -------------------------------------------------------------------------
@@ -421,7 +423,7 @@ class EventReader:
                     data = line[6:]
                 elif line.startswith(b"id: "):
                     ident = line[4:].decode()
-        except OSError:  # closed by the test
+        except (OSError, http.client.HTTPException):  # closed by the test (mid-chunk too)
             return
 
     def close(self) -> None:

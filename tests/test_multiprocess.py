@@ -70,7 +70,9 @@ class Gunicorn:
             try:
                 requests.get(self.url + "/metrics", timeout=1)
                 return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # The socket is bound before the workers have booted: on a busy machine the
+                # first request can wait longer than a second for one.
                 time.sleep(0.2)
         self.stop()
         raise AssertionError("gunicorn did not start: " + (tmp_path / "gunicorn.log").read_text())
@@ -183,3 +185,20 @@ def test_mark_process_dead_merges_counters_and_combines_gauges(tmp_path: Path) -
         )
     }
     assert list(gauges.values()) == [30.0]
+
+
+def test_wipe_removes_metric_files_only(tmp_path: Path) -> None:
+    """The start-up wipe removes every ``*.db`` file (prometheus_client would sum them all) and
+    nothing else: a PROMETHEUS_MULTIPROC_DIR pointed at a directory in use by mistake keeps its
+    other files and sub-directories."""
+    (tmp_path / "counter_123.db").write_bytes(b"old")
+    (tmp_path / "stale_counter.db").write_bytes(b"old")
+    (tmp_path / "gauge_livesum_9.db").write_bytes(b"old")
+    (tmp_path / "app.py").write_text("print('keep me')")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "counter_1.db").write_bytes(b"keep: not prometheus_client's")
+    multiprocess.wipe(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.py", "data"]
+    assert (tmp_path / "data" / "counter_1.db").exists()
+    multiprocess.wipe(str(tmp_path / "new" / "dir"))
+    assert (tmp_path / "new" / "dir").is_dir()

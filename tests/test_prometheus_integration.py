@@ -219,7 +219,8 @@ def chaos(platform: LiveServer, failure_rate: float) -> None:
 def test_prometheus_scrapes_gunicorn_and_one_alert_then_one_resolve(stack: dict[str, Any]) -> None:
     """The scheduler scrapes every half second throughout (healthy: 5 of 6 accounts succeed,
     the ghost account always fails). Prometheus sees the RED and business series summed over
-    both workers; breaking the platform gives one Slack alert, recovering one resolve."""
+    both workers; breaking the platform gives one Slack alert per incident (no successful
+    scrape; the platform's circuit breaker open), recovering one resolve of each."""
     _app, prom, slack = stack["app"], stack["prometheus"], stack["slack"]
 
     wait_until(lambda: query(prom, 'up{job="scraper"} == 1'), 30, "the target to be up")
@@ -242,9 +243,11 @@ def test_prometheus_scrapes_gunicorn_and_one_alert_then_one_resolve(stack: dict[
         "flask_observe_memory_rss_bytes",
         'http_request_db_queries_count{route="/api/scrapes"}',
         'slo_error_budget_remaining_ratio{slo="availability"}',
+        'flask_observe_health_check_status{check="db", critical="true"} == 0',
+        'flask_observe_circuit_breaker_state{breaker="platform-api"} == 0',
     ):
         assert wait_until(lambda expr=expr: query(prom, expr), 30, expr)
-    assert not [b for _, _, b in slack.received if "NoSuccessfulScrape" in b["text"]]
+    assert slack.received == []  # healthy: nothing to say
     # Break the platform: scrapes keep running but no account succeeds any more.
     chaos(stack["platform"], 1.0)
     broken_since = time.monotonic()
@@ -271,7 +274,19 @@ def test_prometheus_scrapes_gunicorn_and_one_alert_then_one_resolve(stack: dict[
     # The sample's circuit breaker opened while the platform was down (5 failures) and lets a
     # trial call through after its 30 s reset timeout: the first success comes then.
     wait_until(resolved, 60, "the resolve")
+    # Prometheus saw the breaker open (2) while the platform was down.
+    assert query(
+        prom, 'max_over_time(flask_observe_circuit_breaker_state{breaker="platform-api"}[5m]) == 2'
+    )
     time.sleep(2.0)
     texts = [b["text"] for b in firing()]
     assert len(texts) == 2, texts
     assert texts[1].startswith("[RESOLVED] NoSuccessfulScrape (scraper)")
+    # The other incident of the outage, the platform's circuit breaker opening in the workers,
+    # was also notified once and resolved once; nothing else was sent.
+    breaker = [b["text"] for _, _, b in slack.received if "CircuitBreakerOpen" in b["text"]]
+    assert [t.split(":")[0] for t in breaker] == [
+        "[ERROR] CircuitBreakerOpen (scraper)",
+        "[RESOLVED] CircuitBreakerOpen (scraper)",
+    ], breaker
+    assert len(slack.received) == 4, [b["text"] for _, _, b in slack.received]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import os
 import time
@@ -23,6 +24,7 @@ def make_handler(tmp_path: Path) -> Iterator[Callable[..., RotatingFileHandler]]
     handlers: list[RotatingFileHandler] = []
 
     def factory(**kwargs: object) -> RotatingFileHandler:
+        kwargs.setdefault("quiet_seconds", 0)  # one process: nobody else writes rotated files
         handler = RotatingFileHandler(tmp_path / "app.log", **kwargs)  # type: ignore[arg-type]
         handler.setFormatter(ObserveFormatter("svc"))
         handlers.append(handler)
@@ -123,6 +125,8 @@ def test_uncompressed_leftovers_are_compressed_at_start(tmp_path: Path) -> None:
     """A rotated file a crash left uncompressed is gzipped by the next start-up."""
     leftover = tmp_path / "app.20261122T101010-000.log"
     leftover.write_text('{"message": "survivor"}\n')
+    hour_ago = time.time() - 3600
+    os.utime(leftover, (hour_ago, hour_ago))
     handler = RotatingFileHandler(tmp_path / "app.log")
     try:
         assert handler.wait_idle(10)
@@ -167,6 +171,36 @@ def test_rotation_by_another_process_is_followed(tmp_path: Path) -> None:
         assert active == ["three", "four"]
         (rotated,) = rotated_files(tmp_path, "app.log")
         assert [x["message"] for x in read_json_lines(rotated)] == ["one", "two"]
+    finally:
+        first.close()
+        second.close()
+
+
+def test_lines_another_process_writes_after_a_rotation_are_compressed_not_lost(
+    tmp_path: Path,
+) -> None:
+    """Two writers on one file: the second goes on writing to the rotated file until its
+    next check notices the rotation. The first compresses that file only once it has been
+    quiet, so those lines end up in the .gz instead of in a deleted inode."""
+    first = RotatingFileHandler(tmp_path / "app.log", max_bytes=0)
+    second = RotatingFileHandler(tmp_path / "app.log", max_bytes=0, compress=False)
+    for handler in (first, second):
+        handler.setFormatter(ObserveFormatter("svc"))
+    try:
+        first.emit(record("one"))
+        second.emit(record("two"))
+        first.rotate()
+        time.sleep(0.3)  # the first's compressor is awake and looking at the rotated file
+        second.emit(record("three, before the second noticed"))
+        later = time.time() + 5  # past the moved-file check interval
+        second.emit(record("four", later))
+        assert first.wait_idle(15)
+        (rotated,) = rotated_files(tmp_path, "app.log")
+        assert rotated.suffix == ".gz"
+        with gzip.open(rotated, "rt") as fh:
+            messages = [json.loads(line)["message"] for line in fh]
+        assert messages == ["one", "two", "three, before the second noticed"]
+        assert [x["message"] for x in read_json_lines(tmp_path / "app.log")] == ["four"]
     finally:
         first.close()
         second.close()
@@ -233,7 +267,7 @@ def test_compression_failure_is_logged_and_logging_goes_on(
     with caplog.at_level(logging.ERROR, logger="flask_observe"):
         when = time.time() + 1
         target = handler._rotation_target(when)
-        (tmp_path / (target.name + ".gz.partial")).mkdir()
+        (tmp_path / f"{target.name}.gz.partial-{os.getpid()}").mkdir()
         rotated = handler.rotate(when)
         assert rotated == target
         assert handler.wait_idle(10)

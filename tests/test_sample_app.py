@@ -8,10 +8,12 @@ started the way the README tells a newcomer to.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -413,6 +415,18 @@ def test_python_m_sample_app_serves_on_embedded_defaults(tmp_path: Path) -> None
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    collected: list[str] = []
+    reader = threading.Thread(
+        target=lambda: collected.extend(line.decode(errors="replace") for line in proc.stdout),
+        daemon=True,
+    )
+    reader.start()
+
+    def finish() -> str:
+        stop(proc)
+        reader.join(10)
+        return "".join(collected)[-4000:]
+
     base = f"http://127.0.0.1:{port}"
     try:
 
@@ -423,7 +437,7 @@ def test_python_m_sample_app_serves_on_embedded_defaults(tmp_path: Path) -> None
                 return False
 
         if not wait_for(up, 30, proc):
-            pytest.fail(f"python -m sample_app did not come up; output:\n{stop(proc)}")
+            pytest.fail(f"python -m sample_app did not come up; output:\n{finish()}")
         response = requests.post(
             f"{base}/api/scrapes", headers={"X-Request-ID": "newcomer-1"}, timeout=30
         )
@@ -431,8 +445,18 @@ def test_python_m_sample_app_serves_on_embedded_defaults(tmp_path: Path) -> None
         assert response.headers["X-Request-ID"] == "newcomer-1"
         assert response.json()["status"] == "partial"  # the ghost account always fails
         assert requests.get(f"{base}/nope", timeout=5).headers["X-Request-ID"]
+        # No token in the environment: this process made one, printed once, and it opens
+        # the log viewer.
+        printed = re.findall(r"Log viewer: /observe/logs .*\): (\S+)", "".join(collected))
+        assert len(printed) == 1, collected
+        files = requests.get(
+            f"{base}/api/logs/files", headers={"Authorization": f"Bearer {printed[0]}"}, timeout=5
+        )
+        assert files.status_code == 200
+        assert [f["name"] for f in files.json()["files"]] == ["app.log"]
     finally:
-        output = stop(proc)
+        output = finish()
+    assert printed[0] not in (tmp_path / "logs" / "app.log").read_text()
     lines = read_json_lines(tmp_path / "logs" / "app.log")
     mine = [x for x in lines if x.get("correlation_id") == "newcomer-1"]
     assert {x["service"] for x in mine} == {"scraper", "demo-platform"}, output
@@ -566,6 +590,38 @@ def test_python_m_sample_app_with_a_collector_and_sentry(tmp_path: Path) -> None
     assert {x["trace_id"] for x in fail_lines} == {fail_span["trace_id"]}
 
 
+def test_no_successful_scrape_rule_fires_and_resolves(
+    make_scraper: Callable[..., Flask], platform: LiveServer
+) -> None:
+    """The sample's business rule: with the platform failing every call since start-up, it
+    fires once the stale limit has passed ("since start-up"); after one successful scrape it
+    resolves."""
+    from .alert_sinks import Sink
+
+    with Sink() as sink:
+        set_chaos(platform, failure_rate=1.0)
+        app = make_scraper(
+            SCRAPER_STALE_HOURS=0.3 / 3600,
+            OBSERVE_ALERT_CHANNELS=[{"type": "slack", "url": sink.url + "/s"}],
+            OBSERVE_ALERT_ALLOW_HTTP=True,
+            OBSERVE_ALERT_ALLOW_HOSTS=["127.0.0.1"],
+        )
+        engine = Observe.state(app).rules
+        assert engine is not None
+        engine.rules[:] = [r for r in engine.rules if r.name == "NoSuccessfulScrape"]
+        client = app.test_client()
+        assert client.post("/api/scrapes").get_json()["accounts_ok"] == 0
+        time.sleep(0.4)
+        (alert,) = engine.evaluate()
+        assert alert.status == "firing"
+        assert alert.summary.startswith("no account scraped successfully since start-up")
+        set_chaos(platform, failure_rate=0.0)
+        breaker = Observe.state(app).breakers.get("platform-api")
+        breaker.close()  # its reset timeout (30 s) passed and a trial call succeeded
+        assert client.post("/api/scrapes").get_json()["accounts_ok"] >= 1
+        assert [a.status for a in engine.evaluate()] == ["resolved"]
+
+
 def test_business_metrics_on_metrics_endpoint(make_scraper: Callable[..., Flask]) -> None:
     """A scrape shows up in /metrics: accounts by platform and status, freshness, followers."""
     client = make_scraper().test_client()
@@ -695,28 +751,38 @@ def test_new_user_sees_readiness_turn_503_when_the_platform_stops(tmp_path: Path
 # -- log viewer ---------------------------------------------------------------------------
 
 
-def test_log_viewer_is_on_with_a_printed_token_that_is_never_logged(
-    make_scraper: Callable[..., Flask], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_without_a_token_the_viewer_is_off_and_no_process_makes_one(
+    make_scraper: Callable[..., Flask], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """No token configured: the sample makes one, prints it once to stderr (not to the
-    logs), and it opens the viewer's API; the index page links runs to the viewer."""
+    """``create_app()`` without a token (a ``flask`` command, a Celery worker, each gunicorn
+    worker) makes none and prints nothing: its viewer is off, not open, and the index page
+    does not link to it. Only ``python -m sample_app`` makes one (see the next test)."""
     app = make_scraper(OBSERVE_AUTH_TOKEN=None)
-    printed = capsys.readouterr().err
-    token = app.config["OBSERVE_AUTH_TOKEN"]
-    assert len(token) >= 24
-    assert "Log viewer: /observe/logs" in printed
-    assert token in printed
+    assert capsys.readouterr().err == ""
+    assert not app.config.get("OBSERVE_AUTH_TOKEN")
+    assert Observe.state(app).logviewer is None
+    client = app.test_client()
+    assert client.get("/api/logs/files").status_code == 404
+    assert "/observe/logs" not in client.get("/").get_data(as_text=True)
+
+
+def test_with_a_token_the_viewer_finds_a_request_and_the_page_links_to_it(
+    make_scraper: Callable[..., Flask], tmp_path: Path
+) -> None:
+    """With a token the viewer is on: a run's lines are found by its correlation ID, the
+    index page links runs to the viewer, and the token is never logged."""
+    app = make_scraper()
     client = app.test_client()
     with client.post("/api/scrapes", headers={"X-Request-ID": "viewer-1"}):
         pass
     assert client.get("/api/logs/search?correlation_id=viewer-1").status_code == 401
     found = client.get(
         "/api/logs/search?correlation_id=viewer-1&level=warning",
-        headers={"Authorization": f"Bearer {token}"},
+        headers={"Authorization": f"Bearer {HEALTH_TOKEN}"},
     ).json["results"]
     assert {r["record"]["message"] for r in found} >= {"account scrape failed"}
     assert "/observe/logs#correlation_id=viewer-1" in client.get("/").get_data(as_text=True)
-    assert token not in (tmp_path / "logs" / "app.log").read_text()
+    assert HEALTH_TOKEN not in (tmp_path / "logs" / "app.log").read_text()
 
 
 def test_a_configured_token_is_used_and_not_printed(

@@ -7,12 +7,14 @@ router calls them from its sender thread, never from a request.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import http.client
 import json
 import smtplib
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from email.message import EmailMessage
@@ -126,16 +128,23 @@ class WebhookChannel(Channel):
             **self._headers,
         }
         if parts.port:
-            headers["Host"] = f"{host}:{parts.port}"
+            headers["Host"] = f"[{host}]:{parts.port}" if ":" in host else f"{host}:{parts.port}"
         deadline = time.monotonic() + self.timeout
+        # The socket timeout bounds each read, not the delivery: a receiver answering a byte
+        # at a time would hold the sender for minutes. At the deadline, cut the connection.
+        watchdog = threading.Timer(self.timeout, _cut, (conn,))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             conn.request("POST", path, body=body, headers=headers)
             conn.sock.settimeout(max(0.05, deadline - time.monotonic()))
             response = conn.getresponse()
             response.read(64 * 1024)
         except (OSError, http.client.HTTPException) as exc:
-            raise DeliveryError(f"{self.name}: {type(exc).__name__}: {exc}") from None
+            late = " (timed out)" if time.monotonic() >= deadline else ""
+            raise DeliveryError(f"{self.name}: {type(exc).__name__}: {exc}{late}") from None
         finally:
+            watchdog.cancel()
             conn.close()
         status = response.status
         if 200 <= status < 300:
@@ -148,6 +157,14 @@ class WebhookChannel(Channel):
         if 300 <= status < 400:
             raise DeliveryError(f"{self.name}: answered a redirect ({status}), not followed")
         raise DeliveryError(f"{self.name}: answered {status}")
+
+
+def _cut(conn: http.client.HTTPConnection) -> None:
+    """Shut the connection's socket down: a read blocked on it returns at once."""
+    sock = conn.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def parse_retry_after(value: str | None, default: float = 30.0) -> float:

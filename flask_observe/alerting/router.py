@@ -117,6 +117,15 @@ class AlertRouter:
             return
         thread.join(timeout)
 
+    #: Seconds a process exiting normally gives queued alerts.
+    EXIT_TIMEOUT = 2.0
+
+    def flush_at_exit(self) -> None:
+        """At interpreter exit: give queued alerts up to ``EXIT_TIMEOUT`` seconds."""
+        thread = self._thread
+        if thread is not None and thread.is_alive() and self._pid == os.getpid():
+            self.flush(self.EXIT_TIMEOUT)
+
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until the queue is empty and no retry is pending (tests, CLI)."""
         deadline = time.monotonic() + timeout

@@ -1,8 +1,9 @@
 """Webhook URLs are checked before anything is sent to them (SSRF).
 
 At start-up each URL must be ``https`` (``http`` only with ``OBSERVE_ALERT_ALLOW_HTTP``) and
-its host must not resolve to a loopback, private, link-local, multicast, reserved or
-unspecified address unless that host, address or network is in ``OBSERVE_ALERT_ALLOW_HOSTS``.
+its host must resolve to global unicast addresses only (not loopback, private, link-local,
+shared 100.64/10, multicast, reserved, unspecified, nor an IPv4-mapped or 6to4 form of those)
+unless that host, address or network is in ``OBSERVE_ALERT_ALLOW_HOSTS``.
 The same check runs again on the addresses resolved at each send (DNS may have changed), the
 connection goes to the address that was checked, and redirects are never followed.
 """
@@ -117,12 +118,21 @@ class UrlPolicy:
 
 
 def _internal(ip: Address) -> bool:
+    """Anything but a globally reachable unicast address: loopback, private, link-local,
+    shared (100.64/10, where Alibaba Cloud's metadata service lives), reserved, multicast…
+    An IPv6 address carrying an IPv4 one (6to4) is judged by the IPv4 address too."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.sixtofour
+        if embedded is not None and _internal(embedded):
+            return True
+        if ip.is_site_local:
+            return True
     return bool(
-        ip.is_loopback
+        not ip.is_global
+        or ip.is_loopback
         or ip.is_private
         or ip.is_link_local
         or ip.is_multicast
         or ip.is_reserved
         or ip.is_unspecified
-        or (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local)
     )

@@ -6,10 +6,10 @@ import the hooks into your own ``gunicorn.conf.py``::
     from flask_observe.contrib.gunicorn import on_starting, child_exit  # noqa: F401
 
 ``PROMETHEUS_MULTIPROC_DIR`` must be set in the environment before gunicorn starts (the
-workers' prometheus_client picks its mode when imported). ``on_starting`` wipes the directory
-(files from a previous run would be summed into this one); ``child_exit`` folds a dead
-worker's counters into the archive files and removes its live gauges, so recycled workers
-(``max_requests``) do not pile up files.
+workers' prometheus_client picks its mode when imported). ``on_starting`` removes the
+directory's ``*.db`` files (files from a previous run would be summed into this one);
+``child_exit`` folds a dead worker's counters into the archive files and removes its live
+gauges, so recycled workers (``max_requests``) do not pile up files.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ __all__ = ["child_exit", "on_starting"]
 
 
 def on_starting(server: Any) -> None:
-    """gunicorn master start-up: empty the multiprocess directory."""
+    """gunicorn master start-up: remove the metric files of a previous run."""
     path = multiprocess_dir()
     if path:
         wipe(path)
-        server.log.info("flask_observe: emptied PROMETHEUS_MULTIPROC_DIR %s", path)
+        server.log.info("flask_observe: removed old metric files from %s", path)
     else:
         server.log.warning(
             "flask_observe: PROMETHEUS_MULTIPROC_DIR is not set; with several workers each"

@@ -37,6 +37,8 @@ __all__ = ["QueryDiagnostics", "fingerprint"]
 logger = logging.getLogger("flask_observe.diagnostics")
 
 _STRING = re.compile(r"'(?:[^']|'')*'")
+#: PostgreSQL dollar quoting: ``$$…$$`` or ``$tag$…$tag$``.
+_DOLLAR = re.compile(r"\$((?:[A-Za-z_]\w*)?)\$.*?\$\1\$", re.DOTALL)
 _NUMBER = re.compile(r"(?<![\w$])-?\d+(?:\.\d+)?(?:e[+-]?\d+)?\b", re.IGNORECASE)
 _IN_LIST = re.compile(r"\bIN\s*\((?:\s*\?\s*,?)+\)", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"%\(\w+\)s|%s|:\w+|\$\d+|\?")
@@ -48,7 +50,13 @@ _EXTENSION_KEY = "observe"
 
 def fingerprint(statement: str) -> str:
     """The statement with every literal and placeholder as ``?`` and ``IN (…)`` collapsed."""
-    text = _STRING.sub("?", statement)
+    text = _DOLLAR.sub("?", statement)
+    if "\\" in text and "'" in text:
+        # Backslashes make quoting ambiguous (MySQL and PostgreSQL E'' strings escape quotes
+        # with them, standard strings do not): rather than guess, scrub from the first quote
+        # to the last.
+        text = text[: text.index("'")] + "?" + text[text.rindex("'") + 1 :]
+    text = _STRING.sub("?", text)
     text = _NUMBER.sub("?", text)
     text = _PLACEHOLDER.sub("?", text)
     text = _IN_LIST.sub("IN (?)", text)
@@ -152,15 +160,30 @@ _installed = 0
 _install_lock = threading.Lock()
 
 
-def _before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-    conn.info.setdefault("flask_observe_query_start", []).append(time.perf_counter())
+_START = "_flask_observe_query_start"
 
 
-def _after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-    starts = conn.info.get("flask_observe_query_start")
-    if not starts:
-        return
-    elapsed = time.perf_counter() - starts.pop()
+def _before(
+    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, *args: Any
+) -> None:
+    # On the statement's execution context: a statement that fails never reaches
+    # after_cursor_execute, and a start kept on the (pooled) connection would stay there.
+    if context is not None:
+        setattr(context, _START, time.perf_counter())
+    else:
+        conn.info.setdefault(_START, []).append(time.perf_counter())
+
+
+def _after(
+    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, *args: Any
+) -> None:
+    started = getattr(context, _START, None) if context is not None else None
+    if started is None:
+        starts = conn.info.get(_START)
+        if not starts:
+            return
+        started = starts.pop()
+    elapsed = time.perf_counter() - started
     ctx = _cv_app.get(None)
     if ctx is None:
         return

@@ -6,8 +6,12 @@
   their own timeouts set, so it does) and its late answer is dropped.
 - At most one run of a check is in flight at any time: a probe that finds one running waits for
   it instead of starting another, and a check still hung past its deadline is reported failed
-  at once without a new thread. So hung checks hold at most one thread each, however many
-  probes arrive, and a probe storm is one run per check per cache period.
+  at once without a new thread. So a probe storm is one run per check per cache period.
+- A run hung for ``retry_hung_after`` seconds (a check without driver timeouts, stuck on a
+  socket for good) is given up on and the next probe starts a fresh one, so a dependency that
+  recovers is seen again; at most ``MAX_ABANDONED`` given-up runs per check may still be
+  running, after which probes fail at once as above. A check holds at most
+  ``1 + MAX_ABANDONED`` threads, however many probes arrive over however long.
 - Results are kept for ``cache_ttl`` seconds, and the last ``HISTORY`` of each check for the
   recent trend.
 """
@@ -35,12 +39,14 @@ logger = logging.getLogger("flask_observe.health")
 
 #: How many past results of each check are kept for the trend.
 HISTORY = 20
+#: Given-up (still hung) runs a check may have before probes stop starting new ones.
+MAX_ABANDONED = 2
 
 Listener = Callable[[CheckResult, "CheckResult | None"], None]
 
 
 class _Run:
-    __slots__ = ("deadline", "done", "expired", "result", "started")
+    __slots__ = ("abandoned", "deadline", "done", "expired", "result", "started")
 
     def __init__(self, started: float, deadline: float) -> None:
         self.started = started
@@ -48,10 +54,11 @@ class _Run:
         self.done = threading.Event()
         self.result: CheckResult | None = None
         self.expired: CheckResult | None = None
+        self.abandoned = False
 
 
 class _Slot:
-    __slots__ = ("check", "fresh_until", "history", "inflight", "result")
+    __slots__ = ("abandoned", "check", "fresh_until", "history", "inflight", "result")
 
     def __init__(self, check: HealthCheck) -> None:
         self.check = check
@@ -59,6 +66,8 @@ class _Slot:
         self.fresh_until = 0.0
         self.inflight: _Run | None = None
         self.history: deque[CheckResult] = deque(maxlen=HISTORY)
+        #: Runs given up on (hung past ``retry_hung_after``) whose threads still run.
+        self.abandoned = 0
 
 
 class HealthRunner:
@@ -71,6 +80,8 @@ class HealthRunner:
     :param app: the app whose context the checks run in (held weakly).
     :param cache_ttl: default seconds a result is reused.
     :param default_timeout: deadline of checks that set none.
+    :param retry_hung_after: seconds after which a run still hung is given up on and the next
+        probe starts a new one (``None``: 10 deadlines of the check, at least 30 s).
     """
 
     def __init__(
@@ -80,10 +91,12 @@ class HealthRunner:
         cache_ttl: float = 3.0,
         default_timeout: float = 2.0,
         wait_for_startup: bool = False,
+        retry_hung_after: float | None = None,
     ) -> None:
         self._app = weakref.ref(app)
         self.cache_ttl = cache_ttl
         self.default_timeout = default_timeout
+        self.retry_hung_after = retry_hung_after
         self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
         self._listeners: list[Listener] = []
@@ -200,7 +213,7 @@ class HealthRunner:
                     results[check.name] = slot.result
                 elif check.inline:
                     inline.append(slot)
-                elif slot.inflight is None:
+                elif slot.inflight is None or self._give_up(slot, now):
                     run = _Run(now, now + self._timeout(check))
                     slot.inflight = run
                     to_start.append((slot, run))
@@ -259,6 +272,32 @@ class HealthRunner:
     def _ttl(self, check: HealthCheck) -> float:
         return check.cache_ttl if check.cache_ttl is not None else self.cache_ttl
 
+    def _give_up(self, slot: _Slot, now: float) -> bool:
+        """Whether the slot's hung run is old enough to be abandoned for a new one (call with
+        the lock held; marks it abandoned)."""
+        run = slot.inflight
+        assert run is not None
+        retry_after = self.retry_hung_after
+        if retry_after is None:
+            retry_after = max(30.0, 10 * self._timeout(slot.check))
+        if now < run.deadline or now - run.started < retry_after:
+            return False
+        if slot.abandoned >= MAX_ABANDONED:
+            return False
+        if run.expired is None:
+            timeout = run.deadline - run.started
+            run.expired = self._make(
+                slot.check, Status.FAIL, timeout, f"timed out after {timeout:g}s", True
+            )
+        run.abandoned = True
+        slot.abandoned += 1
+        logger.warning(
+            "health check %s: a run hung for %.0fs was given up on; starting a new one",
+            slot.check.name,
+            now - run.started,
+        )
+        return True
+
     def _execute(self, slot: _Slot, run: _Run) -> None:
         app = self._app()
         if app is None:
@@ -269,6 +308,8 @@ class HealthRunner:
         with self._lock:
             if slot.inflight is run:
                 slot.inflight = None
+            if run.abandoned:
+                slot.abandoned -= 1
             if run.expired is not None:
                 logger.debug(
                     "health check %s finished after its deadline (%s)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,7 +84,7 @@ class MemoryCheck(HealthCheck):
 
     def run(self) -> list[Observation]:
         psutil = _psutil()
-        if self._process is None:
+        if self._process is None or self._process.pid != os.getpid():  # first run, or forked
             self._process = psutil.Process()
         system = psutil.virtual_memory()
         rss_mib = self._process.memory_info().rss / MIB

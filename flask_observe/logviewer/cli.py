@@ -8,6 +8,7 @@ other until ``--limit`` lines are printed or the files end.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -17,6 +18,8 @@ import click
 import orjson
 from flask.cli import with_appcontext
 
+from .._internal import escape_control
+from .._optional import MissingDependencyError
 from . import follow as live
 from .match import Matcher
 from .query import QueryError, query_args
@@ -26,6 +29,7 @@ from .viewer import LogViewer
 
 __all__ = ["logs"]
 
+_JSON_UNSAFE = re.compile(r"[\x7f-\x9f]")
 #: The CLI scans without a time budget (a page per minute at most) and pages for itself.
 _CLI_LIMITS = Limits(
     max_results=1_000_000, max_response_bytes=1 << 62, time_budget=60.0, max_pattern_length=4096
@@ -68,17 +72,24 @@ def _filters(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _print(item: dict[str, Any], fmt: str) -> None:
+    """One result on one line. What came from the logs is written with its control
+    characters escaped: a logged path's ANSI sequence or CR/LF must not drive the terminal or
+    forge a line (click strips ANSI only when the output is not a terminal)."""
     record = item.get("record")
     if record is None:
-        click.echo(item.get("raw", ""))
+        click.echo(escape_control(item.get("raw", "")))
     elif fmt == "json":
-        click.echo(orjson.dumps(record).decode())
+        # JSON escapes C0 controls already; DEL and C1 get \u escapes too.
+        text = orjson.dumps(record).decode()
+        click.echo(_JSON_UNSAFE.sub(lambda m: f"\\u{ord(m[0]):04x}", text))
     else:
         cid = record.get("correlation_id")
         click.echo(
-            f"{record.get('timestamp', '')} {str(record.get('level', '')).upper():8} "
-            f"{record.get('logger', '')}: {record.get('message', '')}"
-            + (f"  [{cid}]" if cid else "")
+            escape_control(
+                f"{record.get('timestamp', '')} {str(record.get('level', '')).upper():8} "
+                f"{record.get('logger', '')}: {record.get('message', '')}"
+                + (f"  [{cid}]" if cid else "")
+            )
         )
 
 
@@ -123,6 +134,8 @@ def search_command(fmt: str, file_name: str | None, limit: int, **filters: Any) 
             query = viewer.parse({**args, "cursor": [page.cursor]}, default_limit=limit)
     except (QueryError, BadName, NoSuchFile) as exc:
         raise click.UsageError(_message(exc)) from None
+    except MissingDependencyError as exc:  # --regex or -i without the logviewer extra
+        raise click.ClickException(str(exc)) from None
 
 
 @logs.command("tail")
@@ -141,6 +154,8 @@ def tail_command(fmt: str, file_name: str | None, lines: int, follow: bool, **fi
             raise QueryError("--follow: only an active file grows")
     except (QueryError, BadName, NoSuchFile) as exc:
         raise click.UsageError(_message(exc)) from None
+    except MissingDependencyError as exc:
+        raise click.ClickException(str(exc)) from None
     for item in page.results:
         _print(item, fmt)
     if not follow:

@@ -19,7 +19,6 @@ import contextlib
 import fcntl
 import glob
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,16 +49,17 @@ def _locked(path: str, exclusive: bool) -> Iterator[None]:
 
 
 def wipe(path: str) -> None:
-    """Empty (or create) the directory; call once in the master before workers start.
+    """Remove the ``*.db`` files of the directory (creating it if needed); call once in the
+    master before workers start.
 
-    Files left by a previous run would otherwise be summed into the new run's counters.
+    prometheus_client sums every ``*.db`` file it finds there, so files left by a previous run
+    would be added to this run's counters. Nothing else is touched: a directory set by mistake
+    (``/tmp``, the app's own) loses no other file.
     """
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
-    for entry in directory.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
+    for entry in directory.glob("*.db"):
+        if entry.is_file() or entry.is_symlink():
             entry.unlink()
 
 

@@ -68,7 +68,8 @@
     const record = item.record;
     if (record) {
       const level = levelOf(record);
-      row.classList.add("lvl-" + (level || "none"));
+      // Any JSON line can say any level: only a safe class name (a space would throw).
+      row.classList.add("lvl-" + (level.replace(/[^a-z0-9_-]/g, "_") || "none"));
       row.appendChild(el("td", "time mono", record.timestamp || ""));
       const levelCell = el("td", "level");
       levelCell.appendChild(el("span", "badge", level || "—"));
