@@ -570,9 +570,19 @@ def test_python_m_sample_app_with_a_collector_and_sentry(tmp_path: Path) -> None
             assert trace, f"no complete trace; output:\n{stop(proc)}"
             events = wait_until(sentry.events, 20)
             assert events, f"no Sentry event; output:\n{stop(proc)}"
+            # The failing request's span is exported in a later batch than the Sentry event
+            # is sent: wait for it rather than race the exit flush.
+            fail_spans = wait_until(
+                lambda: [
+                    s
+                    for s in collector.spans()
+                    if s["attributes"].get("correlation_id") == "newcomer-fail"
+                ],
+                20,
+            )
+            assert fail_spans, f"no span for the failing request; output:\n{stop(proc)}"
         finally:
             output = stop(proc)
-        spans = collector.spans()
     kinds = {(s["service"], s["kind"]) for s in trace}
     assert kinds >= {
         ("scraper", "SERVER"),
@@ -582,7 +592,7 @@ def test_python_m_sample_app_with_a_collector_and_sentry(tmp_path: Path) -> None
     assert any(s["attributes"].get("db.system") == "sqlite" for s in trace)
     (event,) = events
     assert event["tags"]["correlation_id"] == "newcomer-fail"
-    fail_span = next(s for s in spans if s["attributes"].get("correlation_id") == "newcomer-fail")
+    fail_span = fail_spans[0]
     assert event["tags"]["trace_id"] == fail_span["trace_id"]
     lines = read_json_lines(tmp_path / "logs" / "app.log")
     fail_lines = [x for x in lines if x.get("correlation_id") == "newcomer-fail"]
