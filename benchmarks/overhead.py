@@ -110,13 +110,15 @@ def config(name: str, description: str) -> Callable[[Setup], Setup]:
 # -- the app --------------------------------------------------------------------------------
 
 
-def make_app() -> Flask:
-    """The app every configuration starts from: one small JSON view that logs one line."""
+def make_app(view_logs: bool = True) -> Flask:
+    """The app every configuration starts from: one small JSON view that logs one line
+    (``view_logs=False``: writes none, so only what the middleware adds is measured)."""
     app = Flask(__name__)
 
     @app.get(VIEW_RULE)
     def get_user(user_id: int) -> dict[str, Any]:
-        app.logger.info("user fetched", extra={"user_id": user_id})
+        if view_logs:
+            app.logger.info("user fetched", extra={"user_id": user_id})
         return {"id": user_id, "name": f"user-{user_id}", "active": True}
 
     return app
@@ -398,12 +400,19 @@ def setup_peer_stack(app: Flask, log_dir: Path) -> None:
 # -- one run (the child process) ------------------------------------------------------------
 
 
-def run_one(name: str, requests: int, warmup: int, log_dir: Path, incoming_id: bool) -> dict:
+def run_one(
+    name: str,
+    requests: int,
+    warmup: int,
+    log_dir: Path,
+    incoming_id: bool,
+    view_logs: bool = True,
+) -> dict:
     """Set up ``name``, warm up, time ``requests`` requests; per-request figures in µs."""
     from werkzeug.test import EnvironBuilder
 
     log_dir.mkdir(parents=True, exist_ok=True)
-    app = make_app()
+    app = make_app(view_logs)
     CONFIGS[name].setup(app, log_dir)
     headers = {"X-Request-ID": "bench-0123456789abcdef"} if incoming_id else {}
     # The client's address, as every WSGI server sets it (tracing records it, then removes it
@@ -481,7 +490,12 @@ def run_one(name: str, requests: int, warmup: int, log_dir: Path, incoming_id: b
 
 
 def run_child(
-    name: str, requests: int, warmup: int, log_dir: Path, incoming_id: bool
+    name: str,
+    requests: int,
+    warmup: int,
+    log_dir: Path,
+    incoming_id: bool,
+    view_logs: bool = True,
 ) -> dict[str, Any]:
     command = [
         sys.executable,
@@ -497,6 +511,8 @@ def run_child(
     ]
     if incoming_id:
         command.append("--incoming-id")
+    if not view_logs:
+        command.append("--silent-view")
     proc = subprocess.run(
         command, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
     )
@@ -542,20 +558,28 @@ def budget(
     summary: dict[str, dict[str, Any]],
     ours: str = OBSERVE,
     peer: str = PEER,
+    bases: tuple[str, ...] = (LOG_BASE, BASE),
 ) -> dict:
-    """The issue's budget: what ``ours`` adds is at most half of what ``peer`` adds.
+    """The issue's budget: what ``ours`` adds is at most half of what ``peer`` adds, over each
+    of ``bases``; the verdict is the first one's.
 
-    Measured over ``bare+json-logs``: ``observe`` and the peer pair both write the view's own
-    line as JSON, so a baseline that does the same leaves what the budget is about — what
-    correlation IDs and the access log add. Over plain ``bare`` the cost of logging the view's
-    line at all (about as large on both sides) is counted as overhead of each; that
-    comparison is reported too.
+    With the view's log line (the default run), over ``bare+json-logs``: ``observe`` and the
+    peer pair both write the view's own line as JSON, so a baseline that does the same leaves
+    what the budget is about — what correlation IDs and the access log add. Over plain
+    ``bare`` the cost of logging the view's line at all is counted as overhead of each; that
+    comparison is reported too. With ``--silent-view`` there is no view line to subtract, and
+    ``bare`` is the one baseline: the difference is exactly correlation IDs + access line.
     """
-    needed = (BASE, LOG_BASE, ours, peer)
+    needed = (*bases, ours, peer)
     if any(name not in summary for name in needed):
         return {"skipped": f"needs configurations {', '.join(needed)}"}
-    out: dict[str, Any] = {"fraction": BUDGET_FRACTION, "ours": ours, "peer": peer}
-    for base in (LOG_BASE, BASE):
+    out: dict[str, Any] = {
+        "fraction": BUDGET_FRACTION,
+        "ours": ours,
+        "peer": peer,
+        "bases": list(bases),
+    }
+    for base in bases:
         observe_added = summary[ours]["median_us"] - summary[base]["median_us"]
         peer_added = summary[peer]["median_us"] - summary[base]["median_us"]
         per_round = [
@@ -574,10 +598,11 @@ def budget(
         }
     # Cross-check on each run's median request, which a burst of other work on the machine
     # moves less than the mean; the verdict stays on the means.
-    p50_observe = summary[ours]["p50_us"] - summary[LOG_BASE]["p50_us"]
-    p50_peer = summary[peer]["p50_us"] - summary[LOG_BASE]["p50_us"]
+    primary = bases[0]
+    p50_observe = summary[ours]["p50_us"] - summary[primary]["p50_us"]
+    p50_peer = summary[peer]["p50_us"] - summary[primary]["p50_us"]
     out["p50_ratio"] = p50_observe / p50_peer if p50_peer > 0 else None
-    out["met"] = out[LOG_BASE]["met"]
+    out["met"] = out[primary]["met"]
     return out
 
 
@@ -726,12 +751,13 @@ def render_budget(verdict: dict[str, Any]) -> str:
     if "skipped" in verdict:
         return f"budget: not evaluated ({verdict['skipped']})"
     lines = []
-    for base in (LOG_BASE, BASE):
+    bases = verdict["bases"]
+    for base in bases:
         v = verdict[base]
         ratio = f"{v['ratio']:.2f}" if v["ratio"] is not None else "n/a"
         per_round = v["per_round_ratio_median"]
         per_round_text = f"{per_round:.2f}" if per_round is not None else "n/a"
-        label = "BUDGET" if base == LOG_BASE else "  (vs bare)"
+        label = "BUDGET" if base == bases[0] else f"  (vs {base})"
         lines.append(
             f"{label} over `{base}`: `{verdict['ours']}` adds {v['observe_added_us']:.1f} µs, "
             f"`{verdict['peer']}` adds {v['peer_added_us']:.1f} µs → ratio {ratio} "
@@ -741,7 +767,7 @@ def render_budget(verdict: dict[str, Any]) -> str:
         )
     if verdict["p50_ratio"] is not None:
         lines.append(
-            f"  (cross-check) same ratio over `{LOG_BASE}` on the p50 column: "
+            f"  (cross-check) same ratio over `{bases[0]}` on the p50 column: "
             f"{verdict['p50_ratio']:.2f}"
         )
     return "\n".join(lines)
@@ -759,6 +785,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="requests carry a valid X-Request-ID (default: none, every config generates one)",
     )
+    parser.add_argument(
+        "--silent-view",
+        action="store_true",
+        help="the view writes no log line: what each configuration adds around it, alone",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the temporary log dir")
     parser.add_argument("--config", help=argparse.SUPPRESS)  # child: run one configuration
     parser.add_argument("--log-dir", type=Path, help=argparse.SUPPRESS)
@@ -769,7 +800,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.config is not None:
         if args.config not in CONFIGS or args.log_dir is None:
             parser.error(f"unknown configuration {args.config!r} (or no --log-dir)")
-        result = run_one(args.config, args.requests, args.warmup, args.log_dir, args.incoming_id)
+        result = run_one(
+            args.config,
+            args.requests,
+            args.warmup,
+            args.log_dir,
+            args.incoming_id,
+            not args.silent_view,
+        )
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return 0
 
@@ -793,7 +831,14 @@ def main(argv: list[str] | None = None) -> int:
             for name in names[shift:] + names[:shift]:
                 slug = name.replace(":", "_").replace("+", "_")
                 log_dir = tmp / f"round{round_index + 1}" / slug
-                result = run_child(name, args.requests, args.warmup, log_dir, args.incoming_id)
+                result = run_child(
+                    name,
+                    args.requests,
+                    args.warmup,
+                    log_dir,
+                    args.incoming_id,
+                    not args.silent_view,
+                )
                 runs[name].append(result)
                 print(
                     f"round {round_index + 1}/{args.rounds} {name:32} {result['mean_us']:8.1f} µs",
@@ -809,14 +854,17 @@ def main(argv: list[str] | None = None) -> int:
     env["seconds"] = round(time.monotonic() - started, 1)
 
     summary = summarize(runs)
-    verdict = budget(runs, summary)
-    verdict_all = budget(runs, summary, OBSERVE_TRACED_ALL, PEER_STACK)
+    # A silent view leaves nothing for `bare+json-logs` to subtract: bare is the baseline.
+    bases = (BASE,) if args.silent_view else (LOG_BASE, BASE)
+    verdict = budget(runs, summary, bases=bases)
+    verdict_all = budget(runs, summary, OBSERVE_TRACED_ALL, PEER_STACK, bases=bases)
     verdict_metrics = metrics_budget(runs, summary)
     settings = {
         "rounds": args.rounds,
         "requests": args.requests,
         "warmup": args.warmup,
         "incoming_id": args.incoming_id,
+        "view_logs": not args.silent_view,
         "path": REQUEST_PATH,
     }
     if args.json:
@@ -838,7 +886,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(
         f"{args.rounds} rounds x {args.requests} requests (+{args.warmup} warm-up) of GET "
-        f"{REQUEST_PATH}; incoming X-Request-ID: {'yes' if args.incoming_id else 'no'}"
+        f"{REQUEST_PATH}; incoming X-Request-ID: {'yes' if args.incoming_id else 'no'}; "
+        f"view writes a log line: {'no' if args.silent_view else 'yes'}"
     )
     print(
         f"{env['cpu']} ({env['cpus']} CPUs), {env['implementation']} {env['python']}, "

@@ -59,6 +59,21 @@ def get_logger(name: str | None = None, **initial_values: Any) -> Any:
     return structlog.stdlib.get_logger(name, **initial_values)
 
 
+#: structlog keeps one ContextVar per key ever bound with ``bind_contextvars``; while it holds
+#: none there is nothing to merge, and ``get_contextvars`` (which walks every variable of the
+#: current context) is skipped. A structlog without this registry is always asked.
+_STRUCTLOG_VARS: Mapping[str, Any] | None = getattr(structlog.contextvars, "_CONTEXT_VARS", None)
+if not isinstance(_STRUCTLOG_VARS, dict):
+    _STRUCTLOG_VARS = None
+
+
+def structlog_context() -> dict[str, Any] | None:
+    """The fields bound with ``structlog.contextvars.bind_contextvars``, if any."""
+    if _STRUCTLOG_VARS is not None and not _STRUCTLOG_VARS:
+        return None
+    return structlog.contextvars.get_contextvars()
+
+
 def _default(value: Any) -> Any:
     """orjson fallback: anything it cannot encode natively is written as ``str(value)``."""
     try:
@@ -161,7 +176,7 @@ class ObserveFormatter(logging.Formatter):
             getattr(record, IDENTITY_ATTR, None),
         )
         if structured is None:
-            context = structlog.contextvars.get_contextvars()
+            context = structlog_context()
             if context:
                 _merge(out, context)
         for key, value in record.__dict__.items():
@@ -205,7 +220,7 @@ class ObserveFormatter(logging.Formatter):
     ) -> str:
         """Render a line from parts, as :meth:`format` would render the equivalent record."""
         out = self.base_fields(created, level, logger, message, identity)
-        context = structlog.contextvars.get_contextvars()
+        context = structlog_context()
         if context:
             _merge(out, context)
         out.update(fields)

@@ -27,6 +27,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ._internal import FailureLog
 
@@ -145,9 +146,15 @@ class RotatingFileHandler(logging.FileHandler):
             return float("inf")
         return (int(now) // self.interval + 1) * self.interval
 
+    def _open(self) -> Any:
+        """The active file, unbuffered and in append mode: each line is one ``write(2)`` of
+        whole bytes at the end of the file (``O_APPEND``), so processes sharing the file never
+        interleave inside a line, and nothing is held in a buffer a crash would lose."""
+        return open(self.baseFilename, "ab", buffering=0)
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._write(self.format(record) + self.terminator, record.created)
+            self._write(_encode(self.format(record) + self.terminator), record.created)
         except RecursionError:
             raise
         except Exception:
@@ -157,24 +164,31 @@ class RotatingFileHandler(logging.FileHandler):
         """Write an already formatted line (the access log's fast path)."""
         with self.lock:  # type: ignore[union-attr]
             try:
-                self._write(line + self.terminator, created)
+                self._write(_encode(line + self.terminator), created)
             except Exception:
                 self._failures("writing a log line")
 
-    def _write(self, line: str, created: float) -> None:
-        encoded = len(line) if line.isascii() else len(line.encode("utf-8"))
+    def _write(self, data: bytes, created: float) -> None:
         if created >= self._next_check:
             self._next_check = created + _MOVED_CHECK_SECONDS
             self._reopen_if_moved()
         if (
-            self.max_bytes and self._size and self._size + encoded > self.max_bytes
+            self.max_bytes and self._size and self._size + len(data) > self.max_bytes
         ) or created >= self._next_rollover:
             self.rotate(created)
         if self.stream is None:
             self.stream = self._open()
-        self.stream.write(line)
-        self.stream.flush()
-        self._size += encoded
+        stream: Any = self.stream  # a raw binary file here (see _open), not the TextIO typed
+        write = stream.write
+        written = write(data)
+        if written is not None and written < len(data):  # a short write (e.g. disk nearly full)
+            view = memoryview(data)
+            while written < len(data):
+                step = write(view[written:])
+                if not step:
+                    raise OSError("log line only partly written")
+                written += step
+        self._size += len(data)
 
     def _is_moved(self) -> bool:
         """Whether the path no longer names the file we write (another process rotated it)."""
@@ -323,6 +337,15 @@ class RotatingFileHandler(logging.FileHandler):
         if self._worker.is_alive() and self._worker is not threading.current_thread():
             self._worker.join(timeout)
         super().close()
+
+
+def _encode(text: str) -> bytes:
+    """UTF-8 for the file; a lone surrogate (from a badly decoded header, say) is written as an
+    escape rather than losing the whole line."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace")
 
 
 def _restart_after_fork(ref: weakref.ref[RotatingFileHandler]) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import string
+import threading
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -15,7 +17,12 @@ from hypothesis import strategies as st
 from werkzeug.test import Client
 
 from flask_observe import get_correlation_id
-from flask_observe.correlation import CorrelationMiddleware, id_validator
+from flask_observe.correlation import (
+    CorrelationMiddleware,
+    _RandomPool,
+    id_validator,
+    new_correlation_id,
+)
 
 from .conftest import LiveServer
 
@@ -65,6 +72,47 @@ def test_missing_id_is_generated_as_uuid4(app: Flask) -> None:
     assert UUID4.match(first.headers["X-Request-ID"])
     assert first.json == {"id": first.headers["X-Request-ID"]}
     assert first.headers["X-Request-ID"] != second.headers["X-Request-ID"]
+
+
+def test_generated_ids_are_unique_across_threads_and_pool_refills() -> None:
+    """IDs come from a pool of os.urandom bytes refilled every 64 IDs: 8 threads drawing
+    across many refills get only well-formed UUID4s, none handed out twice."""
+    per_thread = 5 * _RandomPool.batch + 7
+    results: list[list[str]] = [[] for _ in range(8)]
+
+    def draw(out: list[str]) -> None:
+        out.extend(new_correlation_id() for _ in range(per_thread))
+
+    threads = [threading.Thread(target=draw, args=(out,)) for out in results]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ids = [i for out in results for i in out]
+    assert len(ids) == 8 * per_thread
+    assert all(UUID4.match(i) for i in ids)
+    assert len(set(ids)) == len(ids)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_does_not_reuse_the_parents_pool() -> None:
+    """A fork copies the pool's unused bytes: the child must draw its own, or a gunicorn
+    worker and its siblings would generate the same IDs."""
+    new_correlation_id()  # the pool now holds unused bytes, which the fork copies
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next IDs and leave without running pytest's exit
+        try:
+            os.write(write_end, ",".join(new_correlation_id() for _ in range(8)).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        child_ids = set(pipe.read().decode().split(","))
+    os.waitpid(pid, 0)
+    parent_ids = {new_correlation_id() for _ in range(8)}
+    assert len(child_ids) == 8
+    assert not child_ids & parent_ids
 
 
 def test_x_correlation_id_is_accepted_as_fallback(app: Flask) -> None:
