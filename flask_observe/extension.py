@@ -22,6 +22,7 @@ from .logging import identity_fields
 
 if TYPE_CHECKING:
     from ._ticker import Ticker
+    from .access_log import AccessLog
     from .alerting import AlertRouter, RuleEngine
     from .correlation import RequestRecord
     from .diagnostics import MemoryWatch, QueryDiagnostics
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from .health.checks import HealthCheck
     from .health.report import Identity
     from .health.runner import HealthRunner
-    from .logging import AccessLog, LoggingSetup
+    from .log_setup import LoggingSetup
     from .logviewer.viewer import LogViewer
     from .metrics import Metrics
     from .outbound import OutboundRules
@@ -148,7 +149,7 @@ class Observe(HealthAPI):
         app.cli.add_command(build_cli(state))
 
     def _setup(self, app: Flask, state: ObserveState) -> None:
-        from .logging import compile_exclusions
+        from .access_log import compile_exclusions
 
         config = state.config
         # The one exclusion list, shared by the access log, tracing and metrics.
@@ -241,7 +242,8 @@ def _current_identity() -> Mapping[str, Any] | None:
 def _setup_logging(app: Flask, state: ObserveState) -> None:
     from flask.logging import default_handler
 
-    from .logging import LoggingSetup, configure_structlog
+    from .log_setup import LoggingSetup
+    from .logging import configure_structlog
 
     configure_structlog()
     state.logging = LoggingSetup(state.config, state.log_identity, _current_identity)
@@ -274,7 +276,7 @@ def _compose(hooks: list[Hook]) -> Hook | None:
 def _setup_middleware(app: Flask, state: ObserveState) -> None:
     """The one WSGI middleware: correlation IDs (when on) and one timing per request, handed
     to the finish hooks (metrics, diagnostics, then the access log)."""
-    from .logging import AccessLog
+    from .access_log import AccessLog
 
     config = state.config
     if config.correlation_enabled and config.access_log and config.logging_enabled:

@@ -8,31 +8,31 @@ The pipeline is stdlib ``logging`` with structlog in front of it:
   development) with ``timestamp``, ``level``, ``logger``, ``message``, ``service``,
   ``correlation_id`` inside a request or task, ``trace_id`` and ``span_id`` inside a recorded
   OpenTelemetry span, the caller's extra fields and structlog's context variables
-  (``structlog.contextvars.bind_contextvars``);
-- :class:`AccessLog` writes one line per request when its response is finished.
+  (``structlog.contextvars.bind_contextvars``).
+
+The handlers an app installs are in :mod:`flask_observe.log_setup`, the per-request access
+line in :mod:`flask_observe.access_log`.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import time
 from collections.abc import Callable, Mapping
 from itertools import filterfalse
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
 
-from ._internal import FailureLog, escape_control
-from .correlation import RequestRecord, get_correlation_id, request_path
+from ._internal import escape_control
+from .correlation import get_correlation_id
 
 if TYPE_CHECKING:
     from .config import ObserveConfig
 
-__all__ = ["AccessLog", "ObserveFormatter", "get_logger"]
+__all__ = ["ObserveFormatter", "get_logger"]
 
 #: Attributes every LogRecord has; anything else on a record is an extra field of the caller.
 _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {
@@ -46,8 +46,6 @@ _RESERVED = frozenset(("timestamp", "level", "logger", "message", "service"))
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
 #: LogRecord attribute carrying the identity fields of the app that wrote it (access log).
 IDENTITY_ATTR = "_observe_identity"
-#: WSGI environ key where tracing leaves the server span's context, for the access line.
-SPAN_CONTEXT_KEY = "flask_observe.span_context"
 _OTEL_TRACE_MODULE = "opentelemetry.trace"
 
 
@@ -254,191 +252,6 @@ def _merge(out: dict[str, Any], fields: Mapping[str, Any]) -> None:
         out[key if key not in _RESERVED else f"extra_{key}"] = value
 
 
-class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stdout`` is at the time of each record.
-
-    Test runners and process managers replace ``sys.stdout``; a handler bound to the object
-    that existed at start-up would write into a closed stream.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(sys.stdout)
-        self._failures = FailureLog()
-
-    @property
-    def stream(self) -> TextIO:
-        return sys.stdout
-
-    @stream.setter
-    def stream(self, value: TextIO) -> None:
-        pass
-
-    def write_line(self, line: str, created: float) -> None:
-        """Write an already formatted line (the access log's fast path); a failing stdout (a
-        closed pipe) is reported, and the line still reaches the other handlers."""
-        try:
-            with self.lock:  # type: ignore[union-attr]
-                stream = sys.stdout
-                stream.write(line + self.terminator)
-                stream.flush()
-        except Exception:
-            self._failures("writing a log line to standard output")
-
-
-class WerkzeugRequestLineFilter(logging.Filter):
-    """Drops the development server's own request lines, which duplicate the access log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (
-            record.levelno == logging.INFO
-            and isinstance(record.msg, str)
-            and '" ' in record.msg
-            and " - - [" in record.msg
-        )
-
-
-class AccessLog:
-    """Writes one line per finished request to the ``flask_observe.access`` logger.
-
-    Fields: ``method``, ``route`` (the URL rule, ``null`` when no route matched), ``path``,
-    ``status``, ``duration_ms``, ``response_size`` (bytes sent), ``correlation_id``, when
-    enabled ``remote_addr``, and fields other features add to the record (``db_queries``).
-    5xx responses log at ERROR, 4xx at WARNING, the rest at INFO.
-    """
-
-    def __init__(
-        self,
-        excluded: Callable[[str], bool] | None,
-        remote_addr: bool = False,
-        logger: logging.Logger | None = None,
-        identity: Mapping[str, Any] | None = None,
-    ) -> None:
-        self.logger = logger or logging.getLogger("flask_observe.access")
-        self._excluded = excluded
-        self._remote_addr = remote_addr
-        # The line is written after the app context is gone: name the app explicitly.
-        self._identity = identity
-
-    def __call__(self, record: RequestRecord) -> None:
-        environ = record.environ
-        path = environ.get("PATH_INFO", "")
-        if self._excluded is not None and self._excluded(path):
-            return
-        if not path.isascii():
-            path = request_path(environ)
-        status = record.status
-        level = (
-            logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
-        )
-        logger = self.logger
-        if not logger.isEnabledFor(level):
-            return
-        method = environ.get("REQUEST_METHOD", "")
-        fields: dict[str, Any] = {
-            "method": method,
-            "route": record.route,
-            "path": path,
-            "status": status,
-            "duration_ms": round(record.duration * 1000.0, 3),
-            "response_size": record.size,
-        }
-        if self._remote_addr:
-            fields["remote_addr"] = environ.get("REMOTE_ADDR")
-        span = environ.get(SPAN_CONTEXT_KEY)
-        if span is not None and span.trace_flags & 1:
-            # Written after the server span ended: its IDs were left in the environ.
-            fields["trace_id"] = f"{span.trace_id:032x}"
-            fields["span_id"] = f"{span.span_id:016x}"
-        if record.fields:
-            fields.update(record.fields)
-        message = f"{method} {path} {status}"
-        sinks = _direct_sinks(logger, level)
-        if sinks is None:
-            # Someone else listens (a host handler, a filter, pytest's caplog): go through
-            # stdlib logging so they see the line.
-            line = logger.makeRecord(
-                logger.name, level, "flask_observe.access", 0, message, (), None, extra=fields
-            )
-            setattr(line, IDENTITY_ATTR, self._identity)
-            logger.handle(line)
-            return
-        created = time.time()
-        level_name = _LEVEL_NAMES[level]
-        rendered: dict[int, str] = {}
-        for handler in sinks:
-            formatter = handler.formatter
-            key = id(formatter)
-            text = rendered.get(key)
-            if text is None:
-                text = formatter.format_fields(  # type: ignore[union-attr]
-                    created, level_name, logger.name, message, fields, self._identity
-                )
-                rendered[key] = text
-            handler.write_line(text, created)  # type: ignore[attr-defined]
-
-
-_LEVEL_NAMES = {logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error"}
-
-
-def _direct_sinks(logger: logging.Logger, level: int) -> list[logging.Handler] | None:
-    """Observe's handlers that would receive a record of ``level`` from ``logger``, or ``None``
-    when any other handler or a filter is on the way (then the normal path must be taken).
-
-    Writing the access line straight to our own handlers skips building a LogRecord and the
-    generic formatting of one, the bulk of the access log's per-request cost.
-    """
-    sinks: list[logging.Handler] = []
-    current: logging.Logger | None = logger
-    while current is not None:
-        if current.filters:
-            return None
-        for handler in current.handlers:
-            if handler.filters or not hasattr(handler, "write_line"):
-                return None
-            if not isinstance(handler.formatter, ObserveFormatter):
-                return None
-            if level >= handler.level:
-                sinks.append(handler)
-        if not current.propagate:
-            break
-        current = current.parent
-    return sinks
-
-
-def compile_exclusions(patterns: tuple[str, ...]) -> Callable[[str], bool] | None:
-    """One search function for the shared list of excluded path patterns."""
-    if not patterns:
-        return None
-    combined = re.compile("|".join(f"(?:{p})" for p in patterns))
-    # Patterns all anchored at the start (the defaults are) need only be tried there: match
-    # instead of search, the same answer for a fraction of the cost on every request.
-    find = combined.match if all(_anchored(p) for p in patterns) else combined.search
-    return lambda path: find(path) is not None
-
-
-def _anchored(pattern: str) -> bool:
-    """Whether every branch of ``pattern`` starts with ``^`` (no top-level ``|``)."""
-    if not pattern.startswith("^"):
-        return False
-    depth, escaped, in_class = 0, False, False
-    for char in pattern:
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif in_class:
-            in_class = char != "]"
-        elif char == "[":
-            in_class = True
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "|" and depth == 0:
-            return False
-    return True
-
-
 def configure_structlog() -> bool:
     """Route structlog loggers into stdlib logging, unless the host configured structlog.
 
@@ -475,128 +288,3 @@ def identity_fields(config: ObserveConfig, service: str) -> dict[str, Any]:
     if config.environment:
         fields["environment"] = config.environment
     return fields
-
-
-_HANDLER_KEY = "_flask_observe_key"
-_HANDLER_REFS = "_flask_observe_refs"
-#: The settings a shared handler was made with, to tell a later app which of its own differ.
-_HANDLER_SETTINGS = "_flask_observe_settings"
-
-
-class LoggingSetup:
-    """The handlers one app uses on the root logger.
-
-    Handlers are shared by destination: a second app (or a second test) logging to stdout or
-    to the same file reuses the handler already there instead of adding a duplicate, and
-    :meth:`close` removes a handler only when its last user closes.
-    """
-
-    def __init__(
-        self,
-        config: ObserveConfig,
-        identity: Mapping[str, Any],
-        identity_lookup: Callable[[], Mapping[str, Any] | None] | None = None,
-    ) -> None:
-        self.handlers: list[logging.Handler] = []
-        self.root = logging.getLogger()
-        level = logging.getLevelName(config.log_level)
-        static = {k: v for k, v in identity.items() if k != "service"}
-        formatter = ObserveFormatter(
-            identity["service"], config.log_format, static, identity_lookup
-        )
-        try:
-            self._attach_all(config, formatter, level)
-        except BaseException:
-            self.close()
-            raise
-        if self.root.level == logging.NOTSET or self.root.level > level:
-            # Lower the root level so our handlers see the records; a host that set a lower
-            # level keeps it (our handlers filter by their own level).
-            self.root.setLevel(level)
-        for name, logger_level in config.log_levels.items():
-            logging.getLogger(name).setLevel(logger_level)
-        if config.access_log:
-            _add_filter_once(logging.getLogger("werkzeug"), WerkzeugRequestLineFilter)
-
-    def _attach_all(self, config: ObserveConfig, formatter: logging.Formatter, level: int) -> None:
-        settings: dict[str, Any] = {
-            "OBSERVE_LOG_FORMAT": config.log_format,
-            "OBSERVE_LOG_LEVEL": config.log_level,
-        }
-        if config.log_stdout:
-            self._attach(("stdout",), StdoutHandler, formatter, level, settings)
-        if config.log_dir:
-            from .retention import RetentionPolicy, RotatingFileHandler
-
-            path = (Path(config.log_dir) / config.log_file_name).absolute()
-            policy = RetentionPolicy(
-                config.log_retention_days, config.log_retention_files, config.log_retention_bytes
-            )
-            settings = {
-                **settings,
-                "OBSERVE_LOG_ROTATE_BYTES": config.log_rotate_bytes,
-                "OBSERVE_LOG_ROTATE_INTERVAL": config.log_rotate_interval,
-                "OBSERVE_LOG_COMPRESS": config.log_compress,
-                "OBSERVE_LOG_RETENTION_*": policy,
-            }
-            self._attach(
-                ("file", str(path)),
-                lambda: RotatingFileHandler(
-                    path,
-                    max_bytes=config.log_rotate_bytes,
-                    interval=config.log_rotate_interval,
-                    compress=config.log_compress,
-                    retention=policy,
-                ),
-                formatter,
-                level,
-                settings,
-            )
-
-    def _attach(
-        self,
-        key: tuple[str, ...],
-        factory: Callable[[], logging.Handler],
-        formatter: logging.Formatter,
-        level: int,
-        settings: Mapping[str, Any],
-    ) -> None:
-        for handler in self.root.handlers:
-            if getattr(handler, _HANDLER_KEY, None) == key:
-                setattr(handler, _HANDLER_REFS, getattr(handler, _HANDLER_REFS, 1) + 1)
-                self.handlers.append(handler)
-                first = getattr(handler, _HANDLER_SETTINGS, {})
-                ignored = sorted(k for k, v in settings.items() if k in first and first[k] != v)
-                if ignored:
-                    # One handler per destination (no line written twice): the first app's
-                    # settings for it stand.
-                    logging.getLogger("flask_observe").warning(
-                        "flask_observe: %s is already written by another app; this app's %s"
-                        " differ and are not applied to it (the first app's stand)",
-                        key[-1],
-                        ", ".join(ignored),
-                    )
-                return
-        handler = factory()
-        handler.setFormatter(formatter)
-        handler.setLevel(level)
-        setattr(handler, _HANDLER_KEY, key)
-        setattr(handler, _HANDLER_REFS, 1)
-        setattr(handler, _HANDLER_SETTINGS, dict(settings))
-        self.root.addHandler(handler)
-        self.handlers.append(handler)
-
-    def close(self) -> None:
-        """Release this app's handlers; the last user of a handler removes and closes it."""
-        for handler in self.handlers:
-            refs = getattr(handler, _HANDLER_REFS, 1) - 1
-            setattr(handler, _HANDLER_REFS, refs)
-            if refs <= 0:
-                self.root.removeHandler(handler)
-                handler.close()
-        self.handlers = []
-
-
-def _add_filter_once(logger: logging.Logger, filter_type: type[logging.Filter]) -> None:
-    if not any(isinstance(f, filter_type) for f in logger.filters):
-        logger.addFilter(filter_type())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import threading
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, abort
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from flask_observe import Observe
@@ -130,3 +131,25 @@ def assert_at_deadline(elapsed: float, deadline: float, tolerance: float = 0.3) 
     assert deadline - tolerance <= elapsed <= deadline + tolerance, (
         f"took {elapsed:.3f}s, deadline {deadline}s"
     )
+
+
+@pytest.fixture
+def logged_app(make_app: Callable[..., Flask], tmp_path: Path) -> Flask:
+    """An app logging to ``tmp_path/logs`` only, with a view that logs, one that fails and one
+    that answers 403 (the logging and access-log tests)."""
+    app = make_app("scraper", log_stdout=False, log_dir=str(tmp_path / "logs"))
+
+    @app.get("/accounts/<int:account_id>")
+    def account(account_id: int) -> dict[str, Any]:
+        logging.getLogger("host.views").info("loading account", extra={"account_id": account_id})
+        return {"id": account_id}
+
+    @app.get("/broken")
+    def broken() -> str:
+        raise KeyError("missing")
+
+    @app.get("/denied")
+    def denied() -> str:
+        abort(403)
+
+    return app

@@ -123,7 +123,7 @@ def test_default_exclusions_follow_the_health_prefix_and_metrics_path(
     """Unset, OBSERVE_EXCLUDED_PATHS covers the health endpoints (the full report included:
     a 503 report must not count against the SLO) and /metrics wherever they are mounted; a
     list set by hand replaces it."""
-    from flask_observe.logging import compile_exclusions
+    from flask_observe.access_log import compile_exclusions
 
     config = load_config(settings, {})
     assert config.excluded_paths is not None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,31 +11,11 @@ import pytest
 import requests
 import sqlalchemy as sa
 import structlog
-from flask import Flask, abort, request
+from flask import Flask, request
 
 from flask_observe import get_correlation_id, get_logger
 
 from .conftest import LiveServer, parse_stdout, read_json_lines
-
-
-@pytest.fixture
-def logged_app(make_app: Callable[..., Flask], tmp_path: Path) -> Flask:
-    app = make_app("scraper", log_stdout=False, log_dir=str(tmp_path / "logs"))
-
-    @app.get("/accounts/<int:account_id>")
-    def account(account_id: int) -> dict[str, Any]:
-        logging.getLogger("host.views").info("loading account", extra={"account_id": account_id})
-        return {"id": account_id}
-
-    @app.get("/broken")
-    def broken() -> str:
-        raise KeyError("missing")
-
-    @app.get("/denied")
-    def denied() -> str:
-        abort(403)
-
-    return app
 
 
 def lines(tmp_path: Path) -> list[dict[str, Any]]:
@@ -56,84 +35,6 @@ def test_host_log_line_is_json_with_required_fields(logged_app: Flask, tmp_path:
     assert len(line["timestamp"]) == len("2026-11-23T03:14:49.123Z")
 
 
-def test_access_log_line_has_route_template_status_duration_size(
-    logged_app: Flask, tmp_path: Path
-) -> None:
-    """One access line per request: method, route template, path, status, ms, bytes, ID."""
-    response = logged_app.test_client().get("/accounts/7", headers={"X-Request-ID": "rid-2"})
-    assert response.status_code == 200
-    body = response.get_data()  # the line is written once the body has been sent
-    access = [x for x in lines(tmp_path) if x["logger"] == "flask_observe.access"]
-    assert len(access) == 1
-    line = access[0]
-    assert line["method"] == "GET"
-    assert line["route"] == "/accounts/<int:account_id>"
-    assert line["path"] == "/accounts/7"
-    assert line["status"] == 200
-    assert line["response_size"] == len(body)
-    assert 0 < line["duration_ms"] < 10_000
-    assert line["correlation_id"] == "rid-2"
-    assert "remote_addr" not in line
-
-
-def test_access_log_path_is_the_decoded_utf8_path(logged_app: Flask, tmp_path: Path) -> None:
-    """A non-ASCII path is logged as the text the client asked for (``/café``), not as the
-    latin-1 reading of its UTF-8 bytes (``/cafÃ©``) that WSGI hands over."""
-    logged_app.test_client().get("/caf%C3%A9/%E2%9C%93").close()
-    (access,) = [x for x in lines(tmp_path) if x.get("route") is None]
-    assert access["path"] == "/café/✓"
-    assert access["message"] == "GET /café/✓ 404"
-
-
-class _BrokenPipe:
-    def write(self, text: str) -> int:
-        raise BrokenPipeError(32, "Broken pipe")
-
-    def flush(self) -> None:
-        raise BrokenPipeError(32, "Broken pipe")
-
-
-def test_a_broken_stdout_does_not_keep_the_access_line_from_the_file(
-    make_app: Callable[..., Flask], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Standard output gone (``python -m app | head``, a closed pipe): the request is
-    served, and its access line still reaches the log file."""
-    app = make_app("pipe", log_dir=str(tmp_path / "logs"))
-
-    @app.get("/")
-    def index() -> str:
-        return "ok"
-
-    root = logging.getLogger()
-    foreign = [h for h in root.handlers if not hasattr(h, "write_line")]  # pytest's capture
-    for handler in foreign:  # as in production: the access line takes the direct path
-        root.removeHandler(handler)
-    try:
-        monkeypatch.setattr(sys, "stdout", _BrokenPipe())
-        with app.test_client().get("/", headers={"X-Request-ID": "piped"}) as response:
-            assert response.status_code == 200
-        monkeypatch.undo()
-    finally:
-        for handler in foreign:
-            root.addHandler(handler)
-    access = [x for x in lines(tmp_path) if x["logger"] == "flask_observe.access"]
-    assert [x["correlation_id"] for x in access] == ["piped"]
-
-
-def test_access_log_level_follows_status(logged_app: Flask, tmp_path: Path) -> None:
-    """5xx access lines are errors, 4xx warnings; unmatched routes have route null."""
-    client = logged_app.test_client()
-    client.get("/broken").close()
-    client.get("/denied").close()
-    client.get("/nowhere").close()
-    access = {x["path"]: x for x in lines(tmp_path) if x["logger"] == "flask_observe.access"}
-    assert access["/broken"]["level"] == "error"
-    assert access["/broken"]["status"] == 500
-    assert access["/denied"]["level"] == "warning"
-    assert access["/nowhere"]["route"] is None
-    assert access["/nowhere"]["status"] == 404
-
-
 def test_unhandled_exception_is_logged_with_traceback_and_id(
     logged_app: Flask, tmp_path: Path
 ) -> None:
@@ -143,39 +44,6 @@ def test_unhandled_exception_is_logged_with_traceback_and_id(
     assert error["correlation_id"] == "rid-err"
     assert error["exc_type"] == "KeyError"
     assert "Traceback" in error["exception"]
-
-
-def test_remote_addr_only_when_enabled(make_app: Callable[..., Flask], tmp_path: Path) -> None:
-    """The client address is personal data: logged only with OBSERVE_ACCESS_LOG_REMOTE_ADDR."""
-    app = make_app(log_stdout=False, log_dir=str(tmp_path / "logs"), access_log_remote_addr=True)
-    app.test_client().get("/", environ_base={"REMOTE_ADDR": "203.0.113.9"}).close()
-    (line,) = [x for x in lines(tmp_path) if x["logger"] == "flask_observe.access"]
-    assert line["remote_addr"] == "203.0.113.9"
-
-
-def test_excluded_paths_are_not_access_logged(
-    make_app: Callable[..., Flask], tmp_path: Path
-) -> None:
-    """Probe paths in OBSERVE_EXCLUDED_PATHS get no access line (but still get an ID)."""
-    app = make_app(log_stdout=False, log_dir=str(tmp_path / "logs"))
-
-    @app.get("/health/live")
-    def live() -> str:
-        return "ok"
-
-    response = app.test_client().get("/health/live")
-    response.close()
-    assert "X-Request-ID" in response.headers
-    app.test_client().get("/health/live-ish").close()
-    paths = [x["path"] for x in lines(tmp_path) if x["logger"] == "flask_observe.access"]
-    assert paths == ["/health/live-ish"]
-
-
-def test_access_log_can_be_turned_off(make_app: Callable[..., Flask], tmp_path: Path) -> None:
-    """OBSERVE_ACCESS_LOG=False writes no access lines."""
-    app = make_app(log_stdout=False, log_dir=str(tmp_path / "logs"), access_log=False)
-    app.test_client().get("/").close()
-    assert [x for x in lines(tmp_path) if x["logger"] == "flask_observe.access"] == []
 
 
 def test_structlog_logger_and_bound_context_share_the_pipeline(
@@ -438,68 +306,6 @@ def test_host_configured_logging_is_kept(make_app: Callable[..., Flask], tmp_pat
     finally:
         root.removeHandler(host_handler)
         root.setLevel(previous_level)
-
-
-def test_access_log_fast_path_writes_the_same_line_as_the_slow_path(
-    make_app: Callable[..., Flask], tmp_path: Path
-) -> None:
-    """With only Observe's handlers listening, the access line skips LogRecord but is the same.
-
-    The first request runs with an extra (foreign) handler on the root logger, forcing the
-    standard logging path; the second without it (as in production), taking the fast path.
-    """
-    from flask_observe.logging import _direct_sinks
-
-    app = make_app("fast", log_stdout=False, log_dir=str(tmp_path / "logs"))
-
-    @app.get("/items/<int:item_id>")
-    def item(item_id: int) -> dict[str, int]:
-        return {"id": item_id}
-
-    root = logging.getLogger()
-    access_logger = logging.getLogger("flask_observe.access")
-    foreign = [h for h in root.handlers if not hasattr(h, "write_line")]
-    assert foreign, "pytest's capture handler is expected on the root logger"
-    assert _direct_sinks(access_logger, logging.INFO) is None
-    app.test_client().get("/items/1", headers={"X-Request-ID": "slow"}).close()
-    for handler in foreign:
-        root.removeHandler(handler)
-    try:
-        sinks = _direct_sinks(access_logger, logging.INFO)
-        assert sinks is not None
-        assert len(sinks) == 1
-        app.test_client().get("/items/1", headers={"X-Request-ID": "fast"}).close()
-    finally:
-        for handler in foreign:
-            root.addHandler(handler)
-    slow, fast = [x for x in lines(tmp_path) if x["logger"] == "flask_observe.access"]
-    assert slow.keys() == fast.keys()
-    for key in slow.keys() - {"timestamp", "duration_ms", "correlation_id"}:
-        assert slow[key] == fast[key], key
-    assert (slow["correlation_id"], fast["correlation_id"]) == ("slow", "fast")
-
-
-def test_access_log_respects_logger_level(make_app: Callable[..., Flask], tmp_path: Path) -> None:
-    """Setting flask_observe.access to WARNING keeps only 4xx/5xx access lines."""
-    app = make_app(
-        log_stdout=False,
-        log_dir=str(tmp_path / "logs"),
-        log_levels={"flask_observe.access": "WARNING"},
-    )
-
-    @app.get("/ok")
-    def ok() -> str:
-        return "ok"
-
-    try:
-        client = app.test_client()
-        client.get("/ok").close()
-        client.post("/ok").close()
-        client.get("/missing").close()
-        statuses = [x["status"] for x in lines(tmp_path) if x["logger"] == "flask_observe.access"]
-        assert statuses == [405, 404]
-    finally:
-        logging.getLogger("flask_observe.access").setLevel(logging.NOTSET)
 
 
 def test_structlog_setup_leaves_the_process_logger_class_alone() -> None:

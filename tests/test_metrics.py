@@ -113,7 +113,7 @@ def test_requests_in_progress_counts_the_running_request(make_app: Callable[...,
 def test_exclusions_anchored_or_not_match_the_same_paths() -> None:
     """The shared exclusion list gives the same answers whether patterns are anchored
     (tried at the start only) or not (searched anywhere)."""
-    from flask_observe.logging import compile_exclusions
+    from flask_observe.access_log import compile_exclusions
 
     anchored = compile_exclusions((r"^/metrics$", r"^/health/(live|ready|startup)$"))
     assert anchored is not None

@@ -1,0 +1,189 @@
+"""The handlers an app's log lines go to: stdout and/or a rotated file on the root logger.
+
+Handlers are shared by destination across apps (and tests) in one process, so nothing is
+written twice, and removed when the last app using them shuts down.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from ._internal import FailureLog
+from .logging import ObserveFormatter
+
+if TYPE_CHECKING:
+    from .config import ObserveConfig
+
+__all__ = ["LoggingSetup", "StdoutHandler", "WerkzeugRequestLineFilter"]
+
+
+class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stdout`` is at the time of each record.
+
+    Test runners and process managers replace ``sys.stdout``; a handler bound to the object
+    that existed at start-up would write into a closed stream.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+        self._failures = FailureLog()
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+    def write_line(self, line: str, created: float) -> None:
+        """Write an already formatted line (the access log's fast path); a failing stdout (a
+        closed pipe) is reported, and the line still reaches the other handlers."""
+        try:
+            with self.lock:  # type: ignore[union-attr]
+                stream = sys.stdout
+                stream.write(line + self.terminator)
+                stream.flush()
+        except Exception:
+            self._failures("writing a log line to standard output")
+
+
+class WerkzeugRequestLineFilter(logging.Filter):
+    """Drops the development server's own request lines, which duplicate the access log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno == logging.INFO
+            and isinstance(record.msg, str)
+            and '" ' in record.msg
+            and " - - [" in record.msg
+        )
+
+
+_HANDLER_KEY = "_flask_observe_key"
+_HANDLER_REFS = "_flask_observe_refs"
+#: The settings a shared handler was made with, to tell a later app which of its own differ.
+_HANDLER_SETTINGS = "_flask_observe_settings"
+
+
+class LoggingSetup:
+    """The handlers one app uses on the root logger.
+
+    Handlers are shared by destination: a second app (or a second test) logging to stdout or
+    to the same file reuses the handler already there instead of adding a duplicate, and
+    :meth:`close` removes a handler only when its last user closes.
+    """
+
+    def __init__(
+        self,
+        config: ObserveConfig,
+        identity: Mapping[str, Any],
+        identity_lookup: Callable[[], Mapping[str, Any] | None] | None = None,
+    ) -> None:
+        self.handlers: list[logging.Handler] = []
+        self.root = logging.getLogger()
+        level = logging.getLevelName(config.log_level)
+        static = {k: v for k, v in identity.items() if k != "service"}
+        formatter = ObserveFormatter(
+            identity["service"], config.log_format, static, identity_lookup
+        )
+        try:
+            self._attach_all(config, formatter, level)
+        except BaseException:
+            self.close()
+            raise
+        if self.root.level == logging.NOTSET or self.root.level > level:
+            # Lower the root level so our handlers see the records; a host that set a lower
+            # level keeps it (our handlers filter by their own level).
+            self.root.setLevel(level)
+        for name, logger_level in config.log_levels.items():
+            logging.getLogger(name).setLevel(logger_level)
+        if config.access_log:
+            _add_filter_once(logging.getLogger("werkzeug"), WerkzeugRequestLineFilter)
+
+    def _attach_all(self, config: ObserveConfig, formatter: logging.Formatter, level: int) -> None:
+        settings: dict[str, Any] = {
+            "OBSERVE_LOG_FORMAT": config.log_format,
+            "OBSERVE_LOG_LEVEL": config.log_level,
+        }
+        if config.log_stdout:
+            self._attach(("stdout",), StdoutHandler, formatter, level, settings)
+        if config.log_dir:
+            from .retention import RetentionPolicy, RotatingFileHandler
+
+            path = (Path(config.log_dir) / config.log_file_name).absolute()
+            policy = RetentionPolicy(
+                config.log_retention_days, config.log_retention_files, config.log_retention_bytes
+            )
+            settings = {
+                **settings,
+                "OBSERVE_LOG_ROTATE_BYTES": config.log_rotate_bytes,
+                "OBSERVE_LOG_ROTATE_INTERVAL": config.log_rotate_interval,
+                "OBSERVE_LOG_COMPRESS": config.log_compress,
+                "OBSERVE_LOG_RETENTION_*": policy,
+            }
+            self._attach(
+                ("file", str(path)),
+                lambda: RotatingFileHandler(
+                    path,
+                    max_bytes=config.log_rotate_bytes,
+                    interval=config.log_rotate_interval,
+                    compress=config.log_compress,
+                    retention=policy,
+                ),
+                formatter,
+                level,
+                settings,
+            )
+
+    def _attach(
+        self,
+        key: tuple[str, ...],
+        factory: Callable[[], logging.Handler],
+        formatter: logging.Formatter,
+        level: int,
+        settings: Mapping[str, Any],
+    ) -> None:
+        for handler in self.root.handlers:
+            if getattr(handler, _HANDLER_KEY, None) == key:
+                setattr(handler, _HANDLER_REFS, getattr(handler, _HANDLER_REFS, 1) + 1)
+                self.handlers.append(handler)
+                first = getattr(handler, _HANDLER_SETTINGS, {})
+                ignored = sorted(k for k, v in settings.items() if k in first and first[k] != v)
+                if ignored:
+                    # One handler per destination (no line written twice): the first app's
+                    # settings for it stand.
+                    logging.getLogger("flask_observe").warning(
+                        "flask_observe: %s is already written by another app; this app's %s"
+                        " differ and are not applied to it (the first app's stand)",
+                        key[-1],
+                        ", ".join(ignored),
+                    )
+                return
+        handler = factory()
+        handler.setFormatter(formatter)
+        handler.setLevel(level)
+        setattr(handler, _HANDLER_KEY, key)
+        setattr(handler, _HANDLER_REFS, 1)
+        setattr(handler, _HANDLER_SETTINGS, dict(settings))
+        self.root.addHandler(handler)
+        self.handlers.append(handler)
+
+    def close(self) -> None:
+        """Release this app's handlers; the last user of a handler removes and closes it."""
+        for handler in self.handlers:
+            refs = getattr(handler, _HANDLER_REFS, 1) - 1
+            setattr(handler, _HANDLER_REFS, refs)
+            if refs <= 0:
+                self.root.removeHandler(handler)
+                handler.close()
+        self.handlers = []
+
+
+def _add_filter_once(logger: logging.Logger, filter_type: type[logging.Filter]) -> None:
+    if not any(isinstance(f, filter_type) for f in logger.filters):
+        logger.addFilter(filter_type())
