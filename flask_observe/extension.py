@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
@@ -13,82 +11,20 @@ from flask.globals import _cv_app, _cv_request
 
 from . import _optional
 from .auth import Authorizer
-from .breakers import BreakerRegistry
 from .cli import build_cli
 from .config import ConfigError, ObserveConfig, config_keys, load_config, option_names
 from .correlation import CorrelationMiddleware
 from .health.api import HealthAPI, setup_health
 from .logging import identity_fields
+from .state import EXTENSION_KEY, Hook, ObserveState
 
 if TYPE_CHECKING:
-    from ._ticker import Ticker
-    from .access_log import AccessLog
-    from .alerting import AlertRouter, RuleEngine
     from .correlation import RequestRecord
-    from .diagnostics import MemoryWatch, QueryDiagnostics
-    from .errors.reporter import ErrorReporter
     from .health.checks import HealthCheck
-    from .health.report import Identity
-    from .health.runner import HealthRunner
-    from .log_setup import LoggingSetup
-    from .logviewer.viewer import LogViewer
     from .metrics import Metrics
     from .outbound import OutboundRules
-    from .slo import ErrorBudgets
-    from .tracing import TracingSetup
-
-Hook = Callable[["RequestRecord"], None]
 
 __all__ = ["Observe", "ObserveState"]
-
-EXTENSION_KEY = "observe"
-
-
-@dataclass
-class ObserveState:
-    """What ``Observe`` set up for one app; lives in ``app.extensions["observe"]``."""
-
-    config: ObserveConfig
-    service_name: str
-    #: Grants access to the sensitive endpoints (health details, log viewer, …).
-    auth: Authorizer
-    #: ``service`` (and ``version``/``environment``) fields of this app's log lines.
-    log_identity: Mapping[str, Any] = field(default_factory=dict)
-    middleware: CorrelationMiddleware | None = None
-    logging: LoggingSetup | None = None
-    access_log: AccessLog | None = None
-    excluded: Callable[[str], bool] | None = None
-    outbound: OutboundRules | None = None
-    #: OpenTelemetry tracing (docs/tracing.md); ``None`` when off.
-    tracing: TracingSetup | None = None
-    #: Sentry error reporting (docs/errors.md); ``None`` when off.
-    errors: ErrorReporter | None = None
-    #: Prometheus registry, RED metrics and the business-metric API (``None`` when off).
-    metrics: Metrics | None = None
-    queries: QueryDiagnostics | None = None
-    memory: MemoryWatch | None = None
-    budgets: ErrorBudgets | None = None
-    #: Alert router (``None`` when no channel is configured) and in-process rules.
-    alerts: AlertRouter | None = None
-    rules: RuleEngine | None = None
-    #: Background sampler (memory, error budgets, rules), started by the first request.
-    ticker: Ticker | None = None
-    _start_hooks: list[Hook] = field(default_factory=list, repr=False)
-    _finish_hooks: list[Hook] = field(default_factory=list, repr=False)
-    #: The health checks and the machinery running them (``None`` when health is off).
-    health: HealthRunner | None = None
-    #: ``serviceId``, ``version``… of the health document.
-    health_identity: Identity | None = None
-    #: The app's circuit breakers (``observe.circuit_breaker``).
-    breakers: BreakerRegistry = field(default_factory=BreakerRegistry)
-    #: The log viewer (API, page) when ``OBSERVE_LOGVIEWER_ENABLED``.
-    logviewer: LogViewer | None = None
-    _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
-
-    def close(self) -> None:
-        """Undo what was set up, last first; safe to call twice."""
-        while self._closers:
-            self._closers.pop()()
 
 
 class Observe(HealthAPI):
@@ -150,6 +86,7 @@ class Observe(HealthAPI):
 
     def _setup(self, app: Flask, state: ObserveState) -> None:
         from .access_log import compile_exclusions
+        from .metrics.setup import export_components, metrics_wanted, setup_metrics
 
         config = state.config
         # The one exclusion list, shared by the access log, tracing and metrics.
@@ -161,10 +98,12 @@ class Observe(HealthAPI):
         trace_fields: tuple[str, ...] = ()
         if _tracing_wanted(config, environ):
             trace_fields = _setup_tracing(app, state, environ)
-        if _metrics_wanted(config):
-            _setup_metrics(app, state)
+        if metrics_wanted(config):
+            setup_metrics(app, state)
         if config.alert_channels:
-            _setup_alerting(state)
+            from .alerting.setup import setup_alerting
+
+            setup_alerting(state)
         if state.ticker is not None:
             ticker = state.ticker
             if state.metrics is not None:
@@ -185,7 +124,7 @@ class Observe(HealthAPI):
 
                 state.health.add(budget_check(state.budgets))
         if state.metrics is not None:
-            _export_components(state)
+            export_components(state)
         if config.logviewer_enabled:
             _setup_logviewer(app, state)
         if _errors_wanted(config, environ):
@@ -451,190 +390,3 @@ def _setup_celery(state: ObserveState) -> None:
     keep_logging = config.logging_enabled
     connect(keep_logging)
     state._closers.append(lambda: disconnect(keep_logging))
-
-
-def _metrics_wanted(config: ObserveConfig) -> bool:
-    if config.metrics_enabled is False:
-        return False
-    if config.metrics_enabled:
-        _optional.require("prometheus_client", "metrics", "OBSERVE_METRICS_ENABLED")
-        return True
-    return _optional.detect("prometheus_client", "metrics") is not None
-
-
-def _setup_metrics(app: Flask, state: ObserveState) -> None:
-    from ._ticker import Ticker
-    from .metrics import Metrics
-    from .metrics.view import register
-    from .slo import ErrorBudgets
-
-    config = state.config
-    metrics = Metrics(
-        buckets=config.metrics_buckets,
-        excluded=state.excluded,
-        exemplars=config.metrics_exemplars,
-    )
-    state.metrics = metrics
-    state._start_hooks.append(metrics.http.on_start)
-    state._finish_hooks.append(metrics.http.on_finish)
-    register(app, state)
-    state.ticker = ticker = Ticker(config.sample_interval_seconds)
-    if config.slo_availability or config.slo_latency:
-        state.budgets = ErrorBudgets(
-            metrics,
-            config.slo_availability,
-            config.slo_latency,
-            config.slo_latency_seconds,
-            config.slo_budget_warn,
-        )
-        ticker.add("error budgets", state.budgets.update)
-    _setup_sql_diagnostics(state)
-    if config.alert_disk_path:
-        disk = metrics.gauge(
-            "flask_observe_disk_free_ratio",
-            "Free share of the file system holding OBSERVE_ALERT_DISK_PATH.",
-            ["path"],
-            multiprocess_mode="livemin",
-        ).labels(config.alert_disk_path)
-
-        def sample_disk() -> None:
-            usage = shutil.disk_usage(config.alert_disk_path)
-            disk.set(usage.free / usage.total if usage.total else 1.0)
-
-        ticker.add("disk", sample_disk)
-    if config.diagnostics_memory is not False:
-        if config.diagnostics_memory:
-            _optional.require("psutil", "metrics", "OBSERVE_DIAGNOSTICS_MEMORY")
-        if _optional.detect("psutil", "memory diagnostics") is not None:
-            from .diagnostics import MemoryWatch
-
-            state.memory = MemoryWatch(
-                metrics,
-                config.memory_window_seconds,
-                config.memory_growth_mb_per_hour,
-                config.memory_tracemalloc,
-                config.memory_tracemalloc_top,
-            )
-            ticker.add("memory", state.memory.sample)
-            state._closers.append(state.memory.close)
-
-
-def _export_components(state: ObserveState) -> None:
-    """Health check results and circuit breaker states as gauges (the shipped Prometheus rules
-    and Grafana dashboard read them)."""
-    from .metrics.components import export_breakers, export_health
-
-    assert state.metrics is not None
-    if state.health is not None:
-        state._closers.append(export_health(state.metrics, state.health))
-    undo, sample = export_breakers(state.metrics, state.breakers)
-    state._closers.append(undo)
-    if state.ticker is not None:
-        state.ticker.add("circuit breakers", sample)
-
-
-def _setup_sql_diagnostics(state: ObserveState) -> None:
-    config = state.config
-    if config.diagnostics_sql is False or state.metrics is None:
-        return
-    if config.diagnostics_sql:
-        _optional.require("sqlalchemy", "sqlalchemy", "OBSERVE_DIAGNOSTICS_SQL")
-    elif _optional.detect("sqlalchemy", "SQL diagnostics") is None:
-        return
-    from .diagnostics import QueryDiagnostics, queries
-
-    state.queries = QueryDiagnostics(state.metrics, config.slow_query_ms / 1000.0)
-    # Before the access log, which reads the db_queries field.
-    state._finish_hooks.append(state.queries.on_finish)
-    queries.install()
-    state._closers.append(queries.uninstall)
-
-
-def _setup_alerting(state: ObserveState) -> None:
-    from ._ticker import Ticker
-    from .alerting import AlertRouter, MemoryStore, RedisStore, RuleEngine, UrlPolicy
-    from .alerting import rules as r
-    from .alerting.channels import build_channels
-    from .config import ConfigError
-
-    config = state.config
-    policy = UrlPolicy(config.alert_allow_http, config.alert_allow_hosts)
-    try:
-        channels = build_channels(config.alert_channels, policy, config.alert_timeout_seconds)
-    except ValueError as exc:
-        raise ConfigError(f"OBSERVE_ALERT_CHANNELS: {exc}") from None
-    store: MemoryStore | RedisStore
-    if config.alert_redis_url:
-        _optional.require("redis", "redis", "OBSERVE_ALERT_REDIS_URL")
-        store = RedisStore(config.alert_redis_url, config.alert_redis_prefix)
-        state._closers.append(store.close)
-    else:
-        store = MemoryStore()
-    router = AlertRouter(
-        channels,
-        store,
-        service=state.service_name,
-        dedup=config.alert_dedup_seconds,
-        cooldown=config.alert_cooldown_seconds,
-        queue_size=config.alert_queue_size,
-    )
-    state.alerts = router
-    state._closers.append(router.close)
-    # A process exiting normally (gunicorn's graceful stop) sends what is queued first.
-    from ._internal import exit_flushes
-
-    exit_key = exit_flushes.add(router.flush_at_exit, router.EXIT_TIMEOUT)
-    state._closers.append(lambda: exit_flushes.remove(exit_key))
-    if not config.alert_rules_enabled:
-        return
-    engine = RuleEngine(router, config.alert_rules_consecutive, state.service_name)
-    state.rules = engine
-    window = None
-    if state.metrics is not None:
-        window = r.HttpWindow(state.metrics.http, config.alert_error_rate_window_seconds)
-        engine.add(r.ErrorRateRule(window, config.alert_error_rate))
-        if config.alert_latency_seconds:
-            engine.add(r.LatencyRule(window, config.alert_latency_seconds))
-    memory = state.memory
-    if memory is not None and (config.alert_memory_mb or config.memory_growth_mb_per_hour):
-        engine.add(
-            r.MemoryRule(
-                memory.rss,
-                memory.growth_mb_per_hour,
-                config.alert_memory_mb,
-                config.memory_growth_mb_per_hour,
-            )
-        )
-    if config.alert_disk_free:
-        engine.add(r.DiskRule(config.alert_disk_path, config.alert_disk_free))
-    # The app's circuit breakers (observe.circuit_breaker) and health checks (set up after
-    # this; read when the rules run).
-    breakers = state.breakers
-    engine.add(
-        r.BreakerRule(lambda: [(n, str(b.current_state)) for n, b in breakers.all().items()])
-    )
-    if config.health_enabled:
-        engine.add(r.HealthRule(lambda: _failing_checks(state)))
-    if state.ticker is None:
-        state.ticker = Ticker(config.sample_interval_seconds)
-
-    def evaluate_rules() -> None:
-        if window is not None:
-            window.sample()
-        engine.evaluate()
-
-    state.ticker.add("alert rules", evaluate_rules)
-
-
-def _failing_checks(state: ObserveState) -> dict[str, bool | str]:
-    """``{check: True or why it fails}`` for the in-process ``HealthRule`` (cached runs)."""
-    from .health.checks import Status
-
-    runner = state.health
-    if runner is None:
-        return {}
-    report = runner.run()
-    return {
-        result.name: True if result.status != Status.FAIL else (result.output or "fail")
-        for result in report.results
-    }

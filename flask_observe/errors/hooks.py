@@ -60,7 +60,7 @@ _host_processor_added = False
 
 
 def _current_reporter() -> ErrorReporter | None:
-    from ..extension import EXTENSION_KEY
+    from ..state import EXTENSION_KEY
 
     ctx = _cv_app.get(None)
     if ctx is not None:

@@ -143,7 +143,7 @@ class RoutedTracer(Tracer):
 
 
 def _lookup_current_app() -> tuple[bool, TracingSetup | None]:
-    from ..extension import EXTENSION_KEY
+    from ..state import EXTENSION_KEY
 
     ctx = _cv_app.get(None)
     if ctx is None:
