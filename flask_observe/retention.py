@@ -171,7 +171,7 @@ class RotatingFileHandler(logging.FileHandler):
     def _write(self, data: bytes, created: float) -> None:
         if created >= self._next_check:
             self._next_check = created + _MOVED_CHECK_SECONDS
-            self._reopen_if_moved()
+            self._catch_up()
         if (
             self.max_bytes and self._size and self._size + len(data) > self.max_bytes
         ) or created >= self._next_rollover:
@@ -189,6 +189,15 @@ class RotatingFileHandler(logging.FileHandler):
                     raise OSError("log line only partly written")
                 written += step
         self._size += len(data)
+
+    def _catch_up(self) -> None:
+        """Follow other processes sharing the file (once a second): reopen it if one of them
+        rotated it, and count the bytes they wrote, so size rotation goes by the file's real
+        size (give or take one second of their lines) rather than by this process's share."""
+        if self._reopen_if_moved() or self.stream is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            self._size = os.fstat(self.stream.fileno()).st_size
 
     def _is_moved(self) -> bool:
         """Whether the path no longer names the file we write (another process rotated it)."""

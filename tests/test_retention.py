@@ -176,6 +176,37 @@ def test_rotation_by_another_process_is_followed(tmp_path: Path) -> None:
         second.close()
 
 
+def test_size_rotation_counts_what_other_writers_add(tmp_path: Path) -> None:
+    """Three writers on one file (gunicorn workers), rotating at 20 kB: each counts the others'
+    bytes at its once-a-second check, so no file grows far past the limit. Counting only its
+    own share, each would let the file reach about three times the limit."""
+    limit = 20_000
+    writers = [
+        RotatingFileHandler(tmp_path / "app.log", max_bytes=limit, compress=False)
+        for _ in range(3)
+    ]
+    for handler in writers:
+        handler.setFormatter(ObserveFormatter("svc"))
+    try:
+        start = time.time()
+        # 60 simulated seconds; each second every writer logs 10 lines (about 1 kB).
+        for second in range(60):
+            for n in range(10):
+                for index, handler in enumerate(writers):
+                    handler.emit(record(f"w{index} s{second} n{n}", start + second + n / 10))
+        files = [*rotated_files(tmp_path, "app.log"), tmp_path / "app.log"]
+        sizes = [path.stat().st_size for path in files]
+        assert len(files) >= 5
+        # The slack: one second of the other writers' lines (about 2 kB) plus a line.
+        assert max(sizes) <= limit + 3_000, sizes
+        assert sorted(all_messages(tmp_path)) == sorted(
+            f"w{i} s{s} n{n}" for s in range(60) for n in range(10) for i in range(3)
+        )
+    finally:
+        for handler in writers:
+            handler.close()
+
+
 def test_lines_another_process_writes_after_a_rotation_are_compressed_not_lost(
     tmp_path: Path,
 ) -> None:
