@@ -182,8 +182,7 @@ def test_size_rotation_counts_what_other_writers_add(tmp_path: Path) -> None:
     own share, each would let the file reach about three times the limit."""
     limit = 20_000
     writers = [
-        RotatingFileHandler(tmp_path / "app.log", max_bytes=limit, compress=False)
-        for _ in range(3)
+        RotatingFileHandler(tmp_path / "app.log", max_bytes=limit, compress=False) for _ in range(3)
     ]
     for handler in writers:
         handler.setFormatter(ObserveFormatter("svc"))

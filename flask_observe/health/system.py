@@ -1,4 +1,5 @@
-"""Built-in checks of the machine: disk space and memory (psutil)."""
+"""Built-in checks of the machine: disk space and memory (psutil, and the cgroup's memory limit
+in a container)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,109 @@ from typing import Any
 from .. import _optional
 from .checks import HealthCheck, Observation, Status
 
-__all__ = ["DiskCheck", "MemoryCheck"]
+__all__ = ["CgroupMemory", "DiskCheck", "MemoryCheck", "cgroup_memory"]
 
 MIB = 1024 * 1024
+#: cgroup v1 writes "no limit" as a number near 2**63 (rounded down to a page).
+_NO_LIMIT = 2**62
+
+
+@dataclass(frozen=True)
+class CgroupMemory:
+    """The memory limit of the process's cgroup and what counts against it.
+
+    ``working_set`` is usage minus inactive file cache: what the kernel cannot simply drop, and
+    what the kubelet compares with the limit when it decides to evict or OOM-kill.
+    """
+
+    limit: int
+    working_set: int
+    version: int
+
+
+def cgroup_memory(
+    proc_cgroup: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup"
+) -> CgroupMemory | None:
+    """The memory limit of this process's cgroup (v1 or v2), or ``None`` when there is none
+    (no limit set, not on Linux, cgroup files not readable)."""
+    try:
+        with open(proc_cgroup, encoding="ascii") as fh:
+            entries = [line.rstrip("\n").split(":", 2) for line in fh if line.count(":") >= 2]
+    except OSError:
+        return None
+    for _, controllers, path in entries:
+        if "memory" in controllers.split(","):
+            return _cgroup_v1(os.path.join(root, "memory"), path)
+    for hierarchy, controllers, path in entries:
+        if hierarchy == "0" and controllers == "":
+            unified = root if os.path.exists(os.path.join(root, "cgroup.controllers")) else None
+            if unified is None:
+                unified = os.path.join(root, "unified")
+            return _cgroup_v2(unified, path)
+    return None
+
+
+def _cgroup_dir(mount: str, path: str) -> str:
+    """The directory of ``path`` under ``mount``; in a container with its own cgroup
+    namespace the path may not be visible, and the mount's root is the container's group."""
+    candidate = os.path.join(mount, path.lstrip("/"))
+    return candidate if os.path.isdir(candidate) else mount
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path, encoding="ascii") as fh:
+            text = fh.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _stat(path: str, key: str) -> int:
+    try:
+        with open(path, encoding="ascii") as fh:
+            for line in fh:
+                name, _, value = line.partition(" ")
+                if name == key:
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _cgroup_v1(mount: str, path: str) -> CgroupMemory | None:
+    directory = _cgroup_dir(mount, path)
+    stat = os.path.join(directory, "memory.stat")
+    # The effective limit, ancestors included; older kernels only have the group's own.
+    limit = _stat(stat, "hierarchical_memory_limit") or _read_int(
+        os.path.join(directory, "memory.limit_in_bytes")
+    )
+    usage = _read_int(os.path.join(directory, "memory.usage_in_bytes"))
+    if not limit or limit >= _NO_LIMIT or usage is None:
+        return None
+    working_set = max(0, usage - _stat(stat, "total_inactive_file"))
+    return CgroupMemory(limit, working_set, 1)
+
+
+def _cgroup_v2(mount: str, path: str) -> CgroupMemory | None:
+    directory = _cgroup_dir(mount, path)
+    usage = _read_int(os.path.join(directory, "memory.current"))
+    if usage is None:
+        return None
+    # The effective limit is the lowest memory.max from the group up to the mount's root.
+    limits = []
+    current = directory
+    while True:
+        limit = _read_int(os.path.join(current, "memory.max"))  # "max" reads as None
+        if limit is not None:
+            limits.append(limit)
+        if os.path.samefile(current, mount) or len(current) <= len(mount):
+            break
+        current = os.path.dirname(current)
+    if not limits:
+        return None
+    working_set = max(0, usage - _stat(os.path.join(directory, "memory.stat"), "inactive_file"))
+    return CgroupMemory(min(limits), working_set, 2)
 
 
 def _level(value: float, warn: float | None, fail: float | None) -> Status:
@@ -61,16 +162,19 @@ class DiskCheck(HealthCheck):
 
 @dataclass
 class MemoryCheck(HealthCheck):
-    """The system's memory utilisation and this process's resident size.
+    """Memory utilisation against the limit that applies, and this process's resident size.
 
-    Two entries: ``<name>:utilization`` (system, percent; in a container psutil sees the
-    host's memory, not the cgroup limit) and ``<name>:rss`` (this process, MiB).
-    Not critical by default.
+    Two entries: ``<name>:utilization`` (percent) and ``<name>:rss`` (this process, MiB).
+    When the process's cgroup has a memory limit below the machine's memory (a container with
+    ``resources.limits.memory``), utilisation is the cgroup's working set over that limit —
+    what decides an OOM kill — and the entry says ``"scope": "cgroup"``; otherwise it is the
+    system's memory as psutil reads it (``"scope": "system"``). Not critical by default.
 
-    :param warn_percent: warn at or above this system utilisation.
+    :param warn_percent: warn at or above this utilisation.
     :param fail_percent: fail at or above it.
     :param rss_warn_mib: warn when the process's RSS reaches this many MiB (``None``: never).
     :param rss_fail_mib: fail when it reaches this many MiB (``None``: never).
+    :param cgroup: look for a cgroup memory limit (v1 or v2) first.
     """
 
     critical: bool = False
@@ -78,6 +182,7 @@ class MemoryCheck(HealthCheck):
     fail_percent: float = 95.0
     rss_warn_mib: float | None = None
     rss_fail_mib: float | None = None
+    cgroup: bool = True
     _process: Any = field(default=None, init=False, repr=False, compare=False)
 
     component_type = "system"
@@ -88,18 +193,34 @@ class MemoryCheck(HealthCheck):
             self._process = psutil.Process()
         system = psutil.virtual_memory()
         rss_mib = self._process.memory_info().rss / MIB
-        sys_status = _level(system.percent, self.warn_percent, self.fail_percent)
+        limited = cgroup_memory() if self.cgroup else None
+        if limited is not None and limited.limit < system.total:
+            percent = 100.0 * limited.working_set / limited.limit
+            what = f"container memory {percent:.1f}% of its {limited.limit / MIB:.0f} MiB limit"
+            extra: dict[str, Any] = {
+                "scope": "cgroup",
+                "workingSetBytes": limited.working_set,
+                "limitBytes": limited.limit,
+                "cgroupVersion": limited.version,
+            }
+        else:
+            percent = system.percent
+            what = f"system memory {percent:.1f}% used"
+            extra = {
+                "scope": "system",
+                "availableBytes": system.available,
+                "totalBytes": system.total,
+            }
+        sys_status = _level(percent, self.warn_percent, self.fail_percent)
         rss_status = _level(rss_mib, self.rss_warn_mib, self.rss_fail_mib)
         return [
             Observation(
                 "utilization",
-                round(system.percent, 1),
+                round(percent, 1),
                 "percent",
                 sys_status,
-                output=None
-                if sys_status is Status.PASS
-                else f"system memory {system.percent:.1f}% used",
-                extra={"availableBytes": system.available, "totalBytes": system.total},
+                output=None if sys_status is Status.PASS else what,
+                extra=extra,
             ),
             Observation(
                 "rss",
