@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -86,6 +87,7 @@ class LoggingSetup:
     ) -> None:
         self.handlers: list[logging.Handler] = []
         self.root = logging.getLogger()
+        self._counted = False
         level = logging.getLevelName(config.log_level)
         static = {k: v for k, v in identity.items() if k != "service"}
         formatter = ObserveFormatter(
@@ -96,14 +98,21 @@ class LoggingSetup:
         except BaseException:
             self.close()
             raise
-        if self.root.level == logging.NOTSET or self.root.level > level:
-            # Lower the root level so our handlers see the records; a host that set a lower
-            # level keeps it (our handlers filter by their own level).
-            self.root.setLevel(level)
-        for name, logger_level in config.log_levels.items():
-            logging.getLogger(name).setLevel(logger_level)
-        if config.access_log:
-            _add_filter_once(logging.getLogger("werkzeug"), WerkzeugRequestLineFilter)
+        with _GLOBAL_LOCK:
+            _GLOBAL.users += 1
+            self._counted = True
+            if self.root.level == logging.NOTSET or self.root.level > level:
+                # Lower the root level so our handlers see the records; a host that set a
+                # lower level keeps it (our handlers filter by their own level).
+                _set_level(self.root, level)
+            for name, logger_level in config.log_levels.items():
+                _set_level(logging.getLogger(name), logger_level)
+            if config.access_log:
+                werkzeug = logging.getLogger("werkzeug")
+                if not any(isinstance(f, WerkzeugRequestLineFilter) for f in werkzeug.filters):
+                    dropper = WerkzeugRequestLineFilter()
+                    werkzeug.addFilter(dropper)
+                    _GLOBAL.undo.append(lambda: werkzeug.removeFilter(dropper))
 
     def _attach_all(self, config: ObserveConfig, formatter: logging.Formatter, level: int) -> None:
         settings: dict[str, Any] = {
@@ -174,7 +183,9 @@ class LoggingSetup:
         self.handlers.append(handler)
 
     def close(self) -> None:
-        """Release this app's handlers; the last user of a handler removes and closes it."""
+        """Release this app's handlers; the last user of a handler removes and closes it. The
+        last setup in the process to close also puts back the logger levels and the werkzeug
+        filter it found (a level someone else changed since is left alone)."""
         for handler in self.handlers:
             refs = getattr(handler, _HANDLER_REFS, 1) - 1
             setattr(handler, _HANDLER_REFS, refs)
@@ -182,8 +193,39 @@ class LoggingSetup:
                 self.root.removeHandler(handler)
                 handler.close()
         self.handlers = []
+        if not self._counted:
+            return
+        self._counted = False
+        with _GLOBAL_LOCK:
+            _GLOBAL.users -= 1
+            if _GLOBAL.users > 0:
+                return
+            while _GLOBAL.undo:
+                _GLOBAL.undo.pop()()
 
 
-def _add_filter_once(logger: logging.Logger, filter_type: type[logging.Filter]) -> None:
-    if not any(isinstance(f, filter_type) for f in logger.filters):
-        logger.addFilter(filter_type())
+class _GlobalChanges:
+    """Changes to process-wide logging state, shared by every app's setup: undone, last first,
+    when the last setup closes (another app may still rely on them until then)."""
+
+    def __init__(self) -> None:
+        self.users = 0
+        self.undo: list[Callable[[], None]] = []
+
+
+_GLOBAL = _GlobalChanges()
+_GLOBAL_LOCK = threading.Lock()
+
+
+def _set_level(logger: logging.Logger, level: int | str) -> None:
+    """Set ``logger``'s level, remembering how to put the previous one back (only if nobody
+    changed it in between)."""
+    before = logger.level
+    logger.setLevel(level)
+    ours = logger.level
+
+    def restore() -> None:
+        if logger.level == ours:
+            logger.setLevel(before)
+
+    _GLOBAL.undo.append(restore)

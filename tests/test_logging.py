@@ -317,3 +317,54 @@ def test_structlog_setup_leaves_the_process_logger_class_alone() -> None:
     assert configure_structlog() is True
     assert logging.getLoggerClass() is before
     assert configure_structlog() is False  # configured once, then left alone
+
+
+def test_shutdown_of_the_last_app_puts_process_wide_logging_back(tmp_path: Path) -> None:
+    """Root level, per-logger levels and the werkzeug filter are the process's, not one app's:
+    they stay while any app still uses them and are put back when the last one shuts down —
+    except a level someone else changed in between."""
+    from flask_observe import Observe
+    from flask_observe.log_setup import WerkzeugRequestLineFilter
+
+    root, engine, urllib3 = (
+        logging.getLogger(),
+        logging.getLogger("sqlalchemy.engine"),
+        logging.getLogger("urllib3"),
+    )
+    werkzeug = logging.getLogger("werkzeug")
+    before = (root.level, engine.level, urllib3.level)
+    root.setLevel(logging.WARNING)
+
+    def dropper_count() -> int:
+        return sum(isinstance(f, WerkzeugRequestLineFilter) for f in werkzeug.filters)
+
+    apps = []
+    try:
+        for name in ("first", "second"):
+            app = Flask(name)
+            app.config.update(
+                OBSERVE_LOG_STDOUT=False,
+                OBSERVE_LOG_DIR=str(tmp_path / name),
+                OBSERVE_LOG_LEVEL="DEBUG",
+                OBSERVE_LOG_LEVELS={"sqlalchemy.engine": "INFO", "urllib3": "ERROR"},
+            )
+            apps.append((Observe(app), app))
+        assert (root.level, engine.level, urllib3.level) == (
+            logging.DEBUG,
+            logging.INFO,
+            logging.ERROR,
+        )
+        assert dropper_count() == 1
+        urllib3.setLevel(logging.CRITICAL)  # the host changes one of them meanwhile
+        first, second = apps
+        first[0].shutdown(first[1])
+        assert (root.level, engine.level) == (logging.DEBUG, logging.INFO)  # second still uses
+        assert dropper_count() == 1
+        second[0].shutdown(second[1])
+        assert (root.level, engine.level) == (logging.WARNING, before[1])
+        assert urllib3.level == logging.CRITICAL  # the host's own change is kept
+        assert dropper_count() == 0
+    finally:
+        root.setLevel(before[0])
+        engine.setLevel(before[1])
+        urllib3.setLevel(before[2])
