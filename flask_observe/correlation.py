@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar, Token
@@ -61,53 +60,67 @@ def reset_correlation_id(token: Token[str | None]) -> None:
         _correlation_id.set(None)
 
 
-class _RandomPool:
-    """Random bytes from ``os.urandom``, fetched :attr:`batch` IDs' worth at a time.
+def _uuid4_block_bits(count: int) -> tuple[int, int]:
+    """Masks that turn ``count`` concatenated 16-byte random blocks into UUID4s: clear, then
+    set, the version nibble (4) and the RFC 9562 variant bits (10) of every block."""
+    clear = bytearray(b"\xff" * 16)
+    clear[6], clear[8] = 0x0F, 0x3F
+    bits = bytearray(16)
+    bits[6], bits[8] = 0x40, 0x80
+    return int.from_bytes(bytes(clear) * count, "big"), int.from_bytes(bytes(bits) * count, "big")
+
+
+class _IdPool:
+    """UUID4s made :attr:`batch` at a time from one ``os.urandom`` call.
 
     ``os.urandom`` is a system call, and on a virtual machine with the usual side-channel
     mitigations a system call costs as much as the rest of the ID work together; one call per
-    64 IDs removes it from nearly every request. The bytes are the same kernel CSPRNG output,
-    each used once. A forked child (gunicorn, Celery workers) drops the parent's unused bytes,
-    or parent and child would hand out the same IDs.
+    64 IDs takes it off nearly every request, and the bit-twiddling and hex conversion run
+    once over the whole batch in C. The bytes are the same kernel CSPRNG output, each used
+    once. ``list.pop`` is atomic, so threads never get the same ID; a forked child (gunicorn,
+    Celery workers) drops the parent's unused IDs, or parent and child would hand out the same.
     """
 
     batch = 64
 
     def __init__(self) -> None:
-        self._reset()
+        self._ids: list[str] = []
+        self._clear, self._bits = _uuid4_block_bits(self.batch)
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._reset)
+            os.register_at_fork(after_in_child=self._drop)
 
-    def _reset(self) -> None:
-        self._lock = threading.Lock()
-        self._buffer = b""
-        self._position = 0
+    def _drop(self) -> None:
+        self._ids = []
 
-    def take16(self) -> bytes:
-        """16 random bytes never handed out before in this process."""
-        with self._lock:
-            position = self._position
-            if position >= len(self._buffer):
-                self._buffer = os.urandom(16 * self.batch)
-                position = 0
-            self._position = position + 16
-            return self._buffer[position : position + 16]
+    def take(self) -> str:
+        """A UUID4 never handed out before in this process."""
+        try:
+            return self._ids.pop()
+        except IndexError:
+            pass
+        size = 16 * self.batch
+        value = int.from_bytes(os.urandom(size), "big") & self._clear | self._bits
+        h = value.to_bytes(size, "big").hex()
+        fresh = [
+            f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-"
+            f"{h[i + 20 : i + 32]}"
+            for i in range(0, 2 * size, 32)
+        ]
+        # Another thread may refill at the same time: each list's IDs are popped once.
+        self._ids = fresh
+        return fresh.pop()
 
 
-_random_pool = _RandomPool()
+_id_pool = _IdPool()
 
 
 def new_correlation_id() -> str:
     """A fresh random ID: a UUID4 (RFC 9562) in its canonical 36-character form.
 
     Same bits as ``str(uuid.uuid4())`` — 122 random bits from ``os.urandom`` — in a fraction of
-    the time (see :class:`_RandomPool`).
+    the time (see :class:`_IdPool`).
     """
-    raw = bytearray(_random_pool.take16())
-    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC variant
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return _id_pool.take()
 
 
 def id_validator(max_length: int) -> Callable[[str], bool]:
@@ -339,6 +352,10 @@ class CorrelationMiddleware:
             reset_correlation_id(token)
 
 
+#: What ``next()`` returns at the end of a response body (no chunk is ever this object).
+_END: Any = object()
+
+
 class _ResponseIterable:
     """Wraps the response body to count its bytes and finish the request.
 
@@ -376,24 +393,29 @@ class _ResponseIterable:
             self._done()
             return
         var = _correlation_id
+        end = _END
+        # One binding covers starting the iterator and producing the first chunk; the end is
+        # a sentinel from next(), not a StopIteration raised and caught on every request.
         token = var.set(correlation_id)
         try:
             iterator = iter(self._iterable)
+            chunk = next(iterator, end)
+        except BaseException:
+            record.failed = True
+            raise
         finally:
             var.reset(token)
-        while True:
+        while chunk is not end:
+            record.size += len(chunk)
+            yield chunk
             token = var.set(correlation_id)
             try:
-                chunk = next(iterator)
-            except StopIteration:
-                break
+                chunk = next(iterator, end)
             except BaseException:
                 record.failed = True
                 raise
             finally:
                 var.reset(token)
-            record.size += len(chunk)
-            yield chunk
         self._done()
 
     def _done(self) -> None:

@@ -19,7 +19,7 @@ from werkzeug.test import Client
 from flask_observe import get_correlation_id
 from flask_observe.correlation import (
     CorrelationMiddleware,
-    _RandomPool,
+    _IdPool,
     id_validator,
     new_correlation_id,
 )
@@ -77,7 +77,7 @@ def test_missing_id_is_generated_as_uuid4(app: Flask) -> None:
 def test_generated_ids_are_unique_across_threads_and_pool_refills() -> None:
     """IDs come from a pool of os.urandom bytes refilled every 64 IDs: 8 threads drawing
     across many refills get only well-formed UUID4s, none handed out twice."""
-    per_thread = 5 * _RandomPool.batch + 7
+    per_thread = 5 * _IdPool.batch + 7
     results: list[list[str]] = [[] for _ in range(8)]
 
     def draw(out: list[str]) -> None:
