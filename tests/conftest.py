@@ -85,34 +85,44 @@ class LiveServer:
 
 
 class HungServer:
-    """A TCP listener on 127.0.0.1 that accepts connections and never answers (nor closes)."""
+    """A TCP listener on 127.0.0.1 that accepts connections and never answers (it reads and
+    discards what it is sent, and closes nothing until the end). ``accepted`` counts the
+    connections it took."""
 
     def __init__(self) -> None:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(128)
         self.port = int(self.sock.getsockname()[1])
-        self.accepted: list[socket.socket] = []
-        self._closed = False
-        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.accepted = 0
+        self._conns: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
 
-    def _accept(self) -> None:
-        while not self._closed:
+    def _serve(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self._stop.is_set():
             try:
                 conn, _ = self.sock.accept()
+                self.accepted += 1
+                conn.setblocking(False)
+                self._conns.append(conn)
             except OSError:
-                return
-            self.accepted.append(conn)
+                pass
+            for conn in self._conns:
+                with contextlib.suppress(OSError):
+                    conn.recv(65536)
 
     def __enter__(self) -> HungServer:
-        self.thread.start()
+        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._closed = True
-        self.sock.close()
-        for conn in self.accepted:
+        self._stop.set()
+        self._thread.join(2)
+        for conn in self._conns:
             conn.close()
+        self.sock.close()
 
 
 @contextlib.contextmanager

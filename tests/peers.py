@@ -3,7 +3,7 @@
 - :class:`OtlpReceiver`: an OTLP/gRPC trace receiver — a ``grpcio`` server with the
   ``TraceService`` of ``opentelemetry-proto`` — recording every export request.
 - :class:`SentryReceiver`: an HTTP server used as a Sentry DSN, recording every envelope.
-- :class:`HungServer`: a TCP listener that accepts connections and never answers.
+- :class:`HungServer` (from ``conftest``): a TCP listener that accepts and never answers.
 - :func:`refused_port`: a port nothing listens on.
 - :func:`celery_worker`: a real prefork Celery worker in a subprocess.
 """
@@ -188,45 +188,6 @@ class SentryReceiver:
     def raw(self) -> bytes:
         with self._lock:
             return b"\n".join(self.bodies)
-
-
-class HungServer:
-    """Accepts TCP connections and never answers (reads and discards what it is sent)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(128)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self._conns: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def _serve(self) -> None:
-        self.sock.settimeout(0.1)
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-                self.accepted += 1
-                conn.setblocking(False)
-                self._conns.append(conn)
-            except OSError:
-                pass
-            for conn in self._conns:
-                with contextlib.suppress(OSError):
-                    conn.recv(65536)
-
-    def __enter__(self) -> HungServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        for conn in self._conns:
-            conn.close()
-        self.sock.close()
 
 
 def refused_port() -> int:

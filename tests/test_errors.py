@@ -18,9 +18,8 @@ from flask import Flask, request
 from flask_observe import Observe
 
 from .canaries import CANARIES, canary_request, leaked
-from .conftest import read_json_lines
+from .conftest import HungServer, read_json_lines
 from .peers import (
-    HungServer,
     OtlpReceiver,
     SentryReceiver,
     celery_worker,

@@ -24,8 +24,8 @@ from flask import Flask
 
 from flask_observe import Observe
 
-from .conftest import read_json_lines
-from .peers import HungServer, OtlpReceiver, SentryReceiver, refused_port, wait_for
+from .conftest import HungServer, read_json_lines
+from .peers import OtlpReceiver, SentryReceiver, refused_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
