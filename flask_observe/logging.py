@@ -81,6 +81,13 @@ def _default(value: Any) -> Any:
         return f"<unprintable {type(value).__name__}>"
 
 
+def _text(value: Any) -> str:
+    """``value`` as text orjson always accepts: a lone surrogate (a file name decoded with
+    ``surrogateescape``, say) is written as its ``\\udcff`` escape instead of losing the line."""
+    text = value if isinstance(value, str) else _default(value)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class ObserveFormatter(logging.Formatter):
     """Formats any log record as one JSON object (or one console line).
 
@@ -204,8 +211,8 @@ class ObserveFormatter(logging.Formatter):
             return self._console(None, level, _printable(fields))
         try:
             return orjson.dumps(fields, default=_default, option=_ORJSON_OPTIONS).decode()
-        except TypeError:  # e.g. an integer too large for JSON, or a circular structure
-            return orjson.dumps({k: _default(v) for k, v in fields.items()}).decode()
+        except TypeError:  # an integer too large, a circular structure, a lone surrogate
+            return orjson.dumps({_text(k): _text(v) for k, v in fields.items()}).decode()
 
     def format(self, record: logging.LogRecord) -> str:
         return self.render(self.event_dict(record))

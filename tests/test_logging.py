@@ -135,6 +135,17 @@ def test_unserialisable_extra_is_rendered_as_text(logged_app: Flask, tmp_path: P
     assert line["big"] == str(2**80)
 
 
+def test_a_lone_surrogate_is_escaped_not_a_lost_line(logged_app: Flask, tmp_path: Path) -> None:
+    """A file name decoded with surrogateescape (bytes that are not UTF-8) in a message or a
+    field: the line is still written, as valid JSON, with the surrogate as an escape."""
+    name = b"scrape-\xff.json".decode("utf-8", "surrogateescape")
+    logging.getLogger("host").warning("cannot read %s", name, extra={"file": name})
+    logging.getLogger("host").info("next line")
+    written = [x for x in lines(tmp_path) if x["logger"] == "host"]
+    assert [x["message"] for x in written] == ["cannot read scrape-\\udcff.json", "next line"]
+    assert written[0]["file"] == "scrape-\\udcff.json"
+
+
 def test_stdout_is_json_by_default(
     make_app: Callable[..., Flask], capsys: pytest.CaptureFixture[str]
 ) -> None:
