@@ -5,7 +5,7 @@
 - :class:`SentryReceiver`: an HTTP server used as a Sentry DSN, recording every envelope.
 - :class:`HungServer` (from ``conftest``): a TCP listener that accepts and never answers.
 - :func:`refused_port`: a port nothing listens on.
-- :func:`celery_worker`: a real prefork Celery worker in a subprocess.
+- :func:`celery_worker`: a real Celery worker in a subprocess; :func:`stop_process` stops one.
 """
 
 from __future__ import annotations
@@ -211,43 +211,49 @@ def iter_trace(spans: list[dict[str, Any]], root: dict[str, Any]) -> Iterator[di
 
 
 @contextlib.contextmanager
-def celery_worker(target: str, queue: str) -> Iterator[subprocess.Popen[bytes]]:
-    """A prefork worker (one child) of the Celery app ``target`` (``module:attribute``) on
-    ``queue``, with this process's environment; terminated on exit."""
+def celery_worker(
+    target: str,
+    queue: str | None = None,
+    *,
+    pool: str = "prefork",
+    env: dict[str, str] | None = None,
+    cwd: str | Path | None = None,
+    name: str | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker of the app ``target`` (``module:attribute``) in a subprocess,
+    consuming ``queue`` (the app's default when ``None``); one child with the prefork pool.
+    ``env`` defaults to this process's environment with the repository on ``PYTHONPATH``.
+    Stopped with :func:`stop_process` on exit."""
     root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "celery", "-A", target, "worker", f"--pool={pool}"]
+    if pool == "prefork":
+        command.append("--concurrency=1")
+    command += ["--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    if queue is not None:
+        command += ["-Q", queue]
+    if name is not None:
+        command += ["-n", name]
     worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            target,
-            "worker",
-            "--pool=prefork",
-            "--concurrency=1",
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-Q",
-            queue,
-        ],
-        cwd=root,
-        env=dict(os.environ, PYTHONPATH=str(root), GRPC_VERBOSITY="ERROR"),
+        command,
+        cwd=cwd or root,
+        env=env or dict(os.environ, PYTHONPATH=str(root), GRPC_VERBOSITY="ERROR"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
     try:
         yield worker
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_process(worker)
 
 
-def worker_output(worker: subprocess.Popen[bytes]) -> str:
-    """The last lines a worker printed (stops it first)."""
-    worker.terminate()
-    return worker.communicate(timeout=20)[0].decode(errors="replace")[-3000:]
+def stop_process(proc: subprocess.Popen[bytes]) -> str:
+    """SIGTERM, then SIGKILL if it is still running after 20 s; the last of what it printed
+    (reading while it stops, so a full pipe cannot keep it alive). Safe to call twice."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        output = proc.communicate(timeout=20)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output = proc.communicate(timeout=5)[0]
+    return (output or b"").decode(errors="replace")[-4000:]

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +13,7 @@ import pytest
 from flask import Flask
 
 from .conftest import need_service, read_json_lines
+from .peers import celery_worker, stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,16 +31,6 @@ def worker_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     return env
 
 
-def wait_for(predicate: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    return None
-
-
 @pytest.mark.services
 def test_worker_logs_carry_the_publishing_requests_id(
     worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
@@ -52,62 +41,37 @@ def test_worker_logs_carry_the_publishing_requests_id(
     sys.modules.pop("tests.apps.celery_worker_app", None)
     from tests.apps import celery_worker_app as module
 
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "tests.apps.celery_worker_app:celery",
-            "worker",
-            "--pool=prefork",
-            "--concurrency=1",
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-Q",
-            worker_env["OBSERVE_TEST_QUEUE"],
-        ],
-        cwd=ROOT,
-        env=worker_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
     log_file = Path(worker_env["OBSERVE_TEST_LOG_DIR"]) / "app.log"
+    target, queue = "tests.apps.celery_worker_app:celery", worker_env["OBSERVE_TEST_QUEUE"]
     try:
-        response = module.app.test_client().post(
-            "/enqueue/acme", headers={"X-Request-ID": "celery-rid-1"}
-        )
-        assert response.status_code == 200
-        task_id = response.json["task_id"]
+        with celery_worker(target, queue, env=worker_env) as worker:
+            response = module.app.test_client().post(
+                "/enqueue/acme", headers={"X-Request-ID": "celery-rid-1"}
+            )
+            assert response.status_code == 200
+            task_id = response.json["task_id"]
 
-        def task_line() -> dict[str, Any] | None:
-            if worker.poll() is not None:
-                return {"message": "worker exited"}
-            for line in read_json_lines(log_file):
-                if line.get("message") == "task ran":
-                    return line
-            return None
+            def task_line() -> dict[str, Any] | None:
+                if worker.poll() is not None:
+                    return {"message": "worker exited"}
+                for line in read_json_lines(log_file):
+                    if line.get("message") == "task ran":
+                        return line
+                return None
 
-        line = wait_for(task_line, 60)
-        if line is None or line["message"] == "worker exited":
-            worker.terminate()
-            output = worker.communicate(timeout=10)[0].decode(errors="replace")
-            pytest.fail(f"the worker never logged the task; its output:\n{output[-3000:]}")
-        assert line["correlation_id"] == "celery-rid-1"
-        assert line["task_id"] == task_id
-        assert line["task_name"] == "tests.log_account"
-        assert line["account"] == "acme"
-        assert line["service"] == "celery-test-app"
-        # Celery's own worker lines went through our pipeline too (root logger not hijacked).
-        assert any(x["logger"].startswith("celery") for x in read_json_lines(log_file))
+            line = wait_for(task_line, 60, interval=0.2)
+            if line is None or line["message"] == "worker exited":
+                pytest.fail(
+                    f"the worker never logged the task; its output:\n{stop_process(worker)}"
+                )
+            assert line["correlation_id"] == "celery-rid-1"
+            assert line["task_id"] == task_id
+            assert line["task_name"] == "tests.log_account"
+            assert line["account"] == "acme"
+            assert line["service"] == "celery-test-app"
+            # Celery's own worker lines went through our pipeline too (root logger not hijacked).
+            assert any(x["logger"].startswith("celery") for x in read_json_lines(log_file))
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
         module.observe.shutdown(module.app)
 
 

@@ -24,8 +24,8 @@ from .peers import (
     SentryReceiver,
     celery_worker,
     refused_port,
+    stop_process,
     wait_for,
-    worker_output,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -296,7 +296,7 @@ def test_celery_task_error_reaches_sentry_with_the_requests_ids(
                 events = wait_for(lambda: worker.poll() is None and sentry.events(), 60, 0.2)
                 if not events:
                     pytest.fail(
-                        f"no Sentry event from the worker; its output:\n{worker_output(worker)}"
+                        f"no Sentry event from the worker; its output:\n{stop_process(worker)}"
                     )
 
                 def consumer() -> list[dict[str, Any]]:

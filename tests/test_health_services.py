@@ -4,9 +4,7 @@ against faults: a stopped worker, a refused port, a listener that never answers.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,6 +16,7 @@ from flask import Flask
 from flask_observe.health import CeleryCheck, HealthRunner, HttpCheck, Status
 
 from .conftest import HungServer, LiveServer, assert_at_deadline, need_service, refused_port
+from .peers import celery_worker, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKER = "redis://127.0.0.1:6379/14"
@@ -61,38 +60,14 @@ def worker(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
         OBSERVE_TEST_LOG_DIR=str(tmp_path / "logs"),
         OBSERVE_TEST_QUEUE=f"health-{uuid.uuid4().hex[:8]}",
     )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "tests.apps.celery_worker_app:celery",
-            "worker",
-            "--pool=solo",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-n",
-            f"health-{uuid.uuid4().hex[:6]}@%h",
-        ],
-        cwd=tmp_path,
+    with celery_worker(
+        "tests.apps.celery_worker_app:celery",
+        pool="solo",
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    yield proc
-    stop_worker(proc)
-
-
-def stop_worker(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        cwd=tmp_path,
+        name=f"health-{uuid.uuid4().hex[:6]}@%h",
+    ) as proc:
+        yield proc
 
 
 @pytest.mark.services
@@ -114,7 +89,7 @@ def test_celery_worker_answers_then_a_stopped_worker_fails_at_the_deadline(
     # limit=min_workers: the ping returns on the first pong, not at its timeout.
     assert by_key["responseTime"].value < 1000
 
-    stop_worker(worker)
+    stop_process(worker)
     elapsed, status, output = timed(runner)
     assert status is Status.FAIL
     assert_at_deadline(elapsed, 1.5)

@@ -29,6 +29,7 @@ from sample_app import DEMO_ACCOUNTS, create_app, observe
 from sample_app.platform import account_data, create_platform_app
 
 from .conftest import LiveServer, need_service, read_json_lines
+from .peers import celery_worker, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 HEALTH_TOKEN = "sample-health-token-123456"
@@ -334,27 +335,7 @@ def test_celery_mode_runs_the_scrape_in_a_worker_with_the_request_id(
         FLASK_OBSERVE_LOG_STDOUT="false",
     )
     app = make_scraper(CELERY_BROKER_URL=broker, CELERY_QUEUE=queue)
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "sample_app.worker",
-            "worker",
-            "--pool=solo",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-Q",
-            queue,
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+    with celery_worker("sample_app.worker", queue, pool="solo", env=env, cwd=tmp_path) as worker:
         client = app.test_client()
         response = client.post(
             "/api/scrapes", json={"platform": "twitter"}, headers={"X-Request-ID": "queued-1"}
@@ -370,7 +351,7 @@ def test_celery_mode_runs_the_scrape_in_a_worker_with_the_request_id(
 
         run = wait_for(finished, 60, worker)
         if run is None:
-            pytest.fail(f"the worker never finished the run; its output:\n{stop(worker)}")
+            pytest.fail(f"the worker never finished the run; its output:\n{stop_process(worker)}")
         assert run["status"] == "succeeded"
         assert run["accounts_ok"] == 2
         worker_lines = log_lines(tmp_path, "worker.log")
@@ -384,8 +365,6 @@ def test_celery_mode_runs_the_scrape_in_a_worker_with_the_request_id(
             if x["service"] == "demo-platform" and x["message"] == "served user"
         ]
         assert {x["correlation_id"] for x in platform_lines} == {"queued-1"}
-    finally:
-        stop(worker)
 
 
 def test_python_m_sample_app_serves_on_embedded_defaults(tmp_path: Path) -> None:

@@ -441,7 +441,7 @@ def test_a_celery_task_gives_trace_headers_to_allowed_hosts_only(
     import time
 
     from .conftest import need_service
-    from .peers import celery_worker, worker_output
+    from .peers import celery_worker, stop_process
 
     need_service("Redis", "127.0.0.1", 6379)
     allowed, allowed_seen, third, third_seen = two_hosts
@@ -467,7 +467,7 @@ def test_a_celery_task_gives_trace_headers_to_allowed_hosts_only(
             trace_id = response.json["trace_id"]
             done = wait_for(lambda: len(third_seen) >= 2 and len(allowed_seen) >= 2, 60, 0.2)
             if not done:
-                pytest.fail(f"the task did not call both hosts; worker:\n{worker_output(worker)}")
+                pytest.fail(f"the task did not call both hosts; worker:\n{stop_process(worker)}")
         finally:
             module.observe.shutdown(module.app)
     nothing = {"traceparent": None, "tracestate": None, "baggage": None}
