@@ -14,7 +14,12 @@ import pytest
 from flask import Flask
 
 from flask_observe.logging import ObserveFormatter
-from flask_observe.retention import RetentionPolicy, RotatingFileHandler, rotated_files
+from flask_observe.retention import (
+    QUIET_SECONDS,
+    RetentionPolicy,
+    RotatingFileHandler,
+    rotated_files,
+)
 
 from .conftest import read_json_lines
 
@@ -154,86 +159,70 @@ def test_hourly_rotation_at_the_hour_boundary(
     assert [x["message"] for x in active] == ["after", "after too"]
 
 
-def test_rotation_by_another_process_is_followed(tmp_path: Path) -> None:
+def test_rotation_by_another_process_is_followed(
+    make_handler: Callable[..., RotatingFileHandler], tmp_path: Path
+) -> None:
     """Two writers on one file (e.g. two workers): after one rotates, the other reopens."""
-    first = RotatingFileHandler(tmp_path / "app.log", max_bytes=0, compress=False)
-    second = RotatingFileHandler(tmp_path / "app.log", max_bytes=0, compress=False)
-    for handler in (first, second):
-        handler.setFormatter(ObserveFormatter("svc"))
-    try:
-        first.emit(record("one"))
-        second.emit(record("two"))
-        first.rotate()
-        later = time.time() + 5  # past the moved-file check interval
-        second.emit(record("three", later))
-        first.emit(record("four", later))
-        active = [x["message"] for x in read_json_lines(tmp_path / "app.log")]
-        assert active == ["three", "four"]
-        (rotated,) = rotated_files(tmp_path, "app.log")
-        assert [x["message"] for x in read_json_lines(rotated)] == ["one", "two"]
-    finally:
-        first.close()
-        second.close()
+    first = make_handler(max_bytes=0, compress=False)
+    second = make_handler(max_bytes=0, compress=False)
+    first.emit(record("one"))
+    second.emit(record("two"))
+    first.rotate()
+    later = time.time() + 5  # past the moved-file check interval
+    second.emit(record("three", later))
+    first.emit(record("four", later))
+    active = [x["message"] for x in read_json_lines(tmp_path / "app.log")]
+    assert active == ["three", "four"]
+    (rotated,) = rotated_files(tmp_path, "app.log")
+    assert [x["message"] for x in read_json_lines(rotated)] == ["one", "two"]
 
 
-def test_size_rotation_counts_what_other_writers_add(tmp_path: Path) -> None:
+def test_size_rotation_counts_what_other_writers_add(
+    make_handler: Callable[..., RotatingFileHandler], tmp_path: Path
+) -> None:
     """Three writers on one file (gunicorn workers), rotating at 20 kB: each counts the others'
     bytes at its once-a-second check, so no file grows far past the limit. Counting only its
     own share, each would let the file reach about three times the limit."""
     limit = 20_000
-    writers = [
-        RotatingFileHandler(tmp_path / "app.log", max_bytes=limit, compress=False) for _ in range(3)
-    ]
-    for handler in writers:
-        handler.setFormatter(ObserveFormatter("svc"))
-    try:
-        start = time.time()
-        # 60 simulated seconds; each second every writer logs 10 lines (about 1 kB).
-        for second in range(60):
-            for n in range(10):
-                for index, handler in enumerate(writers):
-                    handler.emit(record(f"w{index} s{second} n{n}", start + second + n / 10))
-        files = [*rotated_files(tmp_path, "app.log"), tmp_path / "app.log"]
-        sizes = [path.stat().st_size for path in files]
-        assert len(files) >= 5
-        # The slack: one second of the other writers' lines (about 2 kB) plus a line.
-        assert max(sizes) <= limit + 3_000, sizes
-        assert sorted(all_messages(tmp_path)) == sorted(
-            f"w{i} s{s} n{n}" for s in range(60) for n in range(10) for i in range(3)
-        )
-    finally:
-        for handler in writers:
-            handler.close()
+    writers = [make_handler(max_bytes=limit, compress=False) for _ in range(3)]
+    start = time.time()
+    # 60 simulated seconds; each second every writer logs 10 lines (about 1 kB).
+    for second in range(60):
+        for n in range(10):
+            for index, handler in enumerate(writers):
+                handler.emit(record(f"w{index} s{second} n{n}", start + second + n / 10))
+    files = [*rotated_files(tmp_path, "app.log"), tmp_path / "app.log"]
+    sizes = [path.stat().st_size for path in files]
+    assert len(files) >= 5
+    # The slack: one second of the other writers' lines (about 2 kB) plus a line.
+    assert max(sizes) <= limit + 3_000, sizes
+    assert sorted(all_messages(tmp_path)) == sorted(
+        f"w{i} s{s} n{n}" for s in range(60) for n in range(10) for i in range(3)
+    )
 
 
 def test_lines_another_process_writes_after_a_rotation_are_compressed_not_lost(
-    tmp_path: Path,
+    make_handler: Callable[..., RotatingFileHandler], tmp_path: Path
 ) -> None:
     """Two writers on one file: the second goes on writing to the rotated file until its
     next check notices the rotation. The first compresses that file only once it has been
     quiet, so those lines end up in the .gz instead of in a deleted inode."""
-    first = RotatingFileHandler(tmp_path / "app.log", max_bytes=0)
-    second = RotatingFileHandler(tmp_path / "app.log", max_bytes=0, compress=False)
-    for handler in (first, second):
-        handler.setFormatter(ObserveFormatter("svc"))
-    try:
-        first.emit(record("one"))
-        second.emit(record("two"))
-        first.rotate()
-        time.sleep(0.3)  # the first's compressor is awake and looking at the rotated file
-        second.emit(record("three, before the second noticed"))
-        later = time.time() + 5  # past the moved-file check interval
-        second.emit(record("four", later))
-        assert first.wait_idle(15)
-        (rotated,) = rotated_files(tmp_path, "app.log")
-        assert rotated.suffix == ".gz"
-        with gzip.open(rotated, "rt") as fh:
-            messages = [json.loads(line)["message"] for line in fh]
-        assert messages == ["one", "two", "three, before the second noticed"]
-        assert [x["message"] for x in read_json_lines(tmp_path / "app.log")] == ["four"]
-    finally:
-        first.close()
-        second.close()
+    first = make_handler(max_bytes=0, quiet_seconds=QUIET_SECONDS)  # as in production
+    second = make_handler(max_bytes=0, compress=False)
+    first.emit(record("one"))
+    second.emit(record("two"))
+    first.rotate()
+    time.sleep(0.3)  # the first's compressor is awake and looking at the rotated file
+    second.emit(record("three, before the second noticed"))
+    later = time.time() + 5  # past the moved-file check interval
+    second.emit(record("four", later))
+    assert first.wait_idle(15)
+    (rotated,) = rotated_files(tmp_path, "app.log")
+    assert rotated.suffix == ".gz"
+    with gzip.open(rotated, "rt") as fh:
+        messages = [json.loads(line)["message"] for line in fh]
+    assert messages == ["one", "two", "three, before the second noticed"]
+    assert [x["message"] for x in read_json_lines(tmp_path / "app.log")] == ["four"]
 
 
 def test_observe_wires_rotation_from_config(make_app: Callable[..., Flask], tmp_path: Path) -> None:
