@@ -4,24 +4,28 @@
 >>> from flask_observe import Observe
 >>> app = Flask(__name__)
 >>> observe = Observe(app)
+
+The public API is what this module exports (docs/api.md); everything else is wiring.
 """
 
 from __future__ import annotations
 
-from .config import ConfigError, ObserveConfig
-from .correlation import get_correlation_id, new_correlation_id
-from .extension import Observe, ObserveState
+from ._optional import MissingDependencyError
+from .config import ConfigError
+from .context import bind_correlation_id, get_correlation_id, new_correlation_id
+from .extension import Observe, ObserveConfig
 from .logging import ObserveFormatter, get_logger
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "MissingDependencyError",
     "Observe",
     "ObserveConfig",
     "ObserveFormatter",
-    "ObserveState",
     "__version__",
+    "bind_correlation_id",
     "get_correlation_id",
     "get_logger",
     "new_correlation_id",

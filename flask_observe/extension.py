@@ -1,163 +1,151 @@
-"""The ``Observe`` extension: reads the config once and turns each feature on, in order."""
+"""The ``Observe`` extension: the ordered list of features, and the one loop that sets them up.
+
+``init_app`` reads every setting once, asks each feature in :data:`FEATURES` whether it is
+wanted and checks the wanted ones (every configuration and dependency error is raised before
+anything is installed), then sets them up in order. The order is the dependency order: a
+feature may use the handles of the features before it (see docs/architecture.md).
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from flask import Flask, current_app
-from flask.globals import _cv_app, _cv_request
+from flask import Flask, has_app_context
+from flask import current_app as _current_app
 
-from . import _optional
+from ._internal import compile_exclusions
+from .alerting.rules import RuleEngine
+from .alerting.setup import FEATURE as ALERTING
 from .auth import Authorizer
+from .breakers.registry import BreakerRegistry
+from .breakers.setup import FEATURE as BREAKERS
 from .cli import build_cli
-from .config import ConfigError, ObserveConfig, config_keys, load_config, option_names
-from .correlation import CorrelationMiddleware
-from .health.api import HealthAPI, setup_health
-from .logging import identity_fields
-from .state import EXTENSION_KEY, Hook, ObserveState
+from .config import CoreSettings, compose, config_keys, load_config
+from .correlation.setup import FEATURE as CORRELATION
+from .diagnostics.setup import FEATURE as DIAGNOSTICS
+from .errors.setup import FEATURE as ERRORS
+from .feature import Feature, Plan, Wiring
+from .health.setup import FEATURE as HEALTH
+from .health.setup import add_check, startup_complete
+from .logging.setup import FEATURE as LOGGING
+from .logviewer.setup import FEATURE as LOGVIEWER
+from .metrics.setup import FEATURE as METRICS
+from .slo.setup import FEATURE as SLO
+from .state import EXTENSION_KEY, ObserveState, current_state
+from .tracing.setup import FEATURE as TRACING
 
 if TYPE_CHECKING:
-    from .correlation import RequestRecord
+    from .alerting.rules import Rule
     from .health.checks import HealthCheck
     from .metrics import Metrics
-    from .outbound import OutboundRules
 
-__all__ = ["Observe", "ObserveState"]
+__all__ = ["FEATURES", "Observe", "ObserveConfig"]
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Every feature, in set-up order. A feature may use what the features before it provide.
+FEATURES: tuple[Feature, ...] = (
+    LOGGING,  # first: every later feature logs through its handlers
+    TRACING,  # the tracer provider; wraps app.wsgi_app with the Flask instrumentation
+    ERRORS,  # Sentry; tags events with the request's correlation and trace IDs
+    METRICS,  # the registry and the RED metrics (request hooks)
+    DIAGNOSTICS,  # SQL, memory and disk figures into the metrics
+    BREAKERS,  # the app's circuit breakers
+    HEALTH,  # probes; a check per breaker; check results into the metrics
+    SLO,  # error budgets from the metrics; a check in health
+    ALERTING,  # rules over metrics, memory, breakers and health; the channels
+    LOGVIEWER,  # reads the files the logging feature writes
+    CORRELATION,  # last: its middleware wraps all of the above and runs their hooks
+)
+
+#: Every ``OBSERVE_*`` key: the core's and each feature's, one frozen dataclass.
+ObserveConfig: type[CoreSettings] = compose(
+    "ObserveConfig", [CoreSettings, *(feature.settings for feature in FEATURES)]
+)
+ObserveConfig.__module__ = __name__
+ObserveConfig.__doc__ = (
+    "The validated settings of one app. Field ``x`` is config key ``OBSERVE_X``."
+)
 
 
-class Observe(HealthAPI):
+class Observe:
     """Production observability for a Flask app in one line.
 
     ``Observe(app)`` or, in an app factory, ``observe = Observe()`` then
     ``observe.init_app(app)``. Settings come from ``OBSERVE_*`` keys in ``app.config``;
     keyword ``options`` (``Observe(log_dir="logs")``) are defaults that ``app.config``
-    overrides. See docs/configuration.md for every key.
+    overrides. See docs/configuration.md for every key, docs/api.md for the methods.
 
     :param app: the app to set up now, or ``None`` to call :meth:`init_app` later.
     :param options: lower-case setting names without the ``OBSERVE_`` prefix.
     """
 
     def __init__(self, app: Flask | None = None, **options: Any) -> None:
-        unknown = sorted(set(options) - option_names())
+        known = {name.removeprefix("OBSERVE_").lower() for name in config_keys(ObserveConfig)}
+        unknown = sorted(set(options) - known)
         if unknown:
             raise TypeError(f"Observe() got unknown option(s): {', '.join(unknown)}")
         self._options = options
-        #: Checks added outside any app context: every app initialised later gets a copy.
-        self._pending_checks: list[HealthCheck] = []
+        #: Registrations made outside any app context before init_app: replayed on each app.
+        self._deferred: list[Callable[[Flask], object]] = []
         self._initialised = 0
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        """Read the config of ``app`` and turn its features on.
+        """Read the config of ``app``, check every wanted feature, then set them up in order.
 
         :raises RuntimeError: if ``app`` already has an ``Observe`` instance.
-        :raises ConfigError: if a setting is invalid.
+        :raises ConfigError: if a setting is invalid (nothing has been installed then).
+        :raises MissingDependencyError: a feature that was asked for lacks its package.
         """
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError(
                 "An 'Observe' instance has already been registered on this Flask app."
                 " Import and use that instance instead."
             )
-        for key, default in config_keys().items():
-            option = key.removeprefix("OBSERVE_").lower()
-            app.config.setdefault(key, self._options.get(option, default))
-        config = load_config(app.config, {})
+        for name, default in config_keys(ObserveConfig).items():
+            option = name.removeprefix("OBSERVE_").lower()
+            app.config.setdefault(name, self._options.get(option, default))
+        config = load_config(ObserveConfig, app.config)
         service_name = config.service_name or app.name
+        identity = {"service": service_name}
+        if config.service_version:
+            identity["version"] = config.service_version
+        if config.environment:
+            identity["environment"] = config.environment
         state = ObserveState(
             config=config,
             service_name=service_name,
             auth=Authorizer(config.auth_token, config.auth_callback),
-            log_identity=identity_fields(config, service_name),
+            log_identity=identity,
         )
-        app.extensions[EXTENSION_KEY] = state
-        self._initialised += 1
         if not config.enabled:
+            app.extensions[EXTENSION_KEY] = state
+            self._initialised += 1
             return
+        # Libraries' own variables (OTEL_*, SENTRY_DSN) decide "auto" switches: read once.
+        environ = dict(os.environ)
+        plan = Plan(config, environ, app)
+        wanted = _plan(plan)
+        state.excluded = compile_exclusions(_exclusions(config, wanted, plan))
+        state.features = tuple(feature.name for feature in wanted)
+        app.extensions[EXTENSION_KEY] = state
+        wiring = Wiring(app, state, environ)
         try:
-            self._setup(app, state)
+            for feature in wanted:
+                feature.setup(wiring)
+            for register in self._deferred:
+                register(app)
         except BaseException:
             state.close()
             del app.extensions[EXTENSION_KEY]
             raise
-        app.cli.add_command(build_cli(state))
-
-    def _setup(self, app: Flask, state: ObserveState) -> None:
-        from .access_log import compile_exclusions
-        from .metrics.setup import export_components, metrics_wanted, setup_metrics
-
-        config = state.config
-        # The one exclusion list, shared by the access log, tracing and metrics.
-        state.excluded = compile_exclusions(config.excluded_paths or ())
-        # Libraries' own variables (OTEL_*, SENTRY_DSN) decide "auto" switches: read once.
-        environ = dict(os.environ)
-        if config.logging_enabled:
-            _setup_logging(app, state)
-        trace_fields: tuple[str, ...] = ()
-        if _tracing_wanted(config, environ):
-            trace_fields = _setup_tracing(app, state, environ)
-        if metrics_wanted(config):
-            setup_metrics(app, state)
-        if config.alert_channels:
-            from .alerting.setup import setup_alerting
-
-            setup_alerting(state)
-        if state.ticker is not None:
-            ticker = state.ticker
-            if state.metrics is not None:
-                state.metrics.http.ticker = ticker
-            else:
-                state._start_hooks.append(lambda _record: ticker.ensure_started())
-            state._closers.append(ticker.close)
-        # After tracing: the middleware wraps the instrumented app (outermost).
-        if config.correlation_enabled or state._start_hooks or state._finish_hooks:
-            _setup_middleware(app, state)
-        if config.correlation_enabled and config.celery_enabled is not False:
-            _setup_celery(state)
-        _setup_outbound(state, trace_fields)
-        if config.health_enabled:
-            setup_health(app, state, self._pending_checks)
-            if state.health is not None and state.budgets is not None:
-                from .slo import budget_check
-
-                state.health.add(budget_check(state.budgets))
-        if state.metrics is not None:
-            export_components(state)
-        if config.logviewer_enabled:
-            _setup_logviewer(app, state)
-        if _errors_wanted(config, environ):
-            _setup_errors(app, state, environ)
-
-    @property
-    def metrics(self) -> Metrics:
-        """The current app's :class:`~flask_observe.metrics.Metrics` (business-metric API).
-
-        :raises RuntimeError: outside an app context, or if metrics are off for the app.
-        """
-        metrics = Observe.state().metrics
-        if metrics is None:
-            raise RuntimeError(
-                "metrics are off for this app (OBSERVE_METRICS_ENABLED, or prometheus_client"
-                ' is missing: pip install "flask-observe[metrics]")'
-            )
-        return metrics
-
-    @staticmethod
-    def state(app: Flask | None = None) -> ObserveState:
-        """The state of ``app`` (default: the current app).
-
-        :raises RuntimeError: if ``Observe`` was not initialised on that app.
-        """
-        target = app if app is not None else current_app
-        try:
-            return target.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
-        except KeyError:
-            raise RuntimeError(
-                "flask_observe is not initialised on this app: call Observe(app) or"
-                " observe.init_app(app) first."
-            ) from None
+        self._initialised += 1
+        app.cli.add_command(build_cli(FEATURES))
 
     def shutdown(self, app: Flask) -> None:
         """Undo ``init_app``: remove handlers (flushing files), unwrap, release patches.
@@ -169,224 +157,196 @@ class Observe(HealthAPI):
         if state is not None:
             state.close()
 
+    # -- handles -------------------------------------------------------------------------
 
-def _current_identity() -> Mapping[str, Any] | None:
-    ctx = _cv_app.get(None)
-    if ctx is None:
-        return None
-    state = ctx.app.extensions.get(EXTENSION_KEY)
-    return state.log_identity if state is not None else None
+    @staticmethod
+    def handle(kind: type[T], app: Flask | None = None) -> T:
+        """The handle of class ``kind`` that a feature set up for ``app`` (default: the
+        current app): ``Observe.handle(HealthRunner)``, ``Observe.handle(Metrics, app)``…
 
+        :raises RuntimeError: outside an app context without ``app``, or when the feature
+            providing ``kind`` is off for the app (the message says which setting).
+        """
+        found = current_state(app).get(kind)
+        if found is None:
+            raise RuntimeError(
+                f"no {kind.__qualname__} on this app: the feature providing it is off"
+                " (see `flask observe config` and docs/configuration.md)"
+            )
+        return found
 
-def _setup_logging(app: Flask, state: ObserveState) -> None:
-    from flask.logging import default_handler
+    @staticmethod
+    def find(kind: type[T], app: Flask | None = None) -> T | None:
+        """Like :meth:`handle`, but ``None`` when the feature providing ``kind`` is off."""
+        return current_state(app).get(kind)
 
-    from .log_setup import LoggingSetup
-    from .logging import configure_structlog
+    @staticmethod
+    def urls(app: Flask | None = None) -> dict[str, str]:
+        """The paths flask_observe serves on ``app`` (default: the current app), by name:
+        ``health``, ``readiness``, ``liveness``, ``metrics``, ``logviewer``, ``logs_api``…,
+        for the features that are on.
 
-    configure_structlog()
-    state.logging = LoggingSetup(state.config, state.log_identity, _current_identity)
-    state._closers.append(state.logging.close)
-    # Flask's own handler on app.logger would print every app.logger line a second time.
-    app.logger.removeHandler(default_handler)
+        :raises RuntimeError: outside an app context without ``app``, or before ``init_app``.
+        """
+        return dict(current_state(app).urls)
 
+    @property
+    def metrics(self) -> Metrics:
+        """The current app's :class:`~flask_observe.metrics.Metrics` (business-metric API).
 
-def _compose(hooks: list[Hook]) -> Hook | None:
-    """One hook calling each of ``hooks``; a failing one does not stop the others."""
-    if not hooks:
-        return None
-    if len(hooks) == 1:
-        return hooks[0]
-    from ._internal import FailureLog
+        :raises RuntimeError: outside an app context, or if metrics are off for the app.
+        """
+        from .metrics import Metrics
 
-    failures = FailureLog()
-    chain = tuple(hooks)
+        found = current_state().get(Metrics)
+        if found is None:
+            raise RuntimeError(
+                "metrics are off for this app (OBSERVE_METRICS_ENABLED, or prometheus_client"
+                ' is missing: pip install "flask-observe[metrics]")'
+            )
+        return found
 
-    def run_all(record: RequestRecord) -> None:
-        for hook in chain:
-            try:
-                hook(record)
-            except Exception:
-                failures(f"request hook {getattr(hook, '__qualname__', hook)}")
+    # -- health and circuit breakers -----------------------------------------------------
 
-    return run_all
+    def add_health_check(
+        self, check: HealthCheck, *, app: Flask | None = None, replace: bool = False
+    ) -> HealthCheck:
+        """Register ``check`` on ``app`` (default: the current app).
 
+        Outside any app context and without ``app``, before ``init_app``, the check is kept
+        for every app this ``Observe`` initialises afterwards (each gets its own copy). With
+        health off on the app, the check is not registered (nothing fails).
 
-def _setup_middleware(app: Flask, state: ObserveState) -> None:
-    """The one WSGI middleware: correlation IDs (when on) and one timing per request, handed
-    to the finish hooks (metrics, diagnostics, then the access log)."""
-    from .access_log import AccessLog
+        :raises ValueError: a check of that name is registered already (unless ``replace``).
+        :raises RuntimeError: outside an app context, without ``app``, after ``init_app``.
+        """
+        target = self._target(app, "add_health_check()")
+        if target is None:
+            self._deferred.append(lambda each: add_check(current_state(each), check, copy=True))
+            return check
+        return add_check(current_state(target), check, replace=replace)
 
-    config = state.config
-    if config.correlation_enabled and config.access_log and config.logging_enabled:
-        state.access_log = AccessLog(
-            state.excluded, config.access_log_remote_addr, identity=state.log_identity
+    def health_check(
+        self,
+        name: str,
+        *,
+        critical: bool = True,
+        timeout: float | None = None,
+        groups: Iterable[str] = ("readiness",),
+        cache_ttl: float | None = None,
+        app: Flask | None = None,
+    ) -> Callable[[F], F]:
+        """Decorate a function as a health check (see :class:`~flask_observe.health.FunctionCheck`).
+
+        >>> @observe.health_check("search-index", critical=False, timeout=1)
+        ... def search_index():
+        ...     if index.lag_seconds() > 60:
+        ...         return "index more than a minute behind"  # a warning
+        """
+        from .health.checks import FunctionCheck
+
+        def decorator(func: F) -> F:
+            check = FunctionCheck(name, critical, timeout, tuple(groups), cache_ttl, func=func)
+            self.add_health_check(check, app=app)
+            return func
+
+        return decorator
+
+    def startup_complete(self, app: Flask | None = None) -> None:
+        """Mark start-up done: ``/health/startup`` (and readiness) stop waiting for it."""
+        target = self._target(app, "startup_complete()", defer=False)
+        assert target is not None
+        startup_complete(current_state(target))
+
+    def circuit_breaker(
+        self,
+        name: str,
+        *,
+        fail_max: int = 5,
+        reset_timeout: float = 60.0,
+        critical: bool = False,
+        exclude: Iterable[Any] = (),
+        success_threshold: int = 1,
+        health: bool = True,
+        app: Flask | None = None,
+    ) -> Any:
+        """The ``pybreaker.CircuitBreaker`` called ``name`` on ``app`` (made on first call).
+
+        State changes are logged (``flask_observe.breakers``); with ``health``, the state is a
+        readiness entry ``<name>:circuitBreaker`` (open: warn, or fail if ``critical``).
+
+        :param fail_max: consecutive failures that open the circuit.
+        :param reset_timeout: seconds open before a trial call is let through.
+        :param exclude: exception types (or predicates) that are not failures.
+        :raises RuntimeError: neither ``app`` nor an app context.
+        :raises MissingDependencyError: pybreaker is not installed.
+        """
+        target = self._target(app, "circuit_breaker()", defer=False)
+        assert target is not None
+        registry = self.handle(BreakerRegistry, target)
+        return registry.create(
+            name,
+            fail_max=fail_max,
+            reset_timeout=reset_timeout,
+            exclude=exclude,
+            success_threshold=success_threshold,
+            critical=critical,
+            health=health,
         )
-        state._finish_hooks.append(state.access_log)
-    trace_lookup = None
-    if state.metrics is not None and config.metrics_exemplars:
-        from .metrics.http import otel_trace_lookup
 
-        trace_lookup = otel_trace_lookup()
+    # -- alerting ------------------------------------------------------------------------
 
-    def propagate_exceptions() -> bool:
-        value = app.config.get("PROPAGATE_EXCEPTIONS")
-        return bool(value) if value is not None else bool(app.testing or app.debug)
+    def add_alert_rule(self, rule: Rule, *, app: Flask | None = None) -> bool:
+        """Evaluate ``rule`` with the app's in-process rules (docs/alerting.md).
 
-    original = app.wsgi_app
-    middleware = CorrelationMiddleware(
-        original,
-        header=config.request_id_header,
-        fallback_headers=config.request_id_fallback_headers,
-        trust_incoming=config.request_id_trust_incoming,
-        max_length=config.request_id_max_length,
-        on_finish=_compose(state._finish_hooks),
-        route_lookup=_matched_route,
-        propagate_exceptions=propagate_exceptions,
-        on_start=_compose(state._start_hooks),
-        ids=config.correlation_enabled,
-        trace_lookup=trace_lookup,
-    )
-    app.wsgi_app = middleware  # type: ignore[method-assign]
-    state.middleware = middleware
-
-    def unwrap() -> None:
-        if app.wsgi_app is middleware:
-            app.wsgi_app = original  # type: ignore[method-assign]
-
-    state._closers.append(unwrap)
-
-
-def _matched_route() -> str | None:
-    """The URL rule of the current request (``None`` if no route matched).
-
-    Read through Flask's context variable rather than the ``request`` proxy: it runs on every
-    request, and the proxy costs three times as much.
-    """
-    ctx = _cv_request.get(None)
-    if ctx is None:
-        return None
-    rule = ctx.request.url_rule
-    return rule.rule if rule is not None else None
-
-
-def _outbound_rules() -> OutboundRules | None:
-    ctx = _cv_app.get(None)
-    if ctx is None:
-        from .outbound import OUTSIDE_APP
-
-        return OUTSIDE_APP
-    state = ctx.app.extensions.get(EXTENSION_KEY)
-    return state.outbound if state is not None else None
-
-
-def _setup_outbound(state: ObserveState, trace_fields: tuple[str, ...]) -> None:
-    """Outgoing ``requests`` calls: the correlation ID to allowed hosts, and the trace context
-    to nobody else."""
-    config = state.config
-    header = (
-        config.request_id_header if config.correlation_enabled and config.propagate_hosts else None
-    )
-    if header is not None:
-        _optional.require("requests", "requests", "OBSERVE_PROPAGATE_HOSTS")
-    elif not trace_fields or _optional.detect("requests", "outbound trace headers") is None:
-        return
-    from .outbound import HostAllowlist, OutboundRules, RequestsPropagation
-
-    current_fields: Callable[[], set[str]] | None = None
-    if trace_fields:
-        # A propagator the host installs after init_app is looked up at each call.
-        from opentelemetry.propagate import get_global_textmap
-
-        current_fields = lambda: get_global_textmap().fields  # noqa: E731
-    rules = OutboundRules(
-        header, HostAllowlist(config.propagate_hosts), trace_fields, current_fields
-    )
-    state.outbound = rules
-    RequestsPropagation(_outbound_rules).install(rules)
-    state._closers.append(lambda: RequestsPropagation.uninstall(rules))
-
-
-def _tracing_wanted(config: ObserveConfig, environ: Mapping[str, str]) -> bool:
-    from .tracing import tracing_wanted
-
-    if not tracing_wanted(config, environ):
-        return False
-    if config.tracing_enabled:
-        _optional.require("opentelemetry.sdk.trace", "tracing", "OBSERVE_TRACING_ENABLED")
+        :returns: whether it was added (``False`` when alerting or its rules are off).
+        :raises RuntimeError: neither ``app`` nor an app context.
+        """
+        target = self._target(app, "add_alert_rule()", defer=False)
+        assert target is not None
+        engine = current_state(target).get(RuleEngine)
+        if engine is None:
+            return False
+        engine.add(rule)
         return True
-    detected = _optional.detect("opentelemetry.sdk.trace", "tracing (an OTLP endpoint is set)")
-    return detected is not None
+
+    def _target(self, app: Flask | None, what: str, defer: bool = True) -> Flask | None:
+        """``app``, else the current app; ``None`` when the call may be deferred."""
+        if app is not None:
+            return app
+        if has_app_context():
+            return _current_app._get_current_object()  # type: ignore[attr-defined, no-any-return]
+        if not defer:
+            raise RuntimeError(f"{what} needs app= or an app context")
+        if self._initialised:
+            raise RuntimeError(
+                f"{what} outside an app context, after init_app: pass app=, or call it inside"
+                " `with app.app_context():`."
+            )
+        return None
 
 
-def _setup_tracing(app: Flask, state: ObserveState, environ: Mapping[str, str]) -> tuple[str, ...]:
-    """Turn tracing on; returns the trace context headers to keep from third-party hosts."""
-    from opentelemetry.propagate import get_global_textmap
-
-    from .tracing.setup import setup_tracing
-
-    state.tracing, undo = setup_tracing(app, state, environ)
-    state._closers.append(lambda: _run_all(undo))
-    return tuple(sorted(get_global_textmap().fields))
-
-
-def _errors_wanted(config: ObserveConfig, environ: Mapping[str, str]) -> bool:
-    from .errors import errors_wanted
-
-    if not errors_wanted(config, environ):
-        return False
-    if config.sentry_enabled:
-        _optional.require("sentry_sdk", "sentry", "OBSERVE_SENTRY_ENABLED")
-        return True
-    return _optional.detect("sentry_sdk", "Sentry error reporting (a DSN is set)") is not None
+def _plan(plan: Plan) -> list[Feature]:
+    """The wanted features, in order, each checked: raises before anything is installed."""
+    wanted = []
+    for feature in FEATURES:
+        if feature.wanted(plan):
+            plan.on.add(feature.name)
+            wanted.append(feature)
+    for feature in wanted:
+        if feature.check is not None:
+            feature.check(plan)
+    return wanted
 
 
-def _setup_errors(app: Flask, state: ObserveState, environ: Mapping[str, str]) -> None:
-    from .errors.hooks import setup_errors
-
-    state.errors, undo = setup_errors(app, state, environ)
-    state._closers.append(lambda: _run_all(undo))
-
-
-def _run_all(steps: list[Callable[[], object]]) -> None:
-    for step in steps:
-        step()
-
-
-def _setup_logviewer(app: Flask, state: ObserveState) -> None:
-    config = state.config
-    if not state.auth.configured:
-        raise ConfigError(
-            "OBSERVE_LOGVIEWER_ENABLED: the log viewer is never public; set OBSERVE_AUTH_TOKEN"
-            " (a bearer token of 16+ characters) or OBSERVE_AUTH_CALLBACK (your own check)"
-        )
-    if not (config.logviewer_dir or config.log_dir):
-        raise ConfigError(
-            "OBSERVE_LOGVIEWER_ENABLED: there are no log files to show; set OBSERVE_LOG_DIR"
-            " (or OBSERVE_LOGVIEWER_DIR to read another directory)"
-        )
-    api, ui = config.logviewer_api_prefix, config.logviewer_ui_path
-    if api == ui or api.startswith(ui + "/") or ui.startswith(api + "/"):
-        raise ConfigError(
-            "OBSERVE_LOGVIEWER_UI_PATH: must not be or contain OBSERVE_LOGVIEWER_API_PREFIX"
-            f" ({ui!r} and {api!r})"
-        )
-    _optional.require("re2", "logviewer", "OBSERVE_LOGVIEWER_ENABLED")
-    from .logviewer.views import register
-
-    viewer = register(app, state)
-    state.logviewer = viewer
-    state._closers.append(viewer.close)
-
-
-def _setup_celery(state: ObserveState) -> None:
-    config = state.config
-    if config.celery_enabled:
-        _optional.require("celery", "celery", "OBSERVE_CELERY_ENABLED")
-    elif _optional.detect("celery", "Celery correlation IDs") is None:
-        return
-    from .celery_hooks import connect, disconnect
-
-    keep_logging = config.logging_enabled
-    connect(keep_logging)
-    state._closers.append(lambda: disconnect(keep_logging))
+def _exclusions(config: CoreSettings, wanted: list[Feature], plan: Plan) -> tuple[str, ...]:
+    """``OBSERVE_EXCLUDED_PATHS``, or the paths the wanted features name (health probes,
+    ``/metrics``)."""
+    if config.excluded_paths is not None:
+        return config.excluded_paths
+    return tuple(
+        pattern
+        for feature in wanted
+        if feature.excluded_paths is not None
+        for pattern in feature.excluded_paths(plan)
+    )

@@ -13,6 +13,8 @@ import threading
 
 from werkzeug.serving import make_server
 
+from flask_observe import Observe
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sample_app", description=__doc__)
@@ -52,8 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         server = make_server(args.host, args.platform_port, platform, threaded=True)
         threading.Thread(target=server.serve_forever, name="demo-platform", daemon=True).start()
-    state = app.extensions.get("observe")
-    viewer = state.config.logviewer_ui_path if state and state.logviewer else None
+    viewer = Observe.urls(app).get("logviewer")
     if token is not None:
         use = (
             f"Log viewer: {viewer} — access token (also for /health details)"

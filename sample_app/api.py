@@ -159,14 +159,13 @@ def index() -> str:
             select(Snapshot.account_id, func.max(Snapshot.followers)).group_by(Snapshot.account_id)
         ).all()
     )
-    state = Observe.state()
     return render_template(
         "index.html",
         accounts=accounts,
         runs=runs,
         followers=latest,
         correlation_id=get_correlation_id(),
-        logviewer=state.config.logviewer_ui_path if state.logviewer is not None else None,
+        logviewer=Observe.urls().get("logviewer"),
     )
 
 

@@ -18,21 +18,16 @@ def register(app: Flask) -> None:
     @click.option("--handle", help="only this account")
     def scrape(platform: str | None, handle: str | None) -> None:
         """Scrape the tracked accounts now and print the run."""
-        from flask_observe import new_correlation_id
-        from flask_observe.correlation import reset_correlation_id, set_correlation_id
+        from flask_observe import bind_correlation_id
 
         from .tasks import trigger_scrape
 
         # A command is not a request: give the run an ID of its own so its lines (and, with
         # Celery, the worker's) can be found together — and, with tracing on, a span of its own
         # for its queries and calls to hang under.
-        token = set_correlation_id(new_correlation_id())
-        try:
-            with _span("flask scrape"):
-                run = trigger_scrape("cli", platform, handle)
-            click.echo(json.dumps(run.to_dict(), indent=2))
-        finally:
-            reset_correlation_id(token)
+        with bind_correlation_id(), _span("flask scrape"):
+            run = trigger_scrape("cli", platform, handle)
+        click.echo(json.dumps(run.to_dict(), indent=2))
         if run.status == "failed":
             raise SystemExit(1)
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta
-from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask
 from sqlalchemy import func, select
 
 from flask_observe import Observe
 from flask_observe.alerting import CheckRule
+from flask_observe.metrics import Metrics
 
 from .models import Account, db, utcnow
 
@@ -33,8 +33,8 @@ __all__ = ["install", "record_account", "record_queue_depth"]
 PLATFORM_LABELS = ("platform",)
 
 
-def _metrics() -> Any:
-    return Observe.state(current_app).metrics
+def _metrics() -> Metrics | None:
+    return Observe.find(Metrics)
 
 
 def record_account(
@@ -89,18 +89,16 @@ def last_success(app: Flask) -> datetime | None:
 
 def install(app: Flask) -> None:
     """Define the metrics up front (so they show at 0) and register the staleness rule."""
-    state = Observe.state(app)
-    if state.metrics is not None:
+    metrics = Observe.find(Metrics, app)
+    if metrics is not None:
         with app.app_context():
             for platform in ("twitter", "instagram", "tiktok", "youtube"):
                 for status in ("ok", "failed"):
-                    state.metrics.counter(
+                    metrics.counter(
                         "scraper_accounts_scraped_total",
                         "Accounts scraped, by platform and outcome.",
                         ["platform", "status"],
                     ).labels(platform, status)
-    if state.rules is None:
-        return
     stale_after = timedelta(hours=float(app.config["SCRAPER_STALE_HOURS"]))
     started = utcnow()
 
@@ -112,6 +110,7 @@ def install(app: Flask) -> None:
         since = "since start-up" if last is None else f"since {last.isoformat(timespec='seconds')}Z"
         return f"no account scraped successfully {since} (limit {stale_after})"
 
-    state.rules.add(
-        CheckRule("NoSuccessfulScrape", no_recent_scrape, severity="critical", consecutive=1)
-    )
+    from . import observe
+
+    rule = CheckRule("NoSuccessfulScrape", no_recent_scrape, severity="critical", consecutive=1)
+    observe.add_alert_rule(rule, app=app)

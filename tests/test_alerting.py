@@ -23,6 +23,7 @@ from flask_observe.alerting import (
     UrlPolicy,
     build_channels,
 )
+from flask_observe.state import current_state
 
 from .alert_sinks import Listener, Sink
 from .conftest import need_service
@@ -238,7 +239,7 @@ def test_requests_do_not_wait_for_a_hung_receiver(make_app: Callable[..., Flask]
             alert_timeout_seconds=3.0,
             alert_queue_size=5,
         )
-        router = Observe.state(app).alerts
+        router = current_state(app).get(AlertRouter)
         assert router is not None
         accepted: list[bool] = []
 
@@ -312,7 +313,7 @@ def test_three_instances_sharing_redis_send_one_alert_per_incident(
             alert_rules_consecutive=2,
             service_name="scraper",
         )
-        engine = Observe.state(app).rules
+        engine = current_state(app).get(RuleEngine)
         assert engine is not None
         engine.rules.clear()
         engine.add(CheckRule("PlatformDown", lambda: problem["now"], severity="critical"))

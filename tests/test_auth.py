@@ -10,13 +10,14 @@ import pytest
 from flask import Flask, Request
 
 from flask_observe import ConfigError, Observe
+from flask_observe.state import current_state
 
 TOKEN = "s3cret-token-0123456789"
 
 
 def guarded_app(make_app: Callable[..., Flask], **config: object) -> Flask:
     app = make_app("authapp", log_stdout=False, **config)
-    auth = Observe.state(app).auth
+    auth = current_state(app).auth
 
     @app.get("/secret")
     @auth.require
@@ -46,7 +47,7 @@ def test_nothing_configured_means_nobody_gets_in(make_app: Callable[..., Flask])
     client = guarded_app(make_app).test_client()
     assert client.get("/secret").status_code == 401
     assert client.get("/secret", headers={"Authorization": "Bearer "}).status_code == 401
-    assert not Observe.state(client.application).auth.configured
+    assert not current_state(client.application).auth.configured
 
 
 def test_callback_decides_and_a_raising_callback_refuses(make_app: Callable[..., Flask]) -> None:
@@ -92,8 +93,8 @@ def test_token_is_not_in_the_config_repr() -> None:
     app.config.update(OBSERVE_AUTH_TOKEN=TOKEN, OBSERVE_LOGGING_ENABLED=False)
     ext = Observe(app)
     try:
-        assert TOKEN not in repr(Observe.state(app).config)
-        assert TOKEN not in repr(Observe.state(app))
+        assert TOKEN not in repr(current_state(app).config)
+        assert TOKEN not in repr(current_state(app))
     finally:
         ext.shutdown(app)
 

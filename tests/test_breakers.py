@@ -11,6 +11,8 @@ import pytest
 from flask import Flask
 
 from flask_observe import Observe
+from flask_observe.breakers import BreakerRegistry
+from flask_observe.state import current_state
 
 TOKEN = "breaker-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -96,13 +98,13 @@ def test_half_open_warns(make_app: Callable[..., Flask]) -> None:
 def test_registry_listeners_hear_every_breaker_and_may_fail(
     make_app: Callable[..., Flask],
 ) -> None:
-    """state.breakers.add_listener hears changes of breakers made before and after it;
+    """state.get(BreakerRegistry).add_listener hears changes of breakers made before and after it;
     a listener that raises does not disturb the guarded call."""
     app = make_app("brk-listen", log_stdout=False)
     observe = Observe()
     first = observe.circuit_breaker("one", app=app, fail_max=1)
     heard: list[tuple[str, str, str]] = []
-    registry = Observe.state(app).breakers
+    registry = current_state(app).get(BreakerRegistry)
     registry.add_listener(lambda name, old, new: heard.append((name, old, new)))
     registry.add_listener(lambda *_: 1 / 0)
     second = observe.circuit_breaker("two", app=app, fail_max=1)

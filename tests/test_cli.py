@@ -62,9 +62,17 @@ def test_health_command_prints_the_report_and_exits_by_status(
     assert (live.exit_code, json.loads(live.output)) == (0, {"status": "pass"})
 
 
-def test_no_health_command_when_health_is_off(make_app: Callable[..., Flask]) -> None:
-    """OBSERVE_HEALTH_ENABLED=False: the group has no ``health`` command."""
+def test_a_command_of_a_feature_that_is_off_says_why(make_app: Callable[..., Flask]) -> None:
+    """OBSERVE_HEALTH_ENABLED=False: ``flask observe health`` exists and says what is off and
+    which setting turns it on, instead of "No such command"; likewise ``alerts test`` with no
+    channel configured."""
     app = make_app("clinohealth", log_stdout=False, health_enabled=False)
-    result = app.test_cli_runner().invoke(args=["observe", "health"])
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["observe", "health"])
     assert result.exit_code != 0
-    assert "No such command" in result.output
+    assert "No such command" not in result.output
+    assert "health is off for this app: OBSERVE_HEALTH_ENABLED is false" in result.output
+    result = runner.invoke(args=["observe", "alerts", "test"])
+    assert result.exit_code != 0
+    assert "alerting is off for this app" in result.output
+    assert "OBSERVE_ALERT_CHANNELS" in result.output

@@ -9,11 +9,12 @@ from flask import Flask
 
 from flask_observe import ConfigError, Observe, ObserveConfig
 from flask_observe.config import config_keys, load_config
+from flask_observe.state import current_state
 
 
 def test_every_field_has_a_key_and_default() -> None:
-    """config_keys() lists OBSERVE_<FIELD> for every field of ObserveConfig."""
-    keys = config_keys()
+    """config_keys(ObserveConfig) lists OBSERVE_<FIELD> for every field of ObserveConfig."""
+    keys = config_keys(ObserveConfig)
     assert set(keys) == {f"OBSERVE_{f.name.upper()}" for f in dataclasses.fields(ObserveConfig)}
     assert keys["OBSERVE_REQUEST_ID_HEADER"] == "X-Request-ID"
     assert keys["OBSERVE_ACCESS_LOG_REMOTE_ADDR"] is False
@@ -21,7 +22,7 @@ def test_every_field_has_a_key_and_default() -> None:
 
 def test_config_is_frozen() -> None:
     """The validated config cannot be changed after init_app."""
-    config = load_config({}, {})
+    config = load_config(ObserveConfig, {})
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.log_level = "DEBUG"  # type: ignore[misc]
 
@@ -38,7 +39,7 @@ def test_environment_variables_through_from_prefixed_env(monkeypatch: pytest.Mon
     app.config.from_prefixed_env()
     ext = Observe(app)
     try:
-        config = ext.state(app).config
+        config = current_state(app).config
         assert config.log_level == "DEBUG"
         assert config.log_stdout is False
         assert config.log_rotate_bytes == 2048
@@ -92,7 +93,7 @@ def test_options_are_defaults_that_app_config_overrides() -> None:
     app.config["OBSERVE_LOG_LEVEL"] = "ERROR"
     ext = Observe(app, log_level="DEBUG", log_format="console", log_stdout=False)
     try:
-        config = ext.state(app).config
+        config = current_state(app).config
         assert config.log_level == "ERROR"
         assert config.log_format == "console"
     finally:
@@ -123,11 +124,13 @@ def test_default_exclusions_follow_the_health_prefix_and_metrics_path(
     """Unset, OBSERVE_EXCLUDED_PATHS covers the health endpoints (the full report included:
     a 503 report must not count against the SLO) and /metrics wherever they are mounted; a
     list set by hand replaces it."""
-    from flask_observe.access_log import compile_exclusions
-
-    config = load_config(settings, {})
-    assert config.excluded_paths is not None
-    matches = compile_exclusions(config.excluded_paths)
+    app = Flask("exclusions")
+    app.config.update(settings)
+    ext = Observe(app, log_stdout=False)
+    try:
+        matches = current_state(app).excluded
+    finally:
+        ext.shutdown(app)
     assert matches is not None
     assert [p for p in excluded if not matches(p)] == []
     assert [p for p in kept if matches(p)] == []

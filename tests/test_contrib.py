@@ -14,7 +14,11 @@ import pytest
 import yaml
 from flask import Flask
 
-from flask_observe import Observe, contrib
+from flask_observe import contrib
+from flask_observe.diagnostics import MemoryWatch
+from flask_observe.metrics import Metrics
+from flask_observe.slo import ErrorBudgets
+from flask_observe.state import current_state
 from sample_app import create_app, observe
 from sample_app.monitoring import record_queue_depth
 from sample_app.platform import create_platform_app
@@ -107,14 +111,14 @@ def exported_names(tmp_path: Path) -> set[str]:
             app.test_client().post("/api/scrapes")
             with app.app_context():
                 record_queue_depth(0)  # Celery mode's gauge
-            state = Observe.state(app)
-            assert state.memory is not None
-            assert state.budgets is not None
-            state.memory.sample()
-            state.budgets.update()
+            state = current_state(app)
+            assert state.get(MemoryWatch) is not None
+            assert state.get(ErrorBudgets) is not None
+            state.get(MemoryWatch).sample()
+            state.get(ErrorBudgets).update()
             assert state.ticker is not None
             state.ticker.run_once()
-            metrics = state.metrics
+            metrics = state.get(Metrics)
             assert metrics is not None
             return metrics.names()
         finally:
@@ -212,7 +216,7 @@ def test_error_budget_gauge_and_health_warn(make_app: Callable[..., Flask]) -> N
     for _ in range(199):
         client.get("/ok")
     client.get("/fail")
-    budgets = Observe.state(app).budgets
+    budgets = current_state(app).get(ErrorBudgets)
     assert budgets is not None
     status, details = budgets.health()
     assert status == "ok"
@@ -221,7 +225,7 @@ def test_error_budget_gauge_and_health_warn(make_app: Callable[..., Flask]) -> N
     client.get("/fail")
     status, details = budgets.health()
     assert status == "warn"
-    registry = Observe.state(app).metrics.registry  # type: ignore[union-attr]
+    registry = current_state(app).get(Metrics).registry  # type: ignore[union-attr]
     gauge = registry.get_sample_value("slo_error_budget_remaining_ratio", {"slo": "availability"})
     assert gauge == pytest.approx(1 - (3 / 202) / 0.01)
 

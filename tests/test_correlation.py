@@ -17,12 +17,8 @@ from hypothesis import strategies as st
 from werkzeug.test import Client
 
 from flask_observe import get_correlation_id
-from flask_observe.correlation import (
-    CorrelationMiddleware,
-    _IdPool,
-    id_validator,
-    new_correlation_id,
-)
+from flask_observe.context import _IdPool, id_validator, new_correlation_id
+from flask_observe.correlation import CorrelationMiddleware
 
 from .conftest import LiveServer
 

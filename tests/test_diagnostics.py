@@ -12,8 +12,8 @@ import pytest
 from flask import Flask, g
 from sqlalchemy import create_engine, text
 
-from flask_observe import Observe
 from flask_observe.diagnostics import MemoryWatch, fingerprint
+from flask_observe.state import current_state
 
 from .conftest import read_json_lines
 from .test_metrics import ReadingClient, sample_value
@@ -172,9 +172,9 @@ def test_memory_growth_logs_tracemalloc_top_diff(caplog: pytest.LogCaptureFixtur
 def test_memory_gauges_exported(make_app: Callable[..., Flask]) -> None:
     """The RSS gauge reads this process's real RSS after a sample."""
     app = make_app("mem", log_stdout=False)
-    state = Observe.state(app)
-    assert state.memory is not None
-    state.memory.sample()
+    state = current_state(app)
+    assert state.get(MemoryWatch) is not None
+    state.get(MemoryWatch).sample()
     assert sample_value(app, "flask_observe_memory_rss_bytes") > 1e6
 
 

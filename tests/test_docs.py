@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
+from flask_observe import ObserveConfig
 from flask_observe.config import config_keys, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_every_config_key_is_documented_with_env_form() -> None:
     """docs/configuration.md has a row for each key with its FLASK_ env form."""
     text = (ROOT / "docs" / "configuration.md").read_text()
-    for key in config_keys():
+    for key in config_keys(ObserveConfig):
         assert f"`{key}`" in text, key
         assert f"FLASK_{key}" in text, key
 
@@ -25,7 +26,7 @@ def test_documented_keys_exist() -> None:
     """No documented key is stale."""
     text = (ROOT / "docs" / "configuration.md").read_text()
     documented = set(re.findall(r"^\| `(OBSERVE_[A-Z_]+)`", text, re.MULTILINE))
-    assert documented == set(config_keys())
+    assert documented == set(config_keys(ObserveConfig))
 
 
 _ROW = re.compile(r"^\| `(OBSERVE_[A-Z_]+)` \| (.*?) \| `FLASK_(OBSERVE_[A-Z_]+)=(.*?)` \|", re.M)
@@ -40,7 +41,7 @@ def test_every_env_example_is_accepted_with_the_other_defaults(
     newcomer's shell would pass it, starts up on its own (no example that fails validation)."""
     text = (ROOT / "docs" / "configuration.md").read_text()
     rows = _ROW.findall(text)
-    assert {key for key, *_ in rows} == set(config_keys())
+    assert {key for key, *_ in rows} == set(config_keys(ObserveConfig))
     for key, _default, env_key, example in rows:
         assert env_key == key
         if key == "OBSERVE_AUTH_CALLBACK":  # names the reader's own module
@@ -52,7 +53,7 @@ def test_every_env_example_is_accepted_with_the_other_defaults(
         app = Flask("docs")
         app.config.from_prefixed_env()
         monkeypatch.delenv(f"FLASK_{key}")
-        load_config(app.config, {})
+        load_config(ObserveConfig, app.config)
 
 
 def test_ci_runs_the_readme_test_command() -> None:

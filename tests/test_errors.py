@@ -16,6 +16,9 @@ import pytest
 from flask import Flask, request
 
 from flask_observe import Observe
+from flask_observe.errors.reporter import ErrorReporter
+from flask_observe.state import current_state
+from flask_observe.tracing.handle import TracingSetup
 
 from .canaries import CANARIES, canary_request, leaked
 from .conftest import HungServer, read_json_lines
@@ -38,7 +41,7 @@ def sentry() -> Iterator[SentryReceiver]:
 
 
 def flush(app: Flask) -> None:
-    errors = Observe.state(app).errors
+    errors = current_state(app).get(ErrorReporter)
     assert errors is not None
     assert errors.client is not None
     errors.client.flush(timeout=5)
@@ -81,7 +84,7 @@ def test_view_error_reaches_sentry_with_correlation_and_trace_ids(
         assert response.status_code == 500
         assert response.headers["X-Request-ID"] == "err-rid"
         flush(app)
-        Observe.state(app).tracing.provider.force_flush()  # type: ignore[union-attr]
+        current_state(app).get(TracingSetup).provider.force_flush()  # type: ignore[union-attr]
         server = wait_for(otlp.spans, 10)[0]
     events = wait_for(sentry.events, 10)
     assert len(events) == 1
@@ -181,7 +184,7 @@ def test_an_old_sentry_sdk_imported_by_the_host_does_not_break_init_app(
 
     monkeypatch.setitem(sys.modules, "sentry_sdk", types.ModuleType("sentry_sdk"))
     app = make_app("old-sentry", log_stdout=False)
-    assert Observe.state(app).errors is None
+    assert current_state(app).get(ErrorReporter) is None
 
 
 def run_peer(mode: str, dsn: str) -> dict[str, Any]:
@@ -248,7 +251,7 @@ def test_sentry_down_or_hung_never_fails_the_host_and_shutdown_is_bounded(
                 statuses.append(client.get("/ok").status_code)
         assert statuses.count(200) == 30
         assert statuses.count(500) == 10
-        errors = Observe.state(app).errors
+        errors = current_state(app).get(ErrorReporter)
         assert errors is not None
         assert errors.captured == 10
         started = time.monotonic()
@@ -292,7 +295,7 @@ def test_celery_task_error_reaches_sentry_with_the_requests_ids(
                     "/orders/77/charge", headers={"X-Request-ID": "celery-err-1"}
                 )
                 assert response.status_code == 200
-                Observe.state(module.app).tracing.provider.force_flush()  # type: ignore[union-attr]
+                current_state(module.app).get(TracingSetup).provider.force_flush()  # type: ignore[union-attr]
                 events = wait_for(lambda: worker.poll() is None and sentry.events(), 60, 0.2)
                 if not events:
                     pytest.fail(

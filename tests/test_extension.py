@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from flask import Flask
 
-from flask_observe import Observe, get_correlation_id
+from flask_observe import ConfigError, Observe, get_correlation_id
 from flask_observe.correlation import CorrelationMiddleware
+from flask_observe.state import current_state
 
 
 def test_state_lives_in_app_extensions_not_on_the_extension(
@@ -20,7 +23,7 @@ def test_state_lives_in_app_extensions_not_on_the_extension(
     app = Flask("a")
     ext.init_app(app)
     try:
-        assert Observe.state(app).service_name == "a"
+        assert current_state(app).service_name == "a"
         assert not any(isinstance(v, Flask) for v in vars(ext).values())
         assert isinstance(app.wsgi_app, CorrelationMiddleware)
     finally:
@@ -59,8 +62,8 @@ def test_two_apps_in_one_process_are_independent(make_app: Callable[..., Flask])
     assert r1.json == {"id": "token-1"}
     assert "X-Request-ID" not in r2.headers
     assert r2.json == {"id": None}
-    assert Observe.state(one).service_name == "one"
-    assert Observe.state(two).service_name == "two"
+    assert current_state(one).service_name == "one"
+    assert current_state(two).service_name == "two"
 
 
 def test_disabled_turns_everything_off(make_app: Callable[..., Flask]) -> None:
@@ -83,17 +86,65 @@ def test_shutdown_undoes_init_app() -> None:
     assert logging.getLogger().handlers == before
     assert "observe" not in app.extensions
     with pytest.raises(RuntimeError, match="not initialised"):
-        Observe.state(app)
+        current_state(app)
 
 
-def test_failed_setup_leaves_nothing_behind(tmp_path: object) -> None:
-    """If a feature fails to start, init_app removes what it had already installed."""
+def test_failed_setup_leaves_nothing_behind(tmp_path: Path) -> None:
+    """If a feature fails while it sets up, init_app removes what it had already installed."""
     before = list(logging.getLogger().handlers)
     app = Flask("broken")
-    blocker = tmp_path / "not-a-dir"  # type: ignore[operator]
-    blocker.write_text("x")
-    app.config["OBSERVE_LOG_DIR"] = str(blocker)
-    with pytest.raises(FileExistsError):
+    (tmp_path / "app.log").mkdir()  # the log file's path is taken by a directory
+    app.config["OBSERVE_LOG_DIR"] = str(tmp_path)
+    with pytest.raises(IsADirectoryError):
         Observe(app)
     assert logging.getLogger().handlers == before
     assert "observe" not in app.extensions
+
+
+def test_a_log_dir_that_cannot_be_made_is_a_config_error(tmp_path: Path) -> None:
+    """A log directory whose path is a file is refused with the key's name, before anything
+    is installed."""
+    before = list(logging.getLogger().handlers)
+    app = Flask("broken")
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    app.config["OBSERVE_LOG_DIR"] = str(blocker)
+    with pytest.raises(ConfigError, match=r"OBSERVE_LOG_DIR: .* is not a directory"):
+        Observe(app)
+    assert logging.getLogger().handlers == before
+    assert "observe" not in app.extensions
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        # the log viewer (late in FEATURES) without a way to sign in
+        ({"OBSERVE_LOGVIEWER_ENABLED": True}, "OBSERVE_LOGVIEWER_ENABLED: the log viewer is never"),
+        # the correlation feature (the last) with a URL where a host pattern belongs
+        ({"OBSERVE_PROPAGATE_HOSTS": ["http://api.internal/"]}, "write 'api.internal'"),
+        # alerting with a channel that cannot be built
+        ({"OBSERVE_ALERT_CHANNELS": [{"type": "pager"}]}, "OBSERVE_ALERT_CHANNELS: channel 0"),
+        # a cross-field rule of the SLO feature
+        ({"OBSERVE_SLO_LATENCY_SECONDS": 0.3}, "OBSERVE_SLO_LATENCY_SECONDS: expected one of"),
+    ],
+)
+def test_a_late_features_bad_setting_is_refused_before_anything_is_installed(
+    tmp_path: Path, settings: dict[str, object], message: str
+) -> None:
+    """Every feature's settings are checked before the first one is set up: a bad key of a
+    late feature leaves no handler, middleware, route, patch or state behind."""
+    from requests.adapters import HTTPAdapter
+
+    app = Flask("late")
+    app.config.update(OBSERVE_LOG_DIR=str(tmp_path / "logs"), **settings)
+    handlers, send, wsgi = list(logging.getLogger().handlers), HTTPAdapter.send, app.wsgi_app
+    rules = list(app.url_map.iter_rules())
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Observe(app)
+    assert logging.getLogger().handlers == handlers
+    assert HTTPAdapter.send is send
+    assert app.wsgi_app == wsgi
+    assert list(app.url_map.iter_rules()) == rules
+    assert app.blueprints == {}
+    assert "observe" not in app.extensions
+    assert not (tmp_path / "logs").exists()  # not even the log directory was made

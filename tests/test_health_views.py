@@ -16,9 +16,11 @@ from flask_observe.health import (
     CheckFailed,
     CheckWarning,
     DatabaseCheck,
+    HealthRunner,
     HttpCheck,
     RedisCheck,
 )
+from flask_observe.state import current_state
 
 from .conftest import HungServer, LiveServer, refused_port
 
@@ -106,7 +108,7 @@ def test_health_off_mounts_nothing_and_registering_is_harmless(
     """OBSERVE_HEALTH_ENABLED=False: no routes, no state, add_health_check does not fail."""
     app, observe = health_app(make_app, health_enabled=False)
     observe.add_health_check(HttpCheck("api", url="http://127.0.0.1:9/"), app=app)
-    assert Observe.state(app).health is None
+    assert current_state(app).get(HealthRunner) is None
     assert app.test_client().get("/health/live").status_code == 404
 
 
@@ -124,8 +126,8 @@ def test_checks_kept_before_init_go_to_each_app(make_app: Callable[..., Flask]) 
         app.config["OBSERVE_LOG_STDOUT"] = False
         observe.init_app(app)
     try:
-        one_check = Observe.state(one).health.get("shared")  # type: ignore[union-attr]
-        two_check = Observe.state(two).health.get("shared")  # type: ignore[union-attr]
+        one_check = current_state(one).get(HealthRunner).get("shared")  # type: ignore[union-attr]
+        two_check = current_state(two).get(HealthRunner).get("shared")  # type: ignore[union-attr]
         assert one_check is not None
         assert two_check is not None
         assert one_check is not two_check
@@ -180,7 +182,7 @@ def test_nothing_secret_in_any_output(
     assert '"status":"fail"' in body
     assert "refused" in body
     assert cli.exit_code == 1
-    checks = repr(Observe.state(app).health.checks)  # type: ignore[union-attr]
+    checks = repr(current_state(app).get(HealthRunner).checks)  # type: ignore[union-attr]
     for text in (body, cli.output, checks, caplog.text):
         for secret in secrets:
             assert secret not in text, (secret, text)
@@ -196,7 +198,7 @@ def test_liveness_stays_fast_while_the_database_hangs(make_app: Callable[..., Fl
             DatabaseCheck("db", url=f"postgresql+psycopg://postgres@127.0.0.1:{hung.port}/test"),
             app=app,
         )
-        Observe.state(app).health.get("db").timeout = 1.0  # type: ignore[union-attr]
+        current_state(app).get(HealthRunner).get("db").timeout = 1.0  # type: ignore[union-attr]
         stop = threading.Event()
         ready_codes: list[int] = []
         ready_times: list[float] = []

@@ -321,7 +321,7 @@ def test_host_configured_logging_is_kept(make_app: Callable[..., Flask], tmp_pat
 
 def test_structlog_setup_leaves_the_process_logger_class_alone() -> None:
     """Configuring structlog does not swap ``logging``'s logger class for the host's loggers."""
-    from flask_observe.logging import configure_structlog
+    from flask_observe.logging.formatter import configure_structlog
 
     structlog.reset_defaults()
     before = logging.getLoggerClass()
@@ -335,7 +335,7 @@ def test_shutdown_of_the_last_app_puts_process_wide_logging_back(tmp_path: Path)
     they stay while any app still uses them and are put back when the last one shuts down —
     except a level someone else changed in between."""
     from flask_observe import Observe
-    from flask_observe.log_setup import WerkzeugRequestLineFilter
+    from flask_observe.logging.handlers import WerkzeugRequestLineFilter
 
     root, engine, urllib3 = (
         logging.getLogger(),

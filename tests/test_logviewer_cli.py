@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from flask_observe import Observe
-from flask_observe.correlation import reset_correlation_id, set_correlation_id
+from flask_observe.context import reset_correlation_id, set_correlation_id
+from flask_observe.logging.files import RotatingFileHandler
+from flask_observe.logviewer import LogViewer
 from flask_observe.logviewer.match import _literal_regex
-from flask_observe.retention import RotatingFileHandler
+from flask_observe.state import current_state
 
 logger = logging.getLogger("clitest")
 
@@ -134,12 +135,13 @@ def test_bad_filters_are_usage_errors(make_app: Callable[..., Flask], tmp_path: 
 
 
 def test_logs_commands_need_a_log_directory(make_app: Callable[..., Flask]) -> None:
-    """Without OBSERVE_LOG_DIR there are no files, and no ``logs`` commands."""
+    """Without OBSERVE_LOG_DIR there are no files: the ``logs`` commands say so and which
+    setting to set, instead of "No such command"."""
     app = make_app("nofiles", log_stdout=False)
     result = app.test_cli_runner().invoke(args=["observe", "logs", "search"])
     assert result.exit_code != 0
-    assert "No such command" in result.output
-    assert Observe.state(app).logviewer is None
+    assert "no log files (set OBSERVE_LOG_DIR)" in result.output
+    assert current_state(app).get(LogViewer) is None
 
 
 def test_regex_without_the_logviewer_extra_names_it_instead_of_a_traceback(

@@ -17,12 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flask_observe.logging import ObserveFormatter
+from flask_observe.logging.files import RetentionPolicy, RotatingFileHandler, rotated_files
 from flask_observe.logviewer.lines import LEVELS, format_time
 from flask_observe.logviewer.query import Query, QueryError, parse_query
 from flask_observe.logviewer.redact import Redactor
 from flask_observe.logviewer.search import Limits, Page, run_search
 from flask_observe.logviewer.store import LogStore
-from flask_observe.retention import RetentionPolicy, RotatingFileHandler, rotated_files
 
 START = 1_790_000_000.0  # 2026-09-21
 CIDS = [f"req-{i:02d}" for i in range(12)]
@@ -363,7 +363,7 @@ def test_redaction_hides_secrets_and_they_cannot_be_searched_for(tmp_path: Path)
 
 
 def _default_redaction() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    from flask_observe.config import DEFAULT_REDACT_KEYS, DEFAULT_REDACT_PATTERNS
+    from flask_observe.logviewer.settings import DEFAULT_REDACT_KEYS, DEFAULT_REDACT_PATTERNS
 
     return DEFAULT_REDACT_KEYS, DEFAULT_REDACT_PATTERNS
 

@@ -25,7 +25,7 @@ import pytest
 import requests
 from flask import Flask
 
-from flask_observe.correlation import reset_correlation_id, set_correlation_id
+from flask_observe.context import reset_correlation_id, set_correlation_id
 
 from .conftest import REQUIRE_SERVICES, LiveServer
 from .test_sample_app import free_port

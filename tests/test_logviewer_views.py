@@ -25,10 +25,13 @@ from flask import Flask, Request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flask_observe import ConfigError, Observe
-from flask_observe.correlation import reset_correlation_id, set_correlation_id
+from flask_observe import ConfigError
+from flask_observe.context import reset_correlation_id, set_correlation_id
+from flask_observe.logging.files import RotatingFileHandler
+from flask_observe.logging.handlers import LoggingSetup
+from flask_observe.logviewer import LogViewer
 from flask_observe.logviewer.session import COOKIE_NAME, SessionSigner
-from flask_observe.retention import RotatingFileHandler
+from flask_observe.state import current_state
 
 from .conftest import LiveServer
 from .test_logviewer_store import CORPUS, EVIL, NAMES
@@ -75,15 +78,17 @@ def serving(app: Flask) -> Iterator[LiveServer]:
         try:
             yield server
         finally:
-            viewer = Observe.state(app).logviewer
+            viewer = current_state(app).get(LogViewer)
             assert viewer is not None
             viewer.close()
 
 
 def file_handler(app: Flask) -> RotatingFileHandler:
-    state = Observe.state(app)
-    assert state.logging is not None
-    handler = next(h for h in state.logging.handlers if isinstance(h, RotatingFileHandler))
+    state = current_state(app)
+    assert state.get(LoggingSetup) is not None
+    handler = next(
+        h for h in state.get(LoggingSetup).handlers if isinstance(h, RotatingFileHandler)
+    )
     handler.quiet_seconds = 0  # one process writes: compress rotated files at once
     return handler
 
@@ -557,7 +562,7 @@ def test_live_tails_are_limited(
 def test_searches_are_limited(viewer_app: Callable[..., Flask]) -> None:
     """With every search slot taken, another search is refused with 429 at once."""
     app = viewer_app(logviewer_max_concurrent=1)
-    viewer = Observe.state(app).logviewer
+    viewer = current_state(app).get(LogViewer)
     assert viewer is not None
     with viewer._slot():  # a search in progress
         response = app.test_client().get("/api/logs/search", headers=AUTH)

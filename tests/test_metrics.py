@@ -12,15 +12,16 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from flask_observe import Observe
-from flask_observe.metrics import MetricNameError
+from flask_observe.metrics import MetricNameError, Metrics
 from flask_observe.metrics.http import UNMATCHED
+from flask_observe.state import current_state
 
 TOKEN = "metrics-token-0123456789"
 
 
 def sample_value(app: Flask, name: str, **labels: str) -> float:
     """Read one sample from the app's own registry (0 if absent)."""
-    registry = Observe.state(app).metrics.registry  # type: ignore[union-attr]
+    registry = current_state(app).get(Metrics).registry  # type: ignore[union-attr]
     value = registry.get_sample_value(name, labels)
     return value or 0.0
 
@@ -113,7 +114,7 @@ def test_requests_in_progress_counts_the_running_request(make_app: Callable[...,
 def test_exclusions_anchored_or_not_match_the_same_paths() -> None:
     """The shared exclusion list gives the same answers whether patterns are anchored
     (tried at the start only) or not (searched anywhere)."""
-    from flask_observe.access_log import compile_exclusions
+    from flask_observe._internal import compile_exclusions
 
     anchored = compile_exclusions((r"^/metrics$", r"^/health/(live|ready|startup)$"))
     assert anchored is not None
@@ -139,7 +140,7 @@ def test_two_apps_in_one_process_keep_separate_registries(make_app: Callable[...
     assert sample_value(first, "http_requests_total", **labels) == 2
     assert sample_value(second, "http_requests_total", **labels) == 1
     for app in (first, second):  # same name in both apps: no "Duplicated timeseries" error
-        Observe.state(app).metrics.counter("jobs_done_total", "Jobs.").inc()  # type: ignore[union-attr]
+        current_state(app).get(Metrics).counter("jobs_done_total", "Jobs.").inc()  # type: ignore[union-attr]
     assert sample_value(first, "jobs_done_total") == 1
 
 
@@ -184,7 +185,7 @@ def test_random_paths_and_invented_methods_leave_series_bounded(
     assert len(series) <= 5 * 8 * len(status_labels)
     assert len(status_labels) <= 5  # 200, 404, 405 (+ 500/HEAD variants at most)
     buckets = [s for s in families["http_request_duration_seconds"] if s.name.endswith("_bucket")]
-    assert len(buckets) <= 5 * 8 * (len(Observe.state(app).config.metrics_buckets) + 1)
+    assert len(buckets) <= 5 * 8 * (len(current_state(app).config.metrics_buckets) + 1)
     assert sum(s.value for s in series) == 10_000
 
 
@@ -224,7 +225,7 @@ def test_metrics_work_with_correlation_ids_off(make_app: Callable[..., Flask]) -
 def test_metrics_off_installs_nothing(make_app: Callable[..., Flask]) -> None:
     """OBSERVE_METRICS_ENABLED=False: no /metrics route, no state."""
     app = red_app(make_app, metrics_enabled=False)
-    assert Observe.state(app).metrics is None
+    assert current_state(app).get(Metrics) is None
     assert app.test_client().get("/metrics").status_code == 404
 
 
@@ -337,7 +338,7 @@ def test_business_api_follows_prometheus_naming_rules(make_app: Callable[..., Fl
     """Counters end in _total, base units only, no reserved labels; asking twice gives the
     same object; a clash of kind or labels is an error that says so."""
     app = red_app(make_app)
-    metrics = Observe.state(app).metrics
+    metrics = current_state(app).get(Metrics)
     assert metrics is not None
     jobs = metrics.counter("jobs_processed_total", "Jobs.", ["queue"])
     assert metrics.counter("jobs_processed_total", "Jobs.", ["queue"]) is jobs

@@ -25,6 +25,11 @@ import requests
 from flask import Flask
 
 from flask_observe import Observe
+from flask_observe.alerting import RuleEngine
+from flask_observe.breakers import BreakerRegistry
+from flask_observe.errors.reporter import ErrorReporter
+from flask_observe.logviewer import LogViewer
+from flask_observe.state import current_state
 from sample_app import DEMO_ACCOUNTS, create_app, observe
 from sample_app.platform import account_data, create_platform_app
 
@@ -460,7 +465,7 @@ def test_debug_fail_route_sends_an_error_to_sentry_with_the_request_id(
         response = app.test_client().get("/api/debug/fail", headers={"X-Request-ID": "boom-1"})
         assert response.status_code == 500
         assert response.json["correlation_id"] == "boom-1"
-        errors = observe.state(app).errors
+        errors = current_state(app).get(ErrorReporter)
         assert errors is not None
         errors.client.flush(timeout=5)
         events = wait_until(sentry.events, 10)
@@ -595,7 +600,7 @@ def test_no_successful_scrape_rule_fires_and_resolves(
             OBSERVE_ALERT_ALLOW_HTTP=True,
             OBSERVE_ALERT_ALLOW_HOSTS=["127.0.0.1"],
         )
-        engine = Observe.state(app).rules
+        engine = current_state(app).get(RuleEngine)
         assert engine is not None
         engine.rules[:] = [r for r in engine.rules if r.name == "NoSuccessfulScrape"]
         client = app.test_client()
@@ -605,7 +610,7 @@ def test_no_successful_scrape_rule_fires_and_resolves(
         assert alert.status == "firing"
         assert alert.summary.startswith("no account scraped successfully since start-up")
         set_chaos(platform, failure_rate=0.0)
-        breaker = Observe.state(app).breakers.get("platform-api")
+        breaker = current_state(app).get(BreakerRegistry).get("platform-api")
         breaker.close()  # its reset timeout (30 s) passed and a trial call succeeded
         assert client.post("/api/scrapes").get_json()["accounts_ok"] >= 1
         assert [a.status for a in engine.evaluate()] == ["resolved"]
@@ -749,7 +754,7 @@ def test_without_a_token_the_viewer_is_off_and_no_process_makes_one(
     app = make_scraper(OBSERVE_AUTH_TOKEN=None)
     assert capsys.readouterr().err == ""
     assert not app.config.get("OBSERVE_AUTH_TOKEN")
-    assert Observe.state(app).logviewer is None
+    assert current_state(app).get(LogViewer) is None
     client = app.test_client()
     assert client.get("/api/logs/files").status_code == 404
     assert "/observe/logs" not in client.get("/").get_data(as_text=True)

@@ -16,7 +16,8 @@ from pathlib import Path
 from flask import Flask
 
 from flask_observe import Observe
-from flask_observe.alerting import Alert, CheckRule
+from flask_observe.alerting import Alert, AlertRouter, CheckRule, RuleEngine
+from flask_observe.state import current_state
 
 from .alert_sinks import Sink
 
@@ -42,13 +43,13 @@ def test_shutdown_stops_the_sampler_and_the_alert_sender(make_app: Callable[...,
     and a request to the (unwrapped) app starts nothing again."""
     with Sink() as sink:
         app = alerting_app(make_app, sink, "stops")
-        state = Observe.state(app)
+        state = current_state(app)
         assert state.ticker is not None
-        assert state.alerts is not None
+        assert state.get(AlertRouter) is not None
         before = set(threads("flask_observe-"))
         app.test_client().get("/health/live")
         assert state.ticker.running
-        state.alerts.notify(Alert("Started", "info"))
+        state.get(AlertRouter).notify(Alert("Started", "info"))
         sink.wait_for(1, timeout=5)
         started = set(threads("flask_observe-")) - before
         assert {t.name for t in started} >= {"flask_observe-ticker", "flask_observe-alerts"}
@@ -60,7 +61,7 @@ def test_shutdown_stops_the_sampler_and_the_alert_sender(make_app: Callable[...,
         assert not state.ticker.running
         app.test_client().get("/health/live")
         assert not state.ticker.running
-        assert state.alerts.notify(Alert("AfterShutdown", "info")) is False
+        assert state.get(AlertRouter).notify(Alert("AfterShutdown", "info")) is False
 
 
 def test_a_forked_child_runs_its_own_sampler_and_sender(make_app: Callable[..., Flask]) -> None:
@@ -69,11 +70,13 @@ def test_a_forked_child_runs_its_own_sampler_and_sender(make_app: Callable[..., 
     child's; the parent's keep running."""
     with Sink() as sink:
         app = alerting_app(make_app, sink, "forks")
-        state = Observe.state(app)
+        state = current_state(app)
         assert state.ticker is not None
-        assert state.rules is not None
-        state.rules.rules.clear()
-        state.rules.add(CheckRule("FromPid", lambda: f"pid {os.getpid()}", severity="info"))
+        assert state.get(RuleEngine) is not None
+        state.get(RuleEngine).rules.clear()
+        state.get(RuleEngine).add(
+            CheckRule("FromPid", lambda: f"pid {os.getpid()}", severity="info")
+        )
         app.test_client().get("/health/live")
         parent_thread = state.ticker._thread
         assert parent_thread is not None
@@ -87,7 +90,7 @@ def test_a_forked_child_runs_its_own_sampler_and_sender(make_app: Callable[..., 
                 child_thread = state.ticker._thread
                 report["running_after_request"] = state.ticker.running
                 report["new_thread"] = child_thread is not None and child_thread.is_alive()
-                router = state.alerts
+                router = state.get(AlertRouter)
                 assert router is not None
                 deadline = time.monotonic() + 5
                 while not router.sent and time.monotonic() < deadline:
@@ -126,7 +129,8 @@ def test_a_task_stuck_for_good_does_not_keep_the_process_from_exiting(tmp_path: 
             import sys, threading, time
             from flask import Flask
             from flask_observe import Observe
-            from flask_observe.alerting import CheckRule
+            from flask_observe.alerting import CheckRule, RuleEngine
+            from flask_observe.state import current_state
 
             app = Flask("stuck")
             app.config.update(
@@ -138,7 +142,7 @@ def test_a_task_stuck_for_good_does_not_keep_the_process_from_exiting(tmp_path: 
             )
             observe = Observe(app)
             forever = threading.Event()
-            Observe.state(app).rules.add(CheckRule("Stuck", lambda: forever.wait()))
+            current_state(app).get(RuleEngine).add(CheckRule("Stuck", lambda: forever.wait()))
             app.test_client().get("/")
             time.sleep(0.3)
             if sys.argv[1:] == ["shutdown"]:
@@ -172,7 +176,8 @@ def test_queued_alerts_are_sent_when_the_process_exits_normally(tmp_path: Path) 
                 f"""
                 from flask import Flask
                 from flask_observe import Observe
-                from flask_observe.alerting import Alert
+                from flask_observe.alerting import Alert, AlertRouter
+                from flask_observe.state import current_state
 
                 app = Flask("exiting")
                 app.config.update(
@@ -182,8 +187,8 @@ def test_queued_alerts_are_sent_when_the_process_exits_normally(tmp_path: Path) 
                     OBSERVE_ALERT_ALLOW_HOSTS=["127.0.0.1"],
                 )
                 Observe(app)
-                Observe.state(app).alerts.notify(Alert("LastWords", "info"))
-                Observe.state(app).alerts.notify(Alert("MoreLastWords", "info"))
+                current_state(app).get(AlertRouter).notify(Alert("LastWords", "info"))
+                current_state(app).get(AlertRouter).notify(Alert("MoreLastWords", "info"))
                 """
             )
         )

@@ -17,6 +17,8 @@ import requests
 from flask import Flask, redirect, request
 
 from flask_observe import Observe
+from flask_observe.state import current_state
+from flask_observe.tracing.handle import TracingSetup
 
 from .conftest import LiveServer, read_json_lines
 from .peers import OtlpReceiver, iter_trace, wait_for
@@ -38,7 +40,7 @@ def make_app(receiver: OtlpReceiver, make_app: Callable[..., Flask]) -> Callable
 def flush(*apps: Flask) -> None:
     """Export what the apps' batch processors hold (the test does not wait for the timer)."""
     for app in apps:
-        tracing = Observe.state(app).tracing
+        tracing = current_state(app).get(TracingSetup)
         assert tracing is not None
         tracing.provider.force_flush()  # type: ignore[attr-defined]
 
@@ -191,7 +193,7 @@ def test_a_server_span_with_an_unparsable_url_is_still_recorded(
     whose ``http.url`` cannot be parsed (another server instrumentation, a hand-made span) is
     recorded as any other instead of raising into the code that started it."""
     app = traced_app(make_app, receiver)
-    tracing = Observe.state(app).tracing
+    tracing = current_state(app).get(TracingSetup)
     assert tracing is not None
     tracer = tracing.tracer(("hand.made", None, None))
     from opentelemetry.trace import SpanKind
@@ -362,7 +364,7 @@ def test_calls_outside_any_app_context_follow_the_apps_allowlist(
 
     allowed, allowed_seen, third, third_seen = two_hosts
     app = calling_app(make_app, receiver, allowed.port)
-    tracing = Observe.state(app).tracing
+    tracing = current_state(app).get(TracingSetup)
     assert tracing is not None
     tracer = tracing.tracer(("background.job", None, None))
     job_ids: list[str] = []

@@ -23,6 +23,8 @@ import requests
 from flask import Flask
 
 from flask_observe import Observe
+from flask_observe.state import current_state
+from flask_observe.tracing.handle import TracingSetup
 
 from .conftest import HungServer, read_json_lines
 from .peers import OtlpReceiver, SentryReceiver, refused_port, wait_for
@@ -77,7 +79,7 @@ def test_dead_collector_costs_the_host_nothing_and_spans_are_dropped_and_counted
     client = app.test_client()
     statuses = {client.get("/work").status_code for _ in range(600)}
     assert statuses == {200}
-    tracing = Observe.state(app).tracing
+    tracing = current_state(app).get(TracingSetup)
     assert tracing is not None
 
     def accounted() -> int:
@@ -143,7 +145,7 @@ def test_exporter_thread_failure_is_logged_and_requests_go_on(
     app.add_url_rule("/", "index", lambda: "ok")
     with caplog.at_level(logging.WARNING):
         assert app.test_client().get("/").status_code == 200
-        tracing = Observe.state(app).tracing
+        tracing = current_state(app).get(TracingSetup)
         assert tracing is not None
         tracing.provider.force_flush()  # type: ignore[attr-defined]
     exporter = tracing.exporter

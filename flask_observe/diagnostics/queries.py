@@ -23,13 +23,14 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from flask.globals import _cv_app, _cv_request
+from flask.globals import _cv_request
 
 from .._internal import FailureLog
-from ..correlation import RECORD_KEY
+from ..hooks import RECORD_KEY
+from ..state import state_or_none
 
 if TYPE_CHECKING:
-    from ..correlation import RequestRecord
+    from ..hooks import RequestRecord
     from ..metrics import Metrics
 
 __all__ = ["QueryDiagnostics", "fingerprint"]
@@ -45,7 +46,6 @@ _PLACEHOLDER = re.compile(r"%\(\w+\)s|%s|:\w+|\$\d+|\?")
 _SPACE = re.compile(r"\s+")
 _SEEN_MAX = 1000
 QUERY_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200)
-_EXTENSION_KEY = "observe"
 
 
 def fingerprint(statement: str) -> str:
@@ -184,11 +184,8 @@ def _after(
             return
         started = starts.pop()
     elapsed = time.perf_counter() - started
-    ctx = _cv_app.get(None)
-    if ctx is None:
-        return
-    state = ctx.app.extensions.get(_EXTENSION_KEY)
-    diagnostics = getattr(state, "queries", None) if state is not None else None
+    state = state_or_none()
+    diagnostics = state.get(QueryDiagnostics) if state is not None else None
     if diagnostics is not None:
         try:
             diagnostics.after_query(statement, elapsed)

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, got_request_exception
-from flask.globals import _cv_app, _cv_request
+from flask.globals import _cv_request
 
 from .._internal import FailureLog, exit_flushes
-from . import spine_tags
+from ..config import CoreSettings
+from ..state import state_or_none
 from .reporter import ErrorReporter, make_client
+from .settings import ErrorsSettings
+from .spine import spine_tags
 
 if TYPE_CHECKING:
-    from ..extension import ObserveState
+    from ..feature import Wiring
 
 __all__ = ["setup_errors"]
 
@@ -60,13 +63,9 @@ _host_processor_added = False
 
 
 def _current_reporter() -> ErrorReporter | None:
-    from ..state import EXTENSION_KEY
-
-    ctx = _cv_app.get(None)
-    if ctx is not None:
-        state = ctx.app.extensions.get(EXTENSION_KEY)
-        if state is not None:
-            return state.errors  # type: ignore[no-any-return]
+    state = state_or_none()
+    if state is not None:
+        return state.get(ErrorReporter)
     return _live[0] if _live else None
 
 
@@ -126,12 +125,13 @@ def _add_host_processor() -> None:
 
 
 def setup_errors(
-    app: Flask, state: ObserveState, environ: Mapping[str, str]
+    wiring: Wiring,
 ) -> tuple[ErrorReporter, list[Callable[[], object]]]:
     """Turn error reporting on for ``app``; returns the reporter and its undo steps."""
     import sentry_sdk
 
-    config = state.config
+    app = wiring.app
+    config = wiring.settings(ErrorsSettings)
     undo: list[Callable[[], object]] = []
     if sentry_sdk.get_client().is_active():
         logger.info(
@@ -142,13 +142,13 @@ def setup_errors(
         return (
             ErrorReporter(
                 None,
-                service=state.service_name,
+                service=wiring.service_name,
                 send_client_ip=config.sentry_send_client_ip,
                 shutdown_timeout=config.sentry_shutdown_timeout,
             ),
             undo,
         )
-    client = make_client(config, state.service_name)
+    client = make_client(config, wiring.settings(CoreSettings), wiring.service_name)
     if client.transport is None:
         logger.warning(
             "flask_observe: Sentry error reporting is on but no DSN is set"
@@ -156,7 +156,7 @@ def setup_errors(
         )
     reporter = ErrorReporter(
         client,
-        service=state.service_name,
+        service=wiring.service_name,
         send_client_ip=config.sentry_send_client_ip,
         shutdown_timeout=config.sentry_shutdown_timeout,
     )

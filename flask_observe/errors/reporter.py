@@ -8,12 +8,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .._internal import FailureLog, run_with_deadline
-from . import spine_tags
+from .spine import spine_tags
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from ..config import ObserveConfig
+    from ..config import CoreSettings
+    from .settings import ErrorsSettings
 
 __all__ = ["ErrorReporter", "make_client", "scrub_event"]
 
@@ -49,7 +50,7 @@ def scrub_event(event: dict[str, Any], send_client_ip: bool = False) -> dict[str
 
 
 class ErrorReporter:
-    """Sends one app's errors to Sentry (``Observe.state(app).errors``).
+    """Sends one app's errors to Sentry (``Observe.handle(ErrorReporter, app)``).
 
     :param client: our own ``sentry_sdk.Client``, or ``None`` when the host's Sentry setup
         does the reporting.
@@ -152,7 +153,7 @@ class ErrorReporter:
         )
 
 
-def make_client(config: ObserveConfig, service: str) -> Any:
+def make_client(config: ErrorsSettings, core: CoreSettings, service: str) -> Any:
     import sentry_sdk
 
     send_client_ip = config.sentry_send_client_ip
@@ -160,7 +161,7 @@ def make_client(config: ObserveConfig, service: str) -> Any:
     def before_send(event: Any, hint: Any) -> Any:
         return scrub_event(event, send_client_ip)
 
-    release = f"{service}@{config.service_version}" if config.service_version else None
+    release = f"{service}@{core.service_version}" if core.service_version else None
     extra: dict[str, Any] = {}
     if send_client_ip:
         from sentry_sdk.scrubber import DEFAULT_PII_DENYLIST, EventScrubber
@@ -172,7 +173,7 @@ def make_client(config: ObserveConfig, service: str) -> Any:
     # SENTRY_RELEASE itself.
     return sentry_sdk.Client(
         dsn=config.sentry_dsn,
-        environment=config.environment,
+        environment=core.environment,
         release=release,
         # Errors only, nothing patched: no integrations, no tracing, no sessions.
         default_integrations=False,

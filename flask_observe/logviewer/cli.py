@@ -37,9 +37,17 @@ _CLI_LIMITS = Limits(
 
 
 def _viewer() -> LogViewer:
-    from ..extension import Observe
+    from ..cli import feature_off
+    from ..logging.settings import LoggingSettings
+    from ..state import current_state
+    from .settings import LogViewerSettings
 
-    viewer = LogViewer.from_config(Observe.state().config)
+    config = current_state().config
+    assert isinstance(config, LogViewerSettings)
+    assert isinstance(config, LoggingSettings)
+    if not (config.logviewer_dir or config.log_dir):
+        raise feature_off("reading the logs", "no log files (set OBSERVE_LOG_DIR)")
+    viewer = LogViewer.from_config(config, config)
     viewer.limits = _CLI_LIMITS
     return viewer
 

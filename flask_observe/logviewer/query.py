@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from ..config import REQUEST_ID_PATTERN
+from ..context import REQUEST_ID_PATTERN
 from .lines import LEVELS, canonical_time, format_time, level_rank
 
 __all__ = ["Cursor", "Query", "QueryError", "parse_query", "parse_time"]

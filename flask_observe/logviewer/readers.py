@@ -11,16 +11,43 @@ import io
 import os
 import zlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from .lines import line_timestamp
 
-if TYPE_CHECKING:
-    from .store import LogFile
-
-__all__ = ["Chunk", "GzipReader", "PlainReader", "ReadError", "Reader", "first_timestamp"]
+__all__ = [
+    "Chunk",
+    "GzipReader",
+    "LogFile",
+    "PlainReader",
+    "ReadError",
+    "Reader",
+    "first_timestamp",
+]
 
 _HEAD = 4096
+
+
+@dataclass(frozen=True)
+class LogFile:
+    """One readable file. ``path`` is canonical."""
+
+    name: str
+    path: Path
+    stream: str
+    active: bool
+    compressed: bool
+    size: int
+    mtime: float
+    rotated_at: float | None
+
+    @property
+    def order_key(self) -> tuple[int, float, str]:
+        """Files sort oldest first: rotated ones by rotation time, then the active ones."""
+        when = self.mtime if self.active else (self.rotated_at or self.mtime)
+        return (1 if self.active else 0, when, self.name)
 
 
 class ReadError(OSError):

@@ -23,11 +23,10 @@ import os
 import re
 import stat
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from ..retention import rotated_files, rotated_pattern
-from .readers import GzipReader, PlainReader, Reader, ReadError
+from ..logging.files import rotated_files, rotated_pattern
+from .readers import GzipReader, LogFile, PlainReader, Reader, ReadError
 
 __all__ = ["BadName", "LogFile", "LogStore", "NoSuchFile", "ReadError", "Reader"]
 
@@ -44,26 +43,6 @@ class BadName(ValueError):
 
 class NoSuchFile(LookupError):
     """No readable log file by that name (HTTP 404)."""
-
-
-@dataclass(frozen=True)
-class LogFile:
-    """One readable file. ``path`` is canonical."""
-
-    name: str
-    path: Path
-    stream: str
-    active: bool
-    compressed: bool
-    size: int
-    mtime: float
-    rotated_at: float | None
-
-    @property
-    def order_key(self) -> tuple[int, float, str]:
-        """Files sort oldest first: rotated ones by rotation time, then the active ones."""
-        when = self.mtime if self.active else (self.rotated_at or self.mtime)
-        return (1 if self.active else 0, when, self.name)
 
 
 def check_name(name: str) -> None:

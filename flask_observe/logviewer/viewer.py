@@ -22,7 +22,8 @@ from .search import Limits, Page, run_search
 from .store import LogStore
 
 if TYPE_CHECKING:
-    from ..config import ObserveConfig
+    from ..logging.settings import LoggingSettings
+    from .settings import LogViewerSettings
 
 __all__ = ["LogViewer"]
 
@@ -63,9 +64,10 @@ class LogViewer:
         self.stopping = threading.Event()
 
     @classmethod
-    def from_config(cls, config: ObserveConfig) -> LogViewer:
-        """The viewer the ``OBSERVE_LOGVIEWER_*`` settings describe."""
-        directory = config.logviewer_dir or config.log_dir
+    def from_config(cls, config: LogViewerSettings, logs: LoggingSettings) -> LogViewer:
+        """The viewer the ``OBSERVE_LOGVIEWER_*`` settings describe (reading the files the
+        ``OBSERVE_LOG_*`` settings write unless told otherwise)."""
+        directory = config.logviewer_dir or logs.log_dir
         if directory is None:
             raise ValueError("no log directory configured")
         redactor = (
@@ -81,7 +83,7 @@ class LogViewer:
         )
         return cls(
             Path(directory),
-            config.logviewer_files or (config.log_file_name,),
+            config.logviewer_files or (logs.log_file_name,),
             limits=limits,
             redactor=redactor,
             max_concurrent=config.logviewer_max_concurrent,

@@ -35,7 +35,8 @@ from .store import BadName, NoSuchFile
 from .viewer import Busy, LogViewer
 
 if TYPE_CHECKING:
-    from ..extension import ObserveState
+    from ..state import ObserveState
+    from .settings import LogViewerSettings
 
 __all__ = ["register"]
 
@@ -105,14 +106,13 @@ def _sse(
             close()
 
 
-def register(app: Flask, state: ObserveState) -> LogViewer:
-    """Build the viewer from the app's config and register its blueprint on ``app``."""
-    config = state.config
+def register(app: Flask, state: ObserveState, config: LogViewerSettings, viewer: LogViewer) -> None:
+    """Register the viewer's blueprint (API and page) on ``app``."""
     auth = state.auth
-    viewer = LogViewer.from_config(config)
+    core = state.config
     signer = (
-        SessionSigner(config.auth_token, config.logviewer_session_seconds)
-        if config.auth_token and config.auth_callback is None
+        SessionSigner(core.auth_token, config.logviewer_session_seconds)
+        if core.auth_token and core.auth_callback is None
         else None
     )
     api, ui = config.logviewer_api_prefix, config.logviewer_ui_path
@@ -297,4 +297,3 @@ def register(app: Flask, state: ObserveState) -> LogViewer:
         return response
 
     app.register_blueprint(bp)
-    return viewer

@@ -1,7 +1,7 @@
 """RED metrics of the HTTP requests, recorded from the request middleware's own timing.
 
-The middleware (:class:`~flask_observe.correlation.CorrelationMiddleware`) times each request
-once and hands a :class:`~flask_observe.correlation.RequestRecord` to the finish hooks;
+The request middleware times each request once and hands a
+:class:`~flask_observe.hooks.RequestRecord` to the request hooks;
 :class:`HttpMetrics` turns it into three metrics:
 
 - ``http_requests_total{method, route, status}`` (counter);
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from ..correlation import RequestRecord
+    from ..hooks import RequestRecord
 
 __all__ = ["METHODS", "UNMATCHED", "HttpMetrics"]
 
@@ -101,10 +101,6 @@ class HttpMetrics:
             # Under concurrency a slower thread may store an older count: the value can lag by
             # a request or two, never below 0; when idle it is exact (0).
             self.in_progress.set_function(lambda: max(0, last["started"] - last["finished"]))
-        #: Something with ``running`` and ``ensure_started()`` (the app's background sampler),
-        #: started by the first request in each process. Checked here rather than in a hook
-        #: of its own: one attribute test per request.
-        self.ticker: Any = None
 
     def _is_excluded(self, record: RequestRecord) -> bool:
         excluded = record.excluded
@@ -116,9 +112,6 @@ class HttpMetrics:
 
     def on_start(self, record: RequestRecord) -> None:
         """Count the request as in progress (unless its path is excluded)."""
-        ticker = self.ticker
-        if ticker is not None and not ticker.running:
-            ticker.ensure_started()
         if not self._is_excluded(record):
             self._inc_progress()
 
@@ -153,27 +146,3 @@ class HttpMetrics:
             # Invented methods are not cached under their own name (unbounded keys).
             self._children[key] = children
         return children
-
-
-def otel_trace_lookup() -> Callable[[], str | None] | None:
-    """A function returning the current OpenTelemetry trace ID (sampled spans only), or
-    ``None`` when opentelemetry-api is not installed."""
-    from .. import _optional
-
-    if _optional.detect("opentelemetry.trace", "trace-ID exemplars") is None:
-        return None
-    from opentelemetry import trace
-
-    get_current_span = trace.get_current_span
-    invalid = trace.INVALID_SPAN
-
-    def lookup() -> str | None:
-        span = get_current_span()
-        if span is invalid:  # no span: the common case without tracing, kept cheap
-            return None
-        context = span.get_span_context()
-        if not context.is_valid or not context.trace_flags.sampled:
-            return None
-        return format(context.trace_id, "032x")
-
-    return lookup

@@ -1,114 +1,70 @@
-"""Turning metrics on for an app: registry, RED metrics, the background sampler, SQL and
-memory diagnostics, and component gauges (called by :class:`~flask_observe.Observe`)."""
+"""The metrics feature: the app's registry, the RED metrics of its requests, ``/metrics``."""
 
 from __future__ import annotations
 
-import shutil
-from typing import TYPE_CHECKING
+import os
+import re
 
-from .. import _optional
+from ..config import ConfigError
+from ..feature import Feature, Plan, Wiring, switch
+from ..hooks import Stage
+from .settings import MetricsSettings
 
-if TYPE_CHECKING:
-    from flask import Flask
-
-    from ..config import ObserveConfig
-    from ..state import ObserveState
-
-__all__ = ["export_components", "metrics_wanted", "setup_metrics", "setup_sql_diagnostics"]
+__all__ = ["FEATURE"]
 
 
-def metrics_wanted(config: ObserveConfig) -> bool:
-    if config.metrics_enabled is False:
-        return False
-    if config.metrics_enabled:
-        _optional.require("prometheus_client", "metrics", "OBSERVE_METRICS_ENABLED")
-        return True
-    return _optional.detect("prometheus_client", "metrics") is not None
-
-
-def setup_metrics(app: Flask, state: ObserveState) -> None:
-    from .._ticker import Ticker
-    from ..metrics import Metrics
-    from ..metrics.view import register
-    from ..slo import ErrorBudgets
-
-    config = state.config
-    metrics = Metrics(
-        buckets=config.metrics_buckets,
-        excluded=state.excluded,
-        exemplars=config.metrics_exemplars,
+def _wanted(plan: Plan) -> bool:
+    return switch(
+        plan.settings(MetricsSettings).metrics_enabled,
+        "OBSERVE_METRICS_ENABLED",
+        "prometheus_client",
+        "metrics",
+        what="metrics",
     )
-    state.metrics = metrics
-    state._start_hooks.append(metrics.http.on_start)
-    state._finish_hooks.append(metrics.http.on_finish)
-    register(app, state)
-    state.ticker = ticker = Ticker(config.sample_interval_seconds)
-    if config.slo_availability or config.slo_latency:
-        state.budgets = ErrorBudgets(
-            metrics,
-            config.slo_availability,
-            config.slo_latency,
-            config.slo_latency_seconds,
-            config.slo_budget_warn,
+
+
+def _check(plan: Plan) -> None:
+    directory = plan.environ.get("PROMETHEUS_MULTIPROC_DIR") or plan.environ.get(
+        "prometheus_multiproc_dir"
+    )
+    if directory and not os.path.isdir(directory):
+        raise ConfigError(
+            f"PROMETHEUS_MULTIPROC_DIR: {directory!r} is not a directory; make it before the"
+            " workers start (flask_observe.contrib.gunicorn's on_starting does) or unset it"
         )
-        ticker.add("error budgets", state.budgets.update)
-    setup_sql_diagnostics(state)
-    if config.alert_disk_path:
-        disk = metrics.gauge(
-            "flask_observe_disk_free_ratio",
-            "Free share of the file system holding OBSERVE_ALERT_DISK_PATH.",
-            ["path"],
-            multiprocess_mode="livemin",
-        ).labels(config.alert_disk_path)
-
-        def sample_disk() -> None:
-            usage = shutil.disk_usage(config.alert_disk_path)
-            disk.set(usage.free / usage.total if usage.total else 1.0)
-
-        ticker.add("disk", sample_disk)
-    if config.diagnostics_memory is not False:
-        if config.diagnostics_memory:
-            _optional.require("psutil", "metrics", "OBSERVE_DIAGNOSTICS_MEMORY")
-        if _optional.detect("psutil", "memory diagnostics") is not None:
-            from ..diagnostics import MemoryWatch
-
-            state.memory = MemoryWatch(
-                metrics,
-                config.memory_window_seconds,
-                config.memory_growth_mb_per_hour,
-                config.memory_tracemalloc,
-                config.memory_tracemalloc_top,
-            )
-            ticker.add("memory", state.memory.sample)
-            state._closers.append(state.memory.close)
+    if directory and not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError(f"PROMETHEUS_MULTIPROC_DIR: {directory!r} is not writable")
 
 
-def export_components(state: ObserveState) -> None:
-    """Health check results and circuit breaker states as gauges (the shipped Prometheus rules
-    and Grafana dashboard read them)."""
-    from ..metrics.components import export_breakers, export_health
-
-    assert state.metrics is not None
-    if state.health is not None:
-        state._closers.append(export_health(state.metrics, state.health))
-    undo, sample = export_breakers(state.metrics, state.breakers)
-    state._closers.append(undo)
-    if state.ticker is not None:
-        state.ticker.add("circuit breakers", sample)
+def _excluded(plan: Plan) -> tuple[str, ...]:
+    return (rf"^{re.escape(plan.settings(MetricsSettings).metrics_path)}$",)
 
 
-def setup_sql_diagnostics(state: ObserveState) -> None:
-    config = state.config
-    if config.diagnostics_sql is False or state.metrics is None:
-        return
-    if config.diagnostics_sql:
-        _optional.require("sqlalchemy", "sqlalchemy", "OBSERVE_DIAGNOSTICS_SQL")
-    elif _optional.detect("sqlalchemy", "SQL diagnostics") is None:
-        return
-    from ..diagnostics import QueryDiagnostics, queries
+def _setup(wiring: Wiring) -> None:
+    from . import Metrics
+    from .view import register
 
-    state.queries = QueryDiagnostics(state.metrics, config.slow_query_ms / 1000.0)
-    # Before the access log, which reads the db_queries field.
-    state._finish_hooks.append(state.queries.on_finish)
-    queries.install()
-    state._closers.append(queries.uninstall)
+    settings = wiring.settings(MetricsSettings)
+    metrics = Metrics(
+        buckets=settings.metrics_buckets,
+        excluded=wiring.state.excluded,
+        exemplars=settings.metrics_exemplars,
+    )
+    wiring.provide(metrics)
+    wiring.request_hook(Stage.START, metrics.http.on_start)
+    wiring.request_hook(Stage.MEASURE, metrics.http.on_finish)
+    if settings.metrics_exemplars:
+        wiring.want_trace_ids()
+    auth = wiring.state.auth if settings.metrics_auth else None
+    register(wiring.app, metrics, settings.metrics_path, auth)
+    wiring.publish_url("metrics", settings.metrics_path)
+
+
+FEATURE = Feature(
+    "metrics",
+    MetricsSettings,
+    _setup,
+    wanted=_wanted,
+    check=_check,
+    excluded_paths=_excluded,
+)

@@ -7,21 +7,20 @@ from typing import TYPE_CHECKING
 from flask import Flask, Response, request
 
 if TYPE_CHECKING:
-    from ..extension import ObserveState
+    from ..auth import Authorizer
+    from . import Metrics
 
 __all__ = ["ENDPOINT", "register"]
 
 ENDPOINT = "flask_observe_metrics"
 
 
-def register(app: Flask, state: ObserveState) -> None:
-    """Serve ``state.metrics`` at ``OBSERVE_METRICS_PATH``."""
-    metrics = state.metrics
-    assert metrics is not None
+def register(app: Flask, metrics: Metrics, path: str, auth: Authorizer | None) -> None:
+    """Serve ``metrics`` at ``path``, behind ``auth`` when given."""
 
     def metrics_view() -> Response:
         body, content_type = metrics.render(request.headers.get("Accept"))
         return Response(body, content_type=content_type)
 
-    view = state.auth.require(metrics_view) if state.config.metrics_auth else metrics_view
-    app.add_url_rule(state.config.metrics_path, ENDPOINT, view, methods=["GET"])
+    view = auth.require(metrics_view) if auth is not None else metrics_view
+    app.add_url_rule(path, ENDPOINT, view, methods=["GET"])

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from ..config import ObserveConfig
-    from .setup import TracingSetup
+    from .handle import TracingSetup
+    from .settings import TracingSettings
 
 __all__ = ["TracingSetup", "choose_exporter", "instrument_engine", "tracing_wanted"]
 
@@ -41,7 +41,7 @@ def choose_exporter(exporter: str | None, endpoint: str | None, environ: Mapping
     return "none"
 
 
-def tracing_wanted(config: ObserveConfig, environ: Mapping[str, str]) -> bool:
+def tracing_wanted(config: TracingSettings, environ: Mapping[str, str]) -> bool:
     """``OBSERVE_TRACING_ENABLED``, or (unset) whether there is somewhere to send spans."""
     if config.tracing_enabled is not None:
         return config.tracing_enabled
@@ -64,7 +64,7 @@ def instrument_engine(engine: Engine) -> bool:
 
 def __getattr__(name: str) -> object:
     if name == "TracingSetup":
-        from .setup import TracingSetup
+        from .handle import TracingSetup
 
         return TracingSetup
     raise AttributeError(name)

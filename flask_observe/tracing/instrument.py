@@ -26,8 +26,7 @@ from opentelemetry.trace import Span, TracerProvider
 
 from .. import _optional
 from .._internal import FailureLog
-from ..access_log import SPAN_CONTEXT_KEY
-from ..correlation import ENVIRON_KEY
+from ..hooks import ENVIRON_KEY, SPAN_CONTEXT_KEY
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine

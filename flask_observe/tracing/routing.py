@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flask.globals import _cv_app
 from opentelemetry import trace
@@ -28,8 +28,8 @@ from opentelemetry.trace import Link, Span, SpanKind, Tracer, TracerProvider
 from opentelemetry.util._decorator import _agnosticcontextmanager
 from opentelemetry.util.types import Attributes
 
-if TYPE_CHECKING:
-    from . import TracingSetup
+from ..state import EXTENSION_KEY
+from .handle import TracingSetup
 
 __all__ = ["RoutingTracerProvider", "router"]
 
@@ -143,13 +143,11 @@ class RoutedTracer(Tracer):
 
 
 def _lookup_current_app() -> tuple[bool, TracingSetup | None]:
-    from ..state import EXTENSION_KEY
-
     ctx = _cv_app.get(None)
     if ctx is None:
         return False, None
     state = ctx.app.extensions.get(EXTENSION_KEY)
-    return True, (state.tracing if state is not None else None)
+    return True, (state.get(TracingSetup) if state is not None else None)
 
 
 # Process-wide by nature, like the root logger's handlers: the instrumented libraries are

@@ -16,6 +16,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from flask_observe import Observe
+from flask_observe.state import current_state
+from flask_observe.tracing.handle import TracingSetup
 
 exporter = InMemorySpanExporter()
 provider = TracerProvider(resource=Resource.create({"service.name": "host-named"}))
@@ -35,11 +37,12 @@ def call() -> str:
 
 
 app.test_client().get("/call", headers={"X-Request-ID": "host-rid"})
-state = Observe.state(app)
+state = current_state(app)
 print(
     json.dumps(
         {
-            "same_provider": state.tracing is not None and state.tracing.provider is provider,
+            "same_provider": state.get(TracingSetup) is not None
+            and state.get(TracingSetup).provider is provider,
             "global_is_host": trace.get_tracer_provider() is provider,
             "spans": [
                 {

@@ -14,7 +14,7 @@ import pytest
 from flask import Flask
 
 from flask_observe.logging import ObserveFormatter
-from flask_observe.retention import (
+from flask_observe.logging.files import (
     QUIET_SECONDS,
     RetentionPolicy,
     RotatingFileHandler,

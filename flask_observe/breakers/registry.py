@@ -1,9 +1,10 @@
-"""Circuit breakers: pybreaker's, named per app, their state changes logged and seen in health.
+"""Circuit breakers: pybreaker's, named per app, their state changes logged (and, by the health
+feature, seen in health).
 
 ``observe.circuit_breaker("platform-api", fail_max=5, reset_timeout=30)`` returns a
 ``pybreaker.CircuitBreaker`` (use it as pybreaker documents: ``breaker.call(f, …)`` or as a
 decorator). This module only wires it: a listener logs each state change and tells the
-registry's listeners, and a :class:`BreakerCheck` shows its state in health.
+registry's listeners; the health feature shows each breaker's state as a check.
 
 pybreaker holds the breaker's lock for the whole guarded call, so calls through one breaker
 run one at a time (upstream issue danielfm/pybreaker#55); keep guarded calls short, with
@@ -15,32 +16,35 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
-from . import _optional
-from ._internal import FailureLog
-from .health.checks import READINESS, HealthCheck, Observation, Status
+from .. import _optional
+from .._internal import FailureLog
 
-__all__ = ["BreakerCheck", "BreakerRegistry"]
+__all__ = ["BreakerRegistry", "breaker_check_name"]
 
 logger = logging.getLogger("flask_observe.breakers")
 
 #: ``listener(breaker_name, old_state, new_state)``; states are pybreaker's strings.
 StateListener = Callable[[str, str, str], None]
+#: ``listener(breaker, options)`` for each breaker made; ``options`` holds ``critical`` and
+#: ``health`` as given to :meth:`BreakerRegistry.create`.
+CreationListener = Callable[[Any, dict[str, Any]], None]
 
 
 class BreakerRegistry:
-    """The circuit breakers of one app: ``Observe.state(app).breakers``.
+    """The circuit breakers of one app: ``Observe.handle(BreakerRegistry, app)``.
 
     Other features read it: :meth:`all` for each breaker's state, :meth:`add_listener` to hear
-    every state change of every breaker (present and future).
+    every state change of every breaker (present and future), :meth:`on_create` to hear of
+    every breaker made (present and future).
     """
 
     def __init__(self) -> None:
         self._breakers: dict[str, Any] = {}
         self._listeners: list[StateListener] = []
+        self._creation_listeners: list[CreationListener] = []
+        self._options: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._failures = FailureLog()
 
@@ -52,14 +56,19 @@ class BreakerRegistry:
         reset_timeout: float = 60.0,
         exclude: Iterable[Any] = (),
         success_threshold: int = 1,
+        critical: bool = False,
+        health: bool = True,
     ) -> Any:
         """The breaker called ``name``, made on first use (later calls return the same one).
 
+        :param critical: an open circuit fails readiness (else it warns).
+        :param health: show the breaker's state in health.
         :raises MissingDependencyError: pybreaker is not installed.
         """
         pybreaker = _optional.require("pybreaker", "breakers", "observe.circuit_breaker")
         with self._lock:
             breaker = self._breakers.get(name)
+            made = breaker is None
             if breaker is None:
                 breaker = pybreaker.CircuitBreaker(
                     fail_max=fail_max,
@@ -70,7 +79,25 @@ class BreakerRegistry:
                     listeners=[_listener(self, pybreaker.CircuitBreakerListener)],
                 )
                 self._breakers[name] = breaker
-            return breaker
+                self._options[name] = {"critical": critical, "health": health}
+            listeners = list(self._creation_listeners) if made else []
+        for listener in listeners:
+            self._tell(listener, breaker, self._options[name])
+        return breaker
+
+    def on_create(self, listener: CreationListener) -> None:
+        """Call ``listener(breaker, options)`` for every breaker, those made already included."""
+        with self._lock:
+            self._creation_listeners.append(listener)
+            made = [(b, self._options[n]) for n, b in self._breakers.items()]
+        for breaker, options in made:
+            self._tell(listener, breaker, options)
+
+    def _tell(self, listener: CreationListener, breaker: Any, options: dict[str, Any]) -> None:
+        try:
+            listener(breaker, options)
+        except Exception:
+            self._failures("a circuit breaker creation listener")
 
     def get(self, name: str) -> Any | None:
         return self._breakers.get(name)
@@ -118,58 +145,6 @@ def _listener(registry: BreakerRegistry, base: type) -> Any:
                 registry._changed(cb, old, new_state.name)
 
     return StateChangeListener()
-
-
-@dataclass
-class BreakerCheck(HealthCheck):
-    """A circuit breaker's state as a health entry, ``<breaker>:circuitBreaker``.
-
-    ``closed``: pass. ``half-open``: warn. ``open``: warn, or fail when ``critical`` — but only
-    until ``reset_timeout`` has passed: from then on the next call is let through, so the
-    entry warns again. (Otherwise a pod made unready by an open breaker would get no traffic
-    to close it, and stay unready for ever.)
-    """
-
-    critical: bool = False
-    breaker: Any = field(default=None, repr=False)
-    groups: tuple[str, ...] = (READINESS,)
-    cache_ttl: float | None = 0.0
-
-    inline = True
-
-    def run(self) -> Observation:
-        breaker = self.breaker
-        state = breaker.current_state
-        extra: dict[str, Any] = {
-            "failCounter": breaker.fail_counter,
-            "failMax": breaker.fail_max,
-            "resetTimeoutS": breaker.reset_timeout,
-        }
-        status, output = Status.PASS, None
-        if state == "open":
-            # pybreaker keeps the opening time in its storage only.
-            opened = getattr(getattr(breaker, "_state_storage", None), "opened_at", None)
-            retry_in = breaker.reset_timeout
-            if isinstance(opened, datetime):
-                elapsed = (datetime.now(timezone.utc) - opened).total_seconds()
-                retry_in = max(0.0, breaker.reset_timeout - elapsed)
-            extra["retryInS"] = round(retry_in, 3)
-            status = Status.FAIL if self.critical and retry_in > 0 else Status.WARN
-            output = (
-                f"circuit open after {breaker.fail_counter} failures;"
-                f" next trial call in {retry_in:.1f}s"
-            )
-        elif state == "half-open":
-            status, output = Status.WARN, "circuit half-open: trial calls decide"
-        return Observation(
-            "circuitBreaker",
-            state,
-            None,
-            status,
-            output=output,
-            component=breaker.name,
-            extra=extra,
-        )
 
 
 def breaker_check_name(name: str) -> str:

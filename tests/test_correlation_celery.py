@@ -77,7 +77,7 @@ def test_worker_logs_carry_the_publishing_requests_id(
 
 def test_publish_outside_a_request_adds_no_header() -> None:
     """Without a bound ID, the publish hook leaves the headers alone."""
-    from flask_observe.celery_hooks import _on_publish
+    from flask_observe.correlation.celery import _on_publish
 
     headers: dict[str, Any] = {}
     _on_publish(headers=headers)
@@ -89,7 +89,7 @@ def test_prerun_rejects_unsafe_header_and_postrun_unbinds() -> None:
     from types import SimpleNamespace
 
     from flask_observe import get_correlation_id
-    from flask_observe.celery_hooks import _on_postrun, _on_prerun
+    from flask_observe.correlation.celery import _on_postrun, _on_prerun
 
     task = SimpleNamespace(name="t", request=SimpleNamespace(observe_correlation_id="bad\nvalue"))
     _on_prerun(task_id="tid", task=task)
@@ -107,7 +107,7 @@ def test_prerun_keeps_a_long_id_an_app_with_a_higher_max_length_accepted() -> No
     from types import SimpleNamespace
 
     from flask_observe import get_correlation_id
-    from flask_observe.celery_hooks import _on_postrun, _on_prerun
+    from flask_observe.correlation.celery import _on_postrun, _on_prerun
 
     long_id = "req-" + "a1" * 148
     task = SimpleNamespace(name="t", request=SimpleNamespace(observe_correlation_id=long_id))
@@ -127,7 +127,7 @@ def test_receivers_stay_while_an_app_uses_them_and_go_with_the_last(
     from celery import signals
 
     from flask_observe import Observe
-    from flask_observe.correlation import reset_correlation_id, set_correlation_id
+    from flask_observe.context import reset_correlation_id, set_correlation_id
 
     def publish() -> dict[str, Any]:
         headers: dict[str, Any] = {}

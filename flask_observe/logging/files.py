@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._internal import FailureLog
+from .._internal import FailureLog
 
 __all__ = ["RetentionPolicy", "RotatingFileHandler", "rotated_files"]
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import structlog
 
-from .config import MAX_REQUEST_ID_LENGTH_LIMIT
-from .correlation import (
+from ..context import (
+    MAX_REQUEST_ID_LENGTH_LIMIT,
     get_correlation_id,
     id_validator,
     new_correlation_id,

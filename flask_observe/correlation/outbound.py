@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ._internal import FailureLog
-from .correlation import get_correlation_id
+from .._internal import FailureLog
+from ..context import get_correlation_id
 
 if TYPE_CHECKING:
     import requests

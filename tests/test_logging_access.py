@@ -138,7 +138,7 @@ def test_access_log_fast_path_writes_the_same_line_as_the_slow_path(
     The first request runs with an extra (foreign) handler on the root logger, forcing the
     standard logging path; the second without it (as in production), taking the fast path.
     """
-    from flask_observe.access_log import _direct_sinks
+    from flask_observe.logging.access import _direct_sinks
 
     app = make_app("fast", log_stdout=False, log_dir=str(tmp_path / "logs"))
 

@@ -9,7 +9,7 @@ import requests
 from flask import Flask, redirect, request
 
 from flask_observe import Observe
-from flask_observe.outbound import HostAllowlist
+from flask_observe.correlation.outbound import HostAllowlist
 
 from .conftest import LiveServer
 

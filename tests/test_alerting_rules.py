@@ -28,6 +28,8 @@ from flask_observe.alerting import (
 )
 from flask_observe.alerting.rules import Rule
 from flask_observe.diagnostics import MemoryWatch
+from flask_observe.metrics import Metrics
+from flask_observe.state import current_state
 
 from .test_metrics import ReadingClient
 
@@ -68,7 +70,7 @@ def test_error_rate_fires_after_n_consecutive_evaluations_and_resolves(
     """20 % 5xx over the window (threshold 10 %): nothing at the 1st and 2nd failing
     evaluation, fires at the 3rd, resolves at the first passing one."""
     app = traffic_app(make_app)
-    metrics = Observe.state(app).metrics
+    metrics = current_state(app).get(Metrics)
     assert metrics is not None
     window = HttpWindow(metrics.http, window=60)
     recorder = Recorder()
@@ -102,7 +104,7 @@ def test_latency_p95_rule_reads_the_histogram(make_app: Callable[..., Flask]) ->
     """Requests of ~0.3 s put the windowed p95 in the (0.25, 0.5] bucket: a 0.2 s threshold
     fires, a 0.6 s one does not."""
     app = traffic_app(make_app)
-    metrics = Observe.state(app).metrics
+    metrics = current_state(app).get(Metrics)
     assert metrics is not None
     window = HttpWindow(metrics.http, window=60)
     window.sample()
@@ -205,12 +207,12 @@ def test_sampler_starts_with_the_first_request_and_skips_a_hung_rule(
             sample_interval_seconds=0.1,
             alert_rules_consecutive=1,
         )
-        state = Observe.state(app)
+        state = current_state(app)
         assert state.ticker is not None
-        assert state.rules is not None
+        assert state.get(RuleEngine) is not None
         assert not state.ticker.running
         release = threading.Event()
-        state.rules.rules.clear()
+        state.get(RuleEngine).rules.clear()
 
         class Hangs:
             name, severity = "Hangs", "info"
@@ -226,7 +228,7 @@ def test_sampler_starts_with_the_first_request_and_skips_a_hung_rule(
             return "always failing"
 
         state.ticker.add("hung task", Hangs().evaluate)
-        state.rules.add(CheckRule("Counted", count))
+        state.get(RuleEngine).add(CheckRule("Counted", count))
         app.test_client().get("/nothing-here")
         assert state.ticker.running
         received = sink.wait_for(1, timeout=5)
@@ -280,7 +282,7 @@ def test_breaker_rule_is_wired_to_the_apps_circuit_breakers(make_app: Callable[.
     fires naming it, and resolves when it closes."""
     app = alerting_app(make_app)
     breaker = Observe().circuit_breaker("billing-api", app=app, fail_max=2, reset_timeout=60)
-    engine = Observe.state(app).rules
+    engine = current_state(app).get(RuleEngine)
     assert engine is not None
     only(engine, "CircuitBreakerOpen")
     assert engine.evaluate() == []
@@ -309,7 +311,7 @@ def test_health_rule_is_wired_to_the_apps_health_checks(make_app: Callable[..., 
         app=app,
     )
     Observe().startup_complete(app)
-    engine = Observe.state(app).rules
+    engine = current_state(app).get(RuleEngine)
     assert engine is not None
     only(engine, "HealthCheckFailing")
     assert engine.evaluate() == []

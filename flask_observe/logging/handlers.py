@@ -13,11 +13,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from ._internal import FailureLog
-from .logging import ObserveFormatter
+from .._internal import FailureLog
+from .formatter import ObserveFormatter
 
 if TYPE_CHECKING:
-    from .config import ObserveConfig
+    from .settings import LoggingSettings
 
 __all__ = ["LoggingSetup", "StdoutHandler", "WerkzeugRequestLineFilter"]
 
@@ -81,7 +81,7 @@ class LoggingSetup:
 
     def __init__(
         self,
-        config: ObserveConfig,
+        config: LoggingSettings,
         identity: Mapping[str, Any],
         identity_lookup: Callable[[], Mapping[str, Any] | None] | None = None,
     ) -> None:
@@ -114,7 +114,9 @@ class LoggingSetup:
                     werkzeug.addFilter(dropper)
                     _GLOBAL.undo.append(lambda: werkzeug.removeFilter(dropper))
 
-    def _attach_all(self, config: ObserveConfig, formatter: logging.Formatter, level: int) -> None:
+    def _attach_all(
+        self, config: LoggingSettings, formatter: logging.Formatter, level: int
+    ) -> None:
         settings: dict[str, Any] = {
             "OBSERVE_LOG_FORMAT": config.log_format,
             "OBSERVE_LOG_LEVEL": config.log_level,
@@ -122,7 +124,7 @@ class LoggingSetup:
         if config.log_stdout:
             self._attach(("stdout",), StdoutHandler, formatter, level, settings)
         if config.log_dir:
-            from .retention import RetentionPolicy, RotatingFileHandler
+            from .files import RetentionPolicy, RotatingFileHandler
 
             path = (Path(config.log_dir) / config.log_file_name).absolute()
             policy = RetentionPolicy(

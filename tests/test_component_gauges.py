@@ -10,7 +10,10 @@ import pytest
 from flask import Flask
 
 from flask_observe import Observe
+from flask_observe.breakers import BreakerRegistry
 from flask_observe.health import CheckFailed, CheckWarning, FunctionCheck
+from flask_observe.metrics import Metrics
+from flask_observe.state import current_state
 
 from .test_metrics import sample_value
 
@@ -35,7 +38,7 @@ def test_each_health_result_sets_the_check_status_and_duration(
     observe.add_health_check(FunctionCheck("cache", critical=False, func=lambda: False), app=app)
     client = app.test_client()
     status = "flask_observe_health_check_status"
-    registry = Observe.state(app).metrics.registry  # type: ignore[union-attr]
+    registry = current_state(app).get(Metrics).registry  # type: ignore[union-attr]
     labels = {"check": "search", "critical": "true"}
     assert registry.get_sample_value(status, labels) is None  # nothing before the first run
     client.get("/health/ready")
@@ -58,10 +61,10 @@ def test_breaker_state_gauge_follows_every_change(make_app: Callable[..., Flask]
     half-open 1 on the trial call, closed 0 again after it succeeds."""
     app = make_app("brkgauge", log_stdout=False)
     breaker = Observe().circuit_breaker("billing", app=app, fail_max=2, reset_timeout=0.3)
-    state = Observe.state(app)
+    state = current_state(app)
     name = "flask_observe_circuit_breaker_state"
-    assert state.metrics is not None
-    assert state.metrics.registry.get_sample_value(name, {"breaker": "billing"}) is None
+    assert state.get(Metrics) is not None
+    assert state.get(Metrics).registry.get_sample_value(name, {"breaker": "billing"}) is None
     assert state.ticker is not None
     state.ticker.run_once()
     assert sample_value(app, name, breaker="billing") == 0.0
@@ -91,19 +94,19 @@ def test_breaker_listener_removed_at_shutdown(make_app: Callable[..., Flask]) ->
     app = make_app("undo", log_stdout=False)
     observe = Observe()
     breaker = observe.circuit_breaker("x", app=app, fail_max=1, reset_timeout=60)
-    state = Observe.state(app)
-    assert len(state.breakers._listeners) == 1
+    state = current_state(app)
+    assert len(state.get(BreakerRegistry)._listeners) == 1
     observe.shutdown(app)
-    assert state.breakers._listeners == []
+    assert state.get(BreakerRegistry)._listeners == []
 
     def down() -> None:
         raise ConnectionError("down")
 
     with pytest.raises((ConnectionError, pybreaker.CircuitBreakerError)):
         breaker.call(down)
-    assert state.metrics is not None
+    assert state.get(Metrics) is not None
     assert (
-        state.metrics.registry.get_sample_value(
+        state.get(Metrics).registry.get_sample_value(
             "flask_observe_circuit_breaker_state", {"breaker": "x"}
         )
         is None

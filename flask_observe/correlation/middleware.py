@@ -1,8 +1,9 @@
-"""Correlation IDs: one ID per request, validated or generated at the WSGI level.
+"""The one WSGI middleware of an app: binds a correlation ID to each request, times it once,
+and hands a :class:`~flask_observe.hooks.RequestRecord` to every feature's request hooks.
 
-The ID lives in a :class:`~contextvars.ContextVar` for the whole request, including the
-streaming of its response, and is echoed in the response header on every response — 404s,
-405s, errors raised by other WSGI middleware and 500s included.
+The ID lives in a :class:`~contextvars.ContextVar` (:mod:`flask_observe.context`) for the whole
+request, including the streaming of its response, and is echoed in the response header on
+every response — 404s, 405s, errors raised by other WSGI middleware and 500s included.
 
 An incoming ID is accepted only when it is 1 to ``max_length`` characters from
 ``A-Z a-z 0-9 . _ : @ + = -``; anything else (CR/LF, control characters, ANSI escapes,
@@ -13,180 +14,23 @@ caller-supplied byte outside that set reaches a log line or a response header.
 from __future__ import annotations
 
 import logging
-import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
 
-from ._internal import FailureLog
-from .config import REQUEST_ID_PATTERN
+from .._internal import FailureLog, environ_key, request_path
+from ..context import _correlation_id, id_validator, new_correlation_id, reset_correlation_id
+from ..hooks import ENVIRON_KEY, RECORD_KEY, RequestRecord
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["CorrelationMiddleware", "RequestRecord", "get_correlation_id", "new_correlation_id"]
+    from .._ticker import Ticker
+
+__all__ = ["CorrelationMiddleware"]
 
 logger = logging.getLogger("flask_observe")
-
-#: The key under which the request's ID is stored in the WSGI environ.
-ENVIRON_KEY = "flask_observe.correlation_id"
-#: The key under which the request's :class:`RequestRecord` is stored in the WSGI environ
-#: (features that need it during the request, e.g. SQL diagnostics, find it there).
-RECORD_KEY = "flask_observe.record"
-
-_correlation_id: ContextVar[str | None] = ContextVar("flask_observe.correlation_id", default=None)
-
-
-def get_correlation_id() -> str | None:
-    """The correlation ID of the current request or task, or ``None`` outside of one."""
-    return _correlation_id.get()
-
-
-def set_correlation_id(value: str | None) -> Token[str | None]:
-    """Bind ``value`` as the current correlation ID; reset with the returned token."""
-    return _correlation_id.set(value)
-
-
-def reset_correlation_id(token: Token[str | None]) -> None:
-    """Undo :func:`set_correlation_id`; tolerates a token from another context."""
-    try:
-        _correlation_id.reset(token)
-    except ValueError:
-        # The response was finished in another context than the one that started it (some
-        # async servers); make sure the ID does not leak into the next request anyway.
-        _correlation_id.set(None)
-
-
-def _uuid4_block_bits(count: int) -> tuple[int, int]:
-    """Masks that turn ``count`` concatenated 16-byte random blocks into UUID4s: clear, then
-    set, the version nibble (4) and the RFC 9562 variant bits (10) of every block."""
-    clear = bytearray(b"\xff" * 16)
-    clear[6], clear[8] = 0x0F, 0x3F
-    bits = bytearray(16)
-    bits[6], bits[8] = 0x40, 0x80
-    return int.from_bytes(bytes(clear) * count, "big"), int.from_bytes(bytes(bits) * count, "big")
-
-
-class _IdPool:
-    """UUID4s made :attr:`batch` at a time from one ``os.urandom`` call.
-
-    ``os.urandom`` is a system call, and on a virtual machine with the usual side-channel
-    mitigations a system call costs as much as the rest of the ID work together; one call per
-    64 IDs takes it off nearly every request, and the bit-twiddling and hex conversion run
-    once over the whole batch in C. The bytes are the same kernel CSPRNG output, each used
-    once. ``list.pop`` is atomic, so threads never get the same ID; a forked child (gunicorn,
-    Celery workers) drops the parent's unused IDs, or parent and child would hand out the same.
-    """
-
-    batch = 64
-
-    def __init__(self) -> None:
-        self._ids: list[str] = []
-        self._clear, self._bits = _uuid4_block_bits(self.batch)
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._drop)
-
-    def _drop(self) -> None:
-        self._ids = []
-
-    def take(self) -> str:
-        """A UUID4 never handed out before in this process."""
-        try:
-            return self._ids.pop()
-        except IndexError:
-            pass
-        size = 16 * self.batch
-        value = int.from_bytes(os.urandom(size), "big") & self._clear | self._bits
-        h = value.to_bytes(size, "big").hex()
-        fresh = [
-            f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-"
-            f"{h[i + 20 : i + 32]}"
-            for i in range(0, 2 * size, 32)
-        ]
-        # Another thread may refill at the same time: each list's IDs are popped once.
-        self._ids = fresh
-        return fresh.pop()
-
-
-_id_pool = _IdPool()
-
-
-def new_correlation_id() -> str:
-    """A fresh random ID: a UUID4 (RFC 9562) in its canonical 36-character form.
-
-    Same bits as ``str(uuid.uuid4())`` — 122 random bits from ``os.urandom`` — in a fraction of
-    the time (see :class:`_IdPool`).
-    """
-    return _id_pool.take()
-
-
-def id_validator(max_length: int) -> Callable[[str], bool]:
-    """A predicate accepting IDs made of the allowed characters, 1 to ``max_length`` long."""
-    matcher = re.compile(f"{REQUEST_ID_PATTERN}{{1,{max_length}}}").fullmatch
-
-    def is_valid(value: str) -> bool:
-        return len(value) <= max_length and matcher(value) is not None
-
-    return is_valid
-
-
-def request_path(environ: WSGIEnvironment) -> str:
-    """The request's path as text: WSGI gives ``PATH_INFO`` as bytes decoded as latin-1, so
-    a UTF-8 path (``/café``) is decoded again, as Werkzeug does for ``request.path``."""
-    path: str = environ.get("PATH_INFO", "")
-    if path.isascii():
-        return path
-    try:
-        return path.encode("latin-1").decode("utf-8", "replace")
-    except UnicodeEncodeError:  # a server that gave real text already
-        return path
-
-
-def environ_key(header: str) -> str:
-    """The WSGI environ key of an HTTP request header."""
-    return "HTTP_" + header.upper().replace("-", "_")
-
-
-class RequestRecord:
-    """What the middleware knows about one request once its response is finished."""
-
-    __slots__ = (
-        "correlation_id",
-        "duration",
-        "environ",
-        "excluded",
-        "failed",
-        "fields",
-        "route",
-        "size",
-        "start",
-        "status",
-        "trace_id",
-    )
-
-    def __init__(
-        self,
-        environ: WSGIEnvironment,
-        correlation_id: str | None,
-    ) -> None:
-        self.environ = environ
-        #: ``None`` when the middleware only times requests (correlation IDs off).
-        self.correlation_id = correlation_id
-        self.route: str | None = None
-        self.start = time.perf_counter()
-        self.duration = 0.0
-        self.status = 0
-        self.size = 0
-        self.failed = False
-        #: Trace ID (32 hex digits) of the request's span, when ``trace_lookup`` found one.
-        self.trace_id: str | None = None
-        #: Whether the path is on the shared exclusion list; ``None`` until a hook checks.
-        self.excluded: bool | None = None
-        #: Extra access-log fields contributed by finish hooks (e.g. ``db_queries``).
-        self.fields: dict[str, Any] | None = None
 
 
 class CorrelationMiddleware:
@@ -207,6 +51,8 @@ class CorrelationMiddleware:
         still active then) to name the matched route for :attr:`RequestRecord.route`.
     :param propagate_exceptions: returns ``True`` when an exception escaping ``wsgi_app``
         should be re-raised (debug and testing) instead of turned into a 500 response.
+    :param ticker: the app's background ticker, started by the first request in each process
+        (so a pre-fork server's master never owns its thread): one attribute test a request.
     """
 
     def __init__(
@@ -223,8 +69,10 @@ class CorrelationMiddleware:
         on_start: Callable[[RequestRecord], None] | None = None,
         ids: bool = True,
         trace_lookup: Callable[[], str | None] | None = None,
+        ticker: Ticker | None = None,
     ) -> None:
         self.wrapped = wsgi_app
+        self._ticker = ticker
         self.header = header
         self._header_lower = header.lower()
         keys = [environ_key(header)] + [environ_key(h) for h in fallback_headers]
@@ -247,6 +95,9 @@ class CorrelationMiddleware:
         return None
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        ticker = self._ticker
+        if ticker is not None and not ticker.running:
+            ticker.ensure_started()
         correlation_id: str | None = None
         token = None
         if self._ids:

@@ -3,24 +3,21 @@
 Fields: ``method``, ``route`` (the URL rule), ``path``, ``status``, ``duration_ms``,
 ``response_size``, ``correlation_id``, optionally ``remote_addr``, the server span's IDs when
 tracing, and fields other features add (``db_queries``). Paths on the shared exclusion list
-(:func:`compile_exclusions`: health probes, ``/metrics``) are not logged.
+(``ObserveState.excluded``: health probes, ``/metrics``) are not logged.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .correlation import RequestRecord, request_path
-from .logging import IDENTITY_ATTR, ObserveFormatter
+from .._internal import request_path
+from ..hooks import SPAN_CONTEXT_KEY, RequestRecord
+from .formatter import IDENTITY_ATTR, ObserveFormatter
 
-__all__ = ["SPAN_CONTEXT_KEY", "AccessLog", "compile_exclusions"]
-
-#: WSGI environ key where tracing leaves the server span's context, for the access line.
-SPAN_CONTEXT_KEY = "flask_observe.span_context"
+__all__ = ["AccessLog"]
 
 
 class AccessLog:
@@ -129,37 +126,3 @@ def _direct_sinks(logger: logging.Logger, level: int) -> list[logging.Handler] |
             break
         current = current.parent
     return sinks
-
-
-def compile_exclusions(patterns: tuple[str, ...]) -> Callable[[str], bool] | None:
-    """One search function for the shared list of excluded path patterns."""
-    if not patterns:
-        return None
-    combined = re.compile("|".join(f"(?:{p})" for p in patterns))
-    # Patterns all anchored at the start (the defaults are) need only be tried there: match
-    # instead of search, the same answer for a fraction of the cost on every request.
-    find = combined.match if all(_anchored(p) for p in patterns) else combined.search
-    return lambda path: find(path) is not None
-
-
-def _anchored(pattern: str) -> bool:
-    """Whether every branch of ``pattern`` starts with ``^`` (no top-level ``|``)."""
-    if not pattern.startswith("^"):
-        return False
-    depth, escaped, in_class = 0, False, False
-    for char in pattern:
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif in_class:
-            in_class = char != "]"
-        elif char == "[":
-            in_class = True
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "|" and depth == 0:
-            return False
-    return True

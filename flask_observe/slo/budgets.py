@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .metrics import Metrics
+    from ..metrics import Metrics
 
 __all__ = ["ErrorBudgets"]
 
@@ -106,7 +106,7 @@ def budget_check(budgets: ErrorBudgets, name: str = "slo") -> Any:
     from dataclasses import dataclass, field
     from typing import ClassVar
 
-    from .health.checks import HealthCheck, Observation, Status
+    from ..health.checks import HealthCheck, Observation, Status
 
     @dataclass
     class ErrorBudgetCheck(HealthCheck):

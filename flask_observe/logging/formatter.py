@@ -10,8 +10,8 @@ The pipeline is stdlib ``logging`` with structlog in front of it:
   OpenTelemetry span, the caller's extra fields and structlog's context variables
   (``structlog.contextvars.bind_contextvars``).
 
-The handlers an app installs are in :mod:`flask_observe.log_setup`, the per-request access
-line in :mod:`flask_observe.access_log`.
+The handlers an app installs are in :mod:`.handlers`, the rotated files in :mod:`.files`,
+the per-request access line in :mod:`.access`.
 """
 
 from __future__ import annotations
@@ -21,16 +21,13 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from itertools import filterfalse
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import structlog
 
-from ._internal import escape_control
-from .correlation import get_correlation_id
-
-if TYPE_CHECKING:
-    from .config import ObserveConfig
+from .._internal import escape_control
+from ..context import get_correlation_id
 
 __all__ = ["ObserveFormatter", "get_logger"]
 
@@ -285,13 +282,3 @@ def configure_structlog() -> bool:
         cache_logger_on_first_use=True,
     )
     return True
-
-
-def identity_fields(config: ObserveConfig, service: str) -> dict[str, Any]:
-    """``service`` and, when configured, ``version`` and ``environment`` of an app's lines."""
-    fields: dict[str, Any] = {"service": service}
-    if config.service_version:
-        fields["version"] = config.service_version
-    if config.environment:
-        fields["environment"] = config.environment
-    return fields

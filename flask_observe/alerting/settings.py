@@ -1,0 +1,62 @@
+"""Keys of alerting (docs/alerting.md).
+
+Each field is the key ``OBSERVE_`` + its name in capitals; see docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import boolean, integer, key, number, opt_text, ratio, str_tuple, text
+
+
+def channels(value: Any) -> tuple[Mapping[str, Any], ...]:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError("expected a JSON list of channel objects") from None
+    if isinstance(value, Mapping):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, Mapping) for v in value):
+        raise ValueError("expected a list of channel objects")
+    # Validated in depth (URL safety, required fields) by the alerting setup.
+    return tuple(dict(v) for v in value)
+
+
+@dataclass(frozen=True)
+class AlertingSettings:
+    """Keys of alerting (docs/alerting.md)."""
+
+    #: Channels, each ``{"type": "slack"|"discord"|"pagerduty"|"email"|"webhook", ...}``;
+    #: alerting is on when any is configured. Holds webhook URLs and keys: never shown.
+    alert_channels: tuple[Mapping[str, Any], ...] = key((), channels, secret=True)
+    #: Plain ``http://`` webhook URLs are refused unless this is on.
+    alert_allow_http: bool = key(False, boolean)
+    #: Hosts, addresses or networks (CIDR) webhooks may reach although they are loopback,
+    #: private or link-local.
+    alert_allow_hosts: tuple[str, ...] = key((), str_tuple)
+    #: Redis URL for state shared by every instance (dedup, cooldown, incidents).
+    alert_redis_url: str | None = key(None, opt_text, secret=True)
+    alert_redis_prefix: str = key("flask_observe:alerts", text)
+    #: The same alert (fingerprint and status) is notified at most once per window.
+    alert_dedup_seconds: float = key(3600.0, number(0.0))
+    #: Minimum time between two firing notifications of one alert name.
+    alert_cooldown_seconds: float = key(300.0, number(0.0))
+    alert_queue_size: int = key(1000, integer(1))
+    alert_timeout_seconds: float = key(5.0, number(0.1))
+    #: In-process rules; failing evaluations in a row before one fires.
+    alert_rules_enabled: bool = key(True, boolean)
+    alert_rules_consecutive: int = key(3, integer(1))
+    alert_error_rate: float = key(0.05, ratio)
+    alert_error_rate_window_seconds: float = key(300.0, number(1.0))
+    alert_latency_seconds: float = key(2.0, number(0.0))
+    #: Process RSS above this (MB) alerts; 0: never.
+    alert_memory_mb: float = key(0.0, number(0.0))
+    #: Free space of ``alert_disk_path`` below this share alerts; 0: never.
+    alert_disk_free: float = key(0.05, ratio)

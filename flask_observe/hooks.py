@@ -1,0 +1,137 @@
+"""What the request path hands to the features: one :class:`RequestRecord` per request, given
+to the request hooks of each :class:`Stage` in turn.
+
+The correlation feature's WSGI middleware makes the record, times the request once, and calls
+the hooks every feature registered (``Wiring.request_hook``): metrics, diagnostics and the
+access log all read the same timing instead of each taking its own.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._internal import FailureLog
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+
+__all__ = [
+    "ENVIRON_KEY",
+    "RECORD_KEY",
+    "SPAN_CONTEXT_KEY",
+    "Hook",
+    "RequestRecord",
+    "Stage",
+    "compose",
+    "trace_id_lookup",
+]
+
+#: The key under which the request's correlation ID is stored in the WSGI environ.
+ENVIRON_KEY = "flask_observe.correlation_id"
+#: The key under which the request's :class:`RequestRecord` is stored in the WSGI environ
+#: (features that need it during the request, e.g. SQL diagnostics, find it there).
+RECORD_KEY = "flask_observe.record"
+#: WSGI environ key where tracing leaves the server span's context, for the access line.
+SPAN_CONTEXT_KEY = "flask_observe.span_context"
+
+
+class Stage(enum.IntEnum):
+    """When a request hook runs. Hooks of one stage run in the order features registered them.
+
+    - ``START``: before the app is called (in-progress gauges);
+    - ``MEASURE``: after the response is sent (metrics, diagnostics; they may add
+      :attr:`RequestRecord.fields`);
+    - ``LOG``: after every ``MEASURE`` hook (the access line, which writes those fields).
+    """
+
+    START = 0
+    MEASURE = 1
+    LOG = 2
+
+
+class RequestRecord:
+    """What the middleware knows about one request once its response is finished."""
+
+    __slots__ = (
+        "correlation_id",
+        "duration",
+        "environ",
+        "excluded",
+        "failed",
+        "fields",
+        "route",
+        "size",
+        "start",
+        "status",
+        "trace_id",
+    )
+
+    def __init__(
+        self,
+        environ: WSGIEnvironment,
+        correlation_id: str | None,
+    ) -> None:
+        self.environ = environ
+        #: ``None`` when the middleware only times requests (correlation IDs off).
+        self.correlation_id = correlation_id
+        self.route: str | None = None
+        self.start = time.perf_counter()
+        self.duration = 0.0
+        self.status = 0
+        self.size = 0
+        self.failed = False
+        #: Trace ID (32 hex digits) of the request's span, when ``trace_lookup`` found one.
+        self.trace_id: str | None = None
+        #: Whether the path is on the shared exclusion list; ``None`` until a hook checks.
+        self.excluded: bool | None = None
+        #: Extra access-log fields contributed by finish hooks (e.g. ``db_queries``).
+        self.fields: dict[str, Any] | None = None
+
+
+Hook = Callable[[RequestRecord], None]
+
+
+def compose(hooks: Sequence[Hook]) -> Hook | None:
+    """One hook calling each of ``hooks`` in order; a failing one does not stop the others."""
+    if not hooks:
+        return None
+    if len(hooks) == 1:
+        return hooks[0]
+    failures = FailureLog()
+    chain = tuple(hooks)
+
+    def run_all(record: RequestRecord) -> None:
+        for hook in chain:
+            try:
+                hook(record)
+            except Exception:
+                failures(f"request hook {getattr(hook, '__qualname__', hook)}")
+
+    return run_all
+
+
+def trace_id_lookup() -> Callable[[], str | None] | None:
+    """A function returning the current OpenTelemetry trace ID (sampled spans only), or
+    ``None`` when opentelemetry-api is not installed."""
+    from . import _optional
+
+    if _optional.detect("opentelemetry.trace", "trace-ID exemplars") is None:
+        return None
+    from opentelemetry import trace
+
+    get_current_span = trace.get_current_span
+    invalid = trace.INVALID_SPAN
+
+    def lookup() -> str | None:
+        span = get_current_span()
+        if span is invalid:  # no span: the common case without tracing, kept cheap
+            return None
+        context = span.get_span_context()
+        if not context.is_valid or not context.trace_flags.sampled:
+            return None
+        return format(context.trace_id, "032x")
+
+    return lookup
