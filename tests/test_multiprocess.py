@@ -17,6 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from flask_observe.metrics import multiprocess
 
+#: Real time and real processes (real gunicorn workers and their recycling):
+#: CI runs these in a step of their own.
+pytestmark = pytest.mark.realtime
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -27,6 +27,10 @@ from .conftest import LiveServer, need_service
 from .test_contrib import need_tool
 from .test_multiprocess import free_port
 
+#: Real time and real processes (real gunicorn, a real Prometheus scraping it):
+#: CI runs these in a step of their own.
+pytestmark = pytest.mark.realtime
+
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = "redis://127.0.0.1:6379/2"
 #: Seconds without a successful scrape before NoSuccessfulScrape fires (hours in real life).

@@ -29,6 +29,10 @@ from flask_observe.tracing.handle import TracingSetup
 from .conftest import HungServer, read_json_lines
 from .peers import OtlpReceiver, SentryReceiver, refused_port, wait_for
 
+#: Real time and real processes (hung collectors, SIGTERM timings, gunicorn workers):
+#: CI runs these in a step of their own.
+pytestmark = pytest.mark.realtime
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
