@@ -6,6 +6,8 @@
 - :class:`HungServer` (from ``conftest``): a TCP listener that accepts and never answers.
 - :func:`refused_port`: a port nothing listens on.
 - :func:`celery_worker`: a real Celery worker in a subprocess; :func:`stop_process` stops one.
+- :class:`PrivateRedis`: a redis-server of the test's own on a free port, to stop and start
+  (the shared one on 6379 is never touched); :func:`free_port`.
 """
 
 from __future__ import annotations
@@ -257,3 +259,52 @@ def stop_process(proc: subprocess.Popen[bytes]) -> str:
         proc.kill()
         output = proc.communicate(timeout=5)[0]
     return (output or b"").decode(errors="replace")[-4000:]
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PrivateRedis:
+    """A real redis-server of the test's own, on a free port: :meth:`stop` kills it,
+    :meth:`start` brings it back on the same port (empty: nothing is saved)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._directory = directory
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PrivateRedis:
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no", "--dir", str(self._directory)]
+        self._proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def answers() -> bool:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock,
+            ):
+                sock.sendall(b"PING\r\n")
+                return sock.recv(7) == b"+PONG\r\n"
+            return False
+
+        if not wait_for(answers, 10):
+            raise RuntimeError(f"redis-server did not start on port {self.port}")
+        return self
+
+    def stop(self) -> None:
+        """Kill the server (SIGKILL: as a crash would) and wait until the port is closed."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(10)
+            self._proc = None
+
+    def __enter__(self) -> PrivateRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

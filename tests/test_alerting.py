@@ -183,7 +183,7 @@ def test_email_channel_over_smtp() -> None:
         def handle_message(self, message: Any) -> None:
             messages.append(message)
 
-    from .test_multiprocess import free_port
+    from .peers import free_port
 
     port = free_port()
     controller = Controller(Collect(), hostname="127.0.0.1", port=port)

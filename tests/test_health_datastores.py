@@ -3,14 +3,16 @@ a refused port, a listener that accepts and never answers, an exhausted app pool
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from flask import Flask
 
+from flask_observe import Observe
 from flask_observe.health import (
     DatabaseCheck,
     HealthCheck,
@@ -193,3 +195,38 @@ def test_redis_hung_server_fails_at_the_deadline_and_does_not_retry(
         assert (status, output) == (Status.FAIL, "timed out after 0.8s")
         assert wait_thread_gone("flask_observe-health-cache", 3) < 0.5
         assert hung.accepted == 1
+
+
+def test_redis_going_down_and_back_is_two_logged_and_counted_transitions(
+    make_app: Callable[..., Flask], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real redis-server killed then started again: the check goes pass -> fail -> pass,
+    each change logged (check, statuses, duration, output) and counted in
+    ``flask_observe_health_check_transitions_total``; runs that change nothing log nothing."""
+    from .peers import PrivateRedis
+
+    with PrivateRedis(tmp_path) as redis:
+        app = make_app("transitions", log_stdout=False, health_cache_ttl=0)
+        observe = Observe()
+        observe.add_health_check(RedisCheck("cache", url=redis.url, timeout=1.0), app=app)
+        runner = Observe.handle(HealthRunner, app)
+        caplog.set_level(logging.INFO, "flask_observe.health")
+        assert runner.run().status is Status.PASS
+        redis.stop()
+        assert runner.run().status is Status.FAIL
+        assert runner.run().status is Status.FAIL
+        redis.start()
+        assert runner.run().status is Status.PASS
+        lines = [r for r in caplog.records if r.name == "flask_observe.health"]
+        assert [r.getMessage() for r in lines] == [
+            "health check cache: pass -> fail",
+            "health check cache: fail -> pass",
+        ]
+        assert lines[0].output  # type: ignore[attr-defined]  # what the driver said
+        metrics = app.test_client().get("/metrics").get_data(as_text=True)
+        for before, after in (("pass", "fail"), ("fail", "pass")):
+            series = (
+                'flask_observe_health_check_transitions_total{check="cache",'
+                f'from_status="{before}",to_status="{after}"}} 1.0'
+            )
+            assert series in metrics

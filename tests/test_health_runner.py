@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 from flask import Flask
 
+from flask_observe._clock import ManualClock
 from flask_observe.health import (
     CheckFailed,
     CheckResult,
@@ -211,8 +212,10 @@ def test_given_up_runs_are_bounded_however_long_it_hangs(
 def test_concurrent_probes_share_one_run_and_the_cache_serves_the_next(
     make_runner: Callable[..., HealthRunner],
 ) -> None:
-    """30 simultaneous probes → one run; probes within the TTL reuse it; after it, a new run."""
-    runner = make_runner(cache_ttl=0.6)
+    """30 simultaneous probes → one run; probes within the TTL reuse it; after it, a new run.
+    (The cache reads the runner's clock: moved by hand, not slept.)"""
+    clock = ManualClock()
+    runner = make_runner(cache_ttl=0.6, clock=clock)
     check = runner.add(Sleeper("db", seconds=0.2, timeout=2))
     assert isinstance(check, Sleeper)
     barrier = threading.Barrier(30)
@@ -231,7 +234,10 @@ def test_concurrent_probes_share_one_run_and_the_cache_serves_the_next(
     assert check.calls == 1
     runner.run()
     assert check.calls == 1
-    time.sleep(0.7)
+    clock.advance(0.59)
+    runner.run()
+    assert check.calls == 1
+    clock.advance(0.02)
     runner.run()
     assert check.calls == 2
     runner.run(fresh=True)
@@ -415,3 +421,46 @@ def test_checks_run_inside_the_app_context(
     runner.add(FunctionCheck("ctx", func=lambda: seen.append(current_app.name)))
     assert runner.run().status is Status.PASS
     assert seen == [app.name]
+
+
+def test_status_changes_are_logged_once_each_with_what_changed(
+    make_runner: Callable[..., HealthRunner], caplog: pytest.LogCaptureFixture
+) -> None:
+    """pass -> fail -> pass writes two lines (WARNING going bad, INFO recovering) with the
+    check, the statuses, the duration and the output; results that change nothing write none."""
+    state = {"up": True}
+
+    def dependency() -> None:
+        if not state["up"]:
+            raise CheckFailed("connection refused")
+
+    runner = make_runner(cache_ttl=0)
+    runner.add(FunctionCheck("dep", func=dependency))
+    caplog.set_level(logging.INFO, "flask_observe.health")
+    runner.run()
+    runner.run()
+    state["up"] = False
+    runner.run()
+    runner.run()
+    state["up"] = True
+    runner.run()
+    lines = [r for r in caplog.records if r.name == "flask_observe.health"]
+    assert [(r.levelno, r.getMessage()) for r in lines] == [
+        (logging.WARNING, "health check dep: pass -> fail"),
+        (logging.INFO, "health check dep: fail -> pass"),
+    ]
+    went_bad = lines[0]
+    assert (went_bad.check, went_bad.from_status, went_bad.to_status) == ("dep", "pass", "fail")  # type: ignore[attr-defined]
+    assert went_bad.output == "connection refused"  # type: ignore[attr-defined]
+    assert went_bad.duration_ms >= 0  # type: ignore[attr-defined]
+
+
+def test_a_first_result_that_is_not_a_pass_is_a_transition_from_none(
+    make_runner: Callable[..., HealthRunner], caplog: pytest.LogCaptureFixture
+) -> None:
+    runner = make_runner(cache_ttl=0)
+    runner.add(FunctionCheck("cold", func=lambda: "warming up"))
+    caplog.set_level(logging.INFO, "flask_observe.health")
+    runner.run()
+    messages = [r.getMessage() for r in caplog.records if r.name == "flask_observe.health"]
+    assert messages == ["health check cold: none -> warn"]

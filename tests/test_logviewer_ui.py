@@ -28,7 +28,7 @@ from flask import Flask
 from flask_observe.context import reset_correlation_id, set_correlation_id
 
 from .conftest import REQUIRE_SERVICES, LiveServer
-from .test_sample_app import free_port
+from .peers import free_port
 
 pytestmark = pytest.mark.services
 

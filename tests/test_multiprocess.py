@@ -17,19 +17,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from flask_observe.metrics import multiprocess
 
+from .peers import free_port
+
 #: Real time and real processes (real gunicorn workers and their recycling):
 #: CI runs these in a step of their own.
 pytestmark = pytest.mark.realtime
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Gunicorn:

@@ -24,8 +24,8 @@ from sample_app.platform import create_platform_app
 
 from .alert_sinks import Sink
 from .conftest import LiveServer, need_service
+from .peers import free_port
 from .test_contrib import need_tool
-from .test_multiprocess import free_port
 
 #: Real time and real processes (real gunicorn, a real Prometheus scraping it):
 #: CI runs these in a step of their own.

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -34,7 +33,7 @@ from sample_app import DEMO_ACCOUNTS, create_app, observe
 from sample_app.platform import account_data, create_platform_app
 
 from .conftest import LiveServer, need_service, read_json_lines
-from .peers import celery_worker, stop_process
+from .peers import celery_worker, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 HEALTH_TOKEN = "sample-health-token-123456"
@@ -285,12 +284,6 @@ def test_on_postgresql(make_scraper: Callable[..., Flask], pg_schema: str) -> No
     with psycopg.connect("host=127.0.0.1 dbname=test user=postgres") as conn:
         count = conn.execute(f'SELECT count(*) FROM "{pg_schema}".snapshots').fetchone()
     assert count == (2,)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, proc: subprocess.Popen[bytes]) -> Any:

@@ -14,6 +14,12 @@
   ``1 + MAX_ABANDONED`` threads, however many probes arrive over however long.
 - Results are kept for ``cache_ttl`` seconds, and the last ``HISTORY`` of each check for the
   recent trend.
+- Every change of a check's status is logged (``flask_observe.health``: check, from, to,
+  duration, output; WARNING when it gets worse, INFO when it recovers) before the listeners
+  hear of it (the metrics feature counts them).
+
+Caching and uptime read the runner's ``clock`` (tests move it); deadlines are real time: a
+dependency that hangs, hangs on the wall clock.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from .._clock import SYSTEM, Clock
 from .._internal import FailureLog
 from .checks import HealthCheck, StartupGate, Status
 from .results import CheckResult, HealthReport, Trend, call_check, make_result
@@ -92,8 +99,10 @@ class HealthRunner:
         default_timeout: float = 2.0,
         wait_for_startup: bool = False,
         retry_hung_after: float | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
         self._app = weakref.ref(app)
+        self._clock = clock
         self.cache_ttl = cache_ttl
         self.default_timeout = default_timeout
         self.retry_hung_after = retry_hung_after
@@ -101,7 +110,7 @@ class HealthRunner:
         self._lock = threading.Lock()
         self._listeners: list[Listener] = []
         self._failures = FailureLog()
-        self._born = time.monotonic()
+        self._born = clock.monotonic()
         self._started = threading.Event()
         if wait_for_startup:
             self.add(StartupGate("startup", started=self._started))
@@ -185,7 +194,7 @@ class HealthRunner:
     @property
     def uptime(self) -> float:
         """Seconds since this runner (i.e. ``Observe`` on this app) was set up."""
-        return time.monotonic() - self._born
+        return self._clock.monotonic() - self._born
 
     # -- running -------------------------------------------------------------------------------
 
@@ -199,7 +208,8 @@ class HealthRunner:
         :param fresh: ignore cached results (a run already in flight is still shared).
         :param trends: include each check's recent trend in the report.
         """
-        now = time.monotonic()
+        now = self._clock.monotonic()  # for the cache
+        real = time.monotonic()  # for deadlines
         results: dict[str, CheckResult] = {}
         to_start: list[tuple[_Slot, _Run]] = []
         to_wait: list[tuple[_Slot, _Run]] = []
@@ -213,14 +223,14 @@ class HealthRunner:
                     results[check.name] = slot.result
                 elif check.inline:
                     inline.append(slot)
-                elif slot.inflight is None or self._give_up(slot, now):
-                    run = _Run(now, now + self._timeout(check))
+                elif slot.inflight is None or self._give_up(slot, real):
+                    run = _Run(real, real + self._timeout(check))
                     slot.inflight = run
                     to_start.append((slot, run))
                     to_wait.append((slot, run))
-                elif now >= slot.inflight.deadline:
+                elif real >= slot.inflight.deadline:
                     # Hung past its deadline: fail now, start nothing (bounded threads).
-                    result = self._hung(slot, slot.inflight, now)
+                    result = self._hung(slot, slot.inflight, real)
                     notify.append((result, self._record(slot, result, now)))
                     results[check.name] = result
                 else:
@@ -318,7 +328,7 @@ class HealthRunner:
                 )
                 return
             run.result = result
-            previous = self._record(slot, result, time.monotonic())
+            previous = self._record(slot, result, self._clock.monotonic())
         # Listeners before waking the waiters: when a probe returns, they have heard it.
         self._notify([(result, previous)])
         run.done.set()
@@ -326,7 +336,7 @@ class HealthRunner:
     def _run_inline(self, slot: _Slot) -> CheckResult:
         result = call_check(slot.check, self._ttl(slot.check), self._failures)
         with self._lock:
-            previous = self._record(slot, result, time.monotonic())
+            previous = self._record(slot, result, self._clock.monotonic())
         self._notify([(result, previous)])
         return result
 
@@ -339,7 +349,7 @@ class HealthRunner:
                 run.expired = self._make(
                     slot.check, Status.FAIL, timeout, f"timed out after {timeout:g}s", True
                 )
-                previous = self._record(slot, run.expired, time.monotonic())
+                previous = self._record(slot, run.expired, self._clock.monotonic())
             else:
                 return run.expired
         self._notify([(run.expired, previous)])
@@ -360,6 +370,7 @@ class HealthRunner:
 
     def _notify(self, events: Iterable[tuple[CheckResult, CheckResult | None]]) -> None:
         for result, previous in events:
+            _log_transition(result, previous)
             for listener in list(self._listeners):
                 try:
                     listener(result, previous)
@@ -383,6 +394,32 @@ class HealthRunner:
             check.close()
         except Exception:
             self._failures(f"closing health check {check.name!r}")
+
+
+_RANK = {Status.PASS: 0, Status.WARN: 1, Status.FAIL: 2}
+
+
+def _log_transition(result: CheckResult, previous: CheckResult | None) -> None:
+    """Log a change of a check's status (a first result only when it is not a pass)."""
+    before = previous.status if previous is not None else None
+    if before is result.status or (before is None and result.status is Status.PASS):
+        return
+    worse = before is None or _RANK[result.status] > _RANK[before]
+    logger.log(
+        logging.WARNING if worse else logging.INFO,
+        "health check %s: %s -> %s",
+        result.name,
+        before.value if before is not None else "none",
+        result.status.value,
+        extra={
+            "check": result.name,
+            "from_status": before.value if before is not None else None,
+            "to_status": result.status.value,
+            "duration_ms": round(result.duration * 1000.0, 3),
+            "output": (result.output or "")[:1000] or None,
+            "critical": result.critical,
+        },
+    )
 
 
 def _expected_duration(item: tuple[_Slot, _Run]) -> float:
