@@ -16,8 +16,8 @@ What it gives a benchmark, so that each script only says what it measures:
 - **statistics**: medians over rounds with min-max ranges (:func:`summarize`), percentiles;
 - **budgets** (:class:`Budget`): a target on one figure (alone, over a baseline, or as a ratio
   to a named peer), judged on the medians and reported met/missed round by round;
-- **output**: markdown tables (:func:`table`) and one JSON document (:func:`report_json`), and
-  the machine the numbers come from (:func:`environment`).
+- **output**: markdown tables (:func:`table`), one JSON document (:func:`report_json`), both
+  through :func:`finish`, and the machine the numbers come from (:class:`Environment`).
 
 The scripts run from a checkout (``python benchmarks/NAME.py``): this folder is on ``sys.path``
 then, and the children get the checkout on ``PYTHONPATH`` so they measure the code next to them.
@@ -163,15 +163,17 @@ class Timing:
 
     def stats(self) -> dict[str, float]:
         """Per-request figures in µs: mean, p50, p90, p99, max, loop wall time, CPU time."""
-        n = len(self.times_ns)
-        deciles = statistics.quantiles(self.times_ns, n=10) if n > 1 else self.times_ns * 9
-        centiles = statistics.quantiles(self.times_ns, n=100) if n > 1 else self.times_ns * 99
+        times, n = self.times_ns, len(self.times_ns)
+
+        def top(parts: int) -> float:  # the last cut point: p90 of 10 parts, p99 of 100
+            return statistics.quantiles(times, n=parts)[-1] if n > 1 else float(times[0])
+
         return {
-            "mean_us": sum(self.times_ns) / n / 1000,
-            "p50_us": statistics.median(self.times_ns) / 1000,
-            "p90_us": deciles[-1] / 1000,
-            "p99_us": centiles[-1] / 1000,
-            "max_us": max(self.times_ns) / 1000,
+            "mean_us": sum(times) / n / 1000,
+            "p50_us": statistics.median(times) / 1000,
+            "p90_us": top(10) / 1000,
+            "p99_us": top(100) / 1000,
+            "max_us": max(times) / 1000,
             "loop_us": self.wall_ns / n / 1000,
             "cpu_us": self.cpu_ns / n / 1000,
         }
