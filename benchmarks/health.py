@@ -17,67 +17,64 @@ Three questions, each answered by configs measured in interleaved rounds:
    real HTTP; and the same probes with nothing else going on.
 
 Requests 1 and 2 are WSGI calls in-process (no sockets), so the numbers are the
-framework's and the library's own cost. Run: ``python benchmarks/health.py [--rounds 5]``;
-needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379.
+framework's and the library's own cost. Needs PostgreSQL on 127.0.0.1:5432 and Redis on
+127.0.0.1:6379.
+
+    python benchmarks/health.py --rounds 5
+    python benchmarks/health.py --rounds 1 --scale 0.05 --configs observe-parallel,live-idle
 """
 
 from __future__ import annotations
 
 import argparse
-import io
-import json
-import os
-import platform
+import logging
 import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+import harness
+from harness import Budget, percentile, pooled
+
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/13"
 
 READY_CONFIGS = ("observe-parallel", "healthcheck-sequential", "handrolled-sequential")
 CACHED_CONFIGS = ("observe-cached", "healthcheck-cached", "bare-route-observe", "bare-route-plain")
 LIVE_CONFIGS = ("live-idle", "live-during-db-hang")
+#: Requests (probes) per run of each config, before ``--scale``.
+PLAN = {
+    **dict.fromkeys(READY_CONFIGS, 40),
+    **dict.fromkeys(CACHED_CONFIGS, 20000),
+    **dict.fromkeys(LIVE_CONFIGS, 2000),
+}
+BUDGETS = (
+    Budget(
+        "readiness minus its slowest check (each round's median probe)",
+        "observe-parallel",
+        5.0,
+        key="overhead_ms_median",
+        unit="ms",
+    ),
+    Budget(
+        "cached readiness against a bare route on the same app",
+        "observe-cached",
+        2.0,
+        peer="bare-route-observe",
+        key="us_median",
+    ),
+)
+PACKAGES = ("SQLAlchemy", "psycopg", "redis", "healthcheck", "requests")
 
 
 # -- the worker side: one config per process ------------------------------------------------
 
 
-def wsgi_get(app: Any, path: str) -> tuple[int, bytes]:
-    status: list[str] = []
-
-    def start_response(s: str, headers: Any, exc_info: Any = None) -> Any:
-        status.append(s)
-        return lambda data: None
-
-    environ = {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": path,
-        "QUERY_STRING": "",
-        "SERVER_NAME": "bench",
-        "SERVER_PORT": "80",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(),
-        "wsgi.errors": sys.stderr,
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": False,
-        "wsgi.run_once": False,
-        "wsgi.version": (1, 0),
-    }
-    result = app(environ, start_response)
-    try:
-        body = b"".join(result)
-    finally:
-        if hasattr(result, "close"):
-            result.close()
-    return int(status[0].split()[0]), body
+def client(app: Any, path: str) -> harness.WsgiClient:
+    return harness.WsgiClient(app, path, multithread=True)
 
 
 def check_objects(upstream: str) -> list[Any]:
@@ -91,7 +88,7 @@ def check_objects(upstream: str) -> list[Any]:
     ]
 
 
-def observe_app(**config: Any) -> Any:
+def observe_app(checks: Sequence[Any] = (), **config: Any) -> Any:
     from flask import Flask
 
     from flask_observe import Observe
@@ -102,7 +99,9 @@ def observe_app(**config: Any) -> Any:
         OBSERVE_EXCLUDED_PATHS=[r"^/health", r"^/ping$"],
         **{f"OBSERVE_{k.upper()}": v for k, v in config.items()},
     )
-    Observe(app)
+    observe = Observe(app)
+    for check in checks:
+        observe.add_health_check(check, app=app)
     return app
 
 
@@ -148,39 +147,42 @@ def peer_handrolled(checks: list[Any]) -> Any:
 
 
 def work_ready(config: str, n: int, upstream: str) -> dict[str, Any]:
+    from _internals import latest_check_durations
+
     checks = check_objects(upstream)
     overheads: list[float] = []
     slowest: list[float] = []
     if config == "observe-parallel":
-        from flask_observe import Observe
-
-        app = observe_app(health_cache_ttl=0)
-        runner = Observe.state(app).health
-        assert runner is not None
-        for check in checks:
-            runner.add(check)
+        app = observe_app(checks, health_cache_ttl=0)
     elif config == "healthcheck-sequential":
         app = peer_healthcheck(checks, ttl=0)
     else:
         app = peer_handrolled(checks)
+    probe = client(app, "/health/ready")
     for _ in range(3):
-        code, body = wsgi_get(app, "/health/ready")
-        assert code == 200, body
+        body = probe.get()
+        assert probe.status_code == 200, body
     latencies = []
     for _ in range(n):
         started = time.perf_counter()
-        code, _ = wsgi_get(app, "/health/ready")
+        probe.get()
         elapsed = time.perf_counter() - started
-        assert code == 200
+        assert probe.status_code == 200
         latencies.append(elapsed * 1000)
         if config == "observe-parallel":
-            worst = max(r.duration for r in runner.latest().values()) * 1000
+            worst = max(latest_check_durations(app).values()) * 1000
             slowest.append(worst)
             overheads.append(elapsed * 1000 - worst)
-    out: dict[str, Any] = {"latency_ms": latencies}
+    out: dict[str, Any] = {
+        "latency_ms": latencies,
+        "latency_ms_median": statistics.median(latencies),
+    }
     if overheads:
-        out["overhead_ms"] = overheads
-        out["slowest_check_ms"] = slowest
+        out.update(
+            overhead_ms=overheads,
+            slowest_check_ms=slowest,
+            overhead_ms_median=statistics.median(overheads),
+        )
     return out
 
 
@@ -189,40 +191,29 @@ def work_cached(config: str, n: int, upstream: str) -> dict[str, Any]:
 
     path = "/health/ready"
     if config == "observe-cached":
-        from flask_observe import Observe
-
-        app = observe_app(health_cache_ttl=3600)
-        runner = Observe.state(app).health
-        assert runner is not None
-        for check in check_objects(upstream):
-            runner.add(check)
+        app = observe_app(check_objects(upstream), health_cache_ttl=3600)
     elif config == "healthcheck-cached":
         app = peer_healthcheck(check_objects(upstream), ttl=3600)
     else:
         app = observe_app() if config == "bare-route-observe" else Flask("bench")
         app.add_url_rule("/ping", "ping", view_func=lambda: {"status": "pass"})
         path = "/ping"
+    probe = client(app, path)
     for _ in range(200):
-        code, body = wsgi_get(app, path)
-        assert code == 200, body
-    batches = []
+        body = probe.get()
+        assert probe.status_code == 200, body
+    # 20 batches; each batch's figure is its loop's wall time per request.
     batch = max(1, n // 20)
-    for _ in range(20):
-        started = time.perf_counter_ns()
-        for _ in range(batch):
-            wsgi_get(app, path)
-        batches.append((time.perf_counter_ns() - started) / batch / 1000)
-    return {"us_per_request": batches}
+    batches = [probe.timed(batch).stats()["loop_us"] for _ in range(20)]
+    return {"us_per_request": batches, "us_median": statistics.median(batches)}
 
 
 def work_live(config: str, n: int, upstream: str) -> dict[str, Any]:
     import requests
     from werkzeug.serving import make_server
 
-    from flask_observe import Observe
     from flask_observe.health import DatabaseCheck
 
-    app = observe_app(health_cache_ttl=0)
     hung = socket.socket()
     hung.bind(("127.0.0.1", 0))
     hung.listen(128)
@@ -237,11 +228,8 @@ def work_live(config: str, n: int, upstream: str) -> dict[str, Any]:
 
     threading.Thread(target=accept, daemon=True).start()
     port = hung.getsockname()[1]
-    runner = Observe.state(app).health
-    assert runner is not None
-    runner.add(
-        DatabaseCheck("db", url=f"postgresql+psycopg://postgres@127.0.0.1:{port}/x", timeout=1)
-    )
+    check = DatabaseCheck("db", url=f"postgresql+psycopg://postgres@127.0.0.1:{port}/x", timeout=1)
+    app = observe_app([check], health_cache_ttl=0)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_port}"
@@ -272,27 +260,24 @@ def work_live(config: str, n: int, upstream: str) -> dict[str, Any]:
     server.shutdown()
     return {
         "latency_ms": latencies,
+        "p99_ms": percentile(latencies, 0.99),
         "ready_probes": len(ready_codes),
         "ready_503": sum(c == 503 for c in ready_codes),
     }
 
 
-def worker(config: str, n: int, upstream: str) -> None:
+def worker(config: str, n: int, upstream: str) -> dict[str, Any]:
     if config in READY_CONFIGS:
-        out = work_ready(config, n, upstream)
-    elif config in CACHED_CONFIGS:
-        out = work_cached(config, n, upstream)
-    else:
-        out = work_live(config, n, upstream)
-    print(json.dumps(out))
+        return work_ready(config, n, upstream)
+    if config in CACHED_CONFIGS:
+        return work_cached(config, n, upstream)
+    return work_live(config, n, upstream)
 
 
 # -- the driver -----------------------------------------------------------------------------
 
 
 def start_upstream() -> tuple[str, Any]:
-    import logging
-
     from flask import Flask
     from werkzeug.serving import make_server
 
@@ -310,129 +295,139 @@ def start_upstream() -> tuple[str, Any]:
     return f"http://127.0.0.1:{server.server_port}", server
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
-
-
-def machine() -> str:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    from importlib.metadata import version
-
-    libs = ", ".join(
-        f"{name} {version(name)}"
-        for name in ("Flask", "SQLAlchemy", "psycopg", "redis", "healthcheck")
+def main(argv: list[str] | None = None) -> int:
+    parser = harness.parser(__doc__, rounds=5)
+    harness.add_configs_option(parser, PLAN)
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="multiply every config's request count"
     )
-    return (
-        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {libs},"
-        f" {platform.system()} {platform.release()}"
-    )
+    parser.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--upstream", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        harness.child_exit(worker(args.child, args.n, args.upstream))
+    if args.scale <= 0:
+        parser.error("--scale must be positive")
 
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--worker")
-    parser.add_argument("--n", type=int, default=0)
-    parser.add_argument("--upstream", default="")
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-    if args.worker:
-        worker(args.worker, args.n, args.upstream)
-        return
-
+    names = harness.select(parser, args.configs, list(PLAN))
+    counts = {name: max(1, round(PLAN[name] * args.scale)) for name in names}
     upstream, server = start_upstream()
-    plan = [(c, 40) for c in READY_CONFIGS] + [(c, 20000) for c in CACHED_CONFIGS]
-    plan += [(c, 2000) for c in LIVE_CONFIGS]
-    results: dict[str, list[dict[str, Any]]] = {c: [] for c, _ in plan}
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    for round_no in range(args.rounds):
-        order = plan if round_no % 2 == 0 else list(reversed(plan))
-        for config, n in order:
-            proc = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--worker",
-                    config,
-                    "--n",
-                    str(n),
-                    "--upstream",
-                    upstream,
-                ],
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=600,
-                check=False,
+    env = harness.Environment.now(PACKAGES)
+
+    def measure(name: str, index: int) -> dict[str, Any]:
+        options = ["--n", str(counts[name]), "--upstream", upstream]
+        return harness.run_child(__file__, name, options, timeout=600)
+
+    try:
+        runs = harness.run_rounds(names, args.rounds, measure, order="alternate")
+    finally:
+        server.shutdown()
+    summary = summarize(runs)
+    return harness.finish(
+        "health",
+        as_json=args.json,
+        settings={"rounds": args.rounds, "scale": args.scale, "requests": counts},
+        environment=env,
+        summary=summary,
+        runs=runs,
+        title=f"rounds: {args.rounds}, each config in a fresh process, order alternating",
+        text=report(summary, counts),
+        verdicts=harness.judge(BUDGETS, runs),
+    )
+
+
+def summarize(runs: harness.Runs) -> dict[str, dict[str, Any]]:
+    """Per config: pooled percentiles of every probe (readiness, liveness), or the median of
+    the per-round medians (cached answers)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, results in runs.items():
+        if name in CACHED_CONFIGS:
+            per_round = [r["us_median"] for r in results]
+            out[name] = {"median_us": statistics.median(per_round), "per_round_us": per_round}
+            continue
+        values = pooled(results, "latency_ms")
+        row: dict[str, Any] = {
+            "median_ms": statistics.median(values),
+            "p95_ms": percentile(values, 0.95),
+            "p99_ms": percentile(values, 0.99),
+            "max_ms": max(values),
+        }
+        if name == "observe-parallel":
+            overhead = pooled(results, "overhead_ms")
+            row.update(
+                overhead_median_ms=statistics.median(overhead),
+                overhead_p95_ms=percentile(overhead, 0.95),
+                overhead_max_ms=max(overhead),
+                overhead_per_round_ms=[r["overhead_ms_median"] for r in results],
+                slowest_check_median_ms=statistics.median(pooled(results, "slowest_check_ms")),
             )
-            if proc.returncode != 0:
-                raise SystemExit(f"{config} failed:\n{proc.stdout}\n{proc.stderr}")
-            results[config].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        print(f"round {round_no + 1}/{args.rounds} done", file=sys.stderr)
-    server.shutdown()
-    report(results, args.rounds)
+        if name in LIVE_CONFIGS:
+            row.update(
+                ready_probes=sum(r["ready_probes"] for r in results),
+                ready_503=sum(r["ready_503"] for r in results),
+            )
+        out[name] = row
+    return out
 
 
-def report(results: dict[str, list[dict[str, Any]]], rounds: int) -> None:
-    print(f"machine: {machine()}")
-    print(f"rounds: {rounds}, each config in a fresh process, order alternating\n")
-    print("1. readiness, 4 checks (PostgreSQL, Redis, HTTP, HTTP 100 ms), no cache")
-    print("| config | median latency (ms) | p95 latency (ms) |")
-    print("|---|---|---|")
-    medians = {}
-    for config in READY_CONFIGS:
-        values = [v for r in results[config] for v in r["latency_ms"]]
-        medians[config] = statistics.median(values)
-        print(f"| {config} | {medians[config]:.1f} | {percentile(values, 0.95):.1f} |")
-    overhead = [v for r in results["observe-parallel"] for v in r["overhead_ms"]]
-    slowest = [v for r in results["observe-parallel"] for v in r["slowest_check_ms"]]
-    round_medians = [statistics.median(r["overhead_ms"]) for r in results["observe-parallel"]]
-    print(
-        f"\nobserve-parallel minus its slowest check: median {statistics.median(overhead):.2f} ms,"
-        f" p95 {percentile(overhead, 0.95):.2f} ms, max {max(overhead):.2f} ms"
-        f" (per-round medians {', '.join(f'{m:.2f}' for m in round_medians)});"
-        f" slowest check median {statistics.median(slowest):.1f} ms"
-    )
-    for peer in READY_CONFIGS[1:]:
-        print(f"{peer} / observe-parallel: {medians[peer] / medians['observe-parallel']:.2f}x")
-
-    print("\n2. a cached answer (in-process WSGI), microseconds per request")
-    print("| config | median (µs) | per-round medians |")
-    print("|---|---|---|")
-    cached = {}
-    for config in CACHED_CONFIGS:
-        per_round = [statistics.median(r["us_per_request"]) for r in results[config]]
-        cached[config] = statistics.median(per_round)
-        rounds_text = ", ".join(f"{m:.1f}" for m in per_round)
-        print(f"| {config} | {cached[config]:.1f} | {rounds_text} |")
-    ratio = cached["observe-cached"] / cached["bare-route-observe"]
-    print(f"\nobserve-cached / bare-route-observe: {ratio:.2f}x (target <= 2)")
-    print(
-        f"observe-cached / bare-route-plain: "
-        f"{cached['observe-cached'] / cached['bare-route-plain']:.2f}x;"
-        f" healthcheck-cached / bare-route-plain: "
-        f"{cached['healthcheck-cached'] / cached['bare-route-plain']:.2f}x"
-    )
-
-    print("\n3. liveness over real HTTP, 2000 probes per round")
-    print("| config | p50 (ms) | p99 (ms) | max (ms) | readiness probes meanwhile (503) |")
-    print("|---|---|---|---|---|")
-    for config in LIVE_CONFIGS:
-        values = [v for r in results[config] for v in r["latency_ms"]]
-        probes = sum(r["ready_probes"] for r in results[config])
-        fails = sum(r["ready_503"] for r in results[config])
-        print(
-            f"| {config} | {statistics.median(values):.2f} | {percentile(values, 0.99):.2f} |"
-            f" {max(values):.2f} | {probes} ({fails}) |"
+def report(summary: dict[str, dict[str, Any]], counts: dict[str, int]) -> str:
+    lines: list[str] = []
+    ready = [c for c in READY_CONFIGS if c in summary]
+    if ready:
+        lines += ["", "1. readiness, 4 checks (PostgreSQL, Redis, HTTP, HTTP 100 ms), no cache"]
+        rows = [[c, f"{summary[c]['median_ms']:.1f}", f"{summary[c]['p95_ms']:.1f}"] for c in ready]
+        lines.append(harness.table(["config", "median latency (ms)", "p95 latency (ms)"], rows))
+    if "observe-parallel" in summary:
+        row = summary["observe-parallel"]
+        lines.append(
+            f"\nobserve-parallel minus its slowest check: median {row['overhead_median_ms']:.2f}"
+            f" ms, p95 {row['overhead_p95_ms']:.2f} ms, max {row['overhead_max_ms']:.2f} ms"
+            " (per-round medians "
+            + ", ".join(f"{m:.2f}" for m in row["overhead_per_round_ms"])
+            + f"); slowest check median {row['slowest_check_median_ms']:.1f} ms"
         )
+        for peer in READY_CONFIGS[1:]:
+            if peer in summary:
+                ratio = summary[peer]["median_ms"] / row["median_ms"]
+                lines.append(f"{peer} / observe-parallel: {ratio:.2f}x")
+    cached = [c for c in CACHED_CONFIGS if c in summary]
+    if cached:
+        lines += ["", "2. a cached answer (in-process WSGI), microseconds per request"]
+        rows = [
+            [
+                c,
+                f"{summary[c]['median_us']:.1f}",
+                ", ".join(f"{m:.1f}" for m in summary[c]["per_round_us"]),
+            ]
+            for c in cached
+        ]
+        lines.append(harness.table(["config", "median (µs)", "per-round medians"], rows))
+        if {"observe-cached", "bare-route-plain", "healthcheck-cached"} <= set(cached):
+            plain = summary["bare-route-plain"]["median_us"]
+            lines.append(
+                f"observe-cached / bare-route-plain: "
+                f"{summary['observe-cached']['median_us'] / plain:.2f}x;"
+                f" healthcheck-cached / bare-route-plain: "
+                f"{summary['healthcheck-cached']['median_us'] / plain:.2f}x"
+            )
+    live = [c for c in LIVE_CONFIGS if c in summary]
+    if live:
+        probes = counts[live[0]]
+        lines += ["", f"3. liveness over real HTTP, {probes} probes per round"]
+        head = ["config", "p50 (ms)", "p99 (ms)", "max (ms)", "readiness probes meanwhile (503)"]
+        rows = [
+            [
+                c,
+                f"{summary[c]['median_ms']:.2f}",
+                f"{summary[c]['p99_ms']:.2f}",
+                f"{summary[c]['max_ms']:.2f}",
+                f"{summary[c]['ready_probes']} ({summary[c]['ready_503']})",
+            ]
+            for c in live
+        ]
+        lines.append(harness.table(head, rows))
+    return "\n".join(lines).lstrip("\n")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

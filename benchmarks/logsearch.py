@@ -5,8 +5,10 @@ calls, scraped and failed accounts, a few errors with tracebacks, now and then a
 line), time-ordered, generated once into ``--dir`` (default under /tmp, never the repo) with
 a fixed seed, with smaller files (1, 16, 128 MiB: prefixes of it) for the size sweep.
 
-Cases, each in a fresh interpreter (this script re-invokes itself with ``child``), rounds
-interleaved with the order rotated, medians reported:
+Cases, each viewer measurement in a fresh interpreter (the harness' ``--child``), rounds
+interleaved with the order rotated, medians reported. The viewer is the one ``Observe(app)``
+builds from public settings (``OBSERVE_LOGVIEWER_*``, limits raised so one call covers the
+whole file); its search and tail are timed without the HTTP layer:
 
 - ``cid``: a rare substring (one request's correlation ID, 8 lines) over the whole file —
   ``LogViewer.search(text=<id>)`` vs ``grep -F <id>``; also ``correlation_id=<id>`` and the
@@ -26,14 +28,15 @@ machine.
 
     python benchmarks/logsearch.py --rounds 5
     python benchmarks/logsearch.py --rounds 3 --cases cid,tail --json
+    python benchmarks/logsearch.py --rounds 1 --sizes 1,2 --dir /tmp/small   # a quick look
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime as dt
 import json
-import os
-import platform
 import random
 import shutil
 import statistics
@@ -41,12 +44,19 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import harness
+from harness import Budget
+
 MIB = 1024 * 1024
 SIZES_MIB = (1, 16, 128, 512)
-RESULT_PREFIX = "LOGSEARCH-RESULT "
+#: The viewer's result cap (the most ``OBSERVE_LOGVIEWER_MAX_RESULTS`` allows; every case
+#: returns fewer, so each search covers its whole file).
+MAX_RESULTS = 100_000
+TOKEN = "benchmark-token-0123456789"
 START = 1_763_000_000.0  # 2025-11-13T02:13:20Z
 CASES = ("cid", "cid-field", "cid-api", "level+text", "range", "tail")
 
@@ -56,7 +66,7 @@ CASES = ("cid", "cid-field", "cid-api", "level+text", "range", "tail")
 
 def generate(path: Path, size: int, seed: int = 1) -> dict[str, Any]:
     """Write ``size`` bytes of scraper log lines to ``path``; return facts the cases need."""
-    from flask_observe.logging import ObserveFormatter
+    from flask_observe import ObserveFormatter
 
     rnd = random.Random(seed)
     scraper = ObserveFormatter("scraper", static_fields={"version": "1.0.0"})
@@ -164,41 +174,52 @@ def generate(path: Path, size: int, seed: int = 1) -> dict[str, Any]:
     return {"cid": chosen, "first": START, "last": now}
 
 
-def prepare(base: Path) -> dict[str, Any]:
-    """The files (generated once, reused while their facts file matches)."""
+def prepare(base: Path, sizes: tuple[int, ...] = SIZES_MIB) -> dict[str, Any]:
+    """The files (generated once, reused while their facts file matches ``sizes``)."""
     facts_path = base / "facts.json"
     if facts_path.exists():
         facts = json.loads(facts_path.read_text())
-        if all((base / f"{n}mib" / "app.log").exists() for n in SIZES_MIB):
+        if facts.get("sizes_mib", list(SIZES_MIB)) == list(sizes) and all(
+            (base / f"{n}mib" / "app.log").exists() for n in sizes
+        ):
             return dict(facts)
     shutil.rmtree(base, ignore_errors=True)
-    for n in SIZES_MIB:
+    for n in sizes:
         (base / f"{n}mib").mkdir(parents=True)
-    big = base / f"{SIZES_MIB[-1]}mib" / "app.log"
+    big = base / f"{sizes[-1]}mib" / "app.log"
     print(f"generating {big} ...", file=sys.stderr)
-    facts = generate(big, SIZES_MIB[-1] * MIB)
-    with open(big, "rb") as src:
-        data = src.read(max(SIZES_MIB[:-1]) * MIB + MIB)
-    for n in SIZES_MIB[:-1]:
-        cut = data.rindex(b"\n", 0, n * MIB) + 1
-        (base / f"{n}mib" / "app.log").write_bytes(data[:cut])
+    facts = generate(big, sizes[-1] * MIB)
+    facts["sizes_mib"] = list(sizes)
+    if len(sizes) > 1:
+        with open(big, "rb") as src:
+            data = src.read(max(sizes[:-1]) * MIB + MIB)
+        for n in sizes[:-1]:
+            cut = data.rindex(b"\n", 0, n * MIB) + 1
+            (base / f"{n}mib" / "app.log").write_bytes(data[:cut])
     facts_path.write_text(json.dumps(facts))
     return facts
+
+
+def format_time(epoch: float) -> str:
+    """``epoch`` as the viewer's canonical time (``…T04:12:30.000Z``)."""
+    moment = dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def window(path: Path) -> tuple[str, str, str]:
     """A 10-second window in the middle of ``path``: since, until, and the timestamp prefix
     that finds the same lines with grep (``…T04:12:3`` is ten seconds)."""
-    import datetime as dt
-
-    from flask_observe.logviewer.lines import format_time, line_timestamp
-
     size = path.stat().st_size
     with open(path, "rb") as fh:
         fh.seek(size // 2)
         fh.readline()
-        stamp = line_timestamp(fh.readline().rstrip(b"\n"))
-    assert stamp is not None
+        stamp = None
+        while stamp is None:  # the next JSON line (raw text lines have no timestamp)
+            line = fh.readline()
+            if not line:
+                raise ValueError(f"{path}: no JSON line after the middle")
+            with contextlib.suppress(ValueError):
+                stamp = json.loads(line)["timestamp"]
     prefix = stamp[:18]  # YYYY-MM-DDTHH:MM:S -> ten seconds
     since = prefix + "0.000Z"
     start = dt.datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp()
@@ -208,20 +229,39 @@ def window(path: Path) -> tuple[str, str, str]:
 # -- one measurement (child process) ----------------------------------------------------
 
 
-def child(case: str, directory: Path, facts: dict[str, Any], size_mib: int) -> dict[str, Any]:
-    from flask_observe.config import DEFAULT_REDACT_KEYS, DEFAULT_REDACT_PATTERNS
-    from flask_observe.logviewer import LogViewer
-    from flask_observe.logviewer.redact import Redactor
-    from flask_observe.logviewer.search import Limits
+def viewer_app(directory: Path) -> Any:
+    """An app whose log viewer reads ``directory``: public settings only, with the limits
+    raised so one call covers a whole file (redaction on, as by default)."""
+    import logging
 
-    limits = Limits(max_results=1_000_000, max_response_bytes=1 << 40, time_budget=600.0)
-    viewer = LogViewer(
-        directory,
-        ("app.log",),
-        limits=limits,
-        redactor=Redactor(DEFAULT_REDACT_KEYS, DEFAULT_REDACT_PATTERNS),
+    from flask import Flask
+
+    from flask_observe import Observe
+
+    app = Flask("bench")
+    app.config.update(
+        OBSERVE_LOGGING_ENABLED=False,
+        OBSERVE_METRICS_ENABLED=False,
+        OBSERVE_LOG_DIR=str(directory),
+        OBSERVE_LOGVIEWER_ENABLED=True,
+        OBSERVE_AUTH_TOKEN=TOKEN,
+        OBSERVE_LOGVIEWER_MAX_RESULTS=MAX_RESULTS,
+        OBSERVE_LOGVIEWER_MAX_RESPONSE_BYTES=1 << 40,
+        OBSERVE_LOGVIEWER_TIME_BUDGET=600,
     )
+    Observe(app)
+    logging.getLogger().setLevel(logging.WARNING)
+    return app
+
+
+def child(case: str, directory: Path, facts: dict[str, Any]) -> dict[str, Any]:
+    from _internals import log_viewer
+
+    app = viewer_app(directory)
     size = (directory / "app.log").stat().st_size
+    if case == "cid-api":
+        return _through_api(app, facts, size)
+    viewer = log_viewer(app)
     if case == "tail":
         times = []
         for _ in range(30):
@@ -236,9 +276,7 @@ def child(case: str, directory: Path, facts: dict[str, Any], size_mib: int) -> d
             "scanned": page.scanned_bytes,
             "size": size,
         }
-    if case == "cid-api":
-        return _through_api(directory, facts, size)
-    args: dict[str, list[str]] = {"limit": ["1000000"]}
+    args: dict[str, list[str]] = {"limit": [str(MAX_RESULTS)]}
     if case == "cid":
         args["text"] = [facts["cid"]]
     elif case == "cid-field":
@@ -261,25 +299,9 @@ def child(case: str, directory: Path, facts: dict[str, Any], size_mib: int) -> d
     }
 
 
-def _through_api(directory: Path, facts: dict[str, Any], size: int) -> dict[str, Any]:
-    import logging
-
-    from flask import Flask
-
-    from flask_observe import Observe
-
-    app = Flask("bench")
-    app.config.update(
-        OBSERVE_LOGGING_ENABLED=False,
-        OBSERVE_LOG_DIR=str(directory),
-        OBSERVE_LOGVIEWER_ENABLED=True,
-        OBSERVE_AUTH_TOKEN="benchmark-token-0123456789",
-        OBSERVE_LOGVIEWER_TIME_BUDGET=600,
-    )
-    Observe(app)
-    logging.getLogger().setLevel(logging.WARNING)
+def _through_api(app: Any, facts: dict[str, Any], size: int) -> dict[str, Any]:
     client = app.test_client()
-    headers = {"Authorization": "Bearer benchmark-token-0123456789"}
+    headers = {"Authorization": f"Bearer {TOKEN}"}
     started = time.perf_counter()
     response = client.get(f"/api/logs/search?text={facts['cid']}&limit=1000", headers=headers)
     body = response.get_json()
@@ -313,138 +335,135 @@ def grep(args: list[str], pipe_to: list[str] | None = None) -> dict[str, Any]:
 # -- the driver -------------------------------------------------------------------------
 
 
-def run_child(case: str, directory: Path, size_mib: int) -> dict[str, Any]:
-    done = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "child",
-            "--case",
-            case,
-            "--dir",
-            str(directory.parent),
-            "--size-mib",
-            str(size_mib),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    for line in done.stdout.splitlines():
-        if line.startswith(RESULT_PREFIX):
-            return dict(json.loads(line[len(RESULT_PREFIX) :]))
-    raise RuntimeError(f"child {case} failed:\n{done.stdout}\n{done.stderr}")
-
-
-def measurements(base: Path, facts: dict[str, Any], cases: list[str]) -> list[tuple[str, Any]]:
-    """The (name, thunk) pairs of one round."""
-    big = base / f"{SIZES_MIB[-1]}mib"
+def measurements(
+    base: Path, facts: dict[str, Any], cases: list[str], sizes: tuple[int, ...]
+) -> dict[str, Callable[[], dict[str, Any]]]:
+    """The measurements of one round, by name."""
+    biggest = sizes[-1]
+    big = base / f"{biggest}mib"
     big_file = str(big / "app.log")
     cid = facts["cid"]
-    out: list[tuple[str, Any]] = []
+
+    def viewer(case: str, directory: Path) -> Callable[[], dict[str, Any]]:
+        options = ["--dir", str(base), "--size-mib", directory.name.removesuffix("mib")]
+        return lambda: harness.run_child(__file__, case, options)
+
+    out: dict[str, Callable[[], dict[str, Any]]] = {}
     if "cid" in cases:
-        out.append(("cid: viewer text=", lambda: run_child("cid", big, 512)))
-        out.append(("cid: grep -F", lambda: grep(["-F", cid, big_file])))
+        out["cid: viewer text="] = viewer("cid", big)
+        out["cid: grep -F"] = lambda: grep(["-F", cid, big_file])
     if "cid-field" in cases:
-        out.append(("cid: viewer correlation_id=", lambda: run_child("cid-field", big, 512)))
+        out["cid: viewer correlation_id="] = viewer("cid-field", big)
     if "cid-api" in cases:
-        out.append(("cid: API /search?text=", lambda: run_child("cid-api", big, 512)))
+        out["cid: API /search?text="] = viewer("cid-api", big)
     if "level+text" in cases:
-        levels = [
-            "-F",
-            "-e",
-            '"level":"warning"',
-            "-e",
-            '"level":"error"',
-            "-e",
-            '"level":"critical"',
-            big_file,
-        ]
-        out.append(("level+text: viewer", lambda: run_child("level+text", big, 512)))
-        out.append(("level+text: grep -F text", lambda: grep(["-F", "instagram", big_file])))
-        out.append(
-            ("level+text: grep levels | grep text", lambda: grep(levels, ["-F", "instagram"]))
-        )
-    for n in SIZES_MIB:
+        levels = ["-F", "-e", '"level":"warning"', "-e", '"level":"error"']
+        levels += ["-e", '"level":"critical"', big_file]
+        out["level+text: viewer"] = viewer("level+text", big)
+        out["level+text: grep -F text"] = lambda: grep(["-F", "instagram", big_file])
+        out["level+text: grep levels | grep text"] = lambda: grep(levels, ["-F", "instagram"])
+    for n in sizes:
         directory = base / f"{n}mib"
         if "range" in cases:
             _, _, prefix = window(directory / "app.log")
-            out.append(
-                (f"range {n} MiB: viewer", lambda d=directory, n=n: run_child("range", d, n))
-            )
-            out.append(
-                (
-                    f"range {n} MiB: grep -F prefix",
-                    lambda p=prefix, d=directory: grep(["-F", p, str(d / "app.log")]),
-                )
+            out[f"range {n} MiB: viewer"] = viewer("range", directory)
+            out[f"range {n} MiB: grep -F prefix"] = lambda p=prefix, d=directory: grep(
+                ["-F", p, str(d / "app.log")]
             )
         if "tail" in cases:
-            out.append((f"tail {n} MiB: viewer", lambda d=directory, n=n: run_child("tail", d, n)))
+            out[f"tail {n} MiB: viewer"] = viewer("tail", directory)
     return out
 
 
-def environment() -> dict[str, Any]:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    grep_version = subprocess.run(["grep", "--version"], capture_output=True, text=True).stdout
-    return {
-        "cpu": cpu,
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "grep": grep_version.splitlines()[0] if grep_version else "?",
-        "load": os.getloadavg(),
-    }
+def budgets(sizes: tuple[int, ...]) -> list[Budget]:
+    """The targets: a rare-substring search at least 0.8x grep's throughput; level+text at
+    most 3x grep's time; a tail of 100 lines at most 5 ms per call."""
+    out = [
+        Budget(
+            f"rare substring, throughput of `{ours}` / `grep -F`",
+            ours,
+            0.8,
+            peer="cid: grep -F",
+            key="seconds",
+            unit="s",
+            at_least=True,
+            invert=True,
+        )
+        for ours in ("cid: viewer text=", "cid: viewer correlation_id=", "cid: API /search?text=")
+    ]
+    out += [
+        Budget(
+            f"level+text, time / `{theirs.split(': ', 1)[1]}` time",
+            "level+text: viewer",
+            3.0,
+            peer=theirs,
+            key="seconds",
+            unit="s",
+        )
+        for theirs in ("level+text: grep -F text", "level+text: grep levels | grep text")
+    ]
+    out += [
+        Budget(
+            f"tail 100 lines of {n} MiB", f"tail {n} MiB: viewer", 5.0, key="median_ms", unit="ms"
+        )
+        for n in sizes
+    ]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("mode", nargs="?", default="run", choices=("run", "child"))
-    parser.add_argument("--dir", default="/tmp/flask_observe_logsearch", type=Path)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--cases", default=",".join(CASES))
-    parser.add_argument("--case")
-    parser.add_argument("--size-mib", type=int, default=512)
-    parser.add_argument("--json", action="store_true")
+    parser = harness.parser(__doc__, rounds=5)
+    parser.add_argument(
+        "--dir",
+        default="/tmp/flask_observe_logsearch",
+        type=Path,
+        help="where the generated logs are kept (and reused)",
+    )
+    parser.add_argument("--cases", default=",".join(CASES), help=f"subset of {','.join(CASES)}")
+    parser.add_argument(
+        "--sizes",
+        default=",".join(map(str, SIZES_MIB)),
+        help="file sizes in MiB, ascending; the largest is generated, the others are its"
+        " prefixes, and the single-file cases search the largest",
+    )
+    parser.add_argument("--size-mib", type=int, default=SIZES_MIB[-1], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     base: Path = args.dir
-    if args.mode == "child":
+    if args.child:
         facts = json.loads((base / "facts.json").read_text())
-        result = child(args.case, base / f"{args.size_mib}mib", facts, args.size_mib)
-        print(RESULT_PREFIX + json.dumps(result))
-        return 0
+        harness.child_exit(child(args.child, base / f"{args.size_mib}mib", facts))
+    try:
+        sizes = tuple(sorted({int(n) for n in args.sizes.split(",") if n.strip()}))
+    except ValueError:
+        parser.error("--sizes: comma-separated whole MiB, e.g. 1,16,128,512")
+    if not sizes or sizes[0] < 1:
+        parser.error("--sizes: at least one size of 1 MiB or more")
     cases = [c for c in args.cases.split(",") if c]
-    facts = prepare(base)
-    plan = measurements(base, facts, cases)
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in plan}
-    env = environment()
-    started = time.monotonic()
-    for round_no in range(args.rounds):
-        order = plan[round_no % len(plan) :] + plan[: round_no % len(plan)]
-        for name, thunk in order:
-            runs[name].append(thunk())
-        print(f"round {round_no + 1}/{args.rounds} done", file=sys.stderr)
-    env["load_after"] = os.getloadavg()
-    env["seconds"] = round(time.monotonic() - started, 1)
+    unknown = set(cases) - set(CASES)
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(sorted(unknown))}; known: {', '.join(CASES)}")
+    facts = prepare(base, sizes)
+    plan = measurements(base, facts, cases, sizes)
+    grep_version = subprocess.run(["grep", "--version"], capture_output=True, text=True).stdout
+    env = harness.Environment.now(
+        ("google-re2",), grep=grep_version.splitlines()[0] if grep_version else "?"
+    )
+    runs = harness.run_rounds(list(plan), args.rounds, lambda name, _: plan[name]())
     report = summarize(runs)
-    if args.json:
-        print(
-            json.dumps(
-                {"environment": env, "facts": facts, "summary": report, "runs": runs}, indent=2
-            )
-        )
-    else:
-        print(render(env, report))
-    return 0
+    return harness.finish(
+        "logsearch",
+        as_json=args.json,
+        settings={"rounds": args.rounds, "cases": cases, "sizes_mib": list(sizes)},
+        environment=env,
+        summary=report,
+        runs=runs,
+        text=render(report, sizes),
+        verdicts=harness.judge(budgets(sizes), runs),
+        facts=facts,
+    )
 
 
-def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+def summarize(runs: harness.Runs) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, results in runs.items():
         if "median_ms" in results[0]:
@@ -456,11 +475,11 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]
                 "size": results[0]["size"],
             }
             continue
-        seconds = [r["seconds"] for r in results]
+        row = harness.summarize({name: results}, "seconds")[name]
         out[name] = {
-            "median_s": statistics.median(seconds),
-            "min_s": min(seconds),
-            "max_s": max(seconds),
+            "median_s": row["median"],
+            "min_s": row["min"],
+            "max_s": row["max"],
             "results": results[0]["results"],
             "scanned": results[0].get("scanned"),
             "size": results[0].get("size"),
@@ -468,52 +487,35 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]
     return out
 
 
-def render(env: dict[str, Any], report: dict[str, dict[str, Any]]) -> str:
-    lines = [
-        f"machine: {env['cpu']} x{env['cpus']}, Linux {env['kernel']}, CPython {env['python']},"
-        f" {env['grep']}; load {env['load'][0]:.2f} -> {env['load_after'][0]:.2f};"
-        f" {env['seconds']} s",
-        "",
-        "| measurement | median | min-max | results | bytes read | MiB/s |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
+def render(report: dict[str, dict[str, Any]], sizes: tuple[int, ...]) -> str:
+    rows = []
     for name, r in report.items():
         if "median_ms" in r:
-            lines.append(
-                f"| {name} | {r['median_ms']:.2f} ms (first call {r['first_ms']:.2f} ms) |"
-                f" max {r['max_ms']:.2f} ms | 100 | {r['scanned']:,} of {r['size']:,} | |"
+            rows.append(
+                [
+                    name,
+                    f"{r['median_ms']:.2f} ms (first call {r['first_ms']:.2f} ms)",
+                    f"max {r['max_ms']:.2f} ms",
+                    "100",
+                    f"{r['scanned']:,} of {r['size']:,}",
+                    "",
+                ]
             )
             continue
-        size = r.get("size") or (SIZES_MIB[-1] * MIB)
+        size = r.get("size") or (sizes[-1] * MIB)
         scanned = f"{r['scanned']:,} of {size:,}" if r.get("scanned") is not None else "all"
-        lines.append(
-            f"| {name} | {r['median_s'] * 1000:.1f} ms | {r['min_s'] * 1000:.1f}-"
-            f"{r['max_s'] * 1000:.1f} ms | {r['results']} | {scanned} |"
-            f" {size / MIB / r['median_s']:.0f} |"
+        rows.append(
+            [
+                name,
+                f"{r['median_s'] * 1000:.1f} ms",
+                f"{r['min_s'] * 1000:.1f}-{r['max_s'] * 1000:.1f} ms",
+                r["results"],
+                scanned,
+                f"{size / MIB / r['median_s']:.0f}",
+            ]
         )
-    ratios = []
-
-    def ratio(ours: str, theirs: str, label: str) -> None:
-        if ours in report and theirs in report:
-            value = report[theirs]["median_s"] / report[ours]["median_s"]
-            ratios.append(f"- {label}: {value:.2f}")
-
-    ratio(
-        "cid: viewer text=",
-        "cid: grep -F",
-        "rare substring, throughput viewer / grep -F (target >= 0.8)",
-    )
-    ratio("cid: viewer correlation_id=", "cid: grep -F", "correlation_id= filter, same ratio")
-    ratio("cid: API /search?text=", "cid: grep -F", "through the HTTP API, same ratio")
-    for theirs in ("level+text: grep -F text", "level+text: grep levels | grep text"):
-        if "level+text: viewer" in report and theirs in report:
-            value = report["level+text: viewer"]["median_s"] / report[theirs]["median_s"]
-            ratios.append(
-                f"- level+text time / `{theirs.split(': ', 1)[1]}` time: {value:.2f} (target <= 3)"
-            )
-    if ratios:
-        lines += ["", *ratios]
-    return "\n".join(lines)
+    head = ["measurement", "median", "min-max", "results", "bytes read", "MiB/s"]
+    return harness.table(head, rows)
 
 
 if __name__ == "__main__":

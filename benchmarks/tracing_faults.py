@@ -1,7 +1,7 @@
 """Request latency with the OTLP collector healthy, down or hung; memory while spans drop.
 
-The app of ``benchmarks/overhead.py`` (one small JSON view that logs a line) with
-``Observe(app)`` and tracing on, 100 % sampled, exporting over OTLP/gRPC to one of:
+The app of ``configurations.py`` (one small JSON view that logs a line) with ``Observe(app)``
+and tracing on, 100 % sampled, exporting over OTLP/gRPC to one of:
 
 - ``healthy``: a real OTLP/gRPC receiver (``grpcio`` + ``opentelemetry-proto``) that answers
   every export at once;
@@ -15,7 +15,8 @@ overhead.py does), enough for the batch processor to export (or fail to) many ti
 timed loop, then reports the tracing stats and the resident memory before and after.
 
 ``--spans N`` adds a memory check: with the collector hung, N more spans are started and ended
-through the app's tracer after the timed loop, and the RSS growth is reported.
+through OpenTelemetry's global tracer (which flask_observe routes to the app's provider)
+after the timed loop, and the RSS growth is reported.
 
     python benchmarks/tracing_faults.py --rounds 5 --requests 20000 --spans 200000
 """
@@ -23,12 +24,11 @@ through the app's tracer after the timed loop, and the RSS growth is reported.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
-import json
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,14 +37,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness
+from configurations import PACKAGES, REQUEST_PATH, make_app
+from harness import Budget
 
-import contextlib
-
-from overhead import REQUEST_PATH, environment, make_app
-
-RESULT_PREFIX = "FAULTS-RESULT "
 PEERS = ("healthy", "refused", "hung")
+#: The claim: a dead collector makes requests at most 10 % slower than a healthy one.
+BUDGETS = tuple(
+    Budget(f"latency with the collector {peer}, against healthy", peer, 1.10, peer="healthy")
+    for peer in ("refused", "hung")
+)
 
 
 def rss_bytes() -> int:
@@ -128,7 +130,8 @@ def free_port() -> int:
 
 
 def run_one(peer: str, endpoint: str, requests: int, warmup: int, spans: int) -> dict[str, Any]:
-    from werkzeug.test import EnvironBuilder
+    from _internals import tracing_stats
+    from opentelemetry import trace
 
     from flask_observe import Observe
 
@@ -141,54 +144,29 @@ def run_one(peer: str, endpoint: str, requests: int, warmup: int, spans: int) ->
         OBSERVE_TRACING_SAMPLE_RATE=1.0,
     )
     Observe(app)
-    tracing = Observe.state(app).tracing
-    assert tracing is not None
-    builder = EnvironBuilder(path=REQUEST_PATH)
-    environ = builder.get_environ()
-    builder.close()
-
-    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
-        return None
-
-    def request() -> None:
-        body = app(environ.copy(), start_response)
-        for _chunk in body:
-            pass
-        body.close()  # type: ignore[attr-defined]
-
-    for _ in range(warmup):
-        request()
+    client = harness.WsgiClient(app, REQUEST_PATH)
+    client.warm_up(warmup)
     gc.collect()
     rss_start = rss_bytes()
-    clock = time.perf_counter_ns
-    times = [0] * requests
-    cpu_start = time.process_time_ns()
-    for i in range(requests):
-        t0 = clock()
-        request()
-        times[i] = clock() - t0
-    cpu = time.process_time_ns() - cpu_start
+    timing = client.timed(requests)
     rss_end = rss_bytes()
+    stats = timing.stats()
     result: dict[str, Any] = {
         "peer": peer,
-        "mean_us": sum(times) / requests / 1000,
-        "p50_us": statistics.median(times) / 1000,
-        "p99_us": statistics.quantiles(times, n=100)[-1] / 1000,
-        "max_us": max(times) / 1000,
-        "cpu_us": cpu / requests / 1000,
+        **{k: stats[k] for k in ("mean_us", "p50_us", "p99_us", "max_us", "cpu_us")},
         "rss_start_mb": rss_start / 2**20,
         "rss_end_mb": rss_end / 2**20,
-        "stats": tracing.stats(),
+        "stats": tracing_stats(app),
     }
     if spans:
-        tracer = tracing.tracer(("benchmark", None, None))
+        tracer = trace.get_tracer("benchmark")
         with app.app_context():
             before = rss_bytes()
             for _ in range(spans):
                 tracer.start_span("extra").end()
             result["spans_extra"] = spans
             result["spans_rss_growth_mb"] = (rss_bytes() - before) / 2**20
-        result["stats_after_spans"] = tracing.stats()
+        result["stats_after_spans"] = tracing_stats(app)
     started = time.monotonic()
     Observe().shutdown(app)
     result["shutdown_s"] = time.monotonic() - started
@@ -198,102 +176,28 @@ def run_one(peer: str, endpoint: str, requests: int, warmup: int, spans: int) ->
 # -- the parent -----------------------------------------------------------------------------
 
 
-def run_child(peer: str, endpoint: str, args: argparse.Namespace) -> dict[str, Any]:
-    command = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--child",
-        peer,
-        "--endpoint",
-        endpoint,
-        "--requests",
-        str(args.requests),
-        "--warmup",
-        str(args.warmup),
-        "--spans",
-        str(args.spans if peer == "hung" else 0),
-    ]
-    env = dict(os.environ, GRPC_VERBOSITY="NONE")
-    proc = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"{peer} run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1][len(RESULT_PREFIX) :])  # type: ignore[no-any-return]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--requests", type=int, default=20000)
-    parser.add_argument("--warmup", type=int, default=500)
-    parser.add_argument("--spans", type=int, default=0, help="memory check, hung peer only")
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--child", choices=PEERS, help=argparse.SUPPRESS)
-    parser.add_argument("--endpoint", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-
-    if args.child:
-        result = run_one(args.child, args.endpoint, args.requests, args.warmup, args.spans)
-        print(RESULT_PREFIX + json.dumps(result), flush=True)
-        return 0
-
-    env = environment()
-    env["loadavg_start"] = os.getloadavg()
-    receiver, hung = Receiver(), Hung()
-    endpoints = {
-        "healthy": f"http://127.0.0.1:{receiver.port}",
-        "refused": f"http://127.0.0.1:{free_port()}",
-        "hung": f"http://127.0.0.1:{hung.port}",
-    }
-    runs: dict[str, list[dict[str, Any]]] = {peer: [] for peer in PEERS}
-    started = time.monotonic()
-    try:
-        for index in range(args.rounds):
-            order = PEERS[index % 3 :] + PEERS[: index % 3]
-            for peer in order:
-                result = run_child(peer, endpoints[peer], args)
-                runs[peer].append(result)
-                print(
-                    f"round {index + 1}/{args.rounds} {peer:8} {result['mean_us']:8.1f} µs "
-                    f"exported {result['stats']['exported']} dropped {result['stats']['dropped']}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-    finally:
-        receiver.close()
-        hung.close()
-    env["loadavg_end"] = os.getloadavg()
-    env["seconds"] = round(time.monotonic() - started, 1)
-
+def summarize(runs: harness.Runs) -> dict[str, dict[str, Any]]:
     summary: dict[str, dict[str, Any]] = {}
     for peer, results in runs.items():
-        summary[peer] = {
+        row = {
             key: statistics.median(r[key] for r in results)
             for key in ("mean_us", "p50_us", "p99_us", "cpu_us", "shutdown_s")
         }
-        summary[peer]["max_us"] = max(r["max_us"] for r in results)
-        summary[peer]["rss_growth_mb"] = statistics.median(
+        row["max_us"] = max(r["max_us"] for r in results)
+        row["rss_growth_mb"] = statistics.median(
             r["rss_end_mb"] - r["rss_start_mb"] for r in results
         )
-        summary[peer]["exported"] = statistics.median(r["stats"]["exported"] for r in results)
-        summary[peer]["dropped"] = statistics.median(r["stats"]["dropped"] for r in results)
-    healthy = summary["healthy"]["mean_us"]
-    for row in summary.values():
-        row["ratio_vs_healthy"] = row["mean_us"] / healthy
-    memory = [r for r in runs["hung"] if "spans_rss_growth_mb" in r]
-    if args.json:
-        json.dump({"environment": env, "summary": summary, "runs": runs}, sys.stdout, indent=2)
-        print()
-        return 0
-    print(
-        f"{args.rounds} rounds x {args.requests} requests (+{args.warmup} warm-up) of GET "
-        f"{REQUEST_PATH}, tracing 100% sampled to an OTLP/gRPC peer"
-    )
-    print(
-        f"{env['cpu']} ({env['cpus']} CPUs), {env['implementation']} {env['python']}, "
-        f"load {env['loadavg_start'][0]:.2f} → {env['loadavg_end'][0]:.2f}, {env['seconds']} s"
-    )
-    print()
+        row["exported"] = statistics.median(r["stats"]["exported"] for r in results)
+        row["dropped"] = statistics.median(r["stats"]["dropped"] for r in results)
+        summary[peer] = row
+    if "healthy" in summary:
+        healthy = summary["healthy"]["mean_us"]
+        for row in summary.values():
+            row["ratio_vs_healthy"] = row["mean_us"] / healthy
+    return summary
+
+
+def render(summary: dict[str, dict[str, Any]], runs: harness.Runs) -> str:
     head = [
         "collector",
         "µs/req",
@@ -307,13 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         "RSS growth MB",
         "shutdown s",
     ]
-    print("| " + " | ".join(head) + " |")
-    print("|" + "---|" * len(head))
-    for peer, row in summary.items():
-        cells = [
+    rows = [
+        [
             f"`{peer}`",
             f"{row['mean_us']:.1f}",
-            f"{row['ratio_vs_healthy']:.3f}",
+            f"{row['ratio_vs_healthy']:.3f}" if "ratio_vs_healthy" in row else "",
             f"{row['p50_us']:.1f}",
             f"{row['p99_us']:.1f}",
             f"{row['max_us']:.0f}",
@@ -323,17 +225,73 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['rss_growth_mb']:.1f}",
             f"{row['shutdown_s']:.2f}",
         ]
-        print("| " + " | ".join(cells) + " |")
-    worst = max(summary["refused"]["ratio_vs_healthy"], summary["hung"]["ratio_vs_healthy"])
-    verdict = "MET" if worst <= 1.10 else "MISSED"
-    print(f"\nLATENCY within 10% of healthy (worst ratio {worst:.3f}): {verdict}")
-    for r in memory:
-        after = r["stats_after_spans"]
-        print(
-            f"memory (hung): {r['spans_extra']} more spans → RSS {r['spans_rss_growth_mb']:+.1f}"
-            f" MB, queue {after['queued']}/{after['queue_capacity']}, dropped {after['dropped']}"
+        for peer, row in summary.items()
+    ]
+    lines = [harness.table(head, rows)]
+    for r in runs.get("hung", []):
+        if "spans_rss_growth_mb" in r:
+            after = r["stats_after_spans"]
+            lines.append(
+                f"memory (hung): {r['spans_extra']} more spans → RSS"
+                f" {r['spans_rss_growth_mb']:+.1f} MB, queue {after['queued']}/"
+                f"{after['queue_capacity']}, dropped {after['dropped']}"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = harness.parser(__doc__, rounds=5)
+    parser.add_argument("--requests", type=int, default=20000, help="timed requests per run")
+    parser.add_argument("--warmup", type=int, default=500, help="untimed requests first")
+    parser.add_argument("--spans", type=int, default=0, help="memory check, hung peer only")
+    harness.add_configs_option(parser, PEERS)
+    parser.add_argument("--endpoint", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        harness.child_exit(
+            run_one(args.child, args.endpoint, args.requests, args.warmup, args.spans)
         )
-    return 0
+
+    peers = harness.select(parser, args.configs, PEERS)
+    env = harness.Environment.now(PACKAGES)
+    receiver, hung = Receiver(), Hung()
+    endpoints = {
+        "healthy": f"http://127.0.0.1:{receiver.port}",
+        "refused": f"http://127.0.0.1:{free_port()}",
+        "hung": f"http://127.0.0.1:{hung.port}",
+    }
+
+    def measure(peer: str, index: int) -> dict[str, Any]:
+        spans = args.spans if peer == "hung" else 0
+        options = ["--endpoint", endpoints[peer], "--requests", str(args.requests)]
+        options += ["--warmup", str(args.warmup), "--spans", str(spans)]
+        return harness.run_child(__file__, peer, options, env={"GRPC_VERBOSITY": "NONE"})
+
+    def describe(result: dict[str, Any]) -> str:
+        stats = result["stats"]
+        return (
+            f"{result['mean_us']:8.1f} µs exported {stats['exported']} dropped {stats['dropped']}"
+        )
+
+    try:
+        runs = harness.run_rounds(peers, args.rounds, measure, describe=describe)
+    finally:
+        receiver.close()
+        hung.close()
+    summary = summarize(runs)
+    return harness.finish(
+        "tracing_faults",
+        as_json=args.json,
+        settings={k: getattr(args, k) for k in ("rounds", "requests", "warmup", "spans")},
+        environment=env,
+        summary=summary,
+        runs=runs,
+        title=f"{args.rounds} rounds x {args.requests} requests (+{args.warmup} warm-up) of GET "
+        f"{REQUEST_PATH}, tracing 100% sampled to an OTLP/gRPC peer",
+        text=render(summary, runs),
+        verdicts=harness.judge(BUDGETS, runs),
+    )
 
 
 if __name__ == "__main__":
