@@ -1,9 +1,9 @@
-"""PRIVATE: every place a benchmark reaches past flask_observe's public API, and only here.
+"""What the benchmarks read of an app besides its requests, in one place.
 
-The benchmarks configure flask_observe through ``Observe`` and ``OBSERVE_*`` keys only. Four
-readings have no public form yet; they live here, so that when the package's internals move
-(issue 11 moves them) this is the one file to fix, and each fails loudly instead of measuring
-something else:
+The benchmarks configure flask_observe through ``Observe`` and ``OBSERVE_*`` keys only. One
+reach is past the public API and PRIVATE — :func:`discard_spans`, which fails loudly when the
+internals it patches move; the other three read a feature's handle through the public
+``Observe.handle``:
 
 - :func:`discard_spans`: make flask_observe's OTLP exporter one that receives every batch and
   keeps nothing, for the ``observe+tracing*`` configurations of ``overhead.py`` (their peer,
@@ -15,8 +15,6 @@ something else:
 - :func:`log_viewer`: the app's log viewer object, built by ``Observe`` from public settings
   (``logsearch.py`` times its ``search``/``tail`` without the HTTP layer).
 
-``Observe.state(app)`` is the wiring, not the API (issue 11 removes it from the public API); a
-public way to reach a feature's handle will replace it here.
 """
 
 from __future__ import annotations
@@ -25,12 +23,6 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
-
-
-def _state(app: Flask) -> Any:
-    from flask_observe import Observe
-
-    return Observe.state(app)
 
 
 def discard_spans() -> None:
@@ -45,12 +37,12 @@ def discard_spans() -> None:
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
     try:
-        from flask_observe.tracing import setup
+        from flask_observe.tracing import provider
     except ImportError as exc:
         raise RuntimeError(f"benchmarks/_internals.py: {exc}; update discard_spans()") from exc
-    if not callable(getattr(setup, "exporter_factory", None)):
+    if not callable(getattr(provider, "exporter_factory", None)):
         raise RuntimeError(
-            "benchmarks/_internals.py: flask_observe.tracing.setup.exporter_factory is gone;"
+            "benchmarks/_internals.py: flask_observe.tracing.provider.exporter_factory is gone;"
             " update discard_spans() to where the tracing setup builds its exporter"
         )
 
@@ -61,22 +53,23 @@ def discard_spans() -> None:
     def factory(name: str, endpoint: str | None) -> Callable[[], SpanExporter]:
         return DiscardingExporter
 
-    setup.exporter_factory = factory
+    provider.exporter_factory = factory  # type: ignore[assignment]
 
 
 def tracing_stats(app: Flask) -> dict[str, int | None]:
     """Spans ``queued``, ``queue_capacity``, ``dropped``, ``exported``, ``export_failed``."""
-    tracing = _state(app).tracing
-    if tracing is None:
-        raise RuntimeError("tracing is off on this app")
-    return dict(tracing.stats())
+    from flask_observe import Observe
+    from flask_observe.tracing import TracingSetup
+
+    return dict(Observe.handle(TracingSetup, app).stats())
 
 
 def latest_check_durations(app: Flask) -> dict[str, float]:
     """Seconds the last run of each health check took (as each check timed itself)."""
-    runner = _state(app).health
-    if runner is None:
-        raise RuntimeError("health is off on this app")
+    from flask_observe import Observe
+    from flask_observe.health import HealthRunner
+
+    runner = Observe.handle(HealthRunner, app)
     return {name: result.duration for name, result in runner.latest().items()}
 
 
@@ -86,7 +79,7 @@ def log_viewer(app: Flask) -> Any:
     Used: ``parse(args)`` (a query from URL-style arguments), ``search(query)`` and
     ``tail(name, args, lines)``, whose pages have ``results``, ``cursor``, ``scanned_bytes``.
     """
-    viewer = _state(app).logviewer
-    if viewer is None:
-        raise RuntimeError("the log viewer is off on this app")
-    return viewer
+    from flask_observe import Observe
+    from flask_observe.logviewer import LogViewer
+
+    return Observe.handle(LogViewer, app)
