@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from flask import Flask
 
-from flask_observe import ConfigError, Observe, get_correlation_id
+from flask_observe import ConfigError, Observe, _optional, get_correlation_id
 from flask_observe.correlation import CorrelationMiddleware
 from flask_observe.state import current_state
 
@@ -126,6 +127,22 @@ def test_a_log_dir_that_cannot_be_made_is_a_config_error(tmp_path: Path) -> None
         ({"OBSERVE_ALERT_CHANNELS": [{"type": "pager"}]}, "OBSERVE_ALERT_CHANNELS: channel 0"),
         # a cross-field rule of the SLO feature
         ({"OBSERVE_SLO_LATENCY_SECONDS": 0.3}, "OBSERVE_SLO_LATENCY_SECONDS: expected one of"),
+        # values that were accepted and then never matched, or failed with a library's error
+        ({"OBSERVE_TRACING_ENDPOINT": "not a url"}, "OBSERVE_TRACING_ENDPOINT: expected a"),
+        (
+            {"OBSERVE_ALERT_ALLOW_HOSTS": ["10.0.0.0/33"]},
+            "OBSERVE_ALERT_ALLOW_HOSTS: '10.0.0.0/33'",
+        ),
+        (
+            {
+                "OBSERVE_ALERT_CHANNELS": [
+                    {"type": "webhook", "url": "https://hooks.example.com/x", "severity": "x"}
+                ]
+            },
+            "unknown field(s) 'severity'",
+        ),
+        ({"OBSERVE_ALERT_REDIS_URL": "localhost:6379"}, "OBSERVE_ALERT_REDIS_URL: expected a"),
+        ({"OBSERVE_LOG_RETENTION_DAYS": "inf"}, "OBSERVE_LOG_RETENTION_DAYS: expected a finite"),
     ],
 )
 def test_a_late_features_bad_setting_is_refused_before_anything_is_installed(
@@ -148,3 +165,72 @@ def test_a_late_features_bad_setting_is_refused_before_anything_is_installed(
     assert app.blueprints == {}
     assert "observe" not in app.extensions
     assert not (tmp_path / "logs").exists()  # not even the log directory was made
+
+
+def test_a_missing_extra_the_environment_asks_for_is_a_warning_naming_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SENTRY_DSN and an OTLP endpoint set, sentry-sdk and the OpenTelemetry SDK not
+    importable: the app starts with both off, and says so once each at WARNING, naming the
+    extra to install (not only at DEBUG)."""
+    monkeypatch.setenv("SENTRY_DSN", "https://key@sentry.example/1")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
+    # None in sys.modules makes `import x` raise ImportError, as a missing package does.
+    monkeypatch.setitem(sys.modules, "sentry_sdk", None)
+    monkeypatch.setitem(sys.modules, "opentelemetry.sdk.trace", None)
+    monkeypatch.setattr(_optional, "_warned", set())
+    caplog.set_level(logging.DEBUG, "flask_observe")
+    apps = []
+    for name in ("first", "second"):
+        app = Flask(name)
+        ext = Observe(app, log_stdout=False)
+        apps.append((ext, app))
+    try:
+        assert "tracing" not in current_state(apps[0][1]).features
+        assert "errors" not in current_state(apps[0][1]).features
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert [w for w in warnings if "flask-observe[sentry]" in w] == [
+            "flask_observe: Sentry error reporting (a Sentry DSN is set) is off: the"
+            " 'sentry_sdk' package is not installed: pip install \"flask-observe[sentry]\""
+        ]
+        assert len([w for w in warnings if 'pip install "flask-observe[tracing]"' in w]) == 1
+    finally:
+        for ext, app in apps:
+            ext.shutdown(app)
+
+
+def test_a_health_check_whose_driver_is_missing_fails_start_up_naming_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RedisCheck without redis-py: registering it (on a running app, or before init_app for
+    every app) raises MissingDependencyError with the extra, instead of the check answering
+    "unknown error" at every probe."""
+    from flask_observe import MissingDependencyError
+    from flask_observe.health import RedisCheck
+
+    monkeypatch.setitem(sys.modules, "redis", None)
+    app = Flask("nodriver")
+    observe = Observe(app, log_stdout=False)
+    try:
+        with pytest.raises(MissingDependencyError, match=r'pip install "flask-observe\[redis\]"'):
+            observe.add_health_check(RedisCheck("cache", url="redis://127.0.0.1:6379/0"), app=app)
+    finally:
+        observe.shutdown(app)
+    early = Observe()
+    early.add_health_check(RedisCheck("cache", url="redis://127.0.0.1:6379/0"))
+    later = Flask("later")
+    with pytest.raises(MissingDependencyError, match="RedisCheck 'cache' needs the 'redis'"):
+        early.init_app(later)
+    assert "observe" not in later.extensions
+
+
+def test_a_multiprocess_dir_that_does_not_exist_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PROMETHEUS_MULTIPROC_DIR naming a missing directory: a ConfigError naming it, before
+    anything is installed (it was prometheus_client's own error, mid-setup)."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "missing"))
+    app = Flask("multiproc")
+    with pytest.raises(ConfigError, match=r"PROMETHEUS_MULTIPROC_DIR: .* is not a directory"):
+        Observe(app, log_stdout=False)
+    assert "observe" not in app.extensions

@@ -309,6 +309,18 @@ _WEBHOOKS: dict[str, type[WebhookChannel]] = {
 }
 
 
+#: The fields each channel type takes (besides ``type``, ``name``, ``severities``, ``timeout``):
+#: any other is a typo to refuse (``severity`` for ``severities`` would take every severity).
+CHANNEL_FIELDS: dict[str, frozenset[str]] = {
+    "webhook": frozenset(("url", "headers")),
+    "slack": frozenset(("url", "headers")),
+    "discord": frozenset(("url", "headers")),
+    "pagerduty": frozenset(("url", "routing_key")),
+    "email": frozenset(("host", "port", "to", "from", "username", "password", "starttls", "tls")),
+}
+_COMMON_FIELDS = frozenset(("type", "name", "severities", "timeout"))
+
+
 def build_channels(
     specs: Sequence[Mapping[str, Any]], policy: UrlPolicy, timeout: float
 ) -> list[Channel]:
@@ -321,6 +333,13 @@ def build_channels(
     for index, spec in enumerate(specs):
         kind = str(spec.get("type", "")).lower()
         label = f"channel {index} ({kind or 'no type'})"
+        allowed = CHANNEL_FIELDS.get(kind)
+        unknown = sorted(set(spec) - _COMMON_FIELDS - (allowed or frozenset()))
+        if allowed is not None and unknown:
+            raise ValueError(
+                f"{label}: unknown field(s) {', '.join(map(repr, unknown))}; a {kind} channel"
+                f" takes {', '.join(sorted(_COMMON_FIELDS | allowed))}"
+            )
         name = str(spec.get("name") or f"{kind}-{index}")
         severities = spec.get("severities", SEVERITIES)
         if isinstance(severities, str):

@@ -5,10 +5,13 @@ Each field is the key ``OBSERVE_`` + its name in capitals; see docs/configuratio
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..config import boolean, integer, key, number, opt_text, ratio, str_tuple, text
 
@@ -29,6 +32,46 @@ def channels(value: Any) -> tuple[Mapping[str, Any], ...]:
     return tuple(dict(v) for v in value)
 
 
+_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*\.?")
+
+
+def allow_hosts(value: Any) -> tuple[str, ...]:
+    """Host names, addresses (``[v6]`` too) or CIDR networks; a network that does not parse
+    (``10.0.0.0/33``) is an error, not an entry that silently allows nothing."""
+    entries = str_tuple(value)
+    for entry in entries:
+        bare = entry.strip("[]")
+        try:
+            ipaddress.ip_network(bare, strict=False)
+            continue
+        except ValueError as exc:
+            if "/" in bare or bare.replace(".", "").isdigit() or ":" in bare:
+                raise ValueError(f"{entry!r} is not a valid address or network: {exc}") from None
+        if not _HOST_NAME.fullmatch(bare):
+            raise ValueError(f"{entry!r} is not a host name, address or network")
+    return entries
+
+
+def redis_url(value: Any) -> str | None:
+    """A ``redis://``, ``rediss://`` or ``unix://`` URL (``localhost:6379`` is refused: redis-py
+    would read it as a path)."""
+    url = opt_text(value)
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("expected a redis://host:port/db, rediss://… or unix://… URL")
+    if parts.scheme != "unix":
+        if not parts.hostname:
+            raise ValueError("expected a host: redis://host:port/db")
+        try:
+            parts.port  # noqa: B018  (raises on a bad port)
+        except ValueError:
+            raise ValueError("expected a port from 1 to 65535") from None
+    return url
+
+
 @dataclass(frozen=True)
 class AlertingSettings:
     """Keys of alerting (docs/alerting.md)."""
@@ -40,9 +83,9 @@ class AlertingSettings:
     alert_allow_http: bool = key(False, boolean)
     #: Hosts, addresses or networks (CIDR) webhooks may reach although they are loopback,
     #: private or link-local.
-    alert_allow_hosts: tuple[str, ...] = key((), str_tuple)
+    alert_allow_hosts: tuple[str, ...] = key((), allow_hosts)
     #: Redis URL for state shared by every instance (dedup, cooldown, incidents).
-    alert_redis_url: str | None = key(None, opt_text, secret=True)
+    alert_redis_url: str | None = key(None, redis_url, secret=True)
     alert_redis_prefix: str = key("flask_observe:alerts", text)
     #: The same alert (fingerprint and status) is notified at most once per window.
     alert_dedup_seconds: float = key(3600.0, number(0.0))

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
 
+from .. import _optional
+
 __all__ = [
     "LIVENESS",
     "READINESS",
@@ -122,6 +124,10 @@ class HealthCheck:
     component_type: ClassVar[str] = "component"
     #: Cheap and non-blocking (reads memory only): run in the caller's thread, no deadline.
     inline: ClassVar[bool] = False
+    #: The optional packages the check needs, as ``(module, extra)``: checked when the check
+    #: is registered, so a missing driver fails start-up with the extra to install instead of
+    #: answering "unknown error" at every probe.
+    requires: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
@@ -137,6 +143,11 @@ class HealthCheck:
             raise ValueError(f"health check {self.name!r}: unknown group(s) {unknown}")
         if self.timeout is not None and not self.timeout > 0:
             raise ValueError(f"health check {self.name!r}: timeout must be > 0")
+
+    def check_requirements(self) -> None:
+        """:raises MissingDependencyError: a package of :attr:`requires` is not installed."""
+        for module, extra in self.requires:
+            _optional.require(module, extra, f"{type(self).__name__} {self.name!r}")
 
     def run(self) -> Observation | Iterable[Observation] | None:
         """Check the dependency once; raise on failure.

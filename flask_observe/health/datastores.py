@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from .. import _optional
 from .checks import CheckFailed, HealthCheck, Observation, Status
@@ -42,6 +42,8 @@ class DatabaseCheck(HealthCheck):
     :param url: a database URL, when there is no engine to reuse.
     :param query: the statement that must succeed.
     """
+
+    requires: ClassVar[tuple[tuple[str, str], ...]] = (("sqlalchemy", "sqlalchemy"),)
 
     engine: Any = field(default=None, repr=False)
     url: Any = field(default=None, repr=False)
@@ -165,6 +167,8 @@ class RedisCheck(HealthCheck):
 
     :param url: ``redis://[:password@]host:port/db``; never shown.
     """
+
+    requires: ClassVar[tuple[tuple[str, str], ...]] = (("redis", "redis"),)
 
     url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
 

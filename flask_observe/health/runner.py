@@ -120,7 +120,12 @@ class HealthRunner:
     # -- registry ---------------------------------------------------------------------------
 
     def add(self, check: HealthCheck, *, replace: bool = False) -> HealthCheck:
-        """Register ``check``; a name already taken raises ``ValueError`` unless ``replace``."""
+        """Register ``check``.
+
+        :raises ValueError: the name is taken (unless ``replace``).
+        :raises MissingDependencyError: a package the check needs is not installed.
+        """
+        check.check_requirements()
         if check.timeout is None:
             check.timeout = self.default_timeout
         with self._lock:

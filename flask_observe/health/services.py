@@ -7,7 +7,7 @@ import ssl
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from .checks import CheckFailed, HealthCheck, Observation, Status
@@ -34,6 +34,8 @@ class CeleryCheck(HealthCheck):
     :param min_workers: how many workers must answer.
     :param workers: ping only these worker names (``celery@host``); empty: broadcast.
     """
+
+    requires: ClassVar[tuple[tuple[str, str], ...]] = (("celery", "celery"),)
 
     celery: Any = field(default=None, repr=False)
     min_workers: int = 1

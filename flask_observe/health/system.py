@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from .. import _optional
 from .checks import HealthCheck, Observation, Status
@@ -137,6 +137,8 @@ class DiskCheck(HealthCheck):
     :param fail_percent: fail at or above it.
     """
 
+    requires: ClassVar[tuple[tuple[str, str], ...]] = (("psutil", "health"),)
+
     critical: bool = False
     path: str = "/"
     warn_percent: float = 90.0
@@ -176,6 +178,8 @@ class MemoryCheck(HealthCheck):
     :param rss_fail_mib: fail when it reaches this many MiB (``None``: never).
     :param cgroup: look for a cgroup memory limit (v1 or v2) first.
     """
+
+    requires: ClassVar[tuple[tuple[str, str], ...]] = (("psutil", "health"),)
 
     critical: bool = False
     warn_percent: float = 90.0
