@@ -89,18 +89,34 @@ def run_with_deadline(function: Callable[[], object], timeout: float, name: str)
     return done.wait(timeout)
 
 
+#: Of the exit deadline, what is kept for the interpreter's own teardown after the flushes.
+EXIT_RESERVE = 0.15
+
+
 class ExitFlushes:
-    """Flushes to run at process exit, all at once, each bounded by its own deadline.
+    """Flushes to run at process exit, all at once, sharing one deadline.
 
     One ``atexit`` handler for every feature that has something queued for a peer (spans,
-    error events), so the waits overlap instead of adding up. Process-wide by nature, like
-    ``atexit`` itself: use :data:`exit_flushes`.
+    error events, alerts), so the waits overlap instead of adding up: the deadline is the
+    longest of their timeouts from the moment exit starts, less :data:`EXIT_RESERVE` for the
+    interpreter's teardown, so the process is gone within that timeout. A flush asks
+    :meth:`remaining` how long it may still wait. Process-wide by nature, like ``atexit``
+    itself: use :data:`exit_flushes`.
     """
 
     def __init__(self) -> None:
         self._flushes: dict[int, tuple[Callable[[], object], float]] = {}
         self._lock = threading.Lock()
         self._registered = False
+        self._deadline: float | None = None
+
+    def remaining(self, timeout: float) -> float:
+        """How long a flush of ``timeout`` seconds may wait now: ``timeout``, or at exit what
+        is left of the shared deadline if that is less."""
+        deadline = self._deadline
+        if deadline is None:
+            return timeout
+        return max(0.0, min(timeout, deadline - time.monotonic()))
 
     def add(self, flush: Callable[[], object], timeout: float) -> int:
         """Run ``flush`` at exit (it must return within about ``timeout`` seconds)."""
@@ -125,7 +141,9 @@ class ExitFlushes:
             self._flushes.clear()
         if not flushes:
             return
-        deadline = time.monotonic() + max(timeout for _, timeout in flushes) + 0.25
+        longest = max(timeout for _, timeout in flushes)
+        deadline = time.monotonic() + max(0.0, longest - EXIT_RESERVE)
+        self._deadline = deadline
         events = []
         for flush, _ in flushes:
             done = threading.Event()

@@ -224,11 +224,16 @@ def start_server(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     return proc, f"http://127.0.0.1:{line.split()[1]}"
 
 
+#: Every exit flush shares one deadline, the longest shutdown timeout (2 s by default), less a
+#: reserve for the interpreter's teardown: the process is gone within it. Measured 1.98-2.13 s
+#: for one server process (one 2.8 s), 2.2-2.6 s for gunicorn workers at load 4-5 on 2 vCPUs
+#: (before: 2.9-5.9 s): the tolerance is for teardown on a loaded machine.
+EXIT_BUDGET = 2.0 + 1.0
+
+
 @pytest.mark.parametrize(
     ("dead", "budget"),
-    # Sentry: ~2.5 s asked; its 2 s deadline and the interpreter's exit take 2.2-2.3 s on an
-    # idle machine, up to 2.5 s at load 4 on 2 vCPUs: 0.3 s more of tolerance for CI.
-    [("collector", 5.0), ("sentry", 2.8), ("both", 5.0)],
+    [("collector", EXIT_BUDGET), ("sentry", EXIT_BUDGET), ("both", EXIT_BUDGET)],
 )
 def test_sigterm_exits_promptly_with_a_hung_collector_or_sentry(
     dead: str, budget: float, tmp_path: Path
@@ -346,10 +351,9 @@ def test_gunicorn_preload_workers_each_export_their_spans(tmp_path: Path) -> Non
 @pytest.mark.skipif(sys.platform != "linux", reason="gunicorn forks")
 def test_gunicorn_workers_exit_promptly_with_a_hung_collector_and_sentry(tmp_path: Path) -> None:
     """gunicorn --preload, 2 workers, spans and Sentry events queued for peers that accept
-    and never answer: after SIGTERM every worker has flushed (both waits side by side, each
-    bounded at 2 s) and exited within 5 s, and says what it could not send; the master exits
-    after them, within 5 s + 1.5 s of tolerance for a loaded machine (measured 3.0-4.3 s at
-    load 2-3.5 on 2 vCPUs; gunicorn's own shutdown is part of it)."""
+    and never answer: after SIGTERM every worker has flushed (both waits sharing one 2 s
+    deadline) and exited within it (plus the teardown tolerance), and says what it could not
+    send; the master exits after them, within 1 s more (gunicorn's own shutdown)."""
     import psutil
 
     with HungServer() as hung:
@@ -383,8 +387,9 @@ def test_gunicorn_workers_exit_promptly_with_a_hung_collector_and_sentry(tmp_pat
                 proc.kill()
         output = proc.stdout.read() if proc.stdout else ""
     assert proc.returncode == 0, output[-2000:]
-    assert workers_exited <= 5.0, f"workers: {workers_exited:.2f} s\n{output[-2000:]}"
-    assert elapsed <= 6.5, f"master: {elapsed:.2f} s\n{output[-2000:]}"
+    # gunicorn's own worker shutdown (its event loop notices the signal) comes on top.
+    assert workers_exited <= EXIT_BUDGET + 0.5, f"workers: {workers_exited:.2f} s\n{output[-2000:]}"
+    assert elapsed <= EXIT_BUDGET + 1.5, f"master: {elapsed:.2f} s\n{output[-2000:]}"
     reports = [
         x for x in read_json_lines(tmp_path / "app.log") if "were not exported" in x["message"]
     ]

@@ -7,7 +7,7 @@ import threading
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .._internal import FailureLog, run_with_deadline
+from .._internal import FailureLog, exit_flushes, run_with_deadline
 from .spine import spine_tags
 
 if TYPE_CHECKING:
@@ -146,10 +146,10 @@ class ErrorReporter:
                 return True
             self._closed = True
         client = self.client
+        # At process exit, every flush shares one deadline: wait only what is left of it.
+        wait = exit_flushes.remaining(self.shutdown_timeout)
         return run_with_deadline(
-            lambda: client.close(timeout=self.shutdown_timeout),
-            self.shutdown_timeout + 0.25,
-            "sentry-shutdown",
+            lambda: client.close(timeout=max(0.0, wait - 0.05)), wait, "sentry-shutdown"
         )
 
 

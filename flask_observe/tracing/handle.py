@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import Tracer, TracerProvider
 
-from .._internal import run_with_deadline
+from .._internal import exit_flushes, run_with_deadline
 
 if TYPE_CHECKING:
     from .pipeline import ObserveSpanProcessor, ProcessLocalExporter
@@ -86,9 +86,13 @@ class TracingSetup:
             return True
         provider, exporter = self.provider, self.exporter
         failed_before = exporter.unsent()[0] if exporter is not None else 0
-        finished = run_with_deadline(
-            provider.shutdown, self.shutdown_timeout + 0.25, "tracing-shutdown"
-        )
+        # At process exit, every flush shares one deadline: wait only what is left of it.
+        wait = exit_flushes.remaining(self.shutdown_timeout)
+        if self.processor is not None:
+            # The batch processor's own wait, a little under ours: it then shuts the exporter
+            # down (cancelling a stuck export) and we still count what was lost.
+            self.processor.shutdown_timeout = max(0.0, wait - 0.1)
+        finished = run_with_deadline(provider.shutdown, wait, "tracing-shutdown")
         lost = 0
         if self.processor is not None:
             lost += self.processor.queued() or 0
@@ -100,7 +104,7 @@ class TracingSetup:
                 "flask_observe: %d spans were not exported at shutdown (collector slow or"
                 " unreachable; waited %.1f s)",
                 lost,
-                self.shutdown_timeout,
+                wait,
                 extra=self.stats(),
             )
         return finished and not lost
