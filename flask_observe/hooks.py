@@ -56,6 +56,7 @@ class RequestRecord:
     """What the middleware knows about one request once its response is finished."""
 
     __slots__ = (
+        "client_wait",
         "correlation_id",
         "duration",
         "environ",
@@ -80,6 +81,9 @@ class RequestRecord:
         self.route: str | None = None
         self.start = time.perf_counter()
         self.duration = 0.0
+        #: Of :attr:`duration`, the seconds spent waiting on the client: reading the request
+        #: body it sends, writing the response it reads. A slow client's time, not the server's.
+        self.client_wait = 0.0
         self.status = 0
         self.size = 0
         self.failed = False
@@ -89,6 +93,12 @@ class RequestRecord:
         self.excluded: bool | None = None
         #: Extra access-log fields contributed by finish hooks (e.g. ``db_queries``).
         self.fields: dict[str, Any] | None = None
+
+    @property
+    def server_time(self) -> float:
+        """Seconds the server spent on the request: :attr:`duration` less the time waiting
+        on the client (what the latency SLI measures: a slow upload cannot spend it)."""
+        return self.duration - self.client_wait
 
 
 Hook = Callable[[RequestRecord], None]

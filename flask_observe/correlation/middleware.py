@@ -106,6 +106,13 @@ class CorrelationMiddleware:
             token = _correlation_id.set(correlation_id)
         record = RequestRecord(environ, correlation_id)
         environ[RECORD_KEY] = record
+        if (
+            environ.get("CONTENT_LENGTH", "") not in ("", "0")
+            or "HTTP_TRANSFER_ENCODING" in environ
+        ):
+            stream = environ.get("wsgi.input")
+            if stream is not None:
+                environ["wsgi.input"] = _TimedInput(stream, record)
         id_header = (self.header, correlation_id) if correlation_id is not None else None
         header_lower = self._header_lower
         route_lookup = self._route_lookup
@@ -203,6 +210,56 @@ class CorrelationMiddleware:
             reset_correlation_id(token)
 
 
+class _TimedInput:
+    """``wsgi.input`` of a request with a body, counting the time its reads wait for the
+    client (:attr:`RequestRecord.client_wait`); everything else is the server's stream."""
+
+    __slots__ = ("_record", "_stream")
+
+    def __init__(self, stream: Any, record: RequestRecord) -> None:
+        self._stream = stream
+        self._record = record
+
+    def read(self, *args: Any) -> bytes:
+        started = time.perf_counter()
+        try:
+            return self._stream.read(*args)  # type: ignore[no-any-return]
+        finally:
+            self._record.client_wait += time.perf_counter() - started
+
+    def readinto(self, buffer: Any) -> int:
+        # What Werkzeug's LimitedStream calls.
+        started = time.perf_counter()
+        try:
+            return self._stream.readinto(buffer)  # type: ignore[no-any-return]
+        finally:
+            self._record.client_wait += time.perf_counter() - started
+
+    def readline(self, *args: Any) -> bytes:
+        started = time.perf_counter()
+        try:
+            return self._stream.readline(*args)  # type: ignore[no-any-return]
+        finally:
+            self._record.client_wait += time.perf_counter() - started
+
+    def readlines(self, *args: Any) -> list[bytes]:
+        started = time.perf_counter()
+        try:
+            return self._stream.readlines(*args)  # type: ignore[no-any-return]
+        finally:
+            self._record.client_wait += time.perf_counter() - started
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            line = self.readline()
+            if not line:
+                return
+            yield line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 #: What ``next()`` returns at the end of a response body (no chunk is ever this object).
 _END: Any = object()
 
@@ -233,11 +290,16 @@ class _ResponseIterable:
         # stops after the first one, must not see it.
         record = self._record
         correlation_id = record.correlation_id
+        clock = time.perf_counter
         if correlation_id is None:  # timing only: no ID to bind around the chunks
             try:
                 for chunk in self._iterable:
                     record.size += len(chunk)
+                    # Between a yield and the next step the server writes the chunk: the
+                    # client's reading speed, not the server's work.
+                    mark = clock()
                     yield chunk
+                    record.client_wait += clock() - mark
             except BaseException:
                 record.failed = True
                 raise
@@ -258,7 +320,9 @@ class _ResponseIterable:
             var.reset(token)
         while chunk is not end:
             record.size += len(chunk)
+            mark = clock()
             yield chunk
+            record.client_wait += clock() - mark
             token = var.set(correlation_id)
             try:
                 chunk = next(iterator, end)

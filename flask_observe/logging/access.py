@@ -65,6 +65,9 @@ class AccessLog:
             "duration_ms": round(record.duration * 1000.0, 3),
             "response_size": record.size,
         }
+        if record.client_wait >= 0.001:
+            # Time waiting on the client (a slow upload or download), part of duration_ms.
+            fields["client_wait_ms"] = round(record.client_wait * 1000.0, 3)
         if self._remote_addr:
             fields["remote_addr"] = environ.get("REMOTE_ADDR")
         span = environ.get(SPAN_CONTEXT_KEY)

@@ -128,10 +128,12 @@ class HttpMetrics:
         counter, histogram = children
         counter.inc()
         trace_id = record.trace_id
+        # What the server controls: a slow upload or download is the client's time.
+        seconds = record.duration - record.client_wait
         if trace_id is not None and self._exemplars:
-            histogram.observe(record.duration, {"trace_id": trace_id})
+            histogram.observe(seconds, {"trace_id": trace_id})
         else:
-            histogram.observe(record.duration)
+            histogram.observe(seconds)
 
     def _new_children(self, key: tuple[str, str | None, int]) -> tuple[Any, Any]:
         method, route, status = key

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import key, number, ratio
+from ..config import integer, key, number, ratio
 
 
 @dataclass(frozen=True)
@@ -22,3 +22,9 @@ class SloSettings:
     slo_latency_seconds: float = key(0.5, number(0.0))
     #: Health warns when less than this share of an error budget is left.
     slo_budget_warn: float = key(0.1, ratio)
+    #: The in-process budgets are judged on this process's requests of the last this many
+    #: seconds (the fleet-wide 30-day view is Prometheus': docs/slo.md).
+    slo_window_seconds: float = key(3600.0, number(60.0))
+    #: Fewer requests than this in the window (or than the budget needs to allow one bad
+    #: request: 1,000 at 99.9 %): not judged yet.
+    slo_min_requests: int = key(100, integer(1))

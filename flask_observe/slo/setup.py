@@ -40,6 +40,8 @@ def _setup(wiring: Wiring) -> None:
         settings.slo_latency,
         settings.slo_latency_seconds,
         settings.slo_budget_warn,
+        window=settings.slo_window_seconds,
+        min_requests=settings.slo_min_requests,
     )
     wiring.provide(budgets)
     wiring.ticker.add("error budgets", budgets.update)
