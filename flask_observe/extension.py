@@ -8,6 +8,7 @@ feature may use the handles of the features before it (see docs/architecture.md)
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -206,6 +207,28 @@ class Observe:
             )
         return found
 
+    # -- the shared auth ------------------------------------------------------------------
+
+    @staticmethod
+    def protected(view: F) -> F:
+        """Decorate a view of your own so it needs the same credentials as flask_observe's
+        sensitive endpoints (``OBSERVE_AUTH_TOKEN`` as a bearer token, or your
+        ``OBSERVE_AUTH_CALLBACK``): 401 without, 403 with wrong ones.
+
+        >>> @app.get("/admin/debug")
+        ... @Observe.protected
+        ... def debug(): ...
+        """
+
+        @functools.wraps(view)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            auth = current_state().auth
+            if auth.is_authorized():
+                return view(*args, **kwargs)
+            return auth.deny()
+
+        return guarded  # type: ignore[return-value]
+
     # -- health and circuit breakers -----------------------------------------------------
 
     def add_health_check(
@@ -283,7 +306,12 @@ class Observe:
         """
         target = self._target(app, "circuit_breaker()", defer=False)
         assert target is not None
-        registry = self.handle(BreakerRegistry, target)
+        state = current_state(target)
+        registry = state.get(BreakerRegistry)
+        if registry is None:
+            # Observability off (OBSERVE_ENABLED=False): the host's breakers still work.
+            registry = BreakerRegistry()
+            state.handles[BreakerRegistry] = registry
         return registry.create(
             name,
             fail_max=fail_max,

@@ -23,14 +23,17 @@ Configuration (``app.config``; each key can come from the environment as ``FLASK
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from flask_observe import Observe
 
@@ -106,9 +109,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     celery_init_app(app)
 
     from .api import api, web
+    from .security import install as install_security
 
     app.register_blueprint(api)
     app.register_blueprint(web)
+    install_security(app)
 
     from .cli import register
 
@@ -118,12 +123,40 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     install(app)
 
-    with app.app_context():
-        db.create_all()
-        if app.config["SCRAPER_SEED_DEMO"]:
-            seed_demo_accounts()
+    init_database(app)
     observe.startup_complete(app)
     return app
+
+
+def init_database(app: Flask) -> None:
+    """Make the schema and add the demo accounts, safely however many workers start at once.
+
+    gunicorn starts its workers together, and each runs ``create_app``: two seeding a new
+    database at the same moment hit a unique-constraint error and the worker failed to boot.
+    On one host the work is serialized by a lock file in the instance folder; on several hosts
+    sharing a database, the second writer's unique violation means the first one seeded.
+    """
+    with _host_lock(Path(app.instance_path) / "init.lock"), app.app_context():
+        db.create_all()
+        if app.config["SCRAPER_SEED_DEMO"]:
+            try:
+                seed_demo_accounts()
+            except IntegrityError:
+                db.session.rollback()
+                logger.info("demo accounts were added by another process")
+        db.session.remove()
+
+
+@contextlib.contextmanager
+def _host_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock shared by every process of this host (``flock``; released when the
+    file is closed, so a crashed holder never leaves it locked)."""
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def register_health_checks(app: Flask) -> None:

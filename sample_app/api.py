@@ -21,6 +21,8 @@ logger = logging.getLogger("sample_app.api")
 api = Blueprint("api", __name__, url_prefix="/api")
 web = Blueprint("web", __name__)
 
+#: Ids are SQLite/PostgreSQL 64-bit integers: a larger one in a URL is a 404, not a 500.
+ID = "int(min=1, max=9223372036854775807)"
 #: Handles become part of the platform API's URL path: letters, digits, ``_`` and ``.`` only.
 HANDLE = re.compile(r"[A-Za-z0-9_.]{1,64}")
 RUN_STATUSES = ("queued", "running", "succeeded", "partial", "failed")
@@ -89,7 +91,7 @@ def add_account() -> Any:
     return jsonify(account.to_dict()), 201
 
 
-@api.get("/accounts/<int:account_id>")
+@api.get(f"/accounts/<{ID}:account_id>")
 def show_account(account_id: int) -> Any:
     account = db.session.get(Account, account_id)
     if account is None:
@@ -127,7 +129,7 @@ def list_runs() -> Any:
     return jsonify(runs=[r.to_dict() for r in db.session.scalars(query)])
 
 
-@api.get("/runs/<int:run_id>")
+@api.get(f"/runs/<{ID}:run_id>")
 def show_run(run_id: int) -> Any:
     run = db.session.get(ScrapeRun, run_id)
     if run is None:
@@ -136,9 +138,13 @@ def show_run(run_id: int) -> Any:
 
 
 @api.get("/debug/fail")
+@Observe.protected
 def debug_fail() -> Any:
     """Fails on purpose, to see an error travel to Sentry (``OBSERVE_SENTRY_DSN`` or
-    ``SENTRY_DSN``) with the same correlation and trace IDs as the log lines and the trace."""
+    ``SENTRY_DSN``) with the same correlation and trace IDs as the log lines and the trace.
+
+    Behind the operator's credentials (the same as the log viewer's): a public route that
+    answers 500 on demand would let anyone spend the availability error budget."""
     logger.warning("about to fail on purpose (GET /api/debug/fail)")
     raise RuntimeError("deliberate failure from GET /api/debug/fail")
 

@@ -55,6 +55,10 @@ RANGE_SECONDS = 6 * 3600
 INTERVAL_SECONDS = 20  # 6 h over a ~1000-pixel panel, rounded as Grafana rounds it
 
 
+#: The sample app's operator token: its /api/debug/fail (the failing traffic) needs it.
+DEBUG_TOKEN = "dashboards-debug-token-0123456789abcdef"
+
+
 def load(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())  # type: ignore[no-any-return]
 
@@ -321,6 +325,7 @@ class Traffic:
 
     def _run(self) -> None:
         session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {DEBUG_TOKEN}"
         deadline = time.monotonic() + 300  # bounded whatever happens to the test
         while not self.stopped.is_set() and time.monotonic() < deadline:
             for method, path in (
@@ -403,6 +408,8 @@ def scraped(tmp_path: Path) -> Iterator[dict[str, Any]]:
                 "FLASK_SCRAPER_SEED_DEMO": "false",
                 "FLASK_OBSERVE_LOG_STDOUT": "false",
                 "FLASK_OBSERVE_LOG_DIR": str(tmp_path / "logs"),
+                # /api/debug/fail, the failing traffic, needs the operator's token.
+                "FLASK_OBSERVE_AUTH_TOKEN": DEBUG_TOKEN,
                 "FLASK_OBSERVE_SAMPLE_INTERVAL_SECONDS": "0.25",
                 # The growth gauge reports once half its window has passed.
                 "FLASK_OBSERVE_MEMORY_WINDOW_SECONDS": "2",

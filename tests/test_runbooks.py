@@ -19,6 +19,7 @@ import requests
 import yaml
 from flask import Flask
 
+from flask_observe import ObserveConfig
 from flask_observe.alerting import rules as in_process
 from flask_observe.config import config_keys
 from sample_app import create_app, observe
@@ -104,7 +105,7 @@ def test_each_runbook_says_what_it_means_how_to_confirm_and_what_to_do(name: str
     assert promql_blocks(text), "no Prometheus query"
     assert "flask --app sample_app observe " in text, "no CLI command"
     assert "http://jaeger:16686/search?" in text, "no Jaeger search"
-    unknown = set(re.findall(r"\bOBSERVE_[A-Z_]+[A-Z]\b", text)) - set(config_keys())
+    unknown = set(re.findall(r"\bOBSERVE_[A-Z_]+[A-Z]\b", text)) - set(config_keys(ObserveConfig))
     assert not unknown, unknown
 
 
@@ -171,8 +172,9 @@ def sample(tmp_path: Path) -> Iterator[Flask]:
     )
     try:
         client = app.test_client()
+        auth = {"Authorization": f"Bearer {TOKEN}"}  # /api/debug/fail is the operator's
         for path in ("/api/accounts", "/api/accounts/999", "/api/debug/fail"):
-            client.get(path).close()  # the access line is written when the response closes
+            client.get(path, headers=auth).close()  # the line is written when it closes
         yield app
     finally:
         observe.shutdown(app)

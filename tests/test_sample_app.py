@@ -7,9 +7,11 @@ started the way the README tells a newcomer to.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -22,6 +24,7 @@ from typing import Any
 import pytest
 import requests
 from flask import Flask
+from werkzeug.serving import make_server
 
 from flask_observe import Observe
 from flask_observe.alerting import RuleEngine
@@ -34,6 +37,7 @@ from sample_app.platform import account_data, create_platform_app
 
 from .conftest import LiveServer, need_service, read_json_lines
 from .peers import celery_worker, free_port, stop_process
+from .test_logviewer_ui import browser  # noqa: F401  (the Chromium fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 HEALTH_TOKEN = "sample-health-token-123456"
@@ -455,7 +459,10 @@ def test_debug_fail_route_sends_an_error_to_sentry_with_the_request_id(
 
     with SentryReceiver() as sentry:
         app = make_scraper(OBSERVE_SENTRY_DSN=sentry.dsn)
-        response = app.test_client().get("/api/debug/fail", headers={"X-Request-ID": "boom-1"})
+        response = app.test_client().get(
+            "/api/debug/fail",
+            headers={"X-Request-ID": "boom-1", "Authorization": f"Bearer {HEALTH_TOKEN}"},
+        )
         assert response.status_code == 500
         assert response.json["correlation_id"] == "boom-1"
         errors = current_state(app).get(ErrorReporter)
@@ -489,6 +496,7 @@ def test_python_m_sample_app_with_a_collector_and_sentry(tmp_path: Path) -> None
             OTEL_BSP_SCHEDULE_DELAY="200",
             SENTRY_DSN=sentry.dsn,
             GRPC_VERBOSITY="ERROR",
+            FLASK_OBSERVE_AUTH_TOKEN=HEALTH_TOKEN,  # the error route is the operator's
         )
         proc = subprocess.Popen(
             [
@@ -525,7 +533,12 @@ def test_python_m_sample_app_with_a_collector_and_sentry(tmp_path: Path) -> None
             )
             assert scrape.status_code == 201
             fail = requests.get(
-                f"{base}/api/debug/fail", headers={"X-Request-ID": "newcomer-fail"}, timeout=10
+                f"{base}/api/debug/fail",
+                headers={
+                    "X-Request-ID": "newcomer-fail",
+                    "Authorization": f"Bearer {HEALTH_TOKEN}",
+                },
+                timeout=10,
             )
             assert fail.status_code == 500
 
@@ -779,3 +792,140 @@ def test_a_configured_token_is_used_and_not_printed(
     app = make_scraper(OBSERVE_AUTH_TOKEN="chosen-token-0123456789")
     assert "Log viewer" not in capsys.readouterr().err
     assert app.config["OBSERVE_AUTH_TOKEN"] == "chosen-token-0123456789"
+
+
+# -- the habits it teaches: CSRF, headers, a protected debug route, bounded ids, safe boot --
+
+BIG = 2**63  # one past SQLite's and PostgreSQL's largest integer
+
+
+def runs(app: Flask) -> int:
+    return len(app.test_client().get("/api/runs").json["runs"])
+
+
+def test_cross_site_writes_are_refused_same_site_and_scripts_are_not(
+    make_scraper: Callable[..., Flask],
+) -> None:
+    """A browser's cross-site POST to the page's form or the JSON API is 403 and starts no
+    run; the page's own form (same origin) and a script without browser headers (curl) work."""
+    app = make_scraper()
+    client = app.test_client()
+    evil = {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}
+    assert client.post("/scrape", headers=evil).status_code == 403
+    assert client.post("/api/scrapes", headers=evil).status_code == 403
+    assert (
+        client.post("/api/scrapes", headers={"Origin": "https://evil.example"}).status_code == 403
+    )
+    assert runs(app) == 0
+    own = {"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"}
+    assert client.post("/scrape", headers=own).status_code == 303
+    assert client.post("/api/scrapes").status_code == 201  # curl: no browser headers
+    assert runs(app) == 2
+
+
+def test_the_page_cannot_be_framed_or_run_injected_code(make_scraper: Callable[..., Flask]) -> None:
+    response = make_scraper().test_client().get("/")
+    assert response.status_code == 200
+    csp = response.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in csp
+    assert "script-src" not in csp  # default-src 'none': no script at all
+    assert "default-src 'none'" in csp
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert "<style>" not in response.get_data(as_text=True)  # the style sheet is a file
+
+
+def test_the_deliberate_failure_needs_the_operators_token(
+    make_scraper: Callable[..., Flask],
+) -> None:
+    """Anyone could spend the availability budget with a public 500-on-demand route."""
+    client = make_scraper().test_client()
+    assert client.get("/api/debug/fail").status_code == 401
+    assert (
+        client.get("/api/debug/fail", headers={"Authorization": "Bearer wrong"}).status_code == 403
+    )
+    ok = client.get("/api/debug/fail", headers={"Authorization": f"Bearer {HEALTH_TOKEN}"})
+    assert ok.status_code == 500
+
+
+@pytest.mark.parametrize("path", [f"/api/accounts/{BIG}", f"/api/runs/{BIG}", "/api/runs/0"])
+def test_an_id_too_large_for_the_database_is_a_404_not_a_500(
+    make_scraper: Callable[..., Flask], path: str
+) -> None:
+    assert make_scraper().test_client().get(path).status_code == 404
+
+
+@pytest.mark.realtime
+def test_a_cross_site_form_in_a_real_browser_starts_no_scrape(
+    make_scraper: Callable[..., Flask],
+    browser: Any,  # noqa: F811  (the fixture imported above)
+) -> None:
+    """An attacker's page on another origin auto-submits a form to the scraper's /scrape and
+    posts to /api/scrapes with fetch (no-cors): Chromium sends them, the app refuses both, no
+    run starts; the app's own page's button still works."""
+    app = make_scraper()
+    with LiveServer(app) as scraper:
+
+        def attacker(environ: Any, start_response: Any) -> list[bytes]:
+            page = f"""<!doctype html><form id=f method=post action="{scraper.url}/scrape"></form>
+            <script>fetch("{scraper.url}/api/scrapes", {{method: "POST", mode: "no-cors"}})
+            .finally(() => document.getElementById("f").submit());</script>"""
+            start_response("200 OK", [("Content-Type", "text/html")])
+            return [page.encode()]
+
+        evil = make_server("127.0.0.1", 0, attacker, threaded=True)
+        threading.Thread(target=evil.serve_forever, daemon=True).start()
+        try:
+            page = browser.new_page()
+            # "localhost" vs "127.0.0.1": another site for the browser.
+            page.goto(f"http://localhost:{evil.server_port}/")
+            page.wait_for_url(f"{scraper.url}/scrape", timeout=10_000)
+            assert "cross-site request refused" in page.content()
+            assert runs(app) == 0
+            page.goto(f"{scraper.url}/")
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{scraper.url}/", timeout=10_000)
+            assert runs(app) == 1
+        finally:
+            evil.shutdown()
+            evil.server_close()
+
+
+def _boot(database: str, barrier: Any, results: Any) -> None:
+    barrier.wait()
+    try:
+        app = create_app(
+            {
+                "SQLALCHEMY_DATABASE_URI": f"sqlite:///{database}",
+                "SCRAPER_PLATFORM_URL": "http://127.0.0.1:9",
+                "OBSERVE_LOG_STDOUT": False,
+                "OBSERVE_ENABLED": False,
+            }
+        )
+        observe.shutdown(app)
+        results.put("ok")
+    except Exception as exc:  # the failure this test is about
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+@pytest.mark.realtime
+def test_workers_booting_at_once_on_a_fresh_database_all_start_and_seed_once(
+    tmp_path: Path,
+) -> None:
+    """8 processes run create_app at the same moment on a new SQLite database, 5 times: every
+    one boots (no UNIQUE constraint failure), and the demo accounts are there once."""
+    context = multiprocessing.get_context("fork")
+    for attempt in range(5):
+        database = tmp_path / f"fresh-{attempt}.db"
+        barrier, results = context.Barrier(8), context.Queue()
+        procs = [
+            context.Process(target=_boot, args=(str(database), barrier, results)) for _ in range(8)
+        ]
+        for proc in procs:
+            proc.start()
+        outcomes = [results.get(timeout=60) for _ in procs]
+        for proc in procs:
+            proc.join(30)
+        assert outcomes == ["ok"] * 8, outcomes
+        with sqlite3.connect(database) as conn:
+            assert conn.execute("SELECT count(*) FROM accounts").fetchone() == (6,)
