@@ -89,7 +89,7 @@ def test_rules_cover_both_slos_with_multi_window_multi_burn_rate() -> None:
         burn = [a for a in alerts if a["alert"].startswith(f"FlaskObserve{slo}ErrorBudgetBurn")]
         assert len(burn) == 4
         for alert in burn:
-            windows = re.findall(r"ratio_rate(\w+) >", alert["expr"])
+            windows = re.findall(r"ratio_rate(\w+)\{[^}]*\} >", alert["expr"])
             assert len(windows) == 2
             assert windows[0] != windows[1]
 
