@@ -9,95 +9,18 @@ redirects included: a redirect from an allowed host to another one drops the hea
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from .._internal import FailureLog
 from ..context import get_correlation_id
+from ..hosts import HostAllowlist
 
 if TYPE_CHECKING:
     import requests
 
 __all__ = ["HostAllowlist", "OutboundRules", "RequestsPropagation"]
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-_CACHE_SIZE = 1024
-
-
-class HostAllowlist:
-    """Matches URLs against host patterns.
-
-    Patterns: ``api.example.com`` (any port), ``api.example.com:8443`` or ``127.0.0.1:5000``
-    (that port only), ``[::1]:5000``, ``*.example.com`` (subdomains, not the apex) and ``*``
-    (every host). Matching is case-insensitive and ignores a trailing dot.
-    """
-
-    def __init__(self, patterns: Iterable[str]) -> None:
-        self.patterns = tuple(patterns)
-        self._hosts: set[str] = set()
-        self._host_ports: set[tuple[str, int]] = set()
-        self._suffixes: list[str] = []
-        self._everything = False
-        for raw in self.patterns:
-            pattern = raw.strip().lower().rstrip(".")
-            if pattern == "*":
-                self._everything = True
-            elif pattern.startswith("*."):
-                self._suffixes.append(pattern[1:])
-            else:
-                host, port = _split_host_port(pattern)
-                if port is None:
-                    self._hosts.add(host)
-                else:
-                    self._host_ports.add((host, port))
-        self._cache: dict[tuple[str, str], bool] = {}
-        self._lock = threading.Lock()
-
-    def __bool__(self) -> bool:
-        return bool(self.patterns)
-
-    def allows(self, url: str) -> bool:
-        """Whether ``url``'s host (and port) is on the list."""
-        parts = urlsplit(url)
-        key = (parts.scheme, parts.netloc)
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
-        allowed = self._match(parts.scheme, parts.hostname, parts)
-        with self._lock:
-            if len(self._cache) >= _CACHE_SIZE:
-                self._cache.clear()
-            self._cache[key] = allowed
-        return allowed
-
-    def _match(self, scheme: str, hostname: str | None, parts: Any) -> bool:
-        if not hostname:
-            return False
-        if self._everything:
-            return True
-        host = hostname.lower().rstrip(".")
-        if host in self._hosts:
-            return True
-        try:
-            port = parts.port or _DEFAULT_PORTS.get(scheme)
-        except ValueError:
-            return False
-        if port is not None and (host, port) in self._host_ports:
-            return True
-        return any(host.endswith(suffix) for suffix in self._suffixes)
-
-
-def _split_host_port(pattern: str) -> tuple[str, int | None]:
-    if pattern.startswith("["):  # [v6]:port
-        host, _, rest = pattern[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
-    host, sep, port = pattern.rpartition(":")
-    if sep and port.isdigit() and ":" not in host:
-        return host, int(port)
-    return pattern, None
 
 
 @dataclass(frozen=True)
