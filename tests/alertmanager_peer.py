@@ -5,7 +5,8 @@
 - receivers: :class:`tests.alert_sinks.Sink` records what Alertmanager's webhook, Slack and
   PagerDuty notifiers POST (JSON, per path); :func:`notifications` reads it per receiver.
 - :func:`webhook_variant`: the shipped ``alertmanager.yml`` with each receiver replaced by a
-  webhook to ``<receiver url>/<receiver name>``, routes and inhibitions untouched.
+  webhook to ``<receiver url>/<receiver name>``, routes and inhibitions untouched;
+  :func:`with_timings` shortens its group/repeat intervals for a test.
 - :func:`running_alertmanager`: ``prometheus-alertmanager`` in a subprocess on a free port, its
   own storage directory, clustering off; :class:`Alertmanager` posts alerts to its API v2.
 """
@@ -77,18 +78,22 @@ def webhook_variant(
         for receiver in loaded["receivers"]
     ]
     loaded.pop("templates", None)
-    if timings:
-        keys = ("group_wait", "group_interval", "repeat_interval")
+    return with_timings(loaded, timings) if timings else loaded
 
-        def strip(route: dict[str, Any]) -> None:
-            for child in route.get("routes", []):
-                for key in keys:
-                    child.pop(key, None)
-                strip(child)
 
-        loaded["route"].update(timings)
-        strip(loaded["route"])
-    return loaded
+def with_timings(config: dict[str, Any], timings: dict[str, str]) -> dict[str, Any]:
+    """``config`` (changed in place and returned) with ``timings`` on the root route and the
+    same keys removed from every child route, so that every route uses them."""
+
+    def strip(route: dict[str, Any]) -> None:
+        for child in route.get("routes", []):
+            for key in timings:
+                child.pop(key, None)
+            strip(child)
+
+    config["route"].update(timings)
+    strip(config["route"])
+    return config
 
 
 def notifications(sink: Sink, receiver: str) -> list[dict[str, Any]]:

@@ -7,6 +7,9 @@
 - :class:`HungServer` (from ``conftest``): a TCP listener that accepts and never answers.
 - :func:`refused_port`: a port nothing listens on.
 - :func:`celery_worker`: a real Celery worker in a subprocess; :func:`stop_process` stops one.
+
+Beside this module: :mod:`tests.alertmanager_peer` (a real Alertmanager and its receivers) and
+:mod:`tests.collector_peer` (a real OTLP collector, Rotel, forwarding to an OtlpReceiver).
 """
 
 from __future__ import annotations

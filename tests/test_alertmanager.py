@@ -24,6 +24,7 @@ from .alertmanager_peer import (
     rfc3339,
     running_alertmanager,
     webhook_variant,
+    with_timings,
 )
 from .peers import wait_for
 from .test_multiprocess import free_port
@@ -246,10 +247,7 @@ def test_the_shipped_receivers_render_and_read_their_secrets_from_files(
     config = yaml.safe_load(text)
     config["global"]["smtp_smarthost"] = f"127.0.0.1:{smtp.port}"
     config["global"]["smtp_require_tls"] = False  # aiosmtpd here speaks plain SMTP
-    config["route"].update(FAST)
-    for route in config["route"]["routes"]:
-        for key in FAST:
-            route.pop(key, None)
+    with_timings(config, FAST)
     pagerduty = next(r for r in config["receivers"] if r["name"] == "pagerduty")
     pagerduty["pagerduty_configs"][0]["url"] = f"{sink.url}/pagerduty"
 
