@@ -19,7 +19,7 @@ import pytest
 import requests
 import yaml
 
-from flask_observe import contrib
+from flask_observe import Observe, contrib
 from sample_app import create_app, observe
 from sample_app.platform import create_platform_app
 
@@ -231,8 +231,14 @@ def local_path(value: str, volumes: dict[str, Path]) -> str:
 
 @pytest.fixture
 def platform() -> Iterator[LiveServer]:
-    with LiveServer(create_platform_app(OBSERVE_LOG_STDOUT=False)) as server:
-        yield server
+    """The demo platform API in-process (with its own Observe, shut down afterwards so the
+    process-wide logging setup is released for the tests after this one)."""
+    app = create_platform_app(OBSERVE_LOG_STDOUT=False)
+    try:
+        with LiveServer(app) as server:
+            yield server
+    finally:
+        Observe().shutdown(app)
 
 
 def test_the_deployments_command_env_and_probes_run_the_real_app(
