@@ -3,13 +3,12 @@
 - :class:`OtlpReceiver`: an OTLP/gRPC receiver — a ``grpcio`` server with the
   ``TraceService``, ``LogsService`` and ``MetricsService`` of ``opentelemetry-proto`` on one
   port — recording every export request per signal.
+- In modules of their own: :mod:`tests.alertmanager_peer` (a real Alertmanager and its
+  receivers) and :mod:`tests.collector_peer` (a real OTLP collector, Rotel).
 - :class:`SentryReceiver`: an HTTP server used as a Sentry DSN, recording every envelope.
 - :class:`HungServer` (from ``conftest``): a TCP listener that accepts and never answers.
 - :func:`refused_port`: a port nothing listens on.
 - :func:`celery_worker`: a real Celery worker in a subprocess; :func:`stop_process` stops one.
-
-Beside this module: :mod:`tests.alertmanager_peer` (a real Alertmanager and its receivers) and
-:mod:`tests.collector_peer` (a real OTLP collector, Rotel, forwarding to an OtlpReceiver).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from .alertmanager_peer import (
 from .peers import wait_for
 from .test_multiprocess import free_port
 
-pytestmark = pytest.mark.services
+pytestmark = [pytest.mark.services, pytest.mark.realtime]
 
 #: Short enough for a test, and the same relations as the shipped ones.
 FAST = {"group_wait": "1s", "group_interval": "2s", "repeat_interval": "1h"}

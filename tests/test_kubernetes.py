@@ -241,6 +241,7 @@ def platform() -> Iterator[LiveServer]:
         Observe().shutdown(app)
 
 
+@pytest.mark.realtime
 def test_the_deployments_command_env_and_probes_run_the_real_app(
     tmp_path: Path, platform: LiveServer
 ) -> None:

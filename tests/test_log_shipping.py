@@ -342,6 +342,7 @@ def otelcol_binary() -> str:
     return path
 
 
+@pytest.mark.realtime
 def test_the_collector_configuration_ships_real_lines_over_otlp(
     receiver: OtlpReceiver, make_app: Callable[..., Flask], tmp_path: Path
 ) -> None:

@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from .collector_peer import rotel_collector
 from .peers import SIGNALS, OtlpReceiver, wait_for
 
-pytestmark = pytest.mark.services
+pytestmark = [pytest.mark.services, pytest.mark.realtime]
 
 
 @pytest.fixture

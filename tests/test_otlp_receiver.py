@@ -194,6 +194,7 @@ def _export_one(signal: str, endpoint: str, timeout: float) -> Callable[[], bool
     return lambda: metric_exporter.export(data) is MetricExportResult.SUCCESS
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("signal", SIGNALS)
 def test_hang_mode_takes_the_call_never_answers_and_the_other_signals_go_on(
     signal: str,
