@@ -1,7 +1,10 @@
 """Real peers on loopback for the tracing and error-reporting tests.
 
-- :class:`OtlpReceiver`: an OTLP/gRPC trace receiver — a ``grpcio`` server with the
-  ``TraceService`` of ``opentelemetry-proto`` — recording every export request.
+- :class:`OtlpReceiver`: an OTLP/gRPC receiver — a ``grpcio`` server with the
+  ``TraceService``, ``LogsService`` and ``MetricsService`` of ``opentelemetry-proto`` on one
+  port — recording every export request per signal.
+- In modules of their own: :mod:`tests.alertmanager_peer` (a real Alertmanager and its
+  receivers) and :mod:`tests.collector_peer` (a real OTLP collector, Rotel).
 - :class:`SentryReceiver`: an HTTP server used as a Sentry DSN, recording every envelope.
 - :class:`HungServer` (from ``conftest``): a TCP listener that accepts and never answers.
 - :func:`refused_port`: a port nothing listens on.
@@ -21,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -59,43 +62,84 @@ def _attributes(key_values: Any) -> dict[str, Any]:
     return {kv.key: _value(kv.value) for kv in key_values}
 
 
+#: The OTLP signals the receiver serves, each its own gRPC service on the one port.
+SIGNALS = ("traces", "logs", "metrics")
+
+
 class OtlpReceiver:
-    """An OTLP/gRPC collector stand-in on ``127.0.0.1:<port>`` that records what it gets.
+    """An OTLP/gRPC collector stand-in on ``127.0.0.1:<port>`` that records what it gets: the
+    ``TraceService``, ``LogsService`` and ``MetricsService`` of ``opentelemetry-proto`` on one
+    port, every export request kept per signal (``received["logs"]``…; ``requests`` and
+    ``metadata`` are the traces' own, as before).
 
     :param hang: accept each export call and never answer it (until stopped): a collector
-        that is up at the gRPC level but stuck.
+        that is up at the gRPC level but stuck. ``True`` for every signal, or a collection of
+        signal names (``{"logs"}``) for those only.
     """
 
-    def __init__(self, hang: bool = False) -> None:
+    def __init__(self, hang: bool | Collection[str] = False) -> None:
         import grpc
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+        from opentelemetry.proto.collector.metrics.v1 import (
+            metrics_service_pb2,
+            metrics_service_pb2_grpc,
+        )
         from opentelemetry.proto.collector.trace.v1 import (
             trace_service_pb2,
             trace_service_pb2_grpc,
         )
 
-        self.requests: list[Any] = []
-        self.metadata: list[dict[str, str]] = []
-        self.calls = 0
+        hung = set(SIGNALS) if hang is True else set(hang or ())
+        if hung - set(SIGNALS):
+            raise ValueError(f"unknown signals {sorted(hung - set(SIGNALS))}")
+        self.received: dict[str, list[Any]] = {signal: [] for signal in SIGNALS}
+        self.metadata_by_signal: dict[str, list[dict[str, str]]] = {s: [] for s in SIGNALS}
+        #: Export calls per signal, answered or not (a hung one counts when it arrives).
+        self.calls_by_signal: dict[str, int] = dict.fromkeys(SIGNALS, 0)
+        self.requests = self.received["traces"]
+        self.metadata = self.metadata_by_signal["traces"]
         self._lock = threading.Lock()
         self._released = threading.Event()
         receiver = self
 
+        def export(signal: str, request: Any, context: Any, response: Any) -> Any:
+            with receiver._lock:
+                receiver.calls_by_signal[signal] += 1
+            if signal in hung:
+                receiver._released.wait()
+                return response
+            with receiver._lock:
+                receiver.received[signal].append(request)
+                receiver.metadata_by_signal[signal].append(dict(context.invocation_metadata()))
+            return response
+
         class TraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
             def Export(self, request: Any, context: Any) -> Any:
-                with receiver._lock:
-                    receiver.calls += 1
-                if hang:
-                    receiver._released.wait()
-                    return trace_service_pb2.ExportTraceServiceResponse()
-                with receiver._lock:
-                    receiver.requests.append(request)
-                    receiver.metadata.append(dict(context.invocation_metadata()))
-                return trace_service_pb2.ExportTraceServiceResponse()
+                response = trace_service_pb2.ExportTraceServiceResponse()
+                return export("traces", request, context, response)
 
-        self.server = grpc.server(ThreadPoolExecutor(max_workers=4))
+        class LogsService(logs_service_pb2_grpc.LogsServiceServicer):  # type: ignore[misc]
+            def Export(self, request: Any, context: Any) -> Any:
+                response = logs_service_pb2.ExportLogsServiceResponse()
+                return export("logs", request, context, response)
+
+        class MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):  # type: ignore[misc]
+            def Export(self, request: Any, context: Any) -> Any:
+                response = metrics_service_pb2.ExportMetricsServiceResponse()
+                return export("metrics", request, context, response)
+
+        # Enough workers that hung calls of one signal cannot starve the others.
+        self.server = grpc.server(ThreadPoolExecutor(max_workers=12))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(), self.server)
+        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(LogsService(), self.server)
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(MetricsService(), self.server)
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    @property
+    def calls(self) -> int:
+        """Export calls of the trace service (as before the other signals were served)."""
+        return self.calls_by_signal["traces"]
 
     def __enter__(self) -> OtlpReceiver:
         self.server.start()
@@ -133,6 +177,87 @@ class OtlpReceiver:
                                 "resource": resource,
                             }
                         )
+        return out
+
+    def log_records(self) -> list[dict[str, Any]]:
+        """Every log record received so far, flattened, with its resource and scope."""
+        out = []
+        with self._lock:
+            requests = list(self.received["logs"])
+        for request in requests:
+            for resource_logs in request.resource_logs:
+                resource = _attributes(resource_logs.resource.attributes)
+                for scope_logs in resource_logs.scope_logs:
+                    for record in scope_logs.log_records:
+                        out.append(
+                            {
+                                "body": _value(record.body),
+                                "severity_text": record.severity_text,
+                                "severity_number": record.severity_number,
+                                "time_unix_nano": record.time_unix_nano,
+                                "observed_time_unix_nano": record.observed_time_unix_nano,
+                                "trace_id": record.trace_id.hex() or None,
+                                "span_id": record.span_id.hex() or None,
+                                "attributes": _attributes(record.attributes),
+                                "event_name": record.event_name,
+                                "scope": scope_logs.scope.name,
+                                "service": resource.get("service.name"),
+                                "resource": resource,
+                            }
+                        )
+        return out
+
+    def metric_points(self) -> list[dict[str, Any]]:
+        """Every metric data point received so far, flattened: the metric's ``name``,
+        ``unit``, ``kind`` (``sum``, ``gauge``, ``histogram``, ``exponential_histogram``,
+        ``summary``), the point's ``attributes``, its ``value`` (sums and gauges) or
+        ``count``/``sum``/``bucket_counts``/``explicit_bounds`` (histograms), ``exemplars``
+        (each with its ``trace_id``), and the resource."""
+        out = []
+        with self._lock:
+            requests = list(self.received["metrics"])
+        for request in requests:
+            for resource_metrics in request.resource_metrics:
+                resource = _attributes(resource_metrics.resource.attributes)
+                for scope_metrics in resource_metrics.scope_metrics:
+                    for metric in scope_metrics.metrics:
+                        kind = metric.WhichOneof("data")
+                        data = getattr(metric, kind)
+                        for point in data.data_points:
+                            entry: dict[str, Any] = {
+                                "name": metric.name,
+                                "unit": metric.unit,
+                                "description": metric.description,
+                                "kind": kind,
+                                "attributes": _attributes(point.attributes),
+                                "time_unix_nano": point.time_unix_nano,
+                                "scope": scope_metrics.scope.name,
+                                "service": resource.get("service.name"),
+                                "resource": resource,
+                            }
+                            if kind in ("sum", "histogram", "exponential_histogram"):
+                                entry["temporality"] = data.aggregation_temporality
+                            if kind == "sum":
+                                entry["monotonic"] = data.is_monotonic
+                            if kind in ("sum", "gauge"):
+                                entry["value"] = getattr(point, point.WhichOneof("value"))
+                            else:
+                                entry["count"] = point.count
+                                entry["sum"] = point.sum
+                            if kind == "histogram":
+                                entry["bucket_counts"] = list(point.bucket_counts)
+                                entry["explicit_bounds"] = list(point.explicit_bounds)
+                            if kind != "summary":
+                                entry["exemplars"] = [
+                                    {
+                                        "trace_id": e.trace_id.hex() or None,
+                                        "span_id": e.span_id.hex() or None,
+                                        "value": getattr(e, e.WhichOneof("value") or "as_double"),
+                                        "attributes": _attributes(e.filtered_attributes),
+                                    }
+                                    for e in point.exemplars
+                                ]
+                            out.append(entry)
         return out
 
 
