@@ -33,7 +33,7 @@ from flask_observe import contrib
 
 from .alert_sinks import Sink
 from .conftest import REQUIRE_SERVICES
-from .test_multiprocess import free_port
+from .peers import free_port
 
 #: The example configuration shipped in the package.
 SHIPPED_CONFIG = contrib.path("alertmanager/alertmanager.yml")

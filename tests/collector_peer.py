@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import REQUIRE_SERVICES
-from .test_multiprocess import free_port
+from .peers import free_port
 
 
 def rotel_binary() -> Path:

@@ -26,8 +26,7 @@ from .alertmanager_peer import (
     webhook_variant,
     with_timings,
 )
-from .peers import wait_for
-from .test_multiprocess import free_port
+from .peers import free_port, wait_for
 
 pytestmark = [pytest.mark.services, pytest.mark.realtime]
 

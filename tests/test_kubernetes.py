@@ -25,8 +25,7 @@ from sample_app.platform import create_platform_app
 
 from .conftest import LiveServer, read_json_lines
 from .k8s_models import assert_valid, check_manifest, prometheus_rule
-from .peers import OtlpReceiver, stop_process, wait_for
-from .test_multiprocess import free_port
+from .peers import OtlpReceiver, free_port, stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = contrib.path("kubernetes")

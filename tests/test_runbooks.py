@@ -24,8 +24,8 @@ from flask_observe.alerting import rules as in_process
 from flask_observe.config import config_keys
 from sample_app import create_app, observe
 
+from .peers import free_port
 from .test_contrib import RULES, need_tool
-from .test_multiprocess import free_port
 from .test_prometheus_integration import Process, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
