@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _optional
 from ._internal import exit_flushes
-from .hooks import Hook, Stage
+from .hooks import Hook, OutboundHook, Stage
 
 if TYPE_CHECKING:
     import click
@@ -152,6 +152,7 @@ class Wiring:
         self.environ = environ
         self._hooks: dict[Stage, list[Hook]] = {stage: [] for stage in Stage}
         self._hooks_taken = False
+        self._outbound: list[OutboundHook] = []
         #: Whether a hook reads :attr:`~flask_observe.hooks.RequestRecord.trace_id`.
         self.trace_ids_wanted = False
 
@@ -228,6 +229,23 @@ class Wiring:
                 " in FEATURES"
             )
         self._hooks[stage].append(hook)
+
+    def outbound_hook(self, hook: OutboundHook) -> None:
+        """Call ``hook(call)`` after each outgoing ``requests`` call made in this app's context
+        (outbound metrics); the correlation feature's wrapper of the adapter times the call.
+
+        :raises RuntimeError: as :meth:`request_hook`, from a feature after correlation.
+        """
+        if self._hooks_taken:
+            raise RuntimeError(
+                "outbound hooks must be registered by features set up before the correlation"
+                " feature: move the feature before it in FEATURES"
+            )
+        self._outbound.append(hook)
+
+    def take_outbound_hooks(self) -> list[OutboundHook]:
+        """Every outbound hook (for the ``requests`` wrapper)."""
+        return list(self._outbound)
 
     def want_trace_ids(self) -> None:
         """Fill each request's ``RecordRequest.trace_id`` (the server span's trace ID, looked

@@ -23,6 +23,8 @@ __all__ = [
     "RECORD_KEY",
     "SPAN_CONTEXT_KEY",
     "Hook",
+    "OutboundCall",
+    "OutboundHook",
     "RequestRecord",
     "Stage",
     "compose",
@@ -102,6 +104,41 @@ class RequestRecord:
 
 
 Hook = Callable[[RequestRecord], None]
+
+
+class OutboundCall:
+    """One outgoing HTTP call (``requests``), as the outbound hooks see it when it is done.
+
+    :ivar url: the URL called (this hop of it: each redirect is a call of its own).
+    :ivar status: the response's status, ``None`` when there was no response.
+    :ivar error: the exception the call raised, if any.
+    :ivar duration: seconds from sending to the response's headers (or the error).
+    :ivar headers: the response's headers (rate-limit figures), empty without a response.
+    :ivar retries: retries urllib3 made inside the call (its ``Retry`` history).
+    """
+
+    __slots__ = ("duration", "error", "headers", "method", "retries", "status", "url")
+
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        status: int | None,
+        error: BaseException | None,
+        duration: float,
+        headers: Any,
+        retries: int,
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.status = status
+        self.error = error
+        self.duration = duration
+        self.headers = headers
+        self.retries = retries
+
+
+OutboundHook = Callable[[OutboundCall], None]
 
 
 def compose(hooks: Sequence[Hook]) -> Hook | None:

@@ -9,12 +9,14 @@ redirects included: a redirect from an allowed host to another one drops the hea
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._internal import FailureLog
 from ..context import get_correlation_id
+from ..hooks import OutboundCall, OutboundHook
 from ..hosts import HostAllowlist
 
 if TYPE_CHECKING:
@@ -39,6 +41,8 @@ class OutboundRules:
     allowlist: HostAllowlist
     trace_fields: tuple[str, ...] = ()
     current_fields: Callable[[], Iterable[str]] | None = None
+    #: Told of each finished call (outbound metrics); ``None``: calls are not timed.
+    observe: OutboundHook | None = None
 
 
 #: Returned by the rules lookup outside any app context.
@@ -84,6 +88,7 @@ class RequestsPropagation:
             def send_with_rules(
                 adapter: HTTPAdapter, request: requests.PreparedRequest, *args: Any, **kwargs: Any
             ) -> requests.Response:
+                current = None
                 try:
                     current = rules()
                     if current is OUTSIDE_APP:
@@ -91,7 +96,17 @@ class RequestsPropagation:
                     _apply(request, current)
                 except Exception:
                     failures("applying the outbound header rules to an outgoing request")
-                return original(adapter, request, *args, **kwargs)
+                observe = current.observe if current is not None else None
+                if observe is None:
+                    return original(adapter, request, *args, **kwargs)
+                started = time.perf_counter()
+                try:
+                    response = original(adapter, request, *args, **kwargs)
+                except BaseException as exc:
+                    _tell(observe, request, None, exc, time.perf_counter() - started, failures)
+                    raise
+                _tell(observe, request, response, None, time.perf_counter() - started, failures)
+                return response
 
             setattr(send_with_rules, self._ATTR, original)
             send_with_rules._flask_observe_users = 0  # type: ignore[attr-defined]
@@ -117,6 +132,34 @@ class RequestsPropagation:
         send._flask_observe_users -= 1  # type: ignore[attr-defined]
         if send._flask_observe_users <= 0:  # type: ignore[attr-defined]
             HTTPAdapter.send = original  # type: ignore[method-assign]
+
+
+def _tell(
+    observe: OutboundHook,
+    request: Any,
+    response: Any,
+    error: BaseException | None,
+    duration: float,
+    failures: FailureLog,
+) -> None:
+    """Hand a finished call to the hooks (guarded: a failing hook never fails the call)."""
+    try:
+        retries = 0
+        if response is not None:
+            history = getattr(getattr(response.raw, "retries", None), "history", None)
+            retries = len(history) if history else 0
+        call = OutboundCall(
+            request.method or "",
+            request.url or "",
+            response.status_code if response is not None else None,
+            error,
+            duration,
+            response.headers if response is not None else {},
+            retries,
+        )
+        observe(call)
+    except Exception:
+        failures("an outbound call hook (outbound metrics)")
 
 
 def _apply(request: Any, rules: OutboundRules | None) -> None:

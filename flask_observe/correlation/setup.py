@@ -18,7 +18,7 @@ from flask.globals import _cv_app, _cv_request
 from .. import _optional
 from ..config import ConfigError
 from ..feature import Feature, Plan, Wiring, switch
-from ..hooks import Stage, compose, trace_id_lookup
+from ..hooks import OutboundCall, OutboundHook, Stage, compose, trace_id_lookup
 from ..logging.settings import LoggingSettings
 from ..state import state_or_none
 from .settings import CorrelationSettings
@@ -136,12 +136,18 @@ def _install_outbound(wiring: Wiring, settings: CorrelationSettings) -> None:
 
         trace_fields = tuple(sorted(get_global_textmap().fields))
         current_fields = lambda: get_global_textmap().fields  # noqa: E731
+    observers = wiring.take_outbound_hooks()
     if header is None and (
-        not trace_fields or _optional.detect("requests", "outbound trace headers") is None
+        not (trace_fields or observers)
+        or _optional.detect("requests", "outbound trace headers and metrics") is None
     ):
         return
     rules = OutboundRules(
-        header, HostAllowlist(settings.propagate_hosts), trace_fields, current_fields
+        header,
+        HostAllowlist(settings.propagate_hosts),
+        trace_fields,
+        current_fields,
+        observe=_compose_outbound(observers),
     )
     wiring.provide(rules)
 
@@ -153,6 +159,20 @@ def _install_outbound(wiring: Wiring, settings: CorrelationSettings) -> None:
 
     RequestsPropagation(current_rules).install(rules)
     wiring.on_close(lambda: RequestsPropagation.uninstall(rules))
+
+
+def _compose_outbound(hooks: list[OutboundHook]) -> OutboundHook | None:
+    if not hooks:
+        return None
+    if len(hooks) == 1:
+        return hooks[0]
+    chain = tuple(hooks)
+
+    def run_all(call: OutboundCall) -> None:
+        for hook in chain:
+            hook(call)
+
+    return run_all
 
 
 FEATURE = Feature("correlation", CorrelationSettings, _setup, check=_check)

@@ -23,7 +23,7 @@ from .datastores import DatabaseCheck, RedisCheck
 from .report import MEDIA_TYPE, score
 from .results import CheckResult, HealthReport, Trend
 from .runner import HealthRunner
-from .services import CeleryCheck, HttpCheck
+from .services import CeleryCheck, DependencyCheck, HttpCheck
 from .system import DiskCheck, MemoryCheck
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "CheckResult",
     "CheckWarning",
     "DatabaseCheck",
+    "DependencyCheck",
     "DiskCheck",
     "FunctionCheck",
     "HealthCheck",

@@ -32,6 +32,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from flask import has_app_context
+
 from .._clock import SYSTEM, Clock
 from .._internal import FailureLog
 from .checks import HealthCheck, StartupGate, Status
@@ -339,7 +341,14 @@ class HealthRunner:
         run.done.set()
 
     def _run_inline(self, slot: _Slot) -> CheckResult:
-        result = call_check(slot.check, self._ttl(slot.check), self._failures)
+        app = self._app()
+        if app is not None and not has_app_context():
+            # Like the threaded checks, an inline one runs in its app's context (the CLI
+            # and the alert rules call the runner outside a request).
+            with app.app_context():
+                result = call_check(slot.check, self._ttl(slot.check), self._failures)
+        else:
+            result = call_check(slot.check, self._ttl(slot.check), self._failures)
         with self._lock:
             previous = self._record(slot, result, self._clock.monotonic())
         self._notify([(result, previous)])

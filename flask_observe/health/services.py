@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from .checks import CheckFailed, HealthCheck, Observation, Status
 from .datastores import _first_line, _ms
 
-__all__ = ["CeleryCheck", "HttpCheck"]
+__all__ = ["CeleryCheck", "DependencyCheck", "HttpCheck"]
 
 #: Seconds between polls for ping replies (Redis broker).
 _POLL = 0.1
@@ -202,3 +202,60 @@ class HttpCheck(HealthCheck):
         if parts.query:
             out.append(parts.query)
         return out
+
+
+@dataclass
+class DependencyCheck(HealthCheck):
+    """A dependency's health read from the app's own recent calls to it — no call is made.
+
+    The outbound metrics keep the last five minutes of calls to each host declared in
+    ``OBSERVE_METRICS_OUTBOUND_HOSTS``: this check warns (or fails, when ``critical``) when
+    more than ``max_error_ratio`` of them failed (timeouts, connection and TLS errors, 5xx;
+    a 4xx is the caller's mistake) or more than ``max_throttled_ratio`` were throttled (429).
+    Fewer than ``min_calls`` calls: too few to judge, it passes.
+
+    :param host: the host pattern as declared (``api.example.com``, ``*.example.com``).
+    """
+
+    host: str = ""
+    window_seconds: float = 300.0
+    max_error_ratio: float = 0.2
+    max_throttled_ratio: float = 0.1
+    min_calls: int = 10
+    critical: bool = False
+    cache_ttl: float | None = 0.0
+
+    component_type: ClassVar[str] = "component"
+    inline: ClassVar[bool] = True  # reads counters in memory
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.host:
+            raise ValueError(f"health check {self.name!r}: host= names a declared host")
+
+    def run(self) -> list[Observation]:
+        from ..metrics.outbound import OutboundMetrics
+        from ..state import state_or_none
+
+        state = state_or_none()
+        outbound = state.get(OutboundMetrics) if state is not None else None
+        if outbound is None:
+            raise CheckFailed("outbound metrics are off (OBSERVE_METRICS_OUTBOUND)")
+        if self.host not in outbound.hosts.patterns:
+            raise CheckFailed(f"{self.host!r} is not in OBSERVE_METRICS_OUTBOUND_HOSTS")
+        calls, failed, throttled = outbound.window(self.host).totals(self.window_seconds)
+        error_ratio = failed / calls if calls else 0.0
+        throttled_ratio = throttled / calls if calls else 0.0
+        bad = Status.FAIL if self.critical else Status.WARN
+        problems = []
+        if calls >= self.min_calls and error_ratio > self.max_error_ratio:
+            problems.append(f"{error_ratio:.0%} of {calls} calls failed")
+        if calls >= self.min_calls and throttled_ratio > self.max_throttled_ratio:
+            problems.append(f"{throttled_ratio:.0%} of {calls} calls throttled (429)")
+        status = bad if problems else Status.PASS
+        output = "; ".join(problems) or None
+        window = {"calls": calls, "windowS": self.window_seconds}
+        return [
+            Observation("errorRatio", round(error_ratio, 4), "ratio", status, output, extra=window),
+            Observation("throttledRatio", round(throttled_ratio, 4), "ratio", status, None),
+        ]

@@ -5,6 +5,7 @@ Each field is the key ``OBSERVE_`` + its name in capitals; see docs/configuratio
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,20 @@ def buckets(value: Any) -> tuple[float, ...]:
     return numbers
 
 
+_HOST_PATTERN = re.compile(
+    r"\*|(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?"
+)
+
+
+def host_patterns(value: Any) -> tuple[str, ...]:
+    """Host patterns (``host``, ``host:port``, ``*.domain``, ``*``), not URLs."""
+    found = str_tuple(value)
+    for pattern in found:
+        if not _HOST_PATTERN.fullmatch(pattern):
+            raise ValueError(f"{pattern!r} is not a host pattern (host, host:port or *.domain)")
+    return found
+
+
 @dataclass(frozen=True)
 class MetricsSettings:
     """Keys of the metrics feature (docs/metrics.md)."""
@@ -40,3 +55,8 @@ class MetricsSettings:
     metrics_buckets: tuple[float, ...] = key(DEFAULT_BUCKETS, buckets)
     #: Trace IDs as exemplars on the duration histogram (OpenMetrics scrapes, tracing on).
     metrics_exemplars: bool = key(True, boolean)
+    #: Metrics of outgoing ``requests`` calls; ``None``: on when requests is installed.
+    metrics_outbound: bool | None = key(None, opt_boolean)
+    #: The hosts outbound metrics name (``api.example.com``, ``api.example.com:8443``,
+    #: ``*.example.com``); every other host is ``other``, so the labels stay bounded.
+    metrics_outbound_hosts: tuple[str, ...] = key((), host_patterns)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 
+from .. import _optional
 from ..config import ConfigError
 from ..feature import Feature, Plan, Wiring, switch
 from ..hooks import Stage
@@ -24,6 +25,8 @@ def _wanted(plan: Plan) -> bool:
 
 
 def _check(plan: Plan) -> None:
+    if plan.settings(MetricsSettings).metrics_outbound:
+        _optional.require("requests", "requests", "OBSERVE_METRICS_OUTBOUND")
     directory = plan.environ.get("PROMETHEUS_MULTIPROC_DIR") or plan.environ.get(
         "prometheus_multiproc_dir"
     )
@@ -55,6 +58,23 @@ def _setup(wiring: Wiring) -> None:
     wiring.request_hook(Stage.MEASURE, metrics.http.on_finish)
     if settings.metrics_exemplars:
         wiring.want_trace_ids()
+    if switch(
+        settings.metrics_outbound,
+        "OBSERVE_METRICS_OUTBOUND",
+        "requests",
+        "requests",
+        what="outbound metrics",
+    ):
+        from ..hooks import trace_id_lookup
+        from .outbound import OutboundMetrics
+
+        outbound = OutboundMetrics(
+            metrics,
+            settings.metrics_outbound_hosts,
+            trace_lookup=trace_id_lookup() if settings.metrics_exemplars else None,
+        )
+        wiring.provide(outbound)
+        wiring.outbound_hook(outbound)
     auth = wiring.state.auth if settings.metrics_auth else None
     register(wiring.app, metrics, settings.metrics_path, auth)
     wiring.publish_url("metrics", settings.metrics_path)
