@@ -3,6 +3,7 @@ request (metric and access-log field), memory growth with an optional tracemallo
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,10 +13,11 @@ import pytest
 from flask import Flask, g
 from sqlalchemy import create_engine, text
 
-from flask_observe.diagnostics import MemoryWatch, fingerprint
+from flask_observe import Observe
+from flask_observe.diagnostics import MemoryWatch, QueryDiagnostics, fingerprint
 from flask_observe.state import current_state
 
-from .conftest import read_json_lines
+from .conftest import need_service, read_json_lines
 from .test_metrics import ReadingClient, sample_value
 
 
@@ -194,3 +196,81 @@ def test_failing_queries_leave_no_timing_behind(db_app: Flask) -> None:
         conn.execute(text("SELECT 1"))
         assert [k for k in conn.info if "flask_observe" in k] == []
         assert sample_value(db_app, "db_slow_queries_total") == before + 1
+
+
+def test_every_query_is_timed_by_operation_and_its_statement_has_statistics(
+    db_app: Flask,
+) -> None:
+    """db_query_duration_seconds by operation; per-fingerprint count/total/percentiles/last
+    seen, the same statement with other literals counted once; no literal kept."""
+    client = db_app.test_client()
+    client.get("/users/5")
+    client.get("/users/3")
+    diagnostics = Observe.handle(QueryDiagnostics, db_app)
+    counted = sample_value(db_app, "db_query_duration_seconds_count", operation="SELECT")
+    assert counted == 8.0
+    rows = diagnostics.statistics()
+    select = next(r for r in rows if r["operation"] == "SELECT")
+    assert select["count"] == 8
+    assert select["statement"] == "SELECT email FROM users WHERE email = ? OR id = ?"
+    assert 0 < select["p50_ms"] <= select["p95_ms"] <= select["p99_ms"] <= select["max_ms"] * 2
+    assert "secret" not in str(rows)
+    by_count = diagnostics.statistics(sort="count")
+    assert by_count[0]["fingerprint"] == select["fingerprint"]
+    slow = diagnostics.recent_slow()  # every query is slow in this fixture
+    assert len(slow) == 8
+    assert slow[0]["route"] == "/users/<int:count>"
+    assert "secret" not in str(slow)
+
+
+def test_the_operation_label_is_bounded() -> None:
+    from flask_observe.diagnostics.queries import operation
+
+    assert operation("  /* hint */ select 1") == "SELECT"
+    assert operation("WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x") == "INSERT"
+    assert operation("VACUUM") == "OTHER"
+    assert operation("x" * 50 + " drop") == "OTHER"
+
+
+def test_statistics_keep_at_most_the_bound_of_statements(make_app: Callable[..., Flask]) -> None:
+    """5,000 different statements: the statistics hold the most recent 500."""
+    from flask_observe.diagnostics.queries import MAX_FINGERPRINTS
+
+    app = make_app("many", log_stdout=False, slow_query_ms=10_000)
+    diagnostics = Observe.handle(QueryDiagnostics, app)
+    for n in range(5_000):
+        diagnostics.after_query(f"SELECT * FROM table_{n}", 0.001)
+    assert len(diagnostics.statistics(top=10_000)) == MAX_FINGERPRINTS
+
+
+@pytest.mark.services
+def test_pool_gauges_of_a_real_postgresql_engine(make_app: Callable[..., Flask]) -> None:
+    """Two connections held from a pool of 1 (+2 overflow) on the machine's PostgreSQL: in use
+    2, overflow 1, size 1 — read by the ticker's task, credentials never in the label."""
+    need_service("PostgreSQL", "127.0.0.1", 5432)
+    app = make_app("pool", log_stdout=False)
+    engine = create_engine(
+        "postgresql+psycopg://postgres@127.0.0.1:5432/test", pool_size=1, max_overflow=2
+    )
+    try:
+        with app.app_context(), engine.connect() as one, engine.connect() as two:
+            one.execute(text("SELECT 1"))
+            two.execute(text("SELECT 1"))
+            Observe.handle(QueryDiagnostics, app).sample_pools()
+            label = {"engine": "postgresql+psycopg://127.0.0.1/test"}
+            assert sample_value(app, "db_pool_connections_in_use", **label) == 2.0
+            assert sample_value(app, "db_pool_overflow", **label) == 1.0
+            assert sample_value(app, "db_pool_size", **label) == 1.0
+    finally:
+        engine.dispose()
+
+
+def test_the_db_commands_print_statistics_and_slow_queries(db_app: Flask) -> None:
+    db_app.test_client().get("/users/2")
+    runner = db_app.test_cli_runner()
+    stats = runner.invoke(args=["observe", "db", "stats", "--json"])
+    assert stats.exit_code == 0, stats.output
+    assert json.loads(stats.output)[0]["count"] >= 2
+    slow = runner.invoke(args=["observe", "db", "slow"])
+    assert slow.exit_code == 0
+    assert "SELECT email FROM users WHERE email = ? OR id = ?" in slow.output

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import shutil
 
+import click
+
 from ..config import ConfigError
 from ..feature import Feature, Plan, Wiring, switch
 from ..hooks import Stage
@@ -72,6 +74,7 @@ def _setup(wiring: Wiring) -> None:
         wiring.request_hook(Stage.MEASURE, diagnostics.on_finish)
         queries.install()
         wiring.on_close(queries.uninstall)
+        wiring.ticker.add("connection pools", diagnostics.sample_pools)
     if settings.alert_disk_path:
         path = settings.alert_disk_path
         disk = metrics.gauge(
@@ -101,4 +104,12 @@ def _setup(wiring: Wiring) -> None:
         wiring.on_close(memory.close)
 
 
-FEATURE = Feature("diagnostics", DiagnosticsSettings, _setup, wanted=_wanted, check=_check)
+def _commands() -> list[click.Command]:
+    from .cli import db
+
+    return [db]
+
+
+FEATURE = Feature(
+    "diagnostics", DiagnosticsSettings, _setup, wanted=_wanted, check=_check, commands=_commands
+)
