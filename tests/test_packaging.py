@@ -3,8 +3,9 @@
 OpenTelemetry's packages pin one another exactly (an instrumentation 0.<N>b<k> needs
 opentelemetry-semantic-conventions ==0.<N>b<k>, which needs opentelemetry-api ==1.<N-21>.<k>):
 if one bound moves without the others, the extras can stop resolving with the pip that Python
-3.11 to 3.13 ship (as they did with sdk 1.45.2 allowed next to instrumentation-flask 0.66b1). The CI's package job proves the install itself; these tests catch a half-done
-bump before it gets there.
+3.11 to 3.13 ship (as they did with sdk 1.45.2 allowed next to instrumentation-flask 0.66b1).
+The CI's package job proves the install itself; these tests catch a half-done bump before it
+gets there.
 """
 
 from __future__ import annotations
