@@ -62,3 +62,29 @@ def test_ci_runs_the_readme_test_command() -> None:
     commands = re.findall(r"```sh\n(.+?)\n```", readme)
     test_command = next(c for c in commands if "pytest" in c)
     assert test_command in (ROOT / ".ci" / "run").read_text()
+
+
+def test_instance_methods_are_not_written_as_class_calls() -> None:
+    """``observe.shutdown(app)``, not ``Observe.shutdown(app)``: the docs call each method of
+    ``Observe`` the way it is called (``Observe.state(app)`` is a static method and stays)."""
+    import inspect
+
+    from flask_observe import Observe
+
+    instance_only = sorted(
+        name
+        for name, member in inspect.getmembers(Observe)
+        if not name.startswith("_")
+        and not isinstance(inspect.getattr_static(Observe, name), staticmethod | classmethod)
+    )
+    assert "shutdown" in instance_only
+    assert "state" not in instance_only
+    pattern = re.compile(rf"\bObserve\.({'|'.join(instance_only)})\b")
+    pages = [ROOT / "README.md", ROOT / "CHANGES.md", *sorted((ROOT / "docs").glob("*.md"))]
+    found = [
+        f"{page.relative_to(ROOT)}:{number}: {match.group(0)}"
+        for page in pages
+        for number, line in enumerate(page.read_text().splitlines(), 1)
+        for match in pattern.finditer(line)
+    ]
+    assert not found, found

@@ -1,0 +1,130 @@
+"""The private prometheus_client API that the dead-worker merge relies on keeps its shape.
+
+``flask_observe.metrics.multiprocess`` folds a dead gunicorn worker's ``*.db`` files into archive
+files with ``prometheus_client.mmap_dict.MmapedDict``, which is not public API. These tests fail
+as soon as a release changes what the merge uses: the module and class, the four members and
+their parameters, the records they read (``(key, value, timestamp, position)``), and the
+file-name convention (``<kind>_<pid>.db``, ``gauge_<mode>_<pid>.db``) under which the public
+``MultiProcessCollector`` reads what the merge writes. setup.cfg bounds prometheus_client to the
+releases these tests passed on; raise the bound only after running them on the new release.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+import sys
+import textwrap
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from flask_observe.metrics import multiprocess
+
+
+def _parameters(function: Any) -> list[str]:
+    return list(inspect.signature(function).parameters)
+
+
+def test_mmaped_dict_members_have_the_shape_the_merge_calls() -> None:
+    """``MmapedDict(filename)``, the static ``read_all_values_from_file(filename)``,
+    ``write_value(key, value, timestamp)`` and ``close()``: each exists with these parameters."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    installed = version("prometheus_client")
+    init = _parameters(MmapedDict.__init__)
+    assert init[:2] == ["self", "filename"], (installed, init)
+    # read_mode (when present) must stay optional: the merge opens files to write them.
+    assert all(
+        p.default is not inspect.Parameter.empty
+        for p in list(inspect.signature(MmapedDict.__init__).parameters.values())[2:]
+    ), init
+    assert isinstance(inspect.getattr_static(MmapedDict, "read_all_values_from_file"), staticmethod)
+    assert _parameters(MmapedDict.read_all_values_from_file) == ["filename"]
+    assert _parameters(MmapedDict.write_value) == ["self", "key", "value", "timestamp"]
+    assert _parameters(MmapedDict.close) == ["self"]
+
+
+def test_records_round_trip_as_key_value_timestamp_position(tmp_path: Path) -> None:
+    """What ``write_value`` stores, ``read_all_values_from_file`` gives back as one 4-tuple
+    ``(str key, float value, float timestamp, int position)``; a second write of a key
+    replaces its value (the merge writes each archive key once, with the combined value)."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    path = str(tmp_path / "counter_archive.db")
+    key = '["jobs_total", "jobs_total", {"queue": "q1"}, "Jobs."]'
+    target = MmapedDict(path)
+    target.write_value(key, 2.0, 10.5)
+    target.write_value(key, 5.0, 11.25)
+    target.write_value('["other", "other", {}, "x"]', 1.0, 0.0)
+    target.close()
+    records = list(MmapedDict.read_all_values_from_file(path))
+    assert len(records) == 2, records
+    first = records[0]
+    assert len(first) == 4, first
+    got_key, value, timestamp, position = first
+    assert (got_key, value, timestamp) == (key, 5.0, 11.25)
+    assert isinstance(got_key, str)
+    assert isinstance(position, int)
+
+
+_WORKER = textwrap.dedent(
+    """
+    import os
+    from prometheus_client import Counter, Gauge, Histogram
+
+    Counter("jobs", "Jobs done.", ["queue"]).labels("q1").inc(3)
+    Histogram("job_seconds", "Job time.", buckets=(0.1, 1.0)).observe(0.25)
+    Gauge("last_job", "Last job time.", multiprocess_mode="max").set(1700.0)
+    Gauge("temp", "Live value.", multiprocess_mode="all").set(1.0)
+    print(os.getpid())
+    """
+)
+
+
+def _samples(path: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(path))  # type: ignore[no-untyped-call]
+    return {
+        (sample.name, tuple(sorted((k, v) for k, v in sample.labels.items() if k != "pid"))): (
+            sample.value
+        )
+        for family in registry.collect()
+        for sample in family.samples
+        if family.name != "temp"  # an "all" gauge of a dead worker is dropped on purpose
+    }
+
+
+def test_a_real_workers_files_merge_into_archives_the_collector_reads(tmp_path: Path) -> None:
+    """Files written by prometheus_client's own multiprocess metrics in a real process, merged
+    by ``mark_process_dead`` into ``<kind>_archive.db`` / ``gauge_max_archive.db`` through
+    ``MmapedDict``, are read by the public ``MultiProcessCollector`` with the same values."""
+    directory = tmp_path / "prom"
+    directory.mkdir()
+    worker = subprocess.run(
+        [sys.executable, "-c", _WORKER],
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    pid = int(worker.stdout.split()[-1])
+    written = sorted(p.name for p in directory.glob("*.db"))
+    assert written == sorted(
+        [f"counter_{pid}.db", f"histogram_{pid}.db", f"gauge_max_{pid}.db", f"gauge_all_{pid}.db"]
+    ), written
+    before = _samples(directory)
+    assert before[("jobs_total", (("queue", "q1"),))] == 3.0
+    assert before[("job_seconds_count", ())] == 1.0
+    assert before[("last_job", ())] == 1700.0
+
+    multiprocess.mark_process_dead(pid, str(directory))
+
+    merged = sorted(p.name for p in directory.glob("*.db"))
+    assert merged == ["counter_archive.db", "gauge_max_archive.db", "histogram_archive.db"]
+    assert _samples(directory) == before
