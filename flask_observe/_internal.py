@@ -69,6 +69,9 @@ class FailureLog:
 def run_with_deadline(function: Callable[[], object], timeout: float, name: str) -> bool:
     """Run ``function`` in a daemon thread and wait for it at most ``timeout`` seconds.
 
+    Where no thread can be started any more (interpreter shutdown on CPython 3.12.0-3.12.1,
+    python/cpython#113964), ``function`` runs in this thread: it must bound its own waits.
+
     :returns: whether it finished in time (a late one goes on, and dies with the process).
     """
     done = threading.Event()
@@ -85,7 +88,9 @@ def run_with_deadline(function: Callable[[], object], timeout: float, name: str)
     try:
         thread.start()
     except RuntimeError:  # interpreter shutting down: no new threads
-        return False
+        started = time.monotonic()
+        target()
+        return time.monotonic() - started <= timeout
     return done.wait(timeout)
 
 
@@ -159,8 +164,11 @@ class ExitFlushes:
 
             try:
                 threading.Thread(target=target, name="flask-observe-exit", daemon=True).start()
-            except RuntimeError:  # interpreter shutting down: nothing more can be sent
-                return
+            except RuntimeError:
+                # No thread may start at this point of the shutdown (CPython 3.12.0-3.12.1):
+                # the rest run one after the other here, each given what is left of the
+                # deadline through remaining().
+                target()
         for done in events:
             done.wait(max(0.0, deadline - time.monotonic()))
 
