@@ -273,7 +273,7 @@ def _through_api(directory: Path, facts: dict[str, Any], size: int) -> dict[str,
         OBSERVE_LOGGING_ENABLED=False,
         OBSERVE_LOG_DIR=str(directory),
         OBSERVE_LOGVIEWER_ENABLED=True,
-        OBSERVE_AUTH_TOKEN="benchmark-token-0123456789",
+        OBSERVE_AUTH_TOKEN="benchmark-s8Tp_pm_bedVxb8xqaB7jwI-",
         OBSERVE_LOGVIEWER_TIME_BUDGET=600,
     )
     Observe(app)
