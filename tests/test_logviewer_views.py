@@ -807,6 +807,7 @@ def test_the_cookie_is_secure_behind_a_tls_proxy_with_or_without_proxyfix(
     assert _secure(_sign_in_cookies(client)) == {False}  # http://localhost
     loopback = {"base_url": "http://127.0.0.1:5000"}
     assert _secure(_sign_in_cookies(client, **loopback)) == {False}
+    assert _secure(_sign_in_cookies(client, base_url="http://[::1]:5000")) == {False}
     forged = {"X-Forwarded-Proto": "https"}
     assert _secure(_sign_in_cookies(client, headers=forged, **loopback)) == {False}
     assert _secure(_sign_in_cookies(client, base_url="http://logs.example.com")) == {True}

@@ -87,9 +87,12 @@ def _same_origin() -> bool:
 
 
 def _loopback(host: str) -> bool:
-    """Whether ``host`` (a Host header, maybe with a port) names this machine."""
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    name = name.strip("[]").lower()
+    """Whether ``host`` (a Host header or an origin's netloc, maybe with a port) names this
+    machine."""
+    try:
+        name = (urlsplit(f"//{host}").hostname or "").lower()
+    except ValueError:
+        return False
     if name == "localhost" or name.endswith(".localhost"):
         return True
     try:
