@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from flask import Request, jsonify, request
+from flask import Request, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from ._clock import SYSTEM, Clock
@@ -198,7 +198,9 @@ class Authorizer:
         try:
             drained = self.store.drained_at(client, now)
         except Exception:  # the store is broken: throttling is off, the host goes on
-            self._failures("reading failed sign-in attempts")
+            self._failures(
+                f"the shared sign-in state at {self.store.path} (reading failed attempts)"
+            )
             return 0.0
         return drained - now - (self.window - self._interval) - 1e-9
 
@@ -208,7 +210,9 @@ class Authorizer:
         try:
             drained = self.store.add_failure(client, now, self._interval)
         except Exception:
-            self._failures("counting a failed sign-in attempt")
+            self._failures(
+                f"the shared sign-in state at {self.store.path} (counting a failed attempt)"
+            )
             return
         full = self.window - self._interval
         # Said when a burst fills the bucket, not again for each guess trickling in after.
@@ -237,7 +241,7 @@ class Authorizer:
 
         return guarded  # type: ignore[return-value]
 
-    def deny(self, decision: Decision | None = None) -> ResponseReturnValue:
+    def deny(self, decision: Decision | None = None) -> Response:
         """The response for a refused request: 401, 403 or 429, JSON bodies.
 
         :param decision: what :meth:`decide` said; ``None``: judged from the headers alone.

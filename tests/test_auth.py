@@ -381,7 +381,8 @@ def test_a_broken_store_leaves_the_token_working(
             403
         ] * 12
     assert client.get("/secret", headers=bearer(TOKEN)).status_code == 200
-    assert "failed sign-in attempts failed" in caplog.text
+    assert "the shared sign-in state at" in caplog.text
+    assert "(reading failed attempts) failed" in caplog.text
 
 
 # -- the shared state's directory ----------------------------------------------------------

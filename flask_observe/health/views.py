@@ -43,7 +43,7 @@ def health_blueprint(
         try:
             decision = None if public_details else auth.decide()
             if decision is not None and decision.status == 429:
-                return auth.deny(decision)  # type: ignore[return-value]
+                return auth.deny(decision)
             details = decision is None or decision.granted
             report = runner.run(group, trends=details and group is None)
             body = orjson.dumps(document(report, identity, details=details))

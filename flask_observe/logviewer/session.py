@@ -83,7 +83,7 @@ class SessionSigner:
         try:
             return not self._store.is_revoked(opened[0])
         except Exception:  # cannot tell whether it was ended: refuse it
-            self._failures("reading ended sessions")
+            self._failures("the shared sign-in state (looking up ended sessions)")
             return False
 
     def revoke(self, value: str | None, now: float | None = None) -> bool:
@@ -99,6 +99,6 @@ class SessionSigner:
         try:
             self._store.revoke(opened[0], opened[1], current)
         except Exception:
-            self._failures("ending a session at sign-out")
+            self._failures("the shared sign-in state (ending a session at sign-out)")
             return False
         return True
