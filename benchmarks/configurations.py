@@ -297,7 +297,7 @@ def setup_observe_metrics(app: Flask, log_dir: Path) -> None:
 
 @config("observe+logviewer", "Observe(app), defaults + the log viewer on (routes, no request work)")
 def setup_observe_logviewer(app: Flask, log_dir: Path) -> None:
-    observe(app, log_dir, logviewer_enabled=True, auth_token="benchmark-token-0123456789")
+    observe(app, log_dir, logviewer_enabled=True, auth_token="benchmark-e6iI08JwMDoAUzuf67nMlg6H")
 
 
 @config(METRICS_PEER_LOGS, "PrometheusMetrics(app) defaults + JSON logs")

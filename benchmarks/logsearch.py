@@ -56,7 +56,7 @@ SIZES_MIB = (1, 16, 128, 512)
 #: The viewer's result cap (the most ``OBSERVE_LOGVIEWER_MAX_RESULTS`` allows; every case
 #: returns fewer, so each search covers its whole file).
 MAX_RESULTS = 100_000
-TOKEN = "benchmark-token-0123456789"
+TOKEN = "benchmark-s8Tp_pm_bedVxb8xqaB7jwI-"
 START = 1_763_000_000.0  # 2025-11-13T02:13:20Z
 CASES = ("cid", "cid-field", "cid-api", "level+text", "range", "tail")
 

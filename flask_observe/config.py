@@ -229,6 +229,34 @@ def secret(minimum: int) -> Callable[[Any], str | None]:
     return parse
 
 
+#: The longest bearer token accepted (a sign-in form holding it stays within the few KiB
+#: flask_observe's routes read).
+MAX_TOKEN_LENGTH = 1024
+
+
+def token(value: Any) -> str | None:
+    """A bearer token that is hard to guess: 16 to 1024 characters, estimated to hold at least
+    64 bits (:mod:`flask_observe._tokens`: character classes, runs, sequences, repeats, common
+    passwords). The message says what was found (never the value) and how to make one."""
+    from ._tokens import GOOD_TOKEN_COMMAND, MIN_BITS, estimate
+
+    if value is None or value == "":
+        return None
+    make = f"make one with: {GOOD_TOKEN_COMMAND}"
+    if not isinstance(value, str) or len(value.strip()) < 16:
+        raise ValueError(f"expected a string of at least 16 characters; {make}")
+    chosen = value.strip()
+    if len(chosen) > MAX_TOKEN_LENGTH:
+        raise ValueError(f"expected at most {MAX_TOKEN_LENGTH} characters")
+    found = estimate(chosen)
+    if not found.strong:
+        raise ValueError(
+            f"too easy to guess: about {found.bits:.0f} bits ({', '.join(found.patterns)}),"
+            f" at least {MIN_BITS:.0f} needed; {make}"
+        )
+    return chosen
+
+
 def import_callable(value: Any) -> Callable[..., Any] | None:
     """A callable, or a ``"module:attribute"`` string naming one."""
     if value is None or value == "":
@@ -260,12 +288,20 @@ class CoreSettings:
     service_name: str | None = key(None, opt_text)
     service_version: str | None = key(None, opt_text)
     environment: str | None = key(None, opt_text)
-    #: Bearer token (at least 16 characters) that grants access to the sensitive endpoints
-    #: (health details, log viewer, ``/metrics`` if asked). Never logged or shown.
-    auth_token: str | None = key(None, secret(16), secret=True)
+    #: Bearer token that grants access to the sensitive endpoints (health details, log
+    #: viewer, ``/metrics`` if asked): 16+ characters, hard to guess (:func:`token`). Never
+    #: logged or shown.
+    auth_token: str | None = key(None, token, secret=True)
     #: ``callable(request) -> bool`` (or ``"module:attr"`` naming one) deciding access; when
     #: set it is asked instead of comparing the token.
     auth_callback: Callable[[Any], bool] | None = key(None, import_callable)
+    #: Directory of the state the workers of one host share about sign-ins (failed attempts,
+    #: sessions ended by sign-out); ``None``: ``flask_observe-<uid>`` in the temp directory.
+    auth_state_dir: str | None = key(None, opt_text)
+    #: Wrong tokens one client may send in a burst before it gets 429s; afterwards one per
+    #: ``OBSERVE_AUTH_FAILURE_WINDOW_SECONDS / OBSERVE_AUTH_MAX_FAILURES`` seconds.
+    auth_max_failures: int = key(10, integer(1, 10_000))
+    auth_failure_window_seconds: float = key(60.0, number(1.0))
     #: Regular expressions searched in the request path; matching requests are left out of the
     #: access log, tracing and metrics. ``None``: the paths the features name (the health
     #: endpoints under ``OBSERVE_HEALTH_URL_PREFIX`` and ``OBSERVE_METRICS_PATH``).

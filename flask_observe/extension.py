@@ -128,6 +128,8 @@ class Observe:
             app.extensions[EXTENSION_KEY] = state
             self._initialised += 1
             return
+        state.auth = Authorizer.from_config(config, service_name)
+        state.closers.append(state.auth.close)
         # Libraries' own variables (OTEL_*, SENTRY_DSN) decide "auto" switches: read once.
         environ = dict(os.environ)
         plan = Plan(config, environ, app)

@@ -40,6 +40,8 @@ def make_app(tmp_path: Path) -> Iterator[Callable[..., Flask]]:
     made: list[tuple[Observe, Flask]] = []
 
     def factory(name: str = "testapp", *, observe: bool = True, **config: Any) -> Flask:
+        # Failed sign-ins and ended sessions are shared through a directory: one per test.
+        config.setdefault("auth_state_dir", str(tmp_path / "auth-state"))
         app = Flask(name)
         app.config.update({f"OBSERVE_{k.upper()}": v for k, v in config.items()})
         if observe:

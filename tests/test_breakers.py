@@ -14,7 +14,7 @@ from flask_observe import Observe
 from flask_observe.breakers import BreakerRegistry
 from flask_observe.state import current_state
 
-TOKEN = "breaker-token-0123456789"
+TOKEN = "breaker-etl6IRzndtfRcW6B_YshG0B9"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 

@@ -13,14 +13,14 @@ def test_config_command_prints_effective_settings_without_secrets(
 ) -> None:
     """``flask observe config`` shows every key's effective value; the token is hidden."""
     app = make_app(
-        "cliapp", log_stdout=False, auth_token="very-secret-token-123", log_level="debug"
+        "cliapp", log_stdout=False, auth_token="very-QfGGLgIYoiXWvTvg3dyePZWB", log_level="debug"
     )
     result = app.test_cli_runner().invoke(args=["observe", "config"])
     assert result.exit_code == 0, result.output
     settings = json.loads(result.output)
     assert settings["OBSERVE_LOG_LEVEL"] == "DEBUG"
     assert settings["OBSERVE_AUTH_TOKEN"] == "<set>"
-    assert "very-secret-token-123" not in result.output
+    assert "very-QfGGLgIYoiXWvTvg3dyePZWB" not in result.output
 
 
 def test_disabled_extension_adds_no_commands(make_app: Callable[..., Flask]) -> None:

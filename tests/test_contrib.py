@@ -251,7 +251,7 @@ def test_contrib_files_are_packaged() -> None:
 def test_nearly_spent_budget_warns_in_the_health_report(make_app: Callable[..., Flask]) -> None:
     """The error-budget check is in the full /health report: pass with budget left, warn
     once less than OBSERVE_SLO_BUDGET_WARN remains; readiness is not affected."""
-    token = "health-token-0123456789"
+    token = "health-Q8sV1xwKe3ZpRrT6mJ0uYb2N"
     app = make_app("slohealth", log_stdout=False, slo_availability=0.99, auth_token=token)
     app.test_client_class = ReadingClient
 

@@ -31,7 +31,7 @@ def test_documented_keys_exist() -> None:
 
 _ROW = re.compile(r"^\| `(OBSERVE_[A-Z_]+)` \| (.*?) \| `FLASK_(OBSERVE_[A-Z_]+)=(.*?)` \|", re.M)
 #: Placeholders of the examples, and what a shell would put there.
-_SHELL = {"$(openssl rand -hex 24)": "0123456789abcdef0123456789abcdef", "$GIT_SHA": "4f2a9c1"}
+_SHELL = {"$(openssl rand -hex 24)": "9c41f07e2ab85d36e1f4c09b7a2d58e3", "$GIT_SHA": "4f2a9c1"}
 
 
 def test_every_env_example_is_accepted_with_the_other_defaults(

@@ -24,7 +24,7 @@ from flask_observe.state import current_state
 
 from .conftest import HungServer, LiveServer, refused_port
 
-TOKEN = "health-token-0123456789"
+TOKEN = "health-KZgifD5_GPu5FU6ZW1r4tHxG"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.services
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-TOKEN = "ui-test-token-0123456789"
+TOKEN = "ui-E3vmbeJbG21OBoymwMjJsl_o"
 
 
 @pytest.fixture(scope="module")
@@ -274,3 +274,29 @@ def test_page_renders_levels_traces_raw_lines_and_never_html_from_the_logs(
     screenshot(page, tmp_path, "logviewer-levels")
     page.click("form.signout button")
     expect(page.locator("#token")).to_be_visible()
+
+
+def test_in_chromium_a_cookie_put_back_after_sign_out_opens_nothing(
+    viewer_server: LiveServer, page: Any
+) -> None:
+    """In a real browser: the sign-in cookie is HttpOnly, SameSite=Strict (not Secure on
+    http://127.0.0.1); after sign-out, putting the old cookie back into the browser (as a
+    thief who copied it would) gets the sign-in form, and the page's API calls get 401."""
+    from playwright.sync_api import expect
+
+    logging.getLogger("uitest").warning("only for the signed in")
+    sign_in(page, f"{viewer_server.url}/observe/logs")
+    expect(page.locator("#results tbody tr.line").first).to_be_visible(timeout=10_000)
+    jar = [c for c in page.context.cookies() if c["name"] == "flask_observe_logs"]
+    assert {c["path"] for c in jar} == {"/api/logs", "/observe/logs"}
+    assert all(c["httpOnly"] and c["sameSite"] == "Strict" and not c["secure"] for c in jar)
+    page.click("form.signout button")
+    expect(page.locator("#token")).to_be_visible()
+    assert [c for c in page.context.cookies() if c["name"] == "flask_observe_logs"] == []
+    page.context.add_cookies(jar)
+    page.goto(f"{viewer_server.url}/observe/logs")
+    expect(page.locator("#token")).to_be_visible()
+    status = page.evaluate(
+        "fetch('/api/logs/files', {credentials: 'same-origin'}).then(r => r.status)"
+    )
+    assert status == 401

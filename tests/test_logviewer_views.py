@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import io
 import logging
 import queue
 import socket
@@ -21,11 +22,13 @@ from urllib.parse import quote, urlsplit
 import orjson
 import pytest
 import requests
-from flask import Flask, Request
+from flask import Flask, Request, request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_observe import ConfigError
+from flask_observe._clock import ManualClock
 from flask_observe.context import reset_correlation_id, set_correlation_id
 from flask_observe.logging.files import RotatingFileHandler
 from flask_observe.logging.handlers import LoggingSetup
@@ -36,7 +39,7 @@ from flask_observe.state import current_state
 from .conftest import LiveServer
 from .test_logviewer_store import CORPUS, EVIL, NAMES
 
-TOKEN = "viewer-token-0123456789"
+TOKEN = "viewer-nc4wYYxi2uxLGs9du5oF_uNr"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 logger = logging.getLogger("viewertest")
 
@@ -214,7 +217,7 @@ def test_sign_in_gives_a_scoped_httponly_cookie_and_sign_out_ends_it(
     assert client.get("/observe/logs/static/logviewer.js").status_code == 200
     assert client.post("/observe/logs/logout").status_code == 303
     assert client.get("/api/logs/files").status_code == 401
-    forged = viewer_app(auth_token="another-token-987654321").test_client()
+    forged = viewer_app(auth_token="another-7d7RBnttWOCKZAkEIoTP9XD_").test_client()
     forged.set_cookie(COOKIE_NAME, SessionSigner(TOKEN, 3600).issue(), path="/api/logs")
     assert forged.get("/api/logs/files").status_code == 401
 
@@ -653,3 +656,216 @@ def test_catastrophic_regexes_answer_in_budget_and_the_app_stays_live(
     # one slow ping on a shared 2-core machine (a scheduler hiccup) is not that.
     assert statistics.quantiles(during, n=20)[-1] < 0.25, sorted(during)[-5:]
     assert max(during) < 1.0
+
+
+# -- what sign-in reads, sign-out on every worker, the cookie's Secure flag (issue 10) -----
+
+SAME_SITE = {"Sec-Fetch-Site": "same-origin"}
+FORM = "application/x-www-form-urlencoded"
+
+
+class Endless(io.RawIOBase):
+    """A request body of ``size`` bytes (``token=aaaa…``) that counts what is read of it."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.consumed = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), self.size - self.consumed, 65536)
+        head = b"token="[self.consumed : self.consumed + n] if self.consumed < 6 else b""
+        buffer[:n] = head + b"a" * (n - len(head))
+        self.consumed += n
+        return n
+
+
+def test_sign_in_reads_a_few_kib_at_most_and_answers_413_beyond(
+    viewer_app: Callable[..., Flask],
+) -> None:
+    """A 100 MB sign-in post is refused with 413: from its Content-Length without reading a
+    byte, and, sent chunked (no Content-Length), after reading no more than the 4 KiB cap. A
+    form at the cap with the right token still signs in. Every other route of flask_observe
+    refuses a declared body above the cap; the host's limits and routes are unchanged."""
+    app = viewer_app(metrics_auth=True)
+
+    @app.post("/host-upload")
+    def host_upload() -> dict[str, int]:
+        return {"bytes": len(request.get_data())}
+
+    client = app.test_client()
+    declared = Endless(100 * 1024 * 1024)
+    response = client.post(
+        "/observe/logs/login",
+        content_type=FORM,
+        headers=SAME_SITE,
+        environ_overrides={"wsgi.input": declared, "CONTENT_LENGTH": str(declared.size)},
+    )
+    assert response.status_code == 413
+    assert declared.consumed == 0
+    chunked = Endless(100 * 1024 * 1024)
+    response = client.post(
+        "/observe/logs/login",
+        content_type=FORM,
+        headers={**SAME_SITE, "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input": chunked, "wsgi.input_terminated": True},
+    )
+    assert response.status_code == 413
+    assert b"at most 4096 bytes" in response.data
+    assert 4096 < chunked.consumed <= 4097
+    padded = f"token={TOKEN}&pad=".encode()
+    at_cap = padded + b"x" * (4096 - len(padded))
+    assert client.post("/observe/logs/login", data=at_cap, content_type=FORM).status_code == 303
+    too_big = at_cap + b"x"
+    assert client.post("/observe/logs/login", data=too_big, content_type=FORM).status_code == 413
+    for url in ("/api/logs/files", "/observe/logs", "/health/live", "/health", "/metrics"):
+        assert client.get(url, data=b"x" * 5000, headers=AUTH).status_code == 413, url
+        assert client.get(url, data=b"x" * 100, headers=AUTH).status_code == 200, url
+    assert app.config["MAX_CONTENT_LENGTH"] is None
+    assert client.post("/host-upload", data=b"x" * 1024 * 1024).json == {"bytes": 1024 * 1024}
+
+
+def test_sign_out_ends_the_session_for_every_app_sharing_the_state(
+    viewer_app: Callable[..., Flask],
+) -> None:
+    """Two apps with the same settings stand for two workers of one host. Signed in on one,
+    the cookie opens the other; signed out on the second, both refuse it (page and API), for
+    its whole remaining lifetime, while a new sign-in works. The ended session is forgotten
+    once it would have expired anyway."""
+    first, second = viewer_app(), viewer_app()
+    clocks = ManualClock(), ManualClock()
+    for app, clock in zip((first, second), clocks, strict=True):
+        current_state(app).auth.clock = clock
+    one, two = first.test_client(), second.test_client()
+    assert one.post("/observe/logs/login", data={"token": TOKEN}).status_code == 303
+    value = one.get_cookie(COOKIE_NAME, path="/api/logs").value
+    two.set_cookie(COOKIE_NAME, value, path="/api/logs")
+    two.set_cookie(COOKIE_NAME, value, path="/observe/logs")
+    assert two.get("/api/logs/files").status_code == 200
+    assert two.post("/observe/logs/logout", headers=SAME_SITE).status_code == 303
+    replay = first.test_client()
+    replay.set_cookie(COOKIE_NAME, value, path="/api/logs")
+    replay.set_cookie(COOKIE_NAME, value, path="/observe/logs")
+    for clock in clocks:
+        clock.advance(3000)  # 10 minutes of its hour left
+    assert replay.get("/api/logs/files").status_code == 401
+    page = replay.get("/observe/logs")
+    assert page.status_code == 401
+    assert b'id="sign-in"' in page.data
+    again = first.test_client()
+    assert again.post("/observe/logs/login", data={"token": TOKEN}).status_code == 303
+    assert again.get("/api/logs/files").status_code == 200
+    store = current_state(first).auth.store
+    assert store is not None
+    assert store.revoked() == 1
+    for clock in clocks:
+        clock.advance(700)  # past the session's expiry
+    assert again.post("/observe/logs/logout", headers=SAME_SITE).status_code == 303
+    assert store.revoked() == 1  # the first one's row is gone, the new one's is there
+
+
+def test_a_store_that_cannot_be_read_refuses_sessions_not_tokens(
+    viewer_app: Callable[..., Flask], tmp_path: Path
+) -> None:
+    """When ended sessions cannot be looked up, a session cookie is refused (it might have been
+    ended); the bearer token still opens the viewer."""
+    app = viewer_app()
+    client = app.test_client()
+    assert client.post("/observe/logs/login", data={"token": TOKEN}).status_code == 303
+    store = current_state(app).auth.store
+    assert store is not None
+    store.close()
+    store.path.unlink()
+    store.path.mkdir()  # where the database was, a directory: it cannot be opened
+    assert client.get("/api/logs/files").status_code == 401
+    assert client.get("/api/logs/files", headers=AUTH).status_code == 200
+
+
+def _sign_in_cookies(client: Any, **kwargs: Any) -> list[str]:
+    response = client.post("/observe/logs/login", data={"token": TOKEN}, **kwargs)
+    assert response.status_code == 303, response.data
+    cookies = response.headers.getlist("Set-Cookie")
+    assert len(cookies) == 2
+    return cookies
+
+
+def _secure(cookies: list[str]) -> set[bool]:
+    return {"; Secure" in cookie for cookie in cookies}
+
+
+def test_the_cookie_is_secure_behind_a_tls_proxy_with_or_without_proxyfix(
+    viewer_app: Callable[..., Flask],
+) -> None:
+    """Auto (the default): behind the host's ProxyFix, ``X-Forwarded-Proto: https`` makes it
+    Secure; behind a proxy the app was not told about (plain HTTP to a public host name) it is
+    Secure too; only plain HTTP on this machine (localhost, 127.0.0.1) goes without. The
+    header alone is not trusted, and sign-out's deletion carries the same flag."""
+    app = viewer_app()
+    client = app.test_client()
+    assert _secure(_sign_in_cookies(client)) == {False}  # http://localhost
+    loopback = {"base_url": "http://127.0.0.1:5000"}
+    assert _secure(_sign_in_cookies(client, **loopback)) == {False}
+    assert _secure(_sign_in_cookies(client, base_url="http://[::1]:5000")) == {False}
+    forged = {"X-Forwarded-Proto": "https"}
+    assert _secure(_sign_in_cookies(client, headers=forged, **loopback)) == {False}
+    assert _secure(_sign_in_cookies(client, base_url="http://logs.example.com")) == {True}
+    assert _secure(_sign_in_cookies(client, base_url="https://127.0.0.1")) == {True}
+
+    proxied = viewer_app()
+    proxied.wsgi_app = ProxyFix(proxied.wsgi_app, x_proto=1, x_host=1)  # type: ignore[method-assign]
+    behind = proxied.test_client()
+    via_tls = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "logs.example.com"}
+    assert _secure(_sign_in_cookies(behind, headers=via_tls, **loopback)) == {True}
+    logout = behind.post("/observe/logs/logout", headers={**via_tls, **SAME_SITE}, **loopback)
+    assert logout.status_code == 303
+    deletions = logout.headers.getlist("Set-Cookie")
+    assert len(deletions) == 2
+    assert _secure(deletions) == {True}
+
+
+def test_the_secure_setting_forces_the_flag_either_way(viewer_app: Callable[..., Flask]) -> None:
+    """``OBSERVE_LOGVIEWER_COOKIE_SECURE=true``: Secure even on http://localhost; ``false``:
+    never, even over HTTPS (for plain HTTP on a network one trusts)."""
+    always = viewer_app(logviewer_cookie_secure=True).test_client()
+    assert _secure(_sign_in_cookies(always)) == {True}
+    never = viewer_app(logviewer_cookie_secure="false").test_client()
+    assert _secure(_sign_in_cookies(never, base_url="https://logs.example.com")) == {False}
+
+
+def test_signing_in_over_plain_http_to_a_public_host_says_why_it_cannot_work(
+    viewer_app: Callable[..., Flask],
+) -> None:
+    """A browser on plain HTTP (its Origin says so) to a host that is not this machine would
+    drop the Secure cookie and loop back to the sign-in: the page says so and what to do."""
+    client = viewer_app().test_client()
+    response = client.post(
+        "/observe/logs/login",
+        data={"token": TOKEN},
+        base_url="http://logs.example.com",
+        headers={"Origin": "http://logs.example.com"},
+    )
+    assert response.status_code == 400
+    assert "Set-Cookie" not in response.headers
+    assert b"OBSERVE_LOGVIEWER_COOKIE_SECURE" in response.data
+    assert b"HTTPS" in response.data
+
+
+def test_wrong_tokens_in_the_sign_in_form_are_throttled(viewer_app: Callable[..., Flask]) -> None:
+    """The form shares the bearer token's throttle: after 10 wrong tokens the sign-in page
+    answers 429 with Retry-After and says how long to wait, even for the right token."""
+    app = viewer_app()
+    clock = ManualClock()
+    current_state(app).auth.clock = clock
+    client = app.test_client()
+    for i in range(10):
+        assert client.post("/observe/logs/login", data={"token": f"wrong-{i}"}).status_code == 403
+    throttled = client.post("/observe/logs/login", data={"token": TOKEN})
+    assert throttled.status_code == 429
+    assert throttled.headers["Retry-After"] == "6"
+    assert b"Try again in 6 seconds." in throttled.data
+    assert "Set-Cookie" not in throttled.headers
+    assert client.get("/api/logs/files", headers=AUTH).status_code == 429
+    clock.advance(6)
+    assert client.post("/observe/logs/login", data={"token": TOKEN}).status_code == 303

@@ -16,7 +16,7 @@ from flask_observe.metrics import MetricNameError, Metrics
 from flask_observe.metrics.http import UNMATCHED
 from flask_observe.state import current_state
 
-TOKEN = "metrics-token-0123456789"
+TOKEN = "metrics-cVpWEHKJtgYMPMcT-2JJLW7e"
 
 
 def sample_value(app: Flask, name: str, **labels: str) -> float:

@@ -40,7 +40,7 @@ from .peers import celery_worker, free_port, stop_process
 from .test_logviewer_ui import browser  # noqa: F401  (the Chromium fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
-HEALTH_TOKEN = "sample-health-token-123456"
+HEALTH_TOKEN = "sample-SRU1vQP08dT-wRbCNTS-Cf5N"
 
 
 @pytest.fixture
@@ -789,9 +789,9 @@ def test_a_configured_token_is_used_and_not_printed(
     make_scraper: Callable[..., Flask], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """FLASK_OBSERVE_AUTH_TOKEN (here: the config key) wins; nothing is printed."""
-    app = make_scraper(OBSERVE_AUTH_TOKEN="chosen-token-0123456789")
+    app = make_scraper(OBSERVE_AUTH_TOKEN="chosen-1erh8vK37O6cb2c96RVdCpwl")
     assert "Log viewer" not in capsys.readouterr().err
-    assert app.config["OBSERVE_AUTH_TOKEN"] == "chosen-token-0123456789"
+    assert app.config["OBSERVE_AUTH_TOKEN"] == "chosen-1erh8vK37O6cb2c96RVdCpwl"
 
 
 # -- the habits it teaches: CSRF, headers, a protected debug route, bounded ids, safe boot --

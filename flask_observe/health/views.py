@@ -1,7 +1,8 @@
 """The health blueprint: ``<prefix>/live``, ``/ready``, ``/startup`` and ``<prefix>``.
 
 200 for ``pass`` and ``warn``, 503 for ``fail``, ``Content-Type: application/health+json``.
-Callers without credentials (``Observe.state(app).auth``) get ``{"status": …}`` only.
+Callers without credentials (``Observe.state(app).auth``) get ``{"status": …}`` only; a caller
+whose wrong tokens got it throttled gets ``429`` (no body is read: ``413`` for a large one).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 import orjson
 from flask import Blueprint, Response
 
+from .._bodies import refuse_large_body
 from .._internal import FailureLog
 from ..auth import Authorizer
 from .checks import LIVENESS, READINESS, STARTUP, Status
@@ -34,11 +36,15 @@ def health_blueprint(
 ) -> Blueprint:
     """The blueprint serving ``runner``'s probes under ``url_prefix``."""
     bp = Blueprint(BLUEPRINT_NAME, __name__, url_prefix=url_prefix)
+    bp.before_request(refuse_large_body)
     failures = FailureLog()
 
     def respond(group: str | None) -> Response:
         try:
-            details = public_details or auth.is_authorized()
+            decision = None if public_details else auth.decide()
+            if decision is not None and decision.status == 429:
+                return auth.deny(decision)
+            details = decision is None or decision.granted
             report = runner.run(group, trends=details and group is None)
             body = orjson.dumps(document(report, identity, details=details))
             return _response(body, report, private=details)

@@ -9,7 +9,17 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import boolean, file_names, integer, key, number, opt_text, patterns, url_prefix
+from ..config import (
+    boolean,
+    file_names,
+    integer,
+    key,
+    number,
+    opt_boolean,
+    opt_text,
+    patterns,
+    url_prefix,
+)
 
 #: Log viewer: JSON keys whose values are hidden at read time (searched, case-insensitive).
 DEFAULT_REDACT_KEYS = (
@@ -71,3 +81,7 @@ class LogViewerSettings:
     logviewer_trace_url: str | None = key(None, trace_url)
     #: Lifetime of the page's sign-in cookie.
     logviewer_session_seconds: int = key(3600, integer(60))
+    #: ``Secure`` flag of the sign-in cookie. ``None`` (auto): set unless the page is served
+    #: over plain HTTP on a loopback host (``request.is_secure`` decides, so ``ProxyFix``'s
+    #: ``X-Forwarded-Proto`` counts); ``True``: always; ``False``: never (plain HTTP only).
+    logviewer_cookie_secure: bool | None = key(None, opt_boolean)

@@ -15,6 +15,7 @@ and ``POST login`` / ``POST logout`` for the session cookie (:mod:`.session`).
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator
@@ -27,7 +28,9 @@ from flask import Blueprint, Flask, Response, redirect, render_template, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
+from .._bodies import read_form, refuse_large_body
 from .._optional import MissingDependencyError
+from ..auth import GRANTED, Decision
 from .follow import Event, event_id
 from .query import QueryError
 from .session import COOKIE_NAME, SessionSigner
@@ -83,6 +86,29 @@ def _same_origin() -> bool:
     return f"{parts.scheme}://{parts.netloc}" == request.host_url.rstrip("/")
 
 
+def _loopback(host: str) -> bool:
+    """Whether ``host`` (a Host header or an origin's netloc, maybe with a port) names this
+    machine."""
+    try:
+        name = (urlsplit(f"//{host}").hostname or "").lower()
+    except ValueError:
+        return False
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _plain_http_origin() -> bool:
+    """The browser says (``Origin``) it is on plain HTTP, to a host that is not this
+    machine."""
+    origin = request.headers.get("Origin", "")
+    parts = urlsplit(origin)
+    return parts.scheme == "http" and not _loopback(parts.netloc)
+
+
 def _event(kind: str, payload: Any, ident: str | None) -> bytes:
     head = b"id: " + ident.encode() + b"\n" if ident else b""
     return head + b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
@@ -111,19 +137,30 @@ def register(app: Flask, state: ObserveState, config: LogViewerSettings, viewer:
     auth = state.auth
     core = state.config
     signer = (
-        SessionSigner(core.auth_token, config.logviewer_session_seconds)
+        SessionSigner(core.auth_token, config.logviewer_session_seconds, auth.store)
         if core.auth_token and core.auth_callback is None
         else None
     )
     api, ui = config.logviewer_api_prefix, config.logviewer_ui_path
     bp = Blueprint(BLUEPRINT, __name__, template_folder="templates")
 
-    def allowed() -> bool:
-        if auth.is_authorized():
-            return True
-        return signer is not None and signer.valid(request.cookies.get(COOKIE_NAME))
+    def allowed() -> Decision:
+        decision = auth.decide()
+        if decision.granted:
+            return decision
+        if signer is not None and signer.valid(request.cookies.get(COOKIE_NAME), auth.clock.time()):
+            return GRANTED
+        return decision
 
-    def sign_in_page(status: int, message: str | None = None) -> Response:
+    def cookie_secure() -> bool:
+        """``Secure`` unless set otherwise, or plain HTTP on this machine (development)."""
+        if config.logviewer_cookie_secure is not None:
+            return config.logviewer_cookie_secure
+        return request.is_secure or not _loopback(request.host)
+
+    def sign_in_page(
+        status: int, message: str | None = None, retry_after: int | None = None
+    ) -> Response:
         nonce = secrets.token_urlsafe(12)
         html = render_template(
             "observe_logviewer/login.html",
@@ -135,13 +172,23 @@ def register(app: Flask, state: ObserveState, config: LogViewerSettings, viewer:
         )
         response = Response(html, status=status, mimetype="text/html")
         response.headers["Content-Security-Policy"] = _CSP.format(nonce=f" 'nonce-{nonce}'")
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
         return response
+
+    def throttled_page(decision: Decision) -> Response:
+        message = (
+            "Too many wrong tokens from your address. Try again in"
+            f" {decision.retry_after} second{'s' if decision.retry_after != 1 else ''}."
+        )
+        return sign_in_page(429, message, decision.retry_after)
 
     def guarded(view: Callable[..., ResponseReturnValue]) -> Callable[..., ResponseReturnValue]:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> ResponseReturnValue:
-            if not allowed():
-                return auth.deny()
+            decision = allowed()
+            if not decision.granted:
+                return auth.deny(decision)
             return view(*args, **kwargs)
 
         return wrapper
@@ -201,7 +248,10 @@ def register(app: Flask, state: ObserveState, config: LogViewerSettings, viewer:
 
     @bp.get(ui, endpoint="page")
     def page() -> ResponseReturnValue:
-        if not allowed():
+        decision = allowed()
+        if decision.status == 429:
+            return throttled_page(decision)
+        if not decision.granted:
             return sign_in_page(401)
         html = render_template(
             "observe_logviewer/index.html",
@@ -231,20 +281,32 @@ def register(app: Flask, state: ObserveState, config: LogViewerSettings, viewer:
             return auth.deny()
         if not _same_origin():
             return _error(403, "cross-site sign-in refused")
-        token = request.form.get("token", "")
+        token = read_form().get("token", "")  # a few KiB at most: 413 beyond
         if not token:
             return sign_in_page(401)
-        if not auth.token_matches(token):
+        decision = auth.attempt(token)
+        if decision.status == 429:
+            return throttled_page(decision)
+        if not decision.granted:
             return sign_in_page(403, "That token is not the right one.")
+        secure = cookie_secure()
+        if secure and not request.is_secure and _plain_http_origin():
+            return sign_in_page(
+                400,
+                "This page came over plain HTTP, and the session cookie is Secure: your"
+                " browser would not keep it. Open the page over HTTPS (see the deployment"
+                " docs: ProxyFix, X-Forwarded-Proto), or set OBSERVE_LOGVIEWER_COOKIE_SECURE"
+                "=false on a network you trust.",
+            )
         response = redirect(ui, code=303)
-        value = signer.issue()
+        value = signer.issue(auth.clock.time())
         for path in (api, ui):
             response.set_cookie(
                 COOKIE_NAME,
                 value,
                 max_age=signer.lifetime,
                 path=path,
-                secure=request.is_secure,
+                secure=secure,
                 httponly=True,
                 samesite="Strict",
             )
@@ -255,12 +317,18 @@ def register(app: Flask, state: ObserveState, config: LogViewerSettings, viewer:
     def logout() -> ResponseReturnValue:
         if not _same_origin():
             return _error(403, "cross-site sign-out refused")
+        if signer is not None:  # ended on every worker, not only forgotten by this browser
+            signer.revoke(request.cookies.get(COOKIE_NAME), auth.clock.time())
         response = redirect(ui, code=303)
         for path in (api, ui):
-            response.delete_cookie(COOKIE_NAME, path=path, httponly=True, samesite="Strict")
+            response.delete_cookie(
+                COOKIE_NAME, path=path, secure=cookie_secure(), httponly=True, samesite="Strict"
+            )
         return response
 
     # -- errors and headers ----------------------------------------------------------------
+
+    bp.before_request(refuse_large_body)  # no route here reads more than a sign-in form
 
     @bp.errorhandler(QueryError)
     @bp.errorhandler(BadName)
