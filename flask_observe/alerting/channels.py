@@ -134,7 +134,10 @@ class WebhookChannel(Channel):
         # at a time would hold the sender for minutes. At the deadline, cut the connection.
         watchdog = threading.Timer(self.timeout, _cut, (conn,))
         watchdog.daemon = True
-        watchdog.start()
+        # At interpreter exit on CPython 3.12.0-3.12.1 no thread may start: the socket
+        # timeout still bounds each read, and the exit deadline the whole flush.
+        with contextlib.suppress(RuntimeError):
+            watchdog.start()
         try:
             conn.request("POST", path, body=body, headers=headers)
             conn.sock.settimeout(max(0.05, deadline - time.monotonic()))
