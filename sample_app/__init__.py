@@ -81,12 +81,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.from_prefixed_env()
     if config:
         app.config.update(config)
+    platform_host = urlsplit(app.config["SCRAPER_PLATFORM_URL"]).netloc
     if "OBSERVE_PROPAGATE_HOSTS" not in app.config:
         # Our own platform API may see our request IDs; any other site it is told to call does
         # not (the allowlist is the whole point for a scraper).
-        app.config["OBSERVE_PROPAGATE_HOSTS"] = [
-            urlsplit(app.config["SCRAPER_PLATFORM_URL"]).netloc
-        ]
+        app.config["OBSERVE_PROPAGATE_HOSTS"] = [platform_host]
+    # Outbound metrics name the platform's host; any other site called is `other`.
+    app.config.setdefault("OBSERVE_METRICS_OUTBOUND_HOSTS", [platform_host])
 
     if not _can_sign_in(app.config):
         # The viewer is never public, and a token made up here would differ in every process

@@ -41,6 +41,10 @@ class Chaos:
     failure_rate: float = 0.0
     #: Status code of a failed request (503 by default; 429 to play rate limiting).
     failure_status: int = 503
+    #: Requests allowed per rate-limit window, like the real platforms' APIs announce in
+    #: ``X-RateLimit-*`` headers; over it: 429 with ``Retry-After``.
+    rate_limit: int = 100_000
+    rate_window_seconds: float = 900.0
 
 
 class PlatformState:
@@ -48,6 +52,17 @@ class PlatformState:
         self.chaos = chaos
         self.lock = threading.Lock()
         self.random = random.Random()
+        self.window_start = time.time()
+        self.used = 0
+
+    def take(self) -> tuple[int, float]:
+        """Count one request against the rate limit: (requests left, when the window
+        resets), ``left < 0`` when over the limit. Call with the lock held."""
+        now = time.time()
+        if now - self.window_start >= self.chaos.rate_window_seconds:
+            self.window_start, self.used = now, 0
+        self.used += 1
+        return self.chaos.rate_limit - self.used, self.window_start + self.chaos.rate_window_seconds
 
 
 def account_data(platform: str, handle: str, now: float) -> dict[str, Any]:
@@ -97,6 +112,18 @@ def create_platform_app(
         with current.lock:
             chaos = Chaos(**asdict(current.chaos))
             roll = current.random.random()
+            left, reset = current.take()
+        limits = {
+            "X-RateLimit-Limit": str(chaos.rate_limit),
+            "X-RateLimit-Remaining": str(max(0, left)),
+            "X-RateLimit-Reset": str(int(reset)),
+        }
+        if left < 0:
+            response = jsonify(error="rate limit exceeded")
+            response.status_code = 429
+            response.headers.update(limits)
+            response.headers["Retry-After"] = str(max(1, int(reset - time.time())))
+            return response
         if chaos.latency_ms:
             time.sleep(chaos.latency_ms / 1000.0)
         if roll < chaos.failure_rate:
@@ -106,6 +133,7 @@ def create_platform_app(
             )
             response = jsonify(error="temporarily unavailable", injected=True)
             response.status_code = chaos.failure_status
+            response.headers.update(limits)
             if chaos.failure_status == 429:
                 response.headers["Retry-After"] = "1"
             return response
@@ -117,7 +145,9 @@ def create_platform_app(
             "served user",
             extra={"platform": platform, "handle": handle, "followers": data["followers"]},
         )
-        return jsonify(data)
+        response = jsonify(data)
+        response.headers.update(limits)
+        return response
 
     @app.get("/admin/chaos")
     def get_chaos() -> Any:
@@ -141,8 +171,14 @@ def create_platform_app(
                     if not 400 <= status <= 599:
                         raise ValueError(status)
                     updated["failure_status"] = status
+                if "rate_limit" in body:
+                    updated["rate_limit"] = max(0, int(body["rate_limit"]))
             except (TypeError, ValueError):
-                abort(400, description="latency_ms, failure_rate: numbers; failure_status: 4xx/5xx")
+                abort(
+                    400,
+                    description="latency_ms, failure_rate: numbers; failure_status: 4xx/5xx;"
+                    " rate_limit: requests per window",
+                )
             current.chaos = Chaos(**updated)
         logger.warning("chaos changed", extra=updated)
         return jsonify(updated)

@@ -20,7 +20,7 @@ def test_every_exported_name_is_documented() -> None:
 
 def test_every_public_observe_method_is_documented_and_every_documented_one_exists() -> None:
     public = {name for name, _ in inspect.getmembers(Observe) if not name.startswith("_")}
-    documented = set(re.findall(r"`Observe\.(\w+)", PAGE))
+    documented = set(re.findall(r"`[Oo]bserve\.(\w+)", PAGE))
     assert public == documented
 
 

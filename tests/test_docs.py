@@ -66,7 +66,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 def test_instance_methods_are_not_written_as_class_calls() -> None:
     """``observe.shutdown(app)``, not ``Observe.shutdown(app)``: the docs call each method of
-    ``Observe`` the way it is called (``Observe.state(app)`` is a static method and stays)."""
+    ``Observe`` the way it is called (``Observe.handle(kind)`` is a static method and stays)."""
     import inspect
 
     from flask_observe import Observe
@@ -78,7 +78,7 @@ def test_instance_methods_are_not_written_as_class_calls() -> None:
         and not isinstance(inspect.getattr_static(Observe, name), staticmethod | classmethod)
     )
     assert "shutdown" in instance_only
-    assert "state" not in instance_only
+    assert "handle" not in instance_only
     pattern = re.compile(rf"\bObserve\.({'|'.join(instance_only)})\b")
     pages = [ROOT / "README.md", ROOT / "CHANGES.md", *sorted((ROOT / "docs").glob("*.md"))]
     found = [
