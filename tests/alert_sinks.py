@@ -1,4 +1,5 @@
-"""Local receivers for the alerting tests: a webhook sink, a connection counter, a hung port."""
+"""Local receivers for the alerting tests: a webhook sink, a connection counter, a hung port;
+and a test clock whose readers can be waited for."""
 
 from __future__ import annotations
 
@@ -10,7 +11,33 @@ from typing import Any
 
 from flask import Flask, Response, request
 
+from flask_observe._clock import ManualClock
+
 from .conftest import LiveServer
+
+
+class WatchedClock(ManualClock):
+    """A :class:`ManualClock` that counts its readings, so a test can wait until a background
+    thread (the alert sender, the ticker) has looked at it since the test moved it, instead of
+    sleeping and hoping it did."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        super().__init__(start)
+        self.readings = 0
+
+    def monotonic(self) -> float:
+        self.readings += 1
+        return super().monotonic()
+
+    def settle(self, readings: int = 6, timeout: float = 10.0) -> None:
+        """Wait until the clock has been read ``readings`` more times (by the threads that
+        use it: every loop of theirs reads it), i.e. they have seen its current time."""
+        target = self.readings + readings
+        deadline = time.monotonic() + timeout
+        while self.readings < target:
+            if time.monotonic() > deadline:
+                raise AssertionError("nothing read the clock: is the thread running?")
+            time.sleep(0.005)
 
 
 class Sink:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
+from .._clock import SYSTEM, Clock, wait_step
 from .._internal import FailureLog
 from .channels import Channel, DeliveryError
 from .model import FIRING, Alert
@@ -41,6 +42,7 @@ class AlertRouter:
     :param cooldown: seconds between two firing notifications of the same alert name.
     :param queue_size: alerts waiting beyond this are dropped (and the drop logged).
     :param backoff: seconds before the 2nd, 3rd… attempt after a failure without Retry-After.
+    :param clock: what windows, retries and throttling are measured on.
     """
 
     def __init__(
@@ -53,10 +55,12 @@ class AlertRouter:
         cooldown: float = 300.0,
         queue_size: int = 1000,
         backoff: Sequence[float] = _BACKOFF,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.channels = list(channels)
         self._backoff = tuple(backoff)
-        self.store: DecisionStore = store or MemoryStore()
+        self.clock = clock
+        self.store: DecisionStore = store or MemoryStore(clock)
         self.service = service
         self.dedup = dedup
         self.cooldown = cooldown
@@ -141,7 +145,7 @@ class AlertRouter:
         while True:
             wait = None
             if self._retries:
-                wait = max(0.0, self._retries[0][0] - time.monotonic())
+                wait = wait_step(self.clock, max(0.0, self._retries[0][0] - self.clock.monotonic()))
             try:
                 item = self._queue.get(timeout=wait)
             except queue.Empty:
@@ -182,7 +186,7 @@ class AlertRouter:
             self._attempt(channel, alert, 1)
 
     def _attempt(self, channel: Channel, alert: Alert, attempt: int) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         blocked = self.blocked_until.get(channel.name, 0.0)
         if blocked > now:
             self._schedule(blocked, channel, alert, attempt)
@@ -191,7 +195,7 @@ class AlertRouter:
             channel.send(alert)
         except DeliveryError as exc:
             if exc.retry_after is not None:
-                self.blocked_until[channel.name] = time.monotonic() + exc.retry_after
+                self.blocked_until[channel.name] = self.clock.monotonic() + exc.retry_after
             if attempt >= MAX_ATTEMPTS:
                 logger.error(
                     "alert not delivered: %s",
@@ -206,7 +210,7 @@ class AlertRouter:
             )
             backoff = self._backoff[min(attempt, len(self._backoff)) - 1]
             delay = exc.retry_after if exc.retry_after is not None else backoff
-            self._schedule(time.monotonic() + delay, channel, alert, attempt + 1)
+            self._schedule(self.clock.monotonic() + delay, channel, alert, attempt + 1)
             return
         except Exception:
             self._failures(f"alert channel {channel.name}")
@@ -221,7 +225,7 @@ class AlertRouter:
         heapq.heappush(self._retries, (when, next(self._seq), channel, alert, attempt))
 
     def _due_retries(self) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         while self._retries and self._retries[0][0] <= now:
             _, _, channel, alert, attempt = heapq.heappop(self._retries)
             self._attempt(channel, alert, attempt)

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .._clock import SYSTEM, Clock
 from .model import FIRING, RESOLVED, Alert
 
 if TYPE_CHECKING:
@@ -71,9 +71,10 @@ class HttpWindow:
     Reading the metrics every few seconds costs nothing per request.
     """
 
-    def __init__(self, http: HttpMetrics, window: float) -> None:
+    def __init__(self, http: HttpMetrics, window: float, clock: Clock = SYSTEM) -> None:
         self.http = http
         self.window = window
+        self.clock = clock
         self._samples: deque[tuple[float, float, float, dict[float, float]]] = deque()
         self._lock = threading.Lock()
 
@@ -94,7 +95,7 @@ class HttpWindow:
         return total, errors, buckets
 
     def sample(self, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
+        now = self.clock.monotonic() if now is None else now
         total, errors, buckets = self._read()
         with self._lock:
             self._samples.append((now, total, errors, buckets))

@@ -14,8 +14,9 @@ Lua script, so exactly one of them wins.
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any, Protocol
+
+from .._clock import SYSTEM, Clock
 
 __all__ = ["DecisionStore", "MemoryStore", "RedisStore"]
 
@@ -31,9 +32,13 @@ class DecisionStore(Protocol):
 
 
 class MemoryStore:
-    """Decisions for this process only."""
+    """Decisions for this process only.
 
-    def __init__(self) -> None:
+    :param clock: what dedup and cooldown windows are measured on.
+    """
+
+    def __init__(self, clock: Clock = SYSTEM) -> None:
+        self.clock = clock
         self._lock = threading.Lock()
         self._state: dict[str, str] = {}
         self._until: dict[str, float] = {}
@@ -48,7 +53,7 @@ class MemoryStore:
     def decide(
         self, fingerprint: str, name: str, firing: bool, dedup: float, cooldown: float
     ) -> bool:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         with self._lock:
             state = self._state.get(fingerprint)
             dedup_key, cooldown_key = "d:" + fingerprint, "c:" + name
