@@ -112,3 +112,77 @@ class Listener:
         for conn in self._held:
             conn.close()
         self.sock.close()
+
+
+class HangingProxy:
+    """A TCP proxy on loopback to ``upstream`` (host, port) that can hang: :meth:`hang` stops
+    forwarding in both directions (connections stay open, new ones are accepted and left
+    waiting: a database that stopped answering), :meth:`release` carries on."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = int(self.sock.getsockname()[1])
+        self.accepted = 0
+        self._forwarding = threading.Event()
+        self._forwarding.set()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+        self._accepting.start()
+
+    def hang(self) -> None:
+        self._forwarding.clear()
+
+    def release(self) -> None:
+        self._forwarding.set()
+
+    def _accept(self) -> None:
+        self.sock.settimeout(0.05)
+        while not self._stop.is_set():
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            thread = threading.Thread(target=self._pipe, args=(client,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _pipe(self, client: socket.socket) -> None:
+        import select
+
+        upstream: socket.socket | None = None
+        try:
+            while not self._stop.is_set():
+                if not self._forwarding.wait(0.05):
+                    continue  # hung: read nothing, send nothing
+                if upstream is None:
+                    upstream = socket.create_connection(self.upstream, timeout=5)
+                readable, _, _ = select.select([client, upstream], [], [], 0.05)
+                for source in readable:
+                    if not self._forwarding.is_set():
+                        break
+                    data = source.recv(65536)
+                    if not data:
+                        return
+                    (upstream if source is client else client).sendall(data)
+        except OSError:
+            pass
+        finally:
+            client.close()
+            if upstream is not None:
+                upstream.close()
+
+    def __enter__(self) -> HangingProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._accepting.join(2)
+        for thread in self._threads:
+            thread.join(2)
+        self.sock.close()

@@ -335,6 +335,7 @@ def test_three_instances_sharing_redis_send_one_alert_per_incident(
             alert_redis_url=REDIS_URL,
             alert_redis_prefix=prefix,
             alert_rules_consecutive=2,
+            alert_resolve_after_seconds=0,
             service_name="scraper",
         )
         engine = current_state(app).get(RuleEngine)

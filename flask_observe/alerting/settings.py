@@ -53,6 +53,8 @@ class AlertingSettings:
     #: In-process rules; failing evaluations in a row before one fires.
     alert_rules_enabled: bool = key(True, boolean)
     alert_rules_consecutive: int = key(3, integer(1))
+    #: A firing rule resolves only once it has passed for this long in a row (hysteresis).
+    alert_resolve_after_seconds: float = key(60.0, number(0.0))
     alert_error_rate: float = key(0.05, ratio)
     alert_error_rate_window_seconds: float = key(300.0, number(1.0))
     alert_latency_seconds: float = key(2.0, number(0.0))

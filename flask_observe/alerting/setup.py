@@ -71,7 +71,12 @@ def _setup(wiring: Wiring) -> None:
     wiring.at_exit(router.flush_at_exit, router.EXIT_TIMEOUT)
     if not settings.alert_rules_enabled:
         return
-    engine = r.RuleEngine(router, settings.alert_rules_consecutive, wiring.service_name)
+    engine = r.RuleEngine(
+        router,
+        settings.alert_rules_consecutive,
+        wiring.service_name,
+        resolve_after=settings.alert_resolve_after_seconds,
+    )
     wiring.provide(engine)
     window = None
     metrics = wiring.get(Metrics)
