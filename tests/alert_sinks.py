@@ -3,17 +3,23 @@ and a test clock whose readers can be waited for."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
 from flask import Flask, Response, request
 
 from flask_observe._clock import ManualClock
 
-from .conftest import LiveServer
+from .conftest import REQUIRE_SERVICES, LiveServer
 
 
 class WatchedClock(ManualClock):
@@ -186,3 +192,74 @@ class HangingProxy:
         for thread in self._threads:
             thread.join(2)
         self.sock.close()
+
+
+class PrivateRedis:
+    """A ``redis-server`` of the test's own on a free loopback port, without persistence, for
+    tests that kill, pause or restart it (the shared one on 6379 is never touched). A restart
+    comes back on the same port, empty, as a Redis without persistence does.
+
+    :param workdir: its working directory.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        from .test_multiprocess import free_port
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            message = "redis-server is not installed (apt-get install -y redis-server)"
+            if REQUIRE_SERVICES:
+                pytest.fail(message + "; OBSERVE_REQUIRE_SERVICES is set", pytrace=False)
+            pytest.skip(message)
+        self.binary = binary
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PrivateRedis:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not self.ping():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.stop()
+                raise AssertionError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.02)
+        return self
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: gone at once, connections reset, nothing saved."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def pause(self) -> None:
+        """SIGSTOP: connections are accepted by the kernel and never answered (hung)."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.resume()
+            self.kill()
+
+    def __enter__(self) -> PrivateRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -318,6 +318,28 @@ def test_memory_store_dedup_cooldown_and_resolve() -> None:
     assert store.decide("fp4", "A", True, dedup=60, cooldown=60) is True  # A's cooldown over
 
 
+def test_a_store_that_fails_falls_back_to_this_process_dedup(sink: Sink) -> None:
+    """A decision store that raises (any custom store): the router decides in this process,
+    so five firings of one incident send one notification, not five, and its resolve goes."""
+
+    class Broken:
+        def decide(self, *args: object) -> bool:
+            raise ConnectionError("store down")
+
+    router = AlertRouter(
+        build_channels(
+            [{"type": "webhook", "url": sink.url + "/h"}], UrlPolicy(True, ("127.0.0.1",)), 2.0
+        ),
+        Broken(),
+    )
+    for _ in range(5):
+        router.notify(Alert("StoreDown"))
+    router.notify(Alert("StoreDown", status="resolved"))
+    assert router.flush(5)
+    router.close()
+    assert [body["status"] for _, _, body in sink.received] == ["firing", "resolved"]
+
+
 @pytest.mark.services
 def test_three_instances_sharing_redis_send_one_alert_per_incident(
     make_app: Callable[..., Flask], sink: Sink

@@ -4,6 +4,13 @@ a channel throttled for an hour."""
 
 from __future__ import annotations
 
+import json
+import logging
+import re
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +21,7 @@ from flask_observe.alerting import (
     AlertRouter,
     HealthRule,
     MemoryStore,
+    RedisStore,
     RuleEngine,
     UrlPolicy,
     build_channels,
@@ -23,9 +31,10 @@ from flask_observe.alerting.setup import failing_checks
 from flask_observe.health import DatabaseCheck, HealthRunner
 from flask_observe.health.checks import Status
 
-from .alert_sinks import HangingProxy, Sink
-from .conftest import need_service
+from .alert_sinks import HangingProxy, PrivateRedis, Sink
+from .conftest import need_service, read_json_lines
 from .peers import wait_for
+from .test_multiprocess import Gunicorn
 
 POLICY = UrlPolicy(allow_http=True, allow_hosts=("127.0.0.1",))
 
@@ -101,3 +110,163 @@ def test_a_database_hung_behind_a_proxy_gives_one_firing_and_one_resolve() -> No
     # Fired at the 3rd failing evaluation; resolved 60 s after the final recovery's first
     # passing evaluation (at 2 + 24 + 1 + 8 = 35 evaluations, i.e. 525 s).
     assert raised == [(60.0, "firing"), (525.0 + resolve_after, "resolved")], raised
+
+
+# -- the shared store (Redis) down -------------------------------------------------------------
+
+UNREACHABLE = "alert state store unreachable"
+BACK = "alert state store reachable again"
+
+
+@pytest.mark.realtime  # a real redis-server, killed and restarted
+def test_redis_store_dedups_in_each_process_while_redis_is_down_and_resolves_once_after(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three processes' stores share a private Redis. It is killed mid-incident: the store
+    that notified stays quiet, each other notifies once (its own dedup and cooldown), nobody
+    waits on Redis until its retry interval has passed on the store's clock. It comes back
+    empty: the incidents notified meanwhile are handed back, so the firing stays deduplicated
+    and exactly one resolve goes out, also for a store that comes back only after another
+    resolved. Each store says once that Redis is unreachable and once that it is back."""
+    clock = ManualClock()
+    firing = ("fp-db", "DatabaseDown", True, 3600.0, 300.0)
+    resolved = ("fp-db", "DatabaseDown", False, 3600.0, 300.0)
+    with PrivateRedis(tmp_path / "redis") as server:
+        a, b, c = (
+            RedisStore(server.url, "t", timeout=0.5, retry_interval=5.0, clock=clock)
+            for _ in range(3)
+        )
+        with caplog.at_level(logging.INFO, logger="flask_observe.alerting"):
+            assert [a.decide(*firing), b.decide(*firing), c.decide(*firing)] == [
+                True,
+                False,
+                False,
+            ]
+            server.kill()
+            assert a.decide(*firing) is False  # it notified this incident itself
+            assert [b.decide(*firing) for _ in range(3)] == [True, False, False]
+            assert [c.decide(*firing) for _ in range(3)] == [True, False, False]
+            assert (a.degraded, b.degraded, c.degraded) == (True, True, True)
+            server.start()  # back, empty
+            clock.advance(4.9)
+            assert b.decide(*firing) is False
+            assert b.degraded  # not tried again before its retry interval
+            clock.advance(0.1)
+            assert [a.decide(*firing), b.decide(*firing)] == [False, False]  # handed back
+            assert (a.degraded, b.degraded) == (False, False)
+            assert [b.decide(*resolved), a.decide(*resolved)] == [True, False]
+            assert c.decide(*resolved) is False  # back only now: resolved by b already
+            assert not c.degraded
+            for store in (a, b, c):
+                store.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum(m.startswith(UNREACHABLE) for m in messages) == 3, messages
+    assert sum(m.startswith(BACK) for m in messages) == 3, messages
+    assert (a.degradations, b.degradations, c.degradations) == (1, 1, 1)
+
+
+@pytest.mark.realtime  # a real redis-server, paused; its client's timeout is on the wall clock
+def test_a_hung_redis_costs_one_timeout_per_retry_interval(tmp_path: Path) -> None:
+    """Redis paused (accepts, never answers): the first decision waits for the client's
+    timeout, then falls back; the next ones within the retry interval do not wait at all."""
+    clock = ManualClock()
+    with PrivateRedis(tmp_path / "redis") as server:
+        store = RedisStore(server.url, "t", timeout=0.5, retry_interval=5.0, clock=clock)
+        assert store.decide("fp", "Hung", True, 3600, 300) is True
+        server.pause()
+        try:
+            started = time.monotonic()
+            assert store.decide("fp2", "Other", True, 3600, 300) is True  # decided here
+            first = time.monotonic() - started
+            started = time.monotonic()
+            assert store.decide("fp2", "Other", True, 3600, 300) is False
+            second = time.monotonic() - started
+        finally:
+            server.resume()
+        store.close()
+    assert 0.4 <= first <= 1.5, first
+    assert second < 0.1, second
+
+
+def _gunicorn_env(run: Path, sink: Sink, redis_url: str) -> dict[str, str]:
+    return {
+        "ALERT_TEST_FLAG": str(run / "flag"),
+        "FLASK_OBSERVE_LOG_STDOUT": "false",
+        "FLASK_OBSERVE_LOG_DIR": str(run / "logs"),
+        "FLASK_OBSERVE_SAMPLE_INTERVAL_SECONDS": "0.1",
+        "FLASK_OBSERVE_ALERT_CHANNELS": json.dumps(
+            [{"type": "webhook", "url": f"{sink.url}/{run.name}"}]
+        ),
+        "FLASK_OBSERVE_ALERT_ALLOW_HTTP": "true",
+        "FLASK_OBSERVE_ALERT_ALLOW_HOSTS": "127.0.0.1",
+        "FLASK_OBSERVE_ALERT_REDIS_URL": redis_url,
+        "FLASK_OBSERVE_ALERT_REDIS_PREFIX": f"test-{uuid.uuid4().hex}",
+        "FLASK_OBSERVE_ALERT_REDIS_RETRY_SECONDS": "0.5",
+        "FLASK_OBSERVE_ALERT_COOLDOWN_SECONDS": "60",
+        "FLASK_OBSERVE_ALERT_RULES_CONSECUTIVE": "1",
+        "FLASK_OBSERVE_ALERT_RESOLVE_AFTER_SECONDS": "0",
+    }
+
+
+WORKERS = 4
+_PID = re.compile(r"incident seen by pid (\d+)")
+
+
+def _incident_with_redis_killed(run: Path, sink: Sink) -> dict[str, Any]:
+    """One incident under 4 fresh gunicorn workers, its private Redis killed for 2 s in the
+    middle; what reached the receiver and the workers' logs."""
+    run.mkdir()
+
+    def received(status: str) -> list[Any]:
+        return [b for _, p, b in list(sink.received) if p == run.name and b["status"] == status]
+
+    seen: dict[str, Any] = {}
+    with PrivateRedis(run / "redis") as redis_server:
+        env = _gunicorn_env(run, sink, redis_server.url)
+        server = Gunicorn(run, "tests.apps.alerting_app:app", "--workers", str(WORKERS), env=env)
+        try:
+            assert wait_for(lambda: len(list(run.glob("worker-*"))) == WORKERS, 30)
+            (run / "flag").touch()  # the incident starts
+            assert wait_for(lambda: received("firing"), 10)
+            time.sleep(0.5)  # every worker evaluates it 5 more times, Redis up
+            seen["before"] = len(received("firing"))
+            redis_server.kill()
+            time.sleep(2.0)  # the outage: ~20 evaluations per worker
+            seen["during"] = len(received("firing"))
+            redis_server.start()  # back, empty
+            time.sleep(1.5)  # retried after 0.5 s and handed back; still evaluating
+            seen["after"] = len(received("firing"))
+            (run / "flag").unlink()  # the incident ends
+            assert wait_for(lambda: received("resolved"), 10)
+            time.sleep(1.0)  # every worker has evaluated the end ~10 times
+        finally:
+            server.stop()
+    seen["firings"] = received("firing")
+    seen["resolved"] = received("resolved")
+    seen["logs"] = [
+        line["message"] for f in (run / "logs").glob("*.log") for line in read_json_lines(f)
+    ]
+    return seen
+
+
+@pytest.mark.realtime  # real gunicorn workers and a real redis-server, killed mid-incident
+def test_redis_killed_mid_incident_under_four_gunicorn_workers(tmp_path: Path) -> None:
+    """Three incidents, each under 4 fresh gunicorn workers sharing a private Redis: the
+    incident is notified once; Redis is killed for 2 s while every worker keeps evaluating
+    (10 times a second) and restarted empty. Each worker notifies at most once within the
+    cooldown (60 s: the whole run), nothing more goes out after the recovery, and exactly one
+    resolve goes out when the incident ends. Each worker logs the degradation once and the
+    recovery once."""
+    with Sink() as sink:
+        for number in range(3):
+            seen = _incident_with_redis_killed(tmp_path / f"run{number}", sink)
+            firings = seen["firings"]
+            per_worker = Counter(_PID.findall(" ".join(b["summary"] for b in firings)))
+            assert seen["before"] == 1, (number, seen)
+            assert max(per_worker.values()) == 1, (number, per_worker)
+            assert len(firings) <= WORKERS, (number, len(firings))
+            assert seen["after"] == seen["during"], (number, seen)  # none after the recovery
+            assert len(seen["resolved"]) == 1, (number, seen["resolved"])
+            logs = seen["logs"]
+            assert sum(m.startswith(UNREACHABLE) for m in logs) == WORKERS, (number, logs)
+            assert sum(m.startswith(BACK) for m in logs) == WORKERS, (number, logs)

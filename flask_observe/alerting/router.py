@@ -61,6 +61,8 @@ class AlertRouter:
         self._backoff = tuple(backoff)
         self.clock = clock
         self.store: DecisionStore = store or MemoryStore(clock)
+        #: Decides when ``store`` fails (a store that handles its own failures never does).
+        self._fallback = MemoryStore(clock)
         self.service = service
         self.dedup = dedup
         self.cooldown = cooldown
@@ -167,18 +169,13 @@ class AlertRouter:
         if not targets:
             return
         cooldown = alert.cooldown if alert.cooldown is not None else self.cooldown
+        decision = (alert.fingerprint, alert.name, alert.status == FIRING, self.dedup, cooldown)
         try:
-            send = self.store.decide(
-                alert.fingerprint, alert.name, alert.status == FIRING, self.dedup, cooldown
-            )
-        except Exception as exc:
-            # Shared state unreachable: better a duplicate than a missed page.
-            logger.warning(
-                "alert state store unavailable (%s); sending without dedup",
-                type(exc).__name__,
-                extra={"alert": alert.name},
-            )
-            send = True
+            send = self.store.decide(*decision)
+        except Exception:
+            # A store that cannot decide: this process's dedup, never a storm.
+            self._failures("the alert state store (deciding in this process)")
+            send = self._fallback.decide(*decision)
         if not send:
             logger.debug("alert suppressed (dedup/cooldown)", extra={"alert": alert.name})
             return

@@ -44,6 +44,9 @@ class AlertingSettings:
     #: Redis URL for state shared by every instance (dedup, cooldown, incidents).
     alert_redis_url: str | None = key(None, opt_text, secret=True)
     alert_redis_prefix: str = key("flask_observe:alerts", text)
+    #: While that Redis is unreachable each process dedups on its own and tries it again
+    #: this often.
+    alert_redis_retry_seconds: float = key(5.0, number(0.1))
     #: The same alert (fingerprint and status) is notified at most once per window.
     alert_dedup_seconds: float = key(3600.0, number(0.0))
     #: Minimum time between two firing notifications of one alert name.

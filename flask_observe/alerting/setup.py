@@ -53,7 +53,11 @@ def _setup(wiring: Wiring) -> None:
     settings = wiring.settings(AlertingSettings)
     store: MemoryStore | RedisStore
     if settings.alert_redis_url:
-        store = RedisStore(settings.alert_redis_url, settings.alert_redis_prefix)
+        store = RedisStore(
+            settings.alert_redis_url,
+            settings.alert_redis_prefix,
+            retry_interval=settings.alert_redis_retry_seconds,
+        )
         wiring.on_close(store.close)
     else:
         store = MemoryStore()

@@ -5,20 +5,27 @@ One decision per (alert, status), atomic across every instance that shares the s
 - **firing**: a new incident is notified unless its alert name is in cooldown (then it is
   remembered as *quiet* and tried again on its next firing); an incident already notified is
   notified again only once the dedup window has passed (a reminder);
-- **resolved**: notified only if its firing was notified; the incident is then forgotten.
+- **resolved**: notified only if its firing was notified; the incident is then closed.
 
 With Redis, three instances seeing the same incident send one notification: the decision is a
-Lua script, so exactly one of them wins.
+Lua script, so exactly one of them wins. When Redis cannot be reached, :class:`RedisStore`
+decides in this process instead (each process then notifies an incident at most once per
+cooldown), says so once, tries Redis again every ``retry_interval`` seconds, and when it is
+back hands it the incidents this process notified meanwhile, so that each is resolved once.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .._clock import SYSTEM, Clock
 
-__all__ = ["DecisionStore", "MemoryStore", "RedisStore"]
+__all__ = ["DecisionStore", "MemoryStore", "Notified", "RedisStore"]
+
+logger = logging.getLogger("flask_observe.alerting")
 
 #: An incident not heard of for this long is forgotten (keeps Redis clean).
 STATE_TTL = 7 * 24 * 3600
@@ -29,6 +36,22 @@ class DecisionStore(Protocol):
         self, fingerprint: str, name: str, firing: bool, dedup: float, cooldown: float
     ) -> bool:
         """Whether this notification should be sent (and record that it was)."""
+
+
+@dataclass(frozen=True)
+class Notified:
+    """An incident whose firing this process notified, as a shared store needs to adopt it.
+
+    :param at: epoch seconds of the notification.
+    :param dedup_left: seconds of its dedup window still to run.
+    :param cooldown_left: seconds of its name's cooldown still to run.
+    """
+
+    fingerprint: str
+    name: str
+    at: float
+    dedup_left: float
+    cooldown_left: float
 
 
 class MemoryStore:
@@ -42,6 +65,8 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._state: dict[str, str] = {}
         self._until: dict[str, float] = {}
+        #: fingerprint -> (alert name, epoch time) of each incident whose firing was notified.
+        self._notified: dict[str, tuple[str, float]] = {}
 
     def _active(self, key: str, now: float) -> bool:
         until = self._until.get(key)
@@ -58,8 +83,7 @@ class MemoryStore:
             state = self._state.get(fingerprint)
             dedup_key, cooldown_key = "d:" + fingerprint, "c:" + name
             if not firing:
-                self._state.pop(fingerprint, None)
-                self._until.pop(dedup_key, None)
+                self._forget(fingerprint)
                 return state == "sent"
             if state == "sent":
                 if self._active(dedup_key, now):
@@ -69,12 +93,48 @@ class MemoryStore:
             if self._active(cooldown_key, now):
                 self._state[fingerprint] = "quiet"
                 return False
-            self._until[cooldown_key] = now + cooldown
-            self._until[dedup_key] = now + dedup
-            self._state[fingerprint] = "sent"
+            self._sent(fingerprint, name, dedup, cooldown, now)
             return True
 
+    def record(self, fingerprint: str, name: str, dedup: float, cooldown: float) -> None:
+        """Remember that this incident's firing was notified now (decided elsewhere)."""
+        with self._lock:
+            self._sent(fingerprint, name, dedup, cooldown, self.clock.monotonic())
 
+    def forget(self, fingerprint: str) -> None:
+        """Close the incident (its resolve was decided elsewhere)."""
+        with self._lock:
+            self._forget(fingerprint)
+
+    def notified(self) -> list[Notified]:
+        """The open incidents whose firing was notified, with what is left of their windows."""
+        now = self.clock.monotonic()
+        with self._lock:
+            return [
+                Notified(
+                    fingerprint,
+                    name,
+                    at,
+                    max(0.0, self._until.get("d:" + fingerprint, now) - now),
+                    max(0.0, self._until.get("c:" + name, now) - now),
+                )
+                for fingerprint, (name, at) in self._notified.items()
+            ]
+
+    def _sent(self, fingerprint: str, name: str, dedup: float, cooldown: float, now: float) -> None:
+        self._until["c:" + name] = now + cooldown
+        self._until["d:" + fingerprint] = now + dedup
+        self._state[fingerprint] = "sent"
+        self._notified[fingerprint] = (name, self.clock.time())
+
+    def _forget(self, fingerprint: str) -> None:
+        self._state.pop(fingerprint, None)
+        self._until.pop("d:" + fingerprint, None)
+        self._notified.pop(fingerprint, None)
+
+
+# State of an incident in Redis: 'sent', 'quiet', or 'resolved:<epoch ms>' (a tombstone: its
+# resolve was notified then; a later firing is a new incident).
 _DECIDE = """
 local state = redis.call('GET', KEYS[1])
 local firing = ARGV[1] == '1'
@@ -82,8 +142,12 @@ local dedup_ms = tonumber(ARGV[2])
 local cooldown_ms = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[4])
 if not firing then
-  redis.call('DEL', KEYS[1], KEYS[2])
-  if state == 'sent' then return 1 end
+  if state == 'sent' then
+    redis.call('SET', KEYS[1], 'resolved:' .. ARGV[5], 'EX', ttl)
+    redis.call('DEL', KEYS[2])
+    return 1
+  end
+  if state == 'quiet' then redis.call('DEL', KEYS[1]) end
   return 0
 end
 if state == 'sent' then
@@ -100,33 +164,156 @@ redis.call('SET', KEYS[1], 'sent', 'EX', ttl)
 return 1
 """
 
+# An incident this process notified while Redis was unreachable: record it as sent (with what
+# is left of its windows) unless Redis knows it as sent, or resolved since (returns 1: forget).
+_ADOPT = """
+local state = redis.call('GET', KEYS[1])
+if state == 'sent' then return 0 end
+if state and string.sub(state, 1, 9) == 'resolved:' then
+  if tonumber(string.sub(state, 10)) >= tonumber(ARGV[1]) then return 1 end
+end
+redis.call('SET', KEYS[1], 'sent', 'EX', tonumber(ARGV[4]))
+if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) end
+if tonumber(ARGV[3]) > 0 then redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[3]) end
+return 0
+"""
+
 
 class RedisStore:
-    """Decisions shared by every instance using the same Redis and key prefix.
+    """Decisions shared by every instance using the same Redis and key prefix; decided in
+    this process while Redis is unreachable.
 
     :param url: ``redis://…``; connections time out fast and do not retry (the sender thread
         must not hang on Redis).
     :param prefix: key prefix (several services can share a Redis).
+    :param retry_interval: seconds between two tries of an unreachable Redis (meanwhile each
+        decision is this process's own, without waiting on Redis).
+    :param clock: what windows and retries are measured on.
     """
 
-    def __init__(self, url: str, prefix: str, timeout: float = 2.0, client: Any = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        timeout: float = 2.0,
+        client: Any = None,
+        *,
+        retry_interval: float = 5.0,
+        clock: Clock = SYSTEM,
+    ) -> None:
         if client is None:
             import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
 
             client = redis.Redis.from_url(
-                url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False
+                url,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry_on_timeout=False,
+                retry=Retry(NoBackoff(), 0),
             )
         self.client = client
         self.prefix = prefix
-        self._script = client.register_script(_DECIDE)
+        self.retry_interval = retry_interval
+        self.clock = clock
+        self._decide = client.register_script(_DECIDE)
+        self._adopt = client.register_script(_ADOPT)
+        #: What this process notified, and the decisions while Redis is unreachable.
+        self.local = MemoryStore(clock)
+        #: Monotonic time Redis became unreachable; ``None`` while it answers.
+        self.degraded_since: float | None = None
+        #: How many times Redis became unreachable (for a metric).
+        self.degradations = 0
+        self._retry_at = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def degraded(self) -> bool:
+        """Whether decisions are currently this process's own (Redis unreachable)."""
+        return self.degraded_since is not None
+
+    def _keys(self, fingerprint: str, name: str) -> list[str]:
+        p = self.prefix
+        return [f"{p}:state:{fingerprint}", f"{p}:dedup:{fingerprint}", f"{p}:cooldown:{name}"]
 
     def decide(
         self, fingerprint: str, name: str, firing: bool, dedup: float, cooldown: float
     ) -> bool:
-        p = self.prefix
-        keys = [f"{p}:state:{fingerprint}", f"{p}:dedup:{fingerprint}", f"{p}:cooldown:{name}"]
-        args = ["1" if firing else "0", int(dedup * 1000), int(cooldown * 1000), STATE_TTL]
-        return bool(self._script(keys=keys, args=args))
+        with self._lock:
+            now = self.clock.monotonic()
+            if self.degraded_since is None or now >= self._retry_at:
+                handed = 0
+                try:
+                    if self.degraded_since is not None:
+                        handed = self._hand_back()
+                    send = self._shared(fingerprint, name, firing, dedup, cooldown)
+                except Exception as exc:
+                    self._degrade(exc, now)
+                else:
+                    if self.degraded_since is not None:
+                        self._recovered(now, handed)
+                    if not firing:
+                        self.local.forget(fingerprint)
+                    elif send:
+                        self.local.record(fingerprint, name, dedup, cooldown)
+                    return send
+            return self.local.decide(fingerprint, name, firing, dedup, cooldown)
+
+    def _shared(
+        self, fingerprint: str, name: str, firing: bool, dedup: float, cooldown: float
+    ) -> bool:
+        args = [
+            "1" if firing else "0",
+            int(dedup * 1000),
+            int(cooldown * 1000),
+            STATE_TTL,
+            int(self.clock.time() * 1000),
+        ]
+        return bool(self._decide(keys=self._keys(fingerprint, name), args=args))
+
+    def _hand_back(self) -> int:
+        """Give Redis the incidents notified while it was away; how many it took."""
+        taken = 0
+        for incident in self.local.notified():
+            args = [
+                int(incident.at * 1000),
+                int(incident.dedup_left * 1000),
+                int(incident.cooldown_left * 1000),
+                STATE_TTL,
+            ]
+            keys = self._keys(incident.fingerprint, incident.name)
+            if self._adopt(keys=keys, args=args):  # resolved by another instance since
+                self.local.forget(incident.fingerprint)
+            else:
+                taken += 1
+        return taken
+
+    def _degrade(self, exc: Exception, now: float) -> None:
+        self._retry_at = now + self.retry_interval
+        if self.degraded_since is not None:
+            logger.debug("alert state store still unreachable: %s", type(exc).__name__)
+            return
+        self.degraded_since = now
+        self.degradations += 1
+        logger.warning(
+            "alert state store unreachable (%s: %s): deduplicating in this process until it"
+            " is back (each process notifies an alert at most once per cooldown); trying it"
+            " again every %gs",
+            type(exc).__name__,
+            str(exc).splitlines()[0] if str(exc) else "",
+            self.retry_interval,
+        )
+
+    def _recovered(self, now: float, handed: int) -> None:
+        assert self.degraded_since is not None
+        logger.info(
+            "alert state store reachable again after %.0fs: shared dedup resumed (%d"
+            " incident(s) notified meanwhile handed to it)",
+            now - self.degraded_since,
+            handed,
+        )
+        self.degraded_since = None
 
     def close(self) -> None:
         self.client.close()
