@@ -24,6 +24,7 @@ from flask_observe.alerting import (
     UrlPolicy,
     build_channels,
 )
+from flask_observe.alerting.hold import Hold
 from flask_observe.state import current_state
 
 from .alert_sinks import Listener, Sink, WatchedClock
@@ -338,6 +339,43 @@ def test_a_store_that_fails_falls_back_to_this_process_dedup(sink: Sink) -> None
     assert router.flush(5)
     router.close()
     assert [body["status"] for _, _, body in sink.received] == ["firing", "resolved"]
+
+
+def test_a_hold_keeps_the_most_important_alerts_and_summarises_them() -> None:
+    """A throttled channel's hold of 3: a more important alert pushes out the latest of the
+    least important; one no more important than the least held is dropped; drops are counted
+    by severity. Released, a hold of one alert gives that alert, of more a summary naming the
+    most severe first."""
+    hold = Hold(3)
+    first = Alert("First", "warning", "w1")
+    assert hold.add(first) is None
+    assert hold.add(Alert("Second", "warning", "w2")) is None
+    assert hold.add(Alert("Info", "info", "i")) is None
+    assert hold.add(Alert("Error", "error", "e")).name == "Info"  # type: ignore[union-attr]
+    assert hold.add(Alert("Third", "warning", "w3")).name == "Third"  # type: ignore[union-attr]
+    assert hold.add(Alert("Page", "critical", "c")).name == "Second"  # type: ignore[union-attr]
+    assert (len(hold), hold.total, dict(hold.dropped)) == (3, 6, {"info": 1, "warning": 2})
+    summary = hold.release("slack", "svc", 1_800_000_000.0)
+    assert (summary.name, summary.severity, summary.labels) == (
+        "FlaskObserveHeldAlerts",
+        "critical",
+        {"channel": "slack"},
+    )
+    assert summary.summary == (
+        "6 alerts held while the channel was throttled: [CRITICAL] Page, [ERROR] Error,"
+        " [WARNING] First and 3 more"
+    )
+    assert summary.description.splitlines() == [
+        "1 critical, 1 error, 3 warning, 1 info",
+        "",
+        "[CRITICAL] Page: c",
+        "[ERROR] Error: e",
+        "[WARNING] First: w1",
+        "3 not kept: at most 3 alerts are held per channel, the least important were dropped",
+    ]
+    single = Hold(3)
+    single.add(first)
+    assert single.release("slack", "svc", 0.0) is first
 
 
 @pytest.mark.services

@@ -18,6 +18,7 @@ from flask import Flask
 
 from flask_observe._clock import ManualClock
 from flask_observe.alerting import (
+    Alert,
     AlertRouter,
     HealthRule,
     MemoryStore,
@@ -31,7 +32,7 @@ from flask_observe.alerting.setup import failing_checks
 from flask_observe.health import DatabaseCheck, HealthRunner
 from flask_observe.health.checks import Status
 
-from .alert_sinks import HangingProxy, PrivateRedis, Sink
+from .alert_sinks import HangingProxy, PrivateRedis, Sink, WatchedClock
 from .conftest import need_service, read_json_lines
 from .peers import wait_for
 from .test_multiprocess import Gunicorn
@@ -270,3 +271,67 @@ def test_redis_killed_mid_incident_under_four_gunicorn_workers(tmp_path: Path) -
             logs = seen["logs"]
             assert sum(m.startswith(UNREACHABLE) for m in logs) == WORKERS, (number, logs)
             assert sum(m.startswith(BACK) for m in logs) == WORKERS, (number, logs)
+
+
+# -- a channel throttled for an hour ----------------------------------------------------------
+
+THROTTLED = 20_000
+
+
+def _severity(n: int) -> str:
+    return "critical" if n == 12_345 else "error" if n % 1000 == 0 else "warning"
+
+
+def test_a_channel_throttled_for_an_hour_holds_a_bounded_number_then_sends_one_summary(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """20,000 alerts (one critical, 20 errors, the rest warnings) to a real receiver answering
+    429 Retry-After: 3600: it is called once; at most OBSERVE_ALERT_HOLD_SIZE (100) alerts are
+    held, the most important ones, the rest counted on the router and logged (a few lines, not
+    one per alert). An hour later on the router's clock the receiver, open again, gets one
+    summary ("20000 alerts held while the channel was throttled: [CRITICAL] …"), not the
+    backlog."""
+    hold_size = AlertingSettings.__dataclass_fields__["alert_hold_size"].default
+    assert hold_size == 100
+    clock = WatchedClock()
+    state = {"open": False}
+
+    def answer(n: int) -> tuple[int, dict[str, str]]:
+        return (200, {}) if state["open"] else (429, {"Retry-After": "3600"})
+
+    with Sink(answer) as sink:
+        router = AlertRouter(webhook(sink), clock=clock, queue_size=THROTTLED, hold_size=hold_size)
+        with caplog.at_level(logging.INFO, logger="flask_observe.alerting"):
+            for n in range(THROTTLED):
+                assert router.notify(Alert(f"Alert{n}", _severity(n), f"problem {n}"))
+            assert router.flush(60)  # every alert decided; the held ones wait for the channel
+            assert len(sink.received) == 1  # the 429; nobody called it again
+            assert router.held() == {"webhook-0": hold_size}
+            assert router.held_dropped == {"webhook-0": THROTTLED - hold_size}
+            state["open"] = True
+            clock.advance(3599)
+            clock.settle()
+            assert len(sink.received) == 1
+            clock.advance(1)
+            assert wait_for(lambda: len(sink.received) == 2, 10)
+            assert router.flush(5)  # and nothing is held or scheduled any more
+        router.close()
+    assert len(sink.received) == 2, [b["name"] for _, _, b in sink.received[:5]]
+    summary = sink.received[1][2]
+    assert summary["name"] == "FlaskObserveHeldAlerts"
+    assert summary["severity"] == "critical"
+    assert summary["summary"] == (
+        "20000 alerts held while the channel was throttled: [CRITICAL] Alert12345,"
+        " [ERROR] Alert0, [ERROR] Alert1000 and 19997 more"
+    )
+    lines = summary["description"].splitlines()
+    assert lines[0] == "1 critical, 20 error, 19979 warning"
+    assert lines[2] == "[CRITICAL] Alert12345: problem 12345"
+    assert lines[-1] == (
+        "19900 not kept: at most 100 alerts are held per channel, the least important were dropped"
+    )
+    assert router.held() == {}
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    dropped = [r for r in warnings if r.getMessage().startswith("alert dropped")]
+    assert len(dropped) == 1  # once per minute of the router's clock, with the count
+    assert len(warnings) <= 5, [r.getMessage() for r in warnings]

@@ -52,6 +52,9 @@ class AlertingSettings:
     #: Minimum time between two firing notifications of one alert name.
     alert_cooldown_seconds: float = key(300.0, number(0.0))
     alert_queue_size: int = key(1000, integer(1))
+    #: Alerts kept per channel while its receiver throttles it (429 Retry-After); the least
+    #: important beyond are dropped and counted, and one summary goes out when it opens.
+    alert_hold_size: int = key(100, integer(1))
     alert_timeout_seconds: float = key(5.0, number(0.1))
     #: In-process rules; failing evaluations in a row before one fires.
     alert_rules_enabled: bool = key(True, boolean)

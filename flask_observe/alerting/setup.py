@@ -68,6 +68,7 @@ def _setup(wiring: Wiring) -> None:
         dedup=settings.alert_dedup_seconds,
         cooldown=settings.alert_cooldown_seconds,
         queue_size=settings.alert_queue_size,
+        hold_size=settings.alert_hold_size,
     )
     wiring.provide(router)
     wiring.on_close(router.close)
