@@ -94,6 +94,7 @@ class Listener:
         self.port = self.sock.getsockname()[1]
         self.connections = 0
         self.hang = hang
+        self._peers: list[Any] = []
         self._held: list[socket.socket] = []
         self._stop = False
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -103,14 +104,33 @@ class Listener:
         self.sock.settimeout(0.1)
         while not self._stop:
             try:
-                conn, _ = self.sock.accept()
+                conn, peer = self.sock.accept()
             except OSError:
                 continue
+            self._peers.append(peer)
             self.connections += 1
             if self.hang:
                 self._held.append(conn)  # accept, never answer
             else:
                 conn.close()
+
+    def settled(self, timeout: float = 5.0) -> int:
+        """The connections taken so far, once every connection made before this call has been
+        taken: it connects once itself and waits until that probe is accepted (the backlog
+        is served in order); the probe is not counted."""
+        family = self.sock.family
+        host = self.sock.getsockname()[0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.connect((host, self.port))
+            mine = probe.getsockname()
+            deadline = time.monotonic() + timeout
+            while not any(p[:2] == mine[:2] for p in list(self._peers)):
+                if time.monotonic() > deadline:
+                    raise AssertionError("the listener did not accept its own probe")
+                time.sleep(0.005)
+        self._peers = [p for p in self._peers if p[:2] != mine[:2]]
+        self.connections -= 1
+        return self.connections
 
     def close(self) -> None:
         self._stop = True
