@@ -143,7 +143,9 @@ class Listener:
 class HangingProxy:
     """A TCP proxy on loopback to ``upstream`` (host, port) that can hang: :meth:`hang` stops
     forwarding in both directions (connections stay open, new ones are accepted and left
-    waiting: a database that stopped answering), :meth:`release` carries on."""
+    waiting: a database that stopped answering), :meth:`release` carries on. :meth:`cut`
+    closes every connection and refuses new ones until :meth:`release` (a partition: what
+    was not forwarded yet never arrives, and the server keeps its data)."""
 
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.upstream = upstream
@@ -155,6 +157,7 @@ class HangingProxy:
         self.accepted = 0
         self._forwarding = threading.Event()
         self._forwarding.set()
+        self._cut = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._accepting = threading.Thread(target=self._accept, daemon=True)
@@ -164,7 +167,14 @@ class HangingProxy:
         self._forwarding.clear()
 
     def release(self) -> None:
+        self._cut.clear()
         self._forwarding.set()
+
+    def cut(self) -> None:
+        """Close every connection now (returns once they are closed) and refuse new ones."""
+        self._cut.set()
+        for thread in list(self._threads):
+            thread.join(5)
 
     def _accept(self) -> None:
         self.sock.settimeout(0.05)
@@ -174,6 +184,9 @@ class HangingProxy:
             except OSError:
                 continue
             self.accepted += 1
+            if self._cut.is_set():
+                client.close()
+                continue
             thread = threading.Thread(target=self._pipe, args=(client,), daemon=True)
             self._threads.append(thread)
             thread.start()
@@ -183,14 +196,14 @@ class HangingProxy:
 
         upstream: socket.socket | None = None
         try:
-            while not self._stop.is_set():
+            while not self._stop.is_set() and not self._cut.is_set():
                 if not self._forwarding.wait(0.05):
                     continue  # hung: read nothing, send nothing
                 if upstream is None:
                     upstream = socket.create_connection(self.upstream, timeout=5)
                 readable, _, _ = select.select([client, upstream], [], [], 0.05)
                 for source in readable:
-                    if not self._forwarding.is_set():
+                    if not self._forwarding.is_set() or self._cut.is_set():
                         break
                     data = source.recv(65536)
                     if not data:

@@ -167,6 +167,40 @@ def test_redis_store_dedups_in_each_process_while_redis_is_down_and_resolves_onc
 
 
 @pytest.mark.realtime  # a real redis-server, paused; its client's timeout is on the wall clock
+def test_an_incident_resolved_while_redis_was_away_is_closed_in_redis_when_it_is_back(
+    tmp_path: Path,
+) -> None:
+    """Redis cut off but keeping its data (a partition, not a restart: a proxy in front of it
+    closes every connection): an incident notified through it resolves meanwhile in the
+    process that notified it. When Redis is reachable again that resolve is handed to it, so
+    a new incident of the same alert is notified instead of being taken for the old one
+    (still 'sent' there, its dedup window running), and resolved once."""
+    clock = ManualClock()
+    firing = ("fp-q", "QueueStuck", True, 3600.0, 0.0)
+    resolved = ("fp-q", "QueueStuck", False, 3600.0, 0.0)
+    with (
+        PrivateRedis(tmp_path / "redis") as server,
+        HangingProxy(("127.0.0.1", server.port)) as cut,
+    ):
+        url = f"redis://127.0.0.1:{cut.port}/0"
+        store = RedisStore(url, "t", timeout=0.5, retry_interval=5.0, clock=clock)
+        other = RedisStore(server.url, "t", timeout=0.5, retry_interval=5.0, clock=clock)
+        assert store.decide(*firing) is True
+        cut.cut()
+        assert store.decide(*resolved) is True  # it notified the firing: it resolves
+        assert store.degraded
+        assert other.decide(*firing) is False  # in Redis the old incident is still open
+        cut.release()
+        clock.advance(5.0)
+        assert store.decide(*firing) is True  # the resolve handed over: a new incident
+        assert not store.degraded
+        assert other.decide(*firing) is False
+        assert [other.decide(*resolved), store.decide(*resolved)] == [True, False]
+        store.close()
+        other.close()
+
+
+@pytest.mark.realtime  # a real redis-server, paused; its client's timeout is on the wall clock
 def test_a_hung_redis_costs_one_timeout_per_retry_interval(tmp_path: Path) -> None:
     """Redis paused (accepts, never answers): the first decision waits for the client's
     timeout, then falls back; the next ones within the retry interval do not wait at all."""

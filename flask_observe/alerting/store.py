@@ -11,7 +11,8 @@ With Redis, three instances seeing the same incident send one notification: the 
 Lua script, so exactly one of them wins. When Redis cannot be reached, :class:`RedisStore`
 decides in this process instead (each process then notifies an incident at most once per
 cooldown), says so once, tries Redis again every ``retry_interval`` seconds, and when it is
-back hands it the incidents this process notified meanwhile, so that each is resolved once.
+back hands it what this process notified and resolved meanwhile, so that each incident is
+resolved once and a later one is not taken for it.
 """
 
 from __future__ import annotations
@@ -93,13 +94,19 @@ class MemoryStore:
             if self._active(cooldown_key, now):
                 self._state[fingerprint] = "quiet"
                 return False
-            self._sent(fingerprint, name, dedup, cooldown, now)
+            self._sent(fingerprint, name, dedup, cooldown, now, self.clock.time())
             return True
 
-    def record(self, fingerprint: str, name: str, dedup: float, cooldown: float) -> None:
-        """Remember that this incident's firing was notified now (decided elsewhere)."""
+    def record(self, fingerprint: str, name: str, dedup: float, cooldown: float, at: float) -> None:
+        """Remember that this incident's firing was notified now, at epoch time ``at``
+        (decided elsewhere)."""
         with self._lock:
-            self._sent(fingerprint, name, dedup, cooldown, self.clock.monotonic())
+            self._sent(fingerprint, name, dedup, cooldown, self.clock.monotonic(), at)
+
+    def notified_at(self, fingerprint: str) -> tuple[str, float] | None:
+        """``(name, epoch time)`` of the open incident's notified firing, if it was."""
+        with self._lock:
+            return self._notified.get(fingerprint)
 
     def forget(self, fingerprint: str) -> None:
         """Close the incident (its resolve was decided elsewhere)."""
@@ -121,11 +128,13 @@ class MemoryStore:
                 for fingerprint, (name, at) in self._notified.items()
             ]
 
-    def _sent(self, fingerprint: str, name: str, dedup: float, cooldown: float, now: float) -> None:
+    def _sent(
+        self, fingerprint: str, name: str, dedup: float, cooldown: float, now: float, at: float
+    ) -> None:
         self._until["c:" + name] = now + cooldown
         self._until["d:" + fingerprint] = now + dedup
         self._state[fingerprint] = "sent"
-        self._notified[fingerprint] = (name, self.clock.time())
+        self._notified[fingerprint] = (name, at)
 
     def _forget(self, fingerprint: str) -> None:
         self._state.pop(fingerprint, None)
@@ -133,16 +142,34 @@ class MemoryStore:
         self._notified.pop(fingerprint, None)
 
 
-# State of an incident in Redis: 'sent', 'quiet', or 'resolved:<epoch ms>' (a tombstone: its
-# resolve was notified then; a later firing is a new incident).
-_DECIDE = """
+# State of an incident in Redis: 'sent:<epoch ms>' (notified then), 'quiet', or
+# 'resolved:<epoch ms>' (a tombstone: its resolve was notified then; a later firing is a new
+# incident). Plain 'sent' (written by earlier versions) counts as sent at 0.
+_STATE = """
+local function sent_at(state)
+  if state == 'sent' then return 0 end
+  if state and string.sub(state, 1, 5) == 'sent:' then return tonumber(string.sub(state, 6)) end
+  return nil
+end
+local function resolved_at(state)
+  if state and string.sub(state, 1, 9) == 'resolved:' then
+    return tonumber(string.sub(state, 10))
+  end
+  return nil
+end
+"""
+
+_DECIDE = (
+    _STATE
+    + """
 local state = redis.call('GET', KEYS[1])
 local firing = ARGV[1] == '1'
 local dedup_ms = tonumber(ARGV[2])
 local cooldown_ms = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[4])
+local sent = sent_at(state)
 if not firing then
-  if state == 'sent' then
+  if sent then
     redis.call('SET', KEYS[1], 'resolved:' .. ARGV[5], 'EX', ttl)
     redis.call('DEL', KEYS[2])
     return 1
@@ -150,7 +177,7 @@ if not firing then
   if state == 'quiet' then redis.call('DEL', KEYS[1]) end
   return 0
 end
-if state == 'sent' then
+if sent then
   if dedup_ms > 0 and redis.call('SET', KEYS[2], '1', 'NX', 'PX', dedup_ms) then return 1 end
   return 0
 end
@@ -160,23 +187,42 @@ if cooldown_ms > 0 and redis.call('EXISTS', KEYS[3]) == 1 then
 end
 if cooldown_ms > 0 then redis.call('SET', KEYS[3], '1', 'PX', cooldown_ms) end
 if dedup_ms > 0 then redis.call('SET', KEYS[2], '1', 'PX', dedup_ms) end
-redis.call('SET', KEYS[1], 'sent', 'EX', ttl)
+redis.call('SET', KEYS[1], 'sent:' .. ARGV[5], 'EX', ttl)
 return 1
 """
+)
 
 # An incident this process notified while Redis was unreachable: record it as sent (with what
 # is left of its windows) unless Redis knows it as sent, or resolved since (returns 1: forget).
-_ADOPT = """
+_ADOPT = (
+    _STATE
+    + """
 local state = redis.call('GET', KEYS[1])
-if state == 'sent' then return 0 end
-if state and string.sub(state, 1, 9) == 'resolved:' then
-  if tonumber(string.sub(state, 10)) >= tonumber(ARGV[1]) then return 1 end
-end
-redis.call('SET', KEYS[1], 'sent', 'EX', tonumber(ARGV[4]))
+if sent_at(state) then return 0 end
+local resolved = resolved_at(state)
+if resolved and resolved >= tonumber(ARGV[1]) then return 1 end
+redis.call('SET', KEYS[1], 'sent:' .. ARGV[1], 'EX', tonumber(ARGV[4]))
 if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) end
 if tonumber(ARGV[3]) > 0 then redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[3]) end
 return 0
 """
+)
+
+# An incident this process notified (at ARGV[1]) and resolved while Redis was unreachable (at
+# ARGV[2]): close it in Redis too, unless Redis knows a later incident or a later resolve.
+_CLOSE = (
+    _STATE
+    + """
+local state = redis.call('GET', KEYS[1])
+local sent = sent_at(state)
+if sent and sent > tonumber(ARGV[1]) then return 0 end
+local resolved = resolved_at(state)
+if resolved and resolved >= tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], 'resolved:' .. ARGV[2], 'EX', tonumber(ARGV[3]))
+redis.call('DEL', KEYS[2])
+return 1
+"""
+)
 
 
 class RedisStore:
@@ -219,6 +265,10 @@ class RedisStore:
         self.clock = clock
         self._decide = client.register_script(_DECIDE)
         self._adopt = client.register_script(_ADOPT)
+        self._close = client.register_script(_CLOSE)
+        #: fingerprint -> (name, notified, resolved: epoch times) of incidents this process
+        #: resolved while Redis was unreachable, to close there when it is back.
+        self._closed: dict[str, tuple[str, float, float]] = {}
         #: What this process notified, and the decisions while Redis is unreachable.
         self.local = MemoryStore(clock)
         #: Monotonic time Redis became unreachable; ``None`` while it answers.
@@ -247,7 +297,7 @@ class RedisStore:
                 try:
                     if self.degraded_since is not None:
                         handed = self._hand_back()
-                    send = self._shared(fingerprint, name, firing, dedup, cooldown)
+                    send, at = self._shared(fingerprint, name, firing, dedup, cooldown)
                 except Exception as exc:
                     self._degrade(exc, now)
                 else:
@@ -256,25 +306,31 @@ class RedisStore:
                     if not firing:
                         self.local.forget(fingerprint)
                     elif send:
-                        self.local.record(fingerprint, name, dedup, cooldown)
+                        self.local.record(fingerprint, name, dedup, cooldown, at)
                     return send
-            return self.local.decide(fingerprint, name, firing, dedup, cooldown)
+            notified = None if firing else self.local.notified_at(fingerprint)
+            send = self.local.decide(fingerprint, name, firing, dedup, cooldown)
+            if notified is not None and send:
+                self._closed[fingerprint] = (notified[0], notified[1], self.clock.time())
+            return send
 
     def _shared(
         self, fingerprint: str, name: str, firing: bool, dedup: float, cooldown: float
-    ) -> bool:
-        args = [
-            "1" if firing else "0",
-            int(dedup * 1000),
-            int(cooldown * 1000),
-            STATE_TTL,
-            int(self.clock.time() * 1000),
-        ]
-        return bool(self._decide(keys=self._keys(fingerprint, name), args=args))
+    ) -> tuple[bool, float]:
+        """Redis's decision, and the epoch time it was made at."""
+        at = self.clock.time()
+        args = ["1" if firing else "0", int(dedup * 1000), int(cooldown * 1000), STATE_TTL]
+        args.append(int(at * 1000))
+        return bool(self._decide(keys=self._keys(fingerprint, name), args=args)), at
 
     def _hand_back(self) -> int:
-        """Give Redis the incidents notified while it was away; how many it took."""
+        """Give Redis what happened while it was away: the incidents this process resolved
+        (closed there too), then those it notified (adopted); how many it took."""
         taken = 0
+        for fingerprint, (name, notified, resolved) in list(self._closed.items()):
+            args = [int(notified * 1000), int(resolved * 1000), STATE_TTL]
+            taken += int(self._close(keys=self._keys(fingerprint, name)[:2], args=args))
+            del self._closed[fingerprint]
         for incident in self.local.notified():
             args = [
                 int(incident.at * 1000),
@@ -309,7 +365,7 @@ class RedisStore:
         assert self.degraded_since is not None
         logger.info(
             "alert state store reachable again after %.0fs: shared dedup resumed (%d"
-            " incident(s) notified meanwhile handed to it)",
+            " incident(s) notified or resolved meanwhile handed to it)",
             now - self.degraded_since,
             handed,
         )
