@@ -65,3 +65,13 @@ class ManualClock:
             raise ValueError("a clock does not go back")
         with self._lock:
             self._elapsed += seconds
+
+
+#: Longest real wait between two looks at a clock other than the system's.
+_STEP = 0.05
+
+
+def wait_step(clock: Clock, seconds: float) -> float:
+    """Real seconds to wait for ``seconds`` to pass on ``clock``: all of them on the system
+    clock; a short step on another (a test's clock moves while a thread waits for it)."""
+    return seconds if isinstance(clock, SystemClock) else min(seconds, _STEP)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 import weakref
 from collections.abc import Callable
 
+from ._clock import SYSTEM, Clock, wait_step
 from ._internal import FailureLog
 
 __all__ = ["Ticker"]
@@ -39,11 +39,15 @@ class Ticker:
 
     :param interval: seconds between rounds (also each round's deadline).
     :param name: thread name.
+    :param clock: what the interval and the deadline are measured on.
     """
 
-    def __init__(self, interval: float, name: str = "flask_observe-ticker") -> None:
+    def __init__(
+        self, interval: float, name: str = "flask_observe-ticker", clock: Clock = SYSTEM
+    ) -> None:
         self.interval = interval
         self.name = name
+        self.clock = clock
         self.tasks: list[tuple[str, Callable[[], object]]] = []
         self.running = False
         self.rounds = 0
@@ -104,9 +108,13 @@ class Ticker:
             self._pending[name] = thread
             thread.start()
             started.append(thread)
-        deadline = time.monotonic() + self.interval
+        deadline = self.clock.monotonic() + self.interval
         for thread in started:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            while thread.is_alive():
+                remaining = deadline - self.clock.monotonic()
+                if remaining <= 0:
+                    break
+                thread.join(wait_step(self.clock, remaining))
         self.rounds += 1
 
     def _call(self, name: str, task: Callable[[], object]) -> object:
@@ -117,8 +125,14 @@ class Ticker:
             return None
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        due = self.clock.monotonic() + self.interval
+        while not self._stop.is_set():
+            remaining = due - self.clock.monotonic()
+            if remaining > 0:
+                self._stop.wait(wait_step(self.clock, remaining))
+                continue
             self.run_once()
+            due = self.clock.monotonic() + self.interval
 
     def close(self, timeout: float = 2.0) -> None:
         """Stop the thread (waits up to ``timeout``; a task still running is left to finish,

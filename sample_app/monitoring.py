@@ -11,7 +11,7 @@ Metrics (``/metrics``):
 
 Rule: **no successful scrape for ``SCRAPER_STALE_HOURS`` hours** (default 6): fires when no
 account was scraped successfully for that long (read from the database, so every worker and
-instance agrees), resolves at the next success.
+instance agrees), resolves once it has passed for ``OBSERVE_ALERT_RESOLVE_AFTER_SECONDS``.
 """
 
 from __future__ import annotations

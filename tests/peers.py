@@ -19,6 +19,8 @@ import contextlib
 import gzip
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -29,9 +31,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
 from werkzeug.wrappers import Request, Response
 
-from .conftest import LiveServer
+from .conftest import REQUIRE_SERVICES, LiveServer
 
 KINDS = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 
@@ -394,39 +397,66 @@ def free_port() -> int:
 
 
 class PrivateRedis:
-    """A real redis-server of the test's own, on a free port: :meth:`stop` kills it,
-    :meth:`start` brings it back on the same port (empty: nothing is saved)."""
+    """A ``redis-server`` of the test's own on a free loopback port, without persistence, for
+    tests that kill, pause or restart it (the shared one on 6379 is never touched). A restart
+    comes back on the same port, empty, as a Redis without persistence does.
 
-    def __init__(self, directory: Path) -> None:
+    :param workdir: its working directory.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            message = "redis-server is not installed (apt-get install -y redis-server)"
+            if REQUIRE_SERVICES:
+                pytest.fail(message + "; OBSERVE_REQUIRE_SERVICES is set", pytrace=False)
+            pytest.skip(message)
+        self.binary = binary
+        self.workdir = workdir
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._directory = directory
-        self._proc: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> PrivateRedis:
-        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
-        command += ["--save", "", "--appendonly", "no", "--dir", str(self._directory)]
-        self._proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        def answers() -> bool:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock,
-            ):
-                sock.sendall(b"PING\r\n")
-                return sock.recv(7) == b"+PONG\r\n"
-            return False
-
-        if not wait_for(answers, 10):
-            raise RuntimeError(f"redis-server did not start on port {self.port}")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not self.ping():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.stop()
+                raise AssertionError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.02)
         return self
 
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: gone at once, connections reset, nothing saved."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def pause(self) -> None:
+        """SIGSTOP: connections are accepted by the kernel and never answered (hung)."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
     def stop(self) -> None:
-        """Kill the server (SIGKILL: as a crash would) and wait until the port is closed."""
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait(10)
-            self._proc = None
+        if self.proc is not None and self.proc.poll() is None:
+            self.resume()
+            self.kill()
 
     def __enter__(self) -> PrivateRedis:
         return self.start()

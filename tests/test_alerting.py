@@ -13,6 +13,7 @@ import pytest
 from flask import Flask
 
 from flask_observe import ConfigError, Observe
+from flask_observe._clock import ManualClock
 from flask_observe.alerting import (
     Alert,
     AlertRouter,
@@ -23,9 +24,10 @@ from flask_observe.alerting import (
     UrlPolicy,
     build_channels,
 )
+from flask_observe.alerting.hold import Hold
 from flask_observe.state import current_state
 
-from .alert_sinks import Listener, Sink
+from .alert_sinks import Listener, Sink, WatchedClock
 from .conftest import need_service
 
 LOOPBACK = {"alert_allow_http": True, "alert_allow_hosts": ["127.0.0.1"]}
@@ -73,8 +75,7 @@ def test_unsafe_webhook_urls_fail_start_up_without_connecting() -> None:
             with pytest.raises(ConfigError) as info:
                 Observe(app)
             assert "SECRET" not in str(info.value), url
-        time.sleep(0.2)
-        assert listener.connections == 0
+        assert listener.settled() == 0
     finally:
         listener.close()
 
@@ -106,7 +107,7 @@ def test_redirects_are_not_followed() -> None:
             with pytest.raises(DeliveryError, match="redirect"):
                 channel.send(Alert("X"))
             assert len(redirector.received) == 1
-            assert target.connections == 0
+            assert target.settled() == 0
         finally:
             target.close()
 
@@ -214,20 +215,28 @@ def test_email_channel_over_smtp() -> None:
 
 
 def test_429_retry_after_is_honoured() -> None:
-    """A receiver answering 429 with Retry-After: 2 gets nothing more for 2 s, then the alert."""
+    """A receiver answering 429 with Retry-After: 2 gets nothing more while the router's clock
+    has not moved 2 s on (the sender looked at it meanwhile), then the alert again."""
+    clock = WatchedClock()
     with Sink(lambda n: (429, {"Retry-After": "2"}) if n == 1 else (200, {})) as sink:
         policy = UrlPolicy(allow_http=True, allow_hosts=("127.0.0.1",))
         router = AlertRouter(
-            build_channels([{"type": "slack", "url": sink.url + "/s"}], policy, 2.0)
+            build_channels([{"type": "slack", "url": sink.url + "/s"}], policy, 2.0),
+            clock=clock,
         )
         router.notify(Alert("Throttled"))
-        received = sink.wait_for(2, timeout=8)
+        assert len(sink.wait_for(1)) == 1
+        clock.advance(1.9)
+        clock.settle()
+        assert len(sink.received) == 1
+        clock.advance(0.1)
+        received = sink.wait_for(2)
         router.close()
     assert len(received) == 2
-    assert received[1][0] - received[0][0] >= 2.0
     assert received[1][2]["text"] == received[0][2]["text"]
 
 
+@pytest.mark.realtime  # request latency on the wall clock
 def test_requests_do_not_wait_for_a_hung_receiver(make_app: Callable[..., Flask]) -> None:
     """The receiver accepts and never answers: requests raising alerts still finish far within
     the alert timeout, and a full queue drops alerts instead of blocking."""
@@ -263,17 +272,25 @@ def test_requests_do_not_wait_for_a_hung_receiver(make_app: Callable[..., Flask]
 
 
 def test_failed_delivery_is_logged_and_never_alerted(caplog: pytest.LogCaptureFixture) -> None:
-    """A receiver answering 500: the alert is tried 3 times, the failure is logged, and no
-    alert about the failure is ever sent (no loop)."""
+    """A receiver answering 500: the alert is tried 3 times (again 1 s, then 5 s later on the
+    router's clock), the failure is logged, and no alert about the failure is ever sent (no
+    loop): nothing is left queued or scheduled."""
+    clock = WatchedClock()
     with Sink(lambda n: (500, {})) as sink:
         policy = UrlPolicy(allow_http=True, allow_hosts=("127.0.0.1",))
         channels = build_channels([{"type": "webhook", "url": sink.url + "/h"}], policy, 2.0)
-        router = AlertRouter(channels, backoff=(0.05, 0.05))
+        router = AlertRouter(channels, clock=clock)
         with caplog.at_level(logging.WARNING, logger="flask_observe.alerting"):
             router.notify(Alert("Broken"))
-            sink.wait_for(3)
+            assert len(sink.wait_for(1)) == 1
+            clock.advance(0.9)
+            clock.settle()
+            assert len(sink.received) == 1
+            clock.advance(0.1)
+            assert len(sink.wait_for(2)) == 2
+            clock.advance(5)
+            assert len(sink.wait_for(3)) == 3
             assert router.flush(5)
-            time.sleep(0.3)
         router.close()
     assert [body["name"] for _, _, body in sink.received] == ["Broken"] * 3
     assert any(r.getMessage().startswith("alert not delivered") for r in caplog.records)
@@ -281,17 +298,82 @@ def test_failed_delivery_is_logged_and_never_alerted(caplog: pytest.LogCaptureFi
 
 def test_memory_store_dedup_cooldown_and_resolve() -> None:
     """Firing is sent once per incident; repeats are deduplicated; resolve is sent only for a
-    notified incident; a new incident of the same name within the cooldown stays quiet."""
-    store = MemoryStore()
+    notified incident; a new incident of the same name within the cooldown stays quiet; once
+    the dedup window has passed on the store's clock, a reminder goes out."""
+    clock = ManualClock()
+    store = MemoryStore(clock)
     assert store.decide("fp1", "A", True, dedup=60, cooldown=60) is True
     assert store.decide("fp1", "A", True, dedup=60, cooldown=60) is False
     assert store.decide("fp1", "A", False, dedup=60, cooldown=60) is True
     assert store.decide("fp1", "A", False, dedup=60, cooldown=60) is False
     assert store.decide("fp2", "A", True, dedup=60, cooldown=60) is False  # cooldown of A
     assert store.decide("fp2", "A", False, dedup=60, cooldown=60) is False  # never notified
-    assert store.decide("fp3", "B", True, dedup=0.05, cooldown=0) is True
-    time.sleep(0.1)
-    assert store.decide("fp3", "B", True, dedup=0.05, cooldown=0) is True  # reminder
+    assert store.decide("fp3", "B", True, dedup=60, cooldown=0) is True
+    clock.advance(59.9)
+    assert store.decide("fp3", "B", True, dedup=60, cooldown=0) is False
+    clock.advance(0.1)
+    assert store.decide("fp3", "B", True, dedup=60, cooldown=0) is True  # reminder
+    clock.advance(60)
+    assert store.decide("fp4", "A", True, dedup=60, cooldown=60) is True  # A's cooldown over
+
+
+def test_a_store_that_fails_falls_back_to_this_process_dedup(sink: Sink) -> None:
+    """A decision store that raises (any custom store): the router decides in this process,
+    so five firings of one incident send one notification, not five, and its resolve goes."""
+
+    class Broken:
+        def decide(self, *args: object) -> bool:
+            raise ConnectionError("store down")
+
+    router = AlertRouter(
+        build_channels(
+            [{"type": "webhook", "url": sink.url + "/h"}], UrlPolicy(True, ("127.0.0.1",)), 2.0
+        ),
+        Broken(),
+    )
+    for _ in range(5):
+        router.notify(Alert("StoreDown"))
+    router.notify(Alert("StoreDown", status="resolved"))
+    assert router.flush(5)
+    router.close()
+    assert [body["status"] for _, _, body in sink.received] == ["firing", "resolved"]
+
+
+def test_a_hold_keeps_the_most_important_alerts_and_summarises_them() -> None:
+    """A throttled channel's hold of 3: a more important alert pushes out the latest of the
+    least important; one no more important than the least held is dropped; drops are counted
+    by severity. Released, a hold of one alert gives that alert, of more a summary naming the
+    most severe first."""
+    hold = Hold(3)
+    first = Alert("First", "warning", "w1")
+    assert hold.add(first) is None
+    assert hold.add(Alert("Second", "warning", "w2")) is None
+    assert hold.add(Alert("Info", "info", "i")) is None
+    assert hold.add(Alert("Error", "error", "e")).name == "Info"  # type: ignore[union-attr]
+    assert hold.add(Alert("Third", "warning", "w3")).name == "Third"  # type: ignore[union-attr]
+    assert hold.add(Alert("Page", "critical", "c")).name == "Second"  # type: ignore[union-attr]
+    assert (len(hold), hold.total, dict(hold.dropped)) == (3, 6, {"info": 1, "warning": 2})
+    summary = hold.release("slack", "svc", 1_800_000_000.0)
+    assert (summary.name, summary.severity, summary.labels) == (
+        "FlaskObserveHeldAlerts",
+        "critical",
+        {"channel": "slack"},
+    )
+    assert summary.summary == (
+        "6 alerts held while the channel was throttled: [CRITICAL] Page, [ERROR] Error,"
+        " [WARNING] First and 3 more"
+    )
+    assert summary.description.splitlines() == [
+        "1 critical, 1 error, 3 warning, 1 info",
+        "",
+        "[CRITICAL] Page: c",
+        "[ERROR] Error: e",
+        "[WARNING] First: w1",
+        "3 not kept: at most 3 alerts are held per channel, the least important were dropped",
+    ]
+    single = Hold(3)
+    single.add(first)
+    assert single.release("slack", "svc", 0.0) is first
 
 
 @pytest.mark.services
@@ -311,6 +393,7 @@ def test_three_instances_sharing_redis_send_one_alert_per_incident(
             alert_redis_url=REDIS_URL,
             alert_redis_prefix=prefix,
             alert_rules_consecutive=2,
+            alert_resolve_after_seconds=0,
             service_name="scraper",
         )
         engine = current_state(app).get(RuleEngine)
@@ -331,8 +414,7 @@ def test_three_instances_sharing_redis_send_one_alert_per_incident(
         for engine in engines:
             engine.evaluate()
     for engine in engines:
-        assert engine.router.flush(5)
-    time.sleep(0.3)
+        assert engine.router.flush(5)  # each delivery is recorded before it returns
     texts = [body["text"] for _, _, body in sink.received]
     assert len(texts) == 2, texts
     assert texts[0].startswith("[CRITICAL] PlatformDown (scraper): the platform is down")
@@ -393,6 +475,7 @@ def test_unresolvable_host_at_start_up_is_a_warning_then_a_failed_send(
     assert "does not resolve" in result.output
 
 
+@pytest.mark.realtime  # the channel's deadline is a socket's, on the wall clock
 def test_a_receiver_dripping_its_answer_is_cut_at_the_channel_timeout() -> None:
     """A receiver that answers one byte every 0.2 s (each read within the socket timeout, the
     whole far beyond it): the delivery fails at the channel's timeout (± 0.5 s), so one slow

@@ -13,6 +13,7 @@ import pytest
 from flask import Flask
 
 from flask_observe import Observe
+from flask_observe._clock import ManualClock
 from flask_observe.alerting import (
     AlertRouter,
     BreakerRule,
@@ -49,18 +50,15 @@ class Recorder(AlertRouter):
 def traffic_app(make_app: Callable[..., Flask]) -> Flask:
     app = make_app("rules", log_stdout=False)
     app.test_client_class = ReadingClient
-    delay = {"seconds": 0.0}
 
     @app.get("/ok")
     def ok() -> str:
-        time.sleep(delay["seconds"])
         return "ok"
 
     @app.get("/fail")
     def fail() -> tuple[str, int]:
         return "down", 503
 
-    app.config["delay"] = delay
     return app
 
 
@@ -68,13 +66,13 @@ def test_error_rate_fires_after_n_consecutive_evaluations_and_resolves(
     make_app: Callable[..., Flask],
 ) -> None:
     """20 % 5xx over the window (threshold 10 %): nothing at the 1st and 2nd failing
-    evaluation, fires at the 3rd, resolves at the first passing one."""
+    evaluation, fires at the 3rd, resolves at the first passing one (no hysteresis here)."""
     app = traffic_app(make_app)
     metrics = current_state(app).get(Metrics)
     assert metrics is not None
     window = HttpWindow(metrics.http, window=60)
     recorder = Recorder()
-    engine = RuleEngine(recorder, consecutive=3, service="svc")
+    engine = RuleEngine(recorder, consecutive=3, service="svc", resolve_after=0)
     engine.add(ErrorRateRule(window, 0.1))
     client = app.test_client()
     window.sample()
@@ -100,21 +98,50 @@ def test_error_rate_fires_after_n_consecutive_evaluations_and_resolves(
     assert engine.evaluate() == []
 
 
+def test_a_firing_rule_resolves_only_after_passing_for_resolve_after_seconds() -> None:
+    """Hysteresis, on the engine's clock: a rule that fails, passes once and fails again is one
+    incident (no resolve, no second firing); it resolves at the first evaluation once it has
+    passed for ``resolve_after`` seconds in a row. A rule's own ``resolve_after`` overrides
+    the engine's; 0 resolves at the first passing evaluation."""
+    clock = ManualClock()
+    recorder = Recorder()
+    engine = RuleEngine(recorder, consecutive=2, resolve_after=60, clock=clock)
+    problem: dict[str, str | None] = {"now": "down"}
+    engine.add(CheckRule("Flappy", lambda: problem["now"]))
+
+    def at(seconds: float, now: str | None) -> list[str]:
+        clock.advance(seconds - clock.monotonic())
+        problem["now"] = now
+        return [alert.status for alert in engine.evaluate()]
+
+    assert at(0, "down") == []
+    assert at(15, "down") == ["firing"]
+    assert at(30, None) == []  # passing since 30 s
+    assert at(45, "down") == ["firing"]  # the same incident, still firing; the wait restarts
+    assert [at(t, None) for t in (60, 75, 90, 105)] == [[], [], [], []]
+    assert at(119.9, None) == []  # 59.9 s of passing
+    assert at(120, None) == ["resolved"]  # 60 s
+    assert at(135, None) == []
+    assert at(150, "down") == []  # a new incident: 2 failing evaluations again
+    assert at(165, "down") == ["firing"]
+
+    quick = RuleEngine(Recorder(), consecutive=1, resolve_after=60, clock=clock)
+    quick.add(CheckRule("Quick", lambda: problem["now"], resolve_after=0))
+    assert [a.status for a in quick.evaluate()] == ["firing"]
+    problem["now"] = None
+    assert [a.status for a in quick.evaluate()] == ["resolved"]
+
+
 def test_latency_p95_rule_reads_the_histogram(make_app: Callable[..., Flask]) -> None:
-    """Requests of ~0.3 s put the windowed p95 in the (0.25, 0.5] bucket: a 0.2 s threshold
-    fires, a 0.6 s one does not."""
+    """Ten requests of 0.3 s in the app's duration histogram put the windowed p95 in the
+    (0.25, 0.5] bucket: a 0.2 s threshold fires, a 0.6 s one does not."""
     app = traffic_app(make_app)
     metrics = current_state(app).get(Metrics)
     assert metrics is not None
     window = HttpWindow(metrics.http, window=60)
     window.sample()
-    app.config["delay"]["seconds"] = 0.3
-    client = app.test_client()
-    threads = [threading.Thread(target=lambda: client.get("/ok")) for _ in range(10)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    for _ in range(10):  # what the request hook records for a 0.3 s request
+        metrics.http.duration.labels("GET", "/ok").observe(0.3)
     window.sample()
     p95 = window.quantile(0.95)
     assert p95 is not None
@@ -189,6 +216,7 @@ def test_a_rule_that_raises_counts_as_failing_with_the_reason() -> None:
     assert "could not be evaluated: KeyError" in alert.summary
 
 
+@pytest.mark.realtime  # the app's own ticker thread, on the wall clock
 def test_sampler_starts_with_the_first_request_and_skips_a_hung_rule(
     make_app: Callable[..., Flask],
 ) -> None:
@@ -268,6 +296,7 @@ def alerting_app(make_app: Callable[..., Flask], **config: Any) -> Flask:
         alert_allow_http=True,
         alert_allow_hosts=["127.0.0.1"],
         alert_rules_consecutive=1,
+        alert_resolve_after_seconds=0,
         **config,
     )
 

@@ -132,6 +132,8 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
             "FLASK_OBSERVE_ALERT_ALLOW_HOSTS": "127.0.0.1",
             "FLASK_OBSERVE_ALERT_REDIS_URL": REDIS_URL,
             "FLASK_OBSERVE_ALERT_REDIS_PREFIX": prefix,
+            # Resolve after 1 s of passing (4 evaluations), not the default minute.
+            "FLASK_OBSERVE_ALERT_RESOLVE_AFTER_SECONDS": "1",
         }
         app_proc = Process(
             [

@@ -605,6 +605,7 @@ def test_no_successful_scrape_rule_fires_and_resolves(
             OBSERVE_ALERT_CHANNELS=[{"type": "slack", "url": sink.url + "/s"}],
             OBSERVE_ALERT_ALLOW_HTTP=True,
             OBSERVE_ALERT_ALLOW_HOSTS=["127.0.0.1"],
+            OBSERVE_ALERT_RESOLVE_AFTER_SECONDS=0,  # resolve at the first passing evaluation
         )
         engine = current_state(app).get(RuleEngine)
         assert engine is not None

@@ -1,9 +1,11 @@
 """The background sampler and the alert sender: started lazily in each process (so a forked
-gunicorn worker runs its own), and stopped by ``Observe.shutdown(app)``."""
+gunicorn worker runs its own), and stopped by ``Observe.shutdown(app)``; rounds on the
+ticker's clock, a stuck task skipped and not stacked."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -13,13 +15,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from flask import Flask
 
 from flask_observe import Observe
+from flask_observe._ticker import Ticker
 from flask_observe.alerting import Alert, AlertRouter, CheckRule, RuleEngine
 from flask_observe.state import current_state
 
-from .alert_sinks import Sink
+from .alert_sinks import Sink, WatchedClock
+from .peers import wait_for
 
 
 def threads(prefix: str) -> list[threading.Thread]:
@@ -38,6 +43,7 @@ def alerting_app(make_app: Callable[..., Flask], sink: Sink, name: str) -> Flask
     )
 
 
+@pytest.mark.realtime  # real threads, processes and receivers
 def test_shutdown_stops_the_sampler_and_the_alert_sender(make_app: Callable[..., Flask]) -> None:
     """After Observe.shutdown(app) the sampler thread, its pool and the sender thread are gone,
     and a request to the (unwrapped) app starts nothing again."""
@@ -64,6 +70,7 @@ def test_shutdown_stops_the_sampler_and_the_alert_sender(make_app: Callable[...,
         assert state.get(AlertRouter).notify(Alert("AfterShutdown", "info")) is False
 
 
+@pytest.mark.realtime  # real threads, processes and receivers
 def test_a_forked_child_runs_its_own_sampler_and_sender(make_app: Callable[..., Flask]) -> None:
     """The parent's threads do not survive fork (gunicorn workers, --preload): the child's first
     request starts a sampler of its own, whose rules alert through a sender thread of the
@@ -118,6 +125,7 @@ def test_a_forked_child_runs_its_own_sampler_and_sender(make_app: Callable[..., 
         assert state.ticker.running
 
 
+@pytest.mark.realtime  # real threads, processes and receivers
 def test_a_task_stuck_for_good_does_not_keep_the_process_from_exiting(tmp_path: Path) -> None:
     """A periodic task blocked for ever (a rule on a socket without timeout): the process still
     exits at the end of its script, with or without Observe.shutdown, and prints no
@@ -166,6 +174,7 @@ def test_a_task_stuck_for_good_does_not_keep_the_process_from_exiting(tmp_path: 
         assert "Traceback" not in result.stderr, result.stderr
 
 
+@pytest.mark.realtime  # real threads, processes and receivers
 def test_queued_alerts_are_sent_when_the_process_exits_normally(tmp_path: Path) -> None:
     """An alert queued just before a normal exit (a worker's graceful stop) still reaches a
     receiver that takes half a second to answer; the exit waits for it, not longer than 2 s."""
@@ -205,3 +214,50 @@ def test_queued_alerts_are_sent_when_the_process_exits_normally(tmp_path: Path) 
         names = [body["name"] for _, _, body in sink.wait_for(2, timeout=5)]
     assert names == ["LastWords", "MoreLastWords"]
     assert elapsed < 10
+
+
+def test_rounds_follow_the_tickers_clock_and_a_stuck_task_is_skipped_not_stacked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A round runs once ``interval`` has passed on the ticker's clock and waits for its tasks
+    until its deadline (one interval); a task still running from an earlier round is skipped
+    (said once per stuck run) while the others go on, and runs again once it has returned."""
+    clock = WatchedClock()
+    ticker = Ticker(15.0, name="flask_observe-test-ticker", clock=clock)
+    release = threading.Event()
+    calls = {"quick": 0, "stuck": 0}
+
+    def quick() -> None:
+        calls["quick"] += 1
+
+    def stuck() -> None:
+        calls["stuck"] += 1
+        release.wait(30)
+
+    ticker.add("quick", quick)
+    ticker.add("stuck", stuck)
+    with caplog.at_level(logging.WARNING, logger="flask_observe"):
+        ticker.ensure_started()
+        try:
+            clock.advance(14.9)
+            clock.settle()
+            assert (ticker.rounds, calls) == (0, {"quick": 0, "stuck": 0})
+            clock.advance(0.1)
+            assert wait_for(lambda: calls == {"quick": 1, "stuck": 1}, 5)
+            clock.settle()
+            assert ticker.rounds == 0  # the round waits for "stuck" until its deadline
+            clock.advance(15)
+            assert wait_for(lambda: ticker.rounds == 1, 5)
+            for rounds in (2, 3):
+                clock.advance(15)
+                assert wait_for(lambda rounds=rounds: ticker.rounds == rounds, 5)
+            assert calls == {"quick": 3, "stuck": 1}
+            release.set()
+            clock.advance(15)
+            assert wait_for(lambda: ticker.rounds == 4, 5)
+            assert calls == {"quick": 4, "stuck": 2}
+        finally:
+            release.set()
+            ticker.close()
+    skipped = [r for r in caplog.records if "still running from an earlier round" in r.message]
+    assert len(skipped) == 1

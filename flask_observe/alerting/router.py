@@ -2,7 +2,9 @@
 thread, so raising an alert never blocks (or fails) the code that raises it.
 
 Failures to send are logged (``flask_observe.alerting``, rate-limited) and never become
-alerts themselves. A receiver answering 429 is left alone for its ``Retry-After``.
+alerts themselves. A receiver answering 429 is left alone for its ``Retry-After``; what is
+routed to it meanwhile is held (a bounded number, the rest counted and dropped) and sent as one
+summary when it opens (:mod:`.hold`).
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ import os
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 
+from .._clock import SYSTEM, Clock, wait_step
 from .._internal import FailureLog
 from .channels import Channel, DeliveryError
+from .hold import Hold
 from .model import FIRING, Alert
 from .store import DecisionStore, MemoryStore
 
@@ -29,6 +34,8 @@ logger = logging.getLogger("flask_observe.alerting")
 MAX_ATTEMPTS = 3
 _BACKOFF = (1.0, 5.0)
 _STOP = object()
+#: Seconds between two log lines about alerts dropped for one throttled channel.
+_DROP_LOG_INTERVAL = 60.0
 
 
 class AlertRouter:
@@ -41,6 +48,9 @@ class AlertRouter:
     :param cooldown: seconds between two firing notifications of the same alert name.
     :param queue_size: alerts waiting beyond this are dropped (and the drop logged).
     :param backoff: seconds before the 2nd, 3rd… attempt after a failure without Retry-After.
+    :param hold_size: alerts kept per channel while its receiver throttles it (429); beyond,
+        the least important are dropped and counted (:attr:`held_dropped`).
+    :param clock: what windows, retries and throttling are measured on.
     """
 
     def __init__(
@@ -53,10 +63,15 @@ class AlertRouter:
         cooldown: float = 300.0,
         queue_size: int = 1000,
         backoff: Sequence[float] = _BACKOFF,
+        hold_size: int = 100,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.channels = list(channels)
         self._backoff = tuple(backoff)
-        self.store: DecisionStore = store or MemoryStore()
+        self.clock = clock
+        self.store: DecisionStore = store or MemoryStore(clock)
+        #: Decides when ``store`` fails (a store that handles its own failures never does).
+        self._fallback = MemoryStore(clock)
         self.service = service
         self.dedup = dedup
         self.cooldown = cooldown
@@ -72,6 +87,14 @@ class AlertRouter:
         self._retries: list[tuple[float, int, Channel, Alert, int]] = []
         self._seq = itertools.count()
         self.sent = 0
+        self.hold_size = hold_size
+        #: channel name -> what is held for it while it is throttled.
+        self._held: dict[str, Hold] = {}
+        #: channel name -> (when it opens, the channel), for channels holding alerts.
+        self._reopen: dict[str, tuple[float, Channel]] = {}
+        #: channel name -> alerts dropped while it was throttled (since start-up).
+        self.held_dropped: Counter[str] = Counter()
+        self._drop_logged: dict[str, float] = {}
 
     # -- producer side (any thread) --------------------------------------------------------
 
@@ -99,6 +122,8 @@ class AlertRouter:
             if self._pid != pid:  # forked: the parent's queue and thread are not ours
                 self._queue = queue.Queue(self._queue_size)
                 self._retries = []
+                self._held = {}
+                self._reopen = {}
             self._pid = pid
             self._thread = threading.Thread(
                 target=self._run, name="flask_observe-alerts", daemon=True
@@ -127,7 +152,8 @@ class AlertRouter:
             self.flush(self.EXIT_TIMEOUT)
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until the queue is empty and no retry is pending (tests, CLI)."""
+        """Wait until the queue is empty and no retry is pending (tests, CLI); alerts held for
+        a throttled channel wait for the channel, not for this (:meth:`held`)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._queue.unfinished_tasks == 0 and not self._retries:
@@ -137,44 +163,52 @@ class AlertRouter:
 
     # -- the sender thread -----------------------------------------------------------------
 
+    def held(self) -> dict[str, int]:
+        """Alerts held now, by channel (channels throttled by their receiver)."""
+        return {name: len(hold) for name, hold in list(self._held.items())}
+
     def _run(self) -> None:
         while True:
             wait = None
+            due = [when for when, _ in list(self._reopen.values())]
             if self._retries:
-                wait = max(0.0, self._retries[0][0] - time.monotonic())
+                due.append(self._retries[0][0])
+            if due:
+                wait = wait_step(self.clock, max(0.0, min(due) - self.clock.monotonic()))
             try:
                 item = self._queue.get(timeout=wait)
             except queue.Empty:
-                self._due_retries()
+                self._guarded_due()
                 continue
             try:
                 if item is _STOP:
                     return
                 assert isinstance(item, Alert)
                 self._dispatch(item)
-                self._due_retries()
+                self._due()
             except Exception:
                 self._failures("the alert sender")
             finally:
                 self._queue.task_done()
+
+    def _guarded_due(self) -> None:
+        try:
+            self._due()
+        except Exception:
+            self._failures("the alert sender")
 
     def _dispatch(self, alert: Alert) -> None:
         targets = [c for c in self.channels if c.accepts(alert)]
         if not targets:
             return
         cooldown = alert.cooldown if alert.cooldown is not None else self.cooldown
+        decision = (alert.fingerprint, alert.name, alert.status == FIRING, self.dedup, cooldown)
         try:
-            send = self.store.decide(
-                alert.fingerprint, alert.name, alert.status == FIRING, self.dedup, cooldown
-            )
-        except Exception as exc:
-            # Shared state unreachable: better a duplicate than a missed page.
-            logger.warning(
-                "alert state store unavailable (%s); sending without dedup",
-                type(exc).__name__,
-                extra={"alert": alert.name},
-            )
-            send = True
+            send = self.store.decide(*decision)
+        except Exception:
+            # A store that cannot decide: this process's dedup, never a storm.
+            self._failures("the alert state store (deciding in this process)")
+            send = self._fallback.decide(*decision)
         if not send:
             logger.debug("alert suppressed (dedup/cooldown)", extra={"alert": alert.name})
             return
@@ -182,16 +216,24 @@ class AlertRouter:
             self._attempt(channel, alert, 1)
 
     def _attempt(self, channel: Channel, alert: Alert, attempt: int) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         blocked = self.blocked_until.get(channel.name, 0.0)
         if blocked > now:
-            self._schedule(blocked, channel, alert, attempt)
+            self._hold(channel, alert, blocked)
             return
         try:
             channel.send(alert)
         except DeliveryError as exc:
             if exc.retry_after is not None:
-                self.blocked_until[channel.name] = time.monotonic() + exc.retry_after
+                until = self.clock.monotonic() + exc.retry_after
+                self.blocked_until[channel.name] = until
+                logger.warning(
+                    "alert channel throttled for %gs: holding what is routed to it until then",
+                    exc.retry_after,
+                    extra={"alert": alert.name, "channel": channel.name},
+                )
+                self._hold(channel, alert, until)
+                return
             if attempt >= MAX_ATTEMPTS:
                 logger.error(
                     "alert not delivered: %s",
@@ -205,8 +247,7 @@ class AlertRouter:
                 extra={"alert": alert.name, "channel": channel.name, "attempt": attempt},
             )
             backoff = self._backoff[min(attempt, len(self._backoff)) - 1]
-            delay = exc.retry_after if exc.retry_after is not None else backoff
-            self._schedule(time.monotonic() + delay, channel, alert, attempt + 1)
+            self._schedule(self.clock.monotonic() + backoff, channel, alert, attempt + 1)
             return
         except Exception:
             self._failures(f"alert channel {channel.name}")
@@ -220,11 +261,56 @@ class AlertRouter:
     def _schedule(self, when: float, channel: Channel, alert: Alert, attempt: int) -> None:
         heapq.heappush(self._retries, (when, next(self._seq), channel, alert, attempt))
 
-    def _due_retries(self) -> None:
-        now = time.monotonic()
+    def _due(self) -> None:
+        now = self.clock.monotonic()
         while self._retries and self._retries[0][0] <= now:
             _, _, channel, alert, attempt = heapq.heappop(self._retries)
             self._attempt(channel, alert, attempt)
+        for name, (when, channel) in list(self._reopen.items()):
+            if when <= now:
+                del self._reopen[name]
+                self._release(channel)
+
+    # -- throttled channels ----------------------------------------------------------------
+
+    def _hold(self, channel: Channel, alert: Alert, until: float) -> None:
+        name = channel.name
+        hold = self._held.get(name)
+        if hold is None:
+            hold = self._held[name] = Hold(self.hold_size)
+        self._reopen[name] = (until, channel)
+        dropped = hold.add(alert)
+        if dropped is None:
+            return
+        self.held_dropped[name] += 1
+        extra = {"alert": dropped.name, "channel": name, "dropped": sum(hold.dropped.values())}
+        now = self.clock.monotonic()
+        if now - self._drop_logged.get(name, -_DROP_LOG_INTERVAL) >= _DROP_LOG_INTERVAL:
+            self._drop_logged[name] = now
+            logger.warning(
+                "alert dropped: its channel is throttled and already holds %d alerts (more"
+                " important ones are kept; the count goes into the summary sent when it opens)",
+                len(hold),
+                extra=extra,
+            )
+        else:
+            logger.debug("alert dropped: its channel is throttled and its hold full", extra=extra)
+
+    def _release(self, channel: Channel) -> None:
+        """The channel opens: send what it holds, as one alert."""
+        hold = self._held.pop(channel.name, None)
+        self._drop_logged.pop(channel.name, None)
+        if hold is None:
+            return
+        if hold.total > 1:
+            logger.warning(
+                "alert channel open again: %d alerts were routed to it while it was throttled"
+                " (%d dropped); sending one summary",
+                hold.total,
+                sum(hold.dropped.values()),
+                extra={"channel": channel.name},
+            )
+        self._attempt(channel, hold.release(channel.name, self.service, self.clock.time()), 1)
 
     # -- synchronous test ------------------------------------------------------------------
 

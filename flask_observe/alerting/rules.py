@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .._clock import SYSTEM, Clock
 from .model import FIRING, RESOLVED, Alert
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ class CheckRule:
 
     :param labels: fixed labels (part of the fingerprint).
     :param consecutive: overrides the engine's failing evaluations before firing.
+    :param resolve_after: overrides the engine's seconds of passing before resolving.
     """
 
     name: str
@@ -60,6 +61,7 @@ class CheckRule:
     severity: str = "error"
     labels: Mapping[str, str] = field(default_factory=dict)
     consecutive: int | None = None
+    resolve_after: float | None = None
 
     def evaluate(self) -> str | None:
         return self.check()
@@ -71,9 +73,10 @@ class HttpWindow:
     Reading the metrics every few seconds costs nothing per request.
     """
 
-    def __init__(self, http: HttpMetrics, window: float) -> None:
+    def __init__(self, http: HttpMetrics, window: float, clock: Clock = SYSTEM) -> None:
         self.http = http
         self.window = window
+        self.clock = clock
         self._samples: deque[tuple[float, float, float, dict[float, float]]] = deque()
         self._lock = threading.Lock()
 
@@ -94,7 +97,7 @@ class HttpWindow:
         return total, errors, buckets
 
     def sample(self, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
+        now = self.clock.monotonic() if now is None else now
         total, errors, buckets = self._read()
         with self._lock:
             self._samples.append((now, total, errors, buckets))
@@ -256,6 +259,8 @@ class _RuleState:
     failing: int = 0
     firing: bool = False
     last: str | None = None
+    #: When a firing rule started passing (it resolves ``resolve_after`` seconds later).
+    passing_since: float | None = None
 
 
 class RuleEngine:
@@ -264,12 +269,26 @@ class RuleEngine:
     :param router: where alerts go.
     :param consecutive: failing evaluations in a row before an alert fires.
     :param service: the alerts' ``service``.
+    :param resolve_after: seconds a firing rule must pass in a row before it resolves; a
+        failing evaluation meanwhile keeps it firing and starts the wait again (a rule may
+        override it with a ``resolve_after`` attribute).
+    :param clock: what ``resolve_after`` is measured on.
     """
 
-    def __init__(self, router: AlertRouter, consecutive: int = 3, service: str = "") -> None:
+    def __init__(
+        self,
+        router: AlertRouter,
+        consecutive: int = 3,
+        service: str = "",
+        *,
+        resolve_after: float = 60.0,
+        clock: Clock = SYSTEM,
+    ) -> None:
         self.router = router
         self.consecutive = consecutive
         self.service = service
+        self.resolve_after = resolve_after
+        self.clock = clock
         self.rules: list[Any] = []
         self._states: dict[int, _RuleState] = {}
         self._lock = threading.Lock()
@@ -302,11 +321,19 @@ class RuleEngine:
             state.failing = 0
             if not state.firing:
                 return None
+            now = self.clock.monotonic()
+            if state.passing_since is None:
+                state.passing_since = now
+            wait = getattr(rule, "resolve_after", None)
+            if now - state.passing_since < (self.resolve_after if wait is None else wait):
+                return None
             state.firing = False
+            state.passing_since = None
             return self._alert(rule, RESOLVED, f"{rule.name} is back to normal", state.last or "")
+        state.passing_since = None
         state.failing += 1
         state.last = problem
-        if state.failing < needed:
+        if not state.firing and state.failing < needed:
             return None
         state.firing = True
         return self._alert(rule, FIRING, problem, "")

@@ -87,15 +87,23 @@ class AlertingSettings:
     #: Redis URL for state shared by every instance (dedup, cooldown, incidents).
     alert_redis_url: str | None = key(None, redis_url, secret=True)
     alert_redis_prefix: str = key("flask_observe:alerts", text)
+    #: While that Redis is unreachable each process dedups on its own and tries it again
+    #: this often.
+    alert_redis_retry_seconds: float = key(5.0, number(0.1))
     #: The same alert (fingerprint and status) is notified at most once per window.
     alert_dedup_seconds: float = key(3600.0, number(0.0))
     #: Minimum time between two firing notifications of one alert name.
     alert_cooldown_seconds: float = key(300.0, number(0.0))
     alert_queue_size: int = key(1000, integer(1))
+    #: Alerts kept per channel while its receiver throttles it (429 Retry-After); the least
+    #: important beyond are dropped and counted, and one summary goes out when it opens.
+    alert_hold_size: int = key(100, integer(1))
     alert_timeout_seconds: float = key(5.0, number(0.1))
     #: In-process rules; failing evaluations in a row before one fires.
     alert_rules_enabled: bool = key(True, boolean)
     alert_rules_consecutive: int = key(3, integer(1))
+    #: A firing rule resolves only once it has passed for this long in a row (hysteresis).
+    alert_resolve_after_seconds: float = key(60.0, number(0.0))
     alert_error_rate: float = key(0.05, ratio)
     alert_error_rate_window_seconds: float = key(300.0, number(1.0))
     alert_latency_seconds: float = key(2.0, number(0.0))

@@ -53,7 +53,11 @@ def _setup(wiring: Wiring) -> None:
     settings = wiring.settings(AlertingSettings)
     store: MemoryStore | RedisStore
     if settings.alert_redis_url:
-        store = RedisStore(settings.alert_redis_url, settings.alert_redis_prefix)
+        store = RedisStore(
+            settings.alert_redis_url,
+            settings.alert_redis_prefix,
+            retry_interval=settings.alert_redis_retry_seconds,
+        )
         wiring.on_close(store.close)
     else:
         store = MemoryStore()
@@ -64,6 +68,7 @@ def _setup(wiring: Wiring) -> None:
         dedup=settings.alert_dedup_seconds,
         cooldown=settings.alert_cooldown_seconds,
         queue_size=settings.alert_queue_size,
+        hold_size=settings.alert_hold_size,
     )
     wiring.provide(router)
     wiring.on_close(router.close)
@@ -71,7 +76,12 @@ def _setup(wiring: Wiring) -> None:
     wiring.at_exit(router.flush_at_exit, router.EXIT_TIMEOUT)
     if not settings.alert_rules_enabled:
         return
-    engine = r.RuleEngine(router, settings.alert_rules_consecutive, wiring.service_name)
+    engine = r.RuleEngine(
+        router,
+        settings.alert_rules_consecutive,
+        wiring.service_name,
+        resolve_after=settings.alert_resolve_after_seconds,
+    )
     wiring.provide(engine)
     window = None
     metrics = wiring.get(Metrics)
