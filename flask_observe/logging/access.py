@@ -64,6 +64,7 @@ class AccessLog:
             return
         if not path.isascii():
             path = request_path(environ)
+        full_path = path
         if len(path) > self._short:
             path = truncate(path, self._limit)
         status = record.status
@@ -98,7 +99,7 @@ class AccessLog:
             fields.update(record.fields)
         route = record.route
         if route is None:
-            route = truncate(path, _MESSAGE_PATH_BYTES)
+            route = truncate(full_path, _MESSAGE_PATH_BYTES)
         message = f"{method} {route} {status}"
         sinks = _direct_sinks(logger, level)
         if sinks is None:
