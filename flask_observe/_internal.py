@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ._clock import SYSTEM, Clock
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
@@ -40,17 +42,22 @@ class FailureLog:
 
     Guards around enrichment and export use it so a broken piece is visible in the logs but a
     failure on every request cannot flood them.
+
+    :param interval: seconds between two lines about the same kind of failure; the next one
+        says how many were suppressed meanwhile (``suppressed_since_last``).
+    :param clock: what the interval is measured with (tests move a ``ManualClock``).
     """
 
-    def __init__(self, interval: float = _FAILURE_LOG_INTERVAL) -> None:
+    def __init__(self, interval: float = _FAILURE_LOG_INTERVAL, clock: Clock = SYSTEM) -> None:
         self._interval = interval
+        self._clock = clock
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def __call__(self, what: str) -> None:
         """Record a failure of ``what``; call from inside an ``except`` block."""
-        now = time.monotonic()
+        now = self._clock.monotonic()
         with self._lock:
             last = self._last.get(what)
             if last is not None and now - last < self._interval:

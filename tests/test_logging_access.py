@@ -4,6 +4,7 @@ direct path to Observe's own handlers."""
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from .conftest import read_json_lines
+from .conftest import LiveServer, read_json_lines
 
 
 def lines(tmp_path: Path) -> list[dict[str, Any]]:
@@ -190,3 +191,111 @@ def test_access_log_respects_logger_level(make_app: Callable[..., Flask], tmp_pa
         assert statuses == [405, 404]
     finally:
         logging.getLogger("flask_observe.access").setLevel(logging.NOTSET)
+
+
+# -- request data an outsider chooses the length of -------------------------------------
+
+
+def test_a_long_unmatched_path_is_capped_and_written_once(
+    logged_app: Flask, tmp_path: Path
+) -> None:
+    """A 60 KiB path (werkzeug takes 64 KiB request lines): ``path`` keeps its first 2 KiB and
+    says how much was cut; ``message`` repeats only 256 bytes of it. Before, the line carried
+    the whole path twice (120 kB)."""
+    path = "/" + "a" * 60_000
+    logged_app.test_client().get(path).close()
+    raw = (tmp_path / "logs" / "app.log").read_text().splitlines()
+    (access,) = [x for x in lines(tmp_path) if x["logger"] == "flask_observe.access"]
+    assert access["path"] == path[:2016] + f"…[truncated {60_001 - 2016} bytes]"
+    assert len(access["path"].encode()) <= 2048
+    assert access["message"] == "GET " + path[:224] + f"…[truncated {60_001 - 224} bytes] 404"
+    assert max(len(line) for line in raw) < 3000
+
+
+def test_a_matched_route_names_the_rule_in_the_message(
+    make_app: Callable[..., Flask], tmp_path: Path
+) -> None:
+    """``message`` is ``METHOD route status``: a long path that matched a rule is not
+    repeated there at all."""
+    app = make_app(log_stdout=False, log_dir=str(tmp_path / "logs"))
+
+    @app.get("/files/<path:name>")
+    def files(name: str) -> str:
+        return "ok"
+
+    app.test_client().get("/files/" + "f" * 20_000).close()
+    (access,) = [x for x in lines(tmp_path) if x["logger"] == "flask_observe.access"]
+    assert access["message"] == "GET /files/<path:name> 200"
+    assert access["path"] == "/files/" + "f" * 2009 + "…[truncated 17991 bytes]"
+
+
+def test_method_and_remote_addr_are_capped(make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    """Werkzeug takes any token as a method, and a proxy header can make the address long."""
+    app = make_app(log_stdout=False, log_dir=str(tmp_path / "logs"), access_log_remote_addr=True)
+    app.test_client().open("/", method="M" * 5000, environ_base={"REMOTE_ADDR": "1" * 9000}).close()
+    (line,) = [x for x in lines(tmp_path) if x["logger"] == "flask_observe.access"]
+    assert line["method"] == "M" * 32 + "…[truncated 4968 bytes]"
+    assert line["message"].startswith(line["method"] + " / ")
+    assert line["remote_addr"] == "1" * 2016 + "…[truncated 6984 bytes]"
+
+
+def test_the_cap_is_a_setting(make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    app = make_app(log_stdout=False, log_dir=str(tmp_path / "logs"), log_max_field_bytes=512)
+    app.test_client().get("/" + "b" * 5000).close()
+    (line,) = [x for x in lines(tmp_path) if x["logger"] == "flask_observe.access"]
+    assert line["path"] == "/" + "b" * 479 + "…[truncated 4521 bytes]"
+
+
+def test_truncate_cuts_on_a_character_boundary_and_counts_bytes() -> None:
+    from flask_observe.logging.formatter import truncate
+
+    assert truncate("short", 256) == "short"
+    text = "é" * 200  # 400 bytes of UTF-8
+    assert truncate(text, 400) == text
+    cut = truncate(text, 257)  # 225 bytes may stay: 112 whole characters
+    assert cut == "é" * 112 + "…[truncated 176 bytes]"
+    assert len(cut.encode()) <= 257
+    assert truncate("\udcff" * 300, 256).endswith("bytes]")  # a lone surrogate does not break it
+
+
+def _raw_request(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return reply
+
+
+def test_werkzeugs_bad_request_line_is_capped(
+    make_app: Callable[..., Flask], tmp_path: Path
+) -> None:
+    """A malformed 64 KiB request line to the real development server: werkzeug's error line
+    ("code 400, message Bad request syntax ('…')") keeps the start of it, capped, instead of
+    the whole line."""
+    app = make_app(log_stdout=False, log_dir=str(tmp_path / "logs"))
+    line = b"GET /bad-token-" + b"z" * 65_000 + b" x HTTP/1.1\r\n\r\n"
+    with LiveServer(app) as server:
+        assert _raw_request(server.port, line).startswith(b"HTTP/1.1 400")
+    raw = (tmp_path / "logs" / "app.log").read_text().splitlines()
+    (error,) = [x for x in lines(tmp_path) if "Bad request syntax" in x["message"]]
+    assert error["logger"] == "werkzeug"
+    assert "GET /bad-token-zzz" in error["message"]
+    assert "…[truncated " in error["message"]
+    assert max(len(text) for text in raw) < 3000
+
+
+def test_werkzeugs_own_request_lines_are_capped_when_the_access_log_is_off(
+    make_app: Callable[..., Flask], tmp_path: Path
+) -> None:
+    """With the access log off, werkzeug's request lines stay, and carry the request line:
+    capped too."""
+    app = make_app(log_stdout=False, log_dir=str(tmp_path / "logs"), access_log=False)
+    target = b"/" + b"q" * 60_000
+    with LiveServer(app) as server:
+        reply = _raw_request(server.port, b"GET " + target + b" HTTP/1.0\r\n\r\n")
+        assert reply.startswith((b"HTTP/1.1 404", b"HTTP/1.0 404"))
+    (request_line,) = [x for x in lines(tmp_path) if "qqq" in x["message"]]
+    assert request_line["logger"] == "werkzeug"
+    assert "…[truncated " in request_line["message"]
+    assert len(request_line["message"]) < 2500

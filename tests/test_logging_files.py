@@ -20,6 +20,7 @@ from flask_observe.logging.files import (
     RotatingFileHandler,
     rotated_files,
 )
+from flask_observe.logging.retention import rotated_name, rotation_stamp
 
 from .conftest import read_json_lines
 
@@ -78,8 +79,9 @@ def test_size_rotation_gzips_and_loses_nothing(
 def test_retention_keeps_at_most_n_files_newest_first(
     make_handler: Callable[..., RotatingFileHandler], tmp_path: Path
 ) -> None:
-    """max_files=3: only the three newest rotated files remain; the active file is kept."""
-    handler = make_handler(max_bytes=1000, retention=RetentionPolicy(0, 3, 0))
+    """max_files=3 and no minimum age: only the three newest rotated files remain; the active
+    file is kept."""
+    handler = make_handler(max_bytes=1000, retention=RetentionPolicy(0, 3, 0, 0))
     for i in range(300):
         handler.emit(record(f"line {i:04d}"))
     assert handler.wait_idle(10)
@@ -229,7 +231,11 @@ def test_observe_wires_rotation_from_config(make_app: Callable[..., Flask], tmp_
     """OBSERVE_LOG_ROTATE_BYTES and retention keys drive the handler Observe installs."""
     log_dir = tmp_path / "logs"
     app = make_app(
-        log_stdout=False, log_dir=str(log_dir), log_rotate_bytes=4096, log_retention_files=2
+        log_stdout=False,
+        log_dir=str(log_dir),
+        log_rotate_bytes=4096,
+        log_retention_files=2,
+        log_retention_min_seconds=0,
     )
     client = app.test_client()
     for _ in range(100):
@@ -285,7 +291,7 @@ def test_compression_failure_is_logged_and_logging_goes_on(
     # Block the temporary name the compressor writes to, so gzip fails.
     with caplog.at_level(logging.ERROR, logger="flask_observe"):
         when = time.time() + 1
-        target = handler._rotation_target(when)
+        target = tmp_path / rotated_name("app.log", rotation_stamp(when))
         (tmp_path / f"{target.name}.gz.partial-{os.getpid()}").mkdir()
         rotated = handler.rotate(when)
         assert rotated == target

@@ -4,6 +4,10 @@ Fields: ``method``, ``route`` (the URL rule), ``path``, ``status``, ``duration_m
 ``response_size``, ``correlation_id``, optionally ``remote_addr``, the server span's IDs when
 tracing, and fields other features add (``db_queries``). Paths on the shared exclusion list
 (``ObserveState.excluded``: health probes, ``/metrics``) are not logged.
+
+Whatever comes from the request is capped (an outsider chooses its length: werkzeug takes
+request lines of 64 KiB) and the path is written once: ``message`` names the route, or only the
+first bytes of the path when no route matched.
 """
 
 from __future__ import annotations
@@ -15,9 +19,14 @@ from typing import Any
 
 from .._internal import request_path
 from ..hooks import SPAN_CONTEXT_KEY, RequestRecord
-from .formatter import IDENTITY_ATTR, ObserveFormatter
+from .formatter import IDENTITY_ATTR, ObserveFormatter, truncate
 
 __all__ = ["AccessLog"]
+
+#: The longest method written (real ones are a few letters; werkzeug takes any token).
+_METHOD_BYTES = 64
+#: How much of an unmatched path ``message`` repeats (the whole, capped, is in ``path``).
+_MESSAGE_PATH_BYTES = 256
 
 
 class AccessLog:
@@ -26,7 +35,9 @@ class AccessLog:
     Fields: ``method``, ``route`` (the URL rule, ``null`` when no route matched), ``path``,
     ``status``, ``duration_ms``, ``response_size`` (bytes sent), ``correlation_id``, when
     enabled ``remote_addr``, and fields other features add to the record (``db_queries``).
-    5xx responses log at ERROR, 4xx at WARNING, the rest at INFO.
+    5xx responses log at ERROR, 4xx at WARNING, the rest at INFO. ``message`` is
+    ``METHOD route status``, or with no route ``METHOD path status`` with the path cut to 256
+    bytes; ``path`` and ``remote_addr`` are cut to ``max_field_bytes``, ``method`` to 64.
     """
 
     def __init__(
@@ -35,10 +46,14 @@ class AccessLog:
         remote_addr: bool = False,
         logger: logging.Logger | None = None,
         identity: Mapping[str, Any] | None = None,
+        max_field_bytes: int = 2048,
     ) -> None:
         self.logger = logger or logging.getLogger("flask_observe.access")
         self._excluded = excluded
         self._remote_addr = remote_addr
+        self._limit = max_field_bytes
+        #: Values no longer than this many characters are short enough whatever they hold.
+        self._short = max_field_bytes >> 2
         # The line is written after the app context is gone: name the app explicitly.
         self._identity = identity
 
@@ -49,6 +64,9 @@ class AccessLog:
             return
         if not path.isascii():
             path = request_path(environ)
+        full_path = path
+        if len(path) > self._short:
+            path = truncate(path, self._limit)
         status = record.status
         level = (
             logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
@@ -57,6 +75,8 @@ class AccessLog:
         if not logger.isEnabledFor(level):
             return
         method = environ.get("REQUEST_METHOD", "")
+        if len(method) > _METHOD_BYTES >> 2:
+            method = truncate(method, _METHOD_BYTES)
         fields: dict[str, Any] = {
             "method": method,
             "route": record.route,
@@ -69,7 +89,10 @@ class AccessLog:
             # Time waiting on the client (a slow upload or download), part of duration_ms.
             fields["client_wait_ms"] = round(record.client_wait * 1000.0, 3)
         if self._remote_addr:
-            fields["remote_addr"] = environ.get("REMOTE_ADDR")
+            address = environ.get("REMOTE_ADDR")
+            if isinstance(address, str) and len(address) > self._short:  # from a proxy header
+                address = truncate(address, self._limit)
+            fields["remote_addr"] = address
         span = environ.get(SPAN_CONTEXT_KEY)
         if span is not None and span.trace_flags & 1:
             # Written after the server span ended: its IDs were left in the environ.
@@ -77,7 +100,10 @@ class AccessLog:
             fields["span_id"] = f"{span.span_id:016x}"
         if record.fields:
             fields.update(record.fields)
-        message = f"{method} {path} {status}"
+        route = record.route
+        if route is None:
+            route = truncate(full_path, _MESSAGE_PATH_BYTES)
+        message = f"{method} {route} {status}"
         sinks = _direct_sinks(logger, level)
         if sinks is None:
             # Someone else listens (a host handler, a filter, pytest's caplog): go through

@@ -1,79 +1,70 @@
-"""Log files: size/time rotation, gzip of rotated files, and retention.
+"""Log files: size/time rotation shared safely by processes, write failures, and the
+background thread that compresses rotated files and applies retention (:mod:`.retention`).
 
 The active file is ``<dir>/<name>`` (e.g. ``logs/app.log``). A rotation renames it to
-``<stem>.<UTC time>.<suffix>`` (``app.20261123T031449-123.log``): names sort in time order,
-never collide and never need renumbering, so a reader (the log viewer) never sees a file
-change its name under it except ``.log`` → ``.log.gz``, which is done atomically.
+``<stem>.<UTC time>.<suffix>`` (``app.20261123T031449-123.log``): names sort in time order
+and never need renumbering, so a reader (the log viewer) never sees a file change its name
+under it except ``.log`` → ``.log.gz``, which is done atomically.
+
+Several processes may write and rotate one file (gunicorn workers). A rotation holds an
+exclusive ``flock`` on ``<dir>/.<name>.lock`` around the check "is the path still the file I
+write?" and the move; the move is ``link`` to a new name then ``unlink``, so it can never
+replace another rotated file even without the lock. A process that finds the file rotated by
+another just reopens the path.
 
 Compression and retention run in one background thread per handler, never in the thread that
 logs; the thread is woken after each rotation and once at start-up, so a crash that left an
 uncompressed rotated file is caught up on the next run. A rotated file is compressed only once
 nobody has written to it for :data:`QUIET_SECONDS`: other processes sharing the file go on
 writing to it until their next check notices the rotation, and what they write there must not
-be lost. Retention only ever deletes rotated files of this handler's stem, never the file
-being written.
+be lost. Retention only ever deletes rotated files of this handler's stem (and partial files
+compressors left), never the file being written.
+
+A line the file cannot take (a full disk) is dropped and counted; standard error hears of it
+once a minute with the count (:mod:`.reports`), not once per line, and once more when writing
+works again. A line cut short by a full disk is removed again (or, when another process
+appended after it, this process's next line starts with a line break), so no record is glued
+to the next.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gzip
+import errno
 import logging
 import os
-import re
-import shutil
 import threading
-import time
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._clock import SYSTEM, Clock
 from .._internal import FailureLog
+from .locks import exclusive
+from .reports import DroppedLines, EarlyDeletions
+from .retention import (
+    FileInfo,
+    RetentionPolicy,
+    compress,
+    rotated_files,
+    rotated_name,
+    rotated_pattern,
+    rotation_stamp,
+    select_for_deletion,
+    stale_partials,
+)
 
-__all__ = ["RetentionPolicy", "RotatingFileHandler", "rotated_files"]
+__all__ = ["RetentionPolicy", "RotatingFileHandler", "rotated_files", "rotated_pattern"]
 
 _INTERVAL_SECONDS = {"hourly": 3600, "daily": 86400}
-_STAMP = "%Y%m%dT%H%M%S"
 #: How often the active path is checked for having been rotated by another process.
 _MOVED_CHECK_SECONDS = 1.0
 #: A rotated file untouched this long has no writer left (each process notices a rotation
 #: within ``_MOVED_CHECK_SECONDS`` of its next line) and can be compressed.
 QUIET_SECONDS = 3 * _MOVED_CHECK_SECONDS
-
-
-@dataclass(frozen=True)
-class RetentionPolicy:
-    """Limits on rotated files; 0 disables a limit."""
-
-    max_age_days: float = 14.0
-    max_files: int = 50
-    max_total_bytes: int = 1024 * 1024 * 1024
-
-
-def rotated_pattern(active_name: str) -> re.Pattern[str]:
-    """The names rotated from ``active_name`` take, compressed or not."""
-    stem, dot, suffix = active_name.rpartition(".")
-    if not dot:
-        stem, suffix = active_name, ""
-    ext = re.escape("." + suffix) if suffix else ""
-    return re.compile(rf"{re.escape(stem)}\.(\d{{8}}T\d{{6}}-\d{{3}})(?:-(\d+))?{ext}(\.gz)?\Z")
-
-
-def rotated_files(directory: Path, active_name: str) -> list[Path]:
-    """Rotated files of ``active_name`` in ``directory``, oldest first."""
-    pattern = rotated_pattern(active_name)
-    found = []
-    try:
-        entries = list(os.scandir(directory))
-    except FileNotFoundError:
-        return []
-    for entry in entries:
-        match = pattern.match(entry.name)
-        if match and entry.is_file(follow_symlinks=False):
-            found.append((match.group(1), int(match.group(2) or 0), entry.name))
-    found.sort()
-    return [directory / name for _, _, name in found]
+#: How long a rotation waits for another process's rotation lock before going on without it
+#: (the move cannot overwrite anything either way; the lock only spares a needless rotation).
+_LOCK_WAIT_SECONDS = 2.0
 
 
 class RotatingFileHandler(logging.FileHandler):
@@ -88,6 +79,8 @@ class RotatingFileHandler(logging.FileHandler):
     :param quiet_seconds: compress a rotated file only once it was not written for this long
         (other processes sharing the file may still write to it until they notice the
         rotation); tests of a single process use 0.
+    :param clock: the time retention, compression and failure reports go by (tests move a
+        ``ManualClock``); a line's own time decides its rotation.
     """
 
     def __init__(
@@ -99,6 +92,7 @@ class RotatingFileHandler(logging.FileHandler):
         compress: bool = True,
         retention: RetentionPolicy | None = None,
         quiet_seconds: float = QUIET_SECONDS,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.path = Path(path).absolute()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,10 +102,17 @@ class RotatingFileHandler(logging.FileHandler):
         self.compress = compress
         self.retention = retention or RetentionPolicy()
         self.quiet_seconds = quiet_seconds
+        self.clock = clock
+        self._lock_path = self.path.with_name(f".{self.path.name}.lock")
         self._size = self._current_size()
         self._next_rollover = self._compute_next_rollover(self._period_start())
-        self._next_check = time.time() + _MOVED_CHECK_SECONDS
-        self._failures = FailureLog()
+        self._next_check = clock.time() + _MOVED_CHECK_SECONDS
+        self._failures = FailureLog(clock=clock)
+        self._dropped = DroppedLines(self.path, clock)
+        #: An earlier line of ours was cut short and could not be removed: the next starts
+        #: with a line break, so the fragment stays a line of its own.
+        self._torn = False
+        self.early = EarlyDeletions(self.path, clock)
         self._start_worker()
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _restart_after_fork(ref))
@@ -126,7 +127,7 @@ class RotatingFileHandler(logging.FileHandler):
         )
         self._worker.start()
 
-    # -- rotation (runs in the logging thread, under the handler lock) -------------------
+    # -- writing and rotation (in the logging thread, under the handler lock) ------------
 
     def _current_size(self) -> int:
         try:
@@ -137,9 +138,9 @@ class RotatingFileHandler(logging.FileHandler):
     def _period_start(self) -> float:
         """Start time of the period the existing active file belongs to."""
         try:
-            return self.path.stat().st_mtime if self._size else time.time()
+            return self.path.stat().st_mtime if self._size else self.clock.time()
         except OSError:
-            return time.time()
+            return self.clock.time()
 
     def _compute_next_rollover(self, now: float) -> float:
         if not self.interval:
@@ -154,19 +155,29 @@ class RotatingFileHandler(logging.FileHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._write(_encode(self.format(record) + self.terminator), record.created)
+            data = _encode(self.format(record) + self.terminator)
         except RecursionError:
             raise
         except Exception:
-            self.handleError(record)
+            self.handleError(record)  # a record that cannot be formatted: a bug to show
+            return
+        self._write_or_drop(data, record.created)
 
     def write_line(self, line: str, created: float) -> None:
         """Write an already formatted line (the access log's fast path)."""
         with self.lock:  # type: ignore[union-attr]
-            try:
-                self._write(_encode(line + self.terminator), created)
-            except Exception:
-                self._failures("writing a log line")
+            self._write_or_drop(_encode(line + self.terminator), created)
+
+    def _write_or_drop(self, data: bytes, created: float) -> None:
+        try:
+            self._write(data, created)
+        except OSError as exc:
+            self._dropped.failed(exc)
+        except Exception:
+            self._failures("writing a log line")
+        else:
+            if self._dropped.failing:
+                self._dropped.written()
 
     def _write(self, data: bytes, created: float) -> None:
         if created >= self._next_check:
@@ -178,16 +189,26 @@ class RotatingFileHandler(logging.FileHandler):
             self.rotate(created)
         if self.stream is None:
             self.stream = self._open()
+        if self._torn:
+            data = b"\n" + data
         stream: Any = self.stream  # a raw binary file here (see _open), not the TextIO typed
         write = stream.write
-        written = write(data)
-        if written is not None and written < len(data):  # a short write (e.g. disk nearly full)
+        written = write(data) or 0
+        if written < len(data):  # a short write (e.g. disk nearly full)
             view = memoryview(data)
-            while written < len(data):
-                step = write(view[written:])
-                if not step:
-                    raise OSError("log line only partly written")
-                written += step
+            try:
+                while written < len(data):
+                    step = write(view[written:])
+                    if not step:
+                        raise OSError(errno.EIO, "log line only partly written")
+                    written += step
+            except OSError:
+                # The part written is removed again if nobody appended after it (then what
+                # was torn before, if anything, still is); else the next line separates it.
+                if not _cut_fragment(stream.fileno(), written):
+                    self._torn = True
+                raise
+        self._torn = False
         self._size += len(data)
 
     def _catch_up(self) -> None:
@@ -215,42 +236,59 @@ class RotatingFileHandler(logging.FileHandler):
             return False
         if self.stream is not None:
             self.stream.close()
+        self.stream = None
         self.stream = self._open()
         self._size = self._current_size()
+        self._torn = False  # a new file: nothing of ours to separate from
         return True
 
     def rotate(self, now: float | None = None) -> Path | None:
-        """Rename the active file away and start a new one; returns the rotated path."""
-        now = time.time() if now is None else now
+        """Rename the active file away and start a new one; returns the rotated path, or
+        ``None`` if another process sharing the file had rotated it already (then this one
+        only reopens the path) or it was empty."""
+        now = self.clock.time() if now is None else now
         self._next_rollover = self._compute_next_rollover(now)
-        if self._reopen_if_moved():
-            return None  # another process sharing the file rotated it already
-        if self.stream is not None:
-            self.stream.close()
-            self.stream = None
-        target = None
-        if self._current_size() > 0:
-            target = self._rotation_target(now)
-            os.replace(self.path, target)
-        self.stream = self._open()
-        self._size = 0
-        with self._cond:
-            self._requested += 1
-            self._cond.notify_all()
+        with exclusive(self._lock_path, _LOCK_WAIT_SECONDS):
+            if self._reopen_if_moved():
+                return None
+            if self.stream is not None:
+                self.stream.close()
+                self.stream = None
+            target = self._move_aside(now) if self._current_size() > 0 else None
+            self.stream = self._open()
+            self._size = 0
+            self._torn = False
+        if target is not None:
+            with self._cond:
+                self._requested += 1
+                self._cond.notify_all()
         return target
 
-    def _rotation_target(self, now: float) -> Path:
-        stem, dot, suffix = self.path.name.rpartition(".")
-        if not dot:
-            stem, suffix = self.path.name, ""
-        ext = "." + suffix if suffix else ""
-        stamp = time.strftime(_STAMP, time.gmtime(now)) + f"-{int((now % 1) * 1000):03d}"
-        candidate = self.path.with_name(f"{stem}.{stamp}{ext}")
-        counter = 0
-        while candidate.exists() or candidate.with_name(candidate.name + ".gz").exists():
-            counter += 1
-            candidate = self.path.with_name(f"{stem}.{stamp}-{counter}{ext}")
-        return candidate
+    def _move_aside(self, now: float) -> Path | None:
+        """Give the active file a rotated name no other file has: ``link`` fails rather than
+        replace an existing name, so a rotated file is never overwritten."""
+        stamp = rotation_stamp(now)
+        for counter in range(10_000):
+            candidate = self.path.with_name(rotated_name(self.path.name, stamp, counter))
+            if candidate.with_name(candidate.name + ".gz").exists():
+                continue
+            try:
+                os.link(self.path, candidate)
+            except FileExistsError:
+                continue
+            except FileNotFoundError:
+                return None  # moved by a process that did not take the lock
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+                    raise
+                # No hard links here (some file systems): a rename, under the lock.
+                if candidate.exists():
+                    continue
+                os.rename(self.path, candidate)
+                return candidate
+            os.unlink(self.path)
+            return candidate
+        raise OSError(errno.EEXIST, f"no free rotated name for {self.path} at {stamp}")
 
     # -- maintenance (background thread) -------------------------------------------------
 
@@ -282,56 +320,61 @@ class RotatingFileHandler(logging.FileHandler):
         """
         retry_in = None
         if self.compress:
+            failure: BaseException | None = None
             for path in rotated_files(self.path.parent, self.path.name):
                 if path.suffix == ".gz" or self._stopping:
                     continue
                 try:
-                    idle = time.time() - path.stat().st_mtime
+                    idle = self.clock.time() - path.stat().st_mtime
                 except FileNotFoundError:  # compressed by another process meanwhile
                     continue
                 if idle < self.quiet_seconds:
                     wait = self.quiet_seconds - idle + 0.05
                     retry_in = wait if retry_in is None else min(retry_in, wait)
                     continue
-                _gzip(path)
+                try:
+                    compress(path)
+                except OSError as exc:  # a full disk: the file stays; retention still runs
+                    failure = exc
+                    break
+            self.apply_retention()
+            if failure is not None:
+                raise failure
+            return retry_in
         self.apply_retention()
         return retry_in
 
     def apply_retention(self) -> list[Path]:
-        """Delete rotated files beyond the age, count and total-size limits; oldest first."""
-        policy = self.retention
-        files = rotated_files(self.path.parent, self.path.name)
-        stats = []
-        for path in files:
+        """Delete rotated files beyond the age, count and total-size limits (oldest first),
+        and partial files compressors left behind; returns what was deleted."""
+        now = self.clock.time()
+        directory, name = self.path.parent, self.path.name
+        stale, live_partial_bytes = stale_partials(directory, name, now)
+        for path in stale:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        infos = []
+        for path in rotated_files(directory, name):
             try:
                 st = path.stat()
             except FileNotFoundError:
                 continue
-            stats.append((path, st.st_size, st.st_mtime))
-        doomed: list[Path] = []
-        now = time.time()
-        if policy.max_age_days:
-            cutoff = now - policy.max_age_days * 86400
-            doomed += [p for p, _, mtime in stats if mtime < cutoff]
-        kept = [s for s in stats if s[0] not in doomed]
-        if policy.max_files and len(kept) > policy.max_files:
-            excess = len(kept) - policy.max_files
-            doomed += [p for p, _, _ in kept[:excess]]
-            kept = kept[excess:]
-        if policy.max_total_bytes:
-            # Budget the active file at the size it may grow to before its next rotation, so
-            # the limit holds between runs too, not just at the moment of this one.
-            active = max(self._current_size(), self.max_bytes)
-            total = active + sum(size for _, size, _ in kept)
-            for path, size, _ in kept:
-                if total <= policy.max_total_bytes:
-                    break
-                doomed.append(path)
-                total -= size
-        for path in doomed:
+            infos.append(FileInfo(path, st.st_size, st.st_mtime))
+        # Budget the active file at the size it may grow to before its next rotation, so the
+        # limit holds between runs too, not just at the moment of this one.
+        reserved = max(self._current_size(), self.max_bytes) + live_partial_bytes
+        doomed, early = select_for_deletion(infos, self.retention, now, reserved)
+        deleted = []
+        for info in doomed:
             with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        return doomed
+                info.path.unlink()
+                deleted.append(info)
+        gone = {info.path for info in deleted}
+        early = [info for info in early if info.path in gone]
+        if early:
+            kept = [info for info in infos if info.path not in gone]
+            self.early.deleted(early, kept[0].mtime if kept else None)
+        return stale + [info.path for info in deleted]
 
     def wait_idle(self, timeout: float = 5.0) -> bool:
         """Block until pending compression/retention is done (for tests and shutdown)."""
@@ -345,7 +388,24 @@ class RotatingFileHandler(logging.FileHandler):
             self._cond.notify_all()
         if self._worker.is_alive() and self._worker is not threading.current_thread():
             self._worker.join(timeout)
+        with self.lock:  # type: ignore[union-attr]
+            self._dropped.close()
         super().close()
+
+
+def _cut_fragment(fd: int, written: int) -> bool:
+    """Remove the ``written`` bytes a short write left at the end of the file, unless another
+    process appended after them; returns whether they are gone."""
+    if written <= 0:
+        return True
+    try:
+        end = os.lseek(fd, 0, os.SEEK_CUR)  # O_APPEND: just past what we wrote
+        if os.fstat(fd).st_size != end:
+            return False
+        os.ftruncate(fd, end - written)
+    except OSError:
+        return False
+    return True
 
 
 def _encode(text: str) -> bytes:
@@ -362,24 +422,3 @@ def _restart_after_fork(ref: weakref.ref[RotatingFileHandler]) -> None:
     handler = ref()
     if handler is not None and handler.stream is not None:
         handler._start_worker()
-
-
-def _gzip(path: Path) -> Path:
-    """Compress ``path`` to ``path.gz`` atomically, then remove ``path``.
-
-    Processes sharing the log directory may compress the same file at once: each writes its
-    own temporary file, and the source being gone means another one finished first.
-    """
-    target = path.with_name(path.name + ".gz")
-    partial = path.with_name(f"{path.name}.gz.partial-{os.getpid()}")
-    try:
-        with open(path, "rb") as src, gzip.open(partial, "wb", compresslevel=6) as dst:
-            shutil.copyfileobj(src, dst, 1024 * 1024)
-    except FileNotFoundError:
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
-        return target
-    os.replace(partial, target)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    return target

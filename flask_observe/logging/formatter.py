@@ -29,7 +29,7 @@ import structlog
 from .._internal import escape_control
 from ..context import get_correlation_id
 
-__all__ = ["ObserveFormatter", "get_logger"]
+__all__ = ["ObserveFormatter", "get_logger", "truncate"]
 
 #: Attributes every LogRecord has; anything else on a record is an extra field of the caller.
 _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {
@@ -44,6 +44,21 @@ _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
 #: LogRecord attribute carrying the identity fields of the app that wrote it (access log).
 IDENTITY_ATTR = "_observe_identity"
 _OTEL_TRACE_MODULE = "opentelemetry.trace"
+
+
+def truncate(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` bytes of UTF-8 (on a character boundary), ending in
+    ``…[truncated N bytes]`` when something was cut: for values written from request data,
+    which an outsider may make as long as the server allows (64 KiB for werkzeug)."""
+    if len(text) <= limit >> 2:  # at most 4 bytes a character: short enough, whatever it is
+        return text
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return text
+    keep = max(0, limit - 32)  # the marker takes at most 32 bytes
+    while keep and (data[keep] & 0xC0) == 0x80:  # not inside a character
+        keep -= 1
+    return data[:keep].decode("utf-8", "surrogatepass") + f"…[truncated {len(data) - keep} bytes]"
 
 
 def get_logger(name: str | None = None, **initial_values: Any) -> Any:

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .._internal import FailureLog
-from .formatter import ObserveFormatter
+from .formatter import ObserveFormatter, truncate
 
 if TYPE_CHECKING:
     from .settings import LoggingSettings
 
-__all__ = ["LoggingSetup", "StdoutHandler", "WerkzeugRequestLineFilter"]
+__all__ = ["LoggingSetup", "StdoutHandler", "WerkzeugLineCap", "WerkzeugRequestLineFilter"]
 
 
 class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -65,6 +65,30 @@ class WerkzeugRequestLineFilter(logging.Filter):
         )
 
 
+class WerkzeugLineCap(logging.Filter):
+    """Cuts the request data in werkzeug's own lines to ``limit`` bytes.
+
+    The development server logs the raw request line: in its request lines, and in the error
+    it writes for a malformed one (``code 400, message Bad request syntax ('…')``), up to the
+    64 KiB it accepts. Those come as arguments of the record; each string argument is cut
+    (``…[truncated N bytes]``), the server's own text is left alone.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and args:
+            short = self.limit >> 2
+            record.args = tuple(
+                truncate(arg, self.limit) if isinstance(arg, str) and len(arg) > short else arg
+                for arg in args
+            )
+        return True
+
+
 _HANDLER_KEY = "_flask_observe_key"
 _HANDLER_REFS = "_flask_observe_refs"
 #: The settings a shared handler was made with, to tell a later app which of its own differ.
@@ -107,12 +131,29 @@ class LoggingSetup:
                 _set_level(self.root, level)
             for name, logger_level in config.log_levels.items():
                 _set_level(logging.getLogger(name), logger_level)
-            if config.access_log:
-                werkzeug = logging.getLogger("werkzeug")
-                if not any(isinstance(f, WerkzeugRequestLineFilter) for f in werkzeug.filters):
-                    dropper = WerkzeugRequestLineFilter()
-                    werkzeug.addFilter(dropper)
-                    _GLOBAL.undo.append(lambda: werkzeug.removeFilter(dropper))
+            werkzeug = logging.getLogger("werkzeug")
+            if config.access_log and not any(
+                isinstance(f, WerkzeugRequestLineFilter) for f in werkzeug.filters
+            ):
+                dropper = WerkzeugRequestLineFilter()
+                werkzeug.addFilter(dropper)
+                _GLOBAL.undo.append(lambda: werkzeug.removeFilter(dropper))
+            if not any(isinstance(f, WerkzeugLineCap) for f in werkzeug.filters):
+                cap = WerkzeugLineCap(config.log_max_field_bytes)
+                werkzeug.addFilter(cap)
+                _GLOBAL.undo.append(lambda: werkzeug.removeFilter(cap))
+
+    def on_early_deletion(self, listener: Callable[[int, int], None]) -> Callable[[], None]:
+        """Call ``listener(files, bytes)`` whenever retention of this app's log file deletes
+        files younger than ``OBSERVE_LOG_RETENTION_MIN_SECONDS`` to keep the disk budget (the
+        metrics feature counts them); returns the undo."""
+        undo = [h.early.listen(listener) for h in self.handlers if hasattr(h, "early")]
+
+        def remove() -> None:
+            for one in undo:
+                one()
+
+        return remove
 
     def _attach_all(
         self, config: LoggingSettings, formatter: logging.Formatter, level: int
@@ -128,7 +169,10 @@ class LoggingSetup:
 
             path = (Path(config.log_dir) / config.log_file_name).absolute()
             policy = RetentionPolicy(
-                config.log_retention_days, config.log_retention_files, config.log_retention_bytes
+                config.log_retention_days,
+                config.log_retention_files,
+                config.log_retention_bytes,
+                config.log_retention_min_seconds,
             )
             settings = {
                 **settings,

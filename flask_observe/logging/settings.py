@@ -67,8 +67,14 @@ class LoggingSettings:
     log_retention_days: float = key(14.0, number(0.0))
     log_retention_files: int = key(50, integer(0))
     log_retention_bytes: int = key(1024 * 1024 * 1024, integer(0))
+    #: Lines younger than this are never deleted for the number of files (only the disk
+    #: budget may delete them, and that is logged and counted).
+    log_retention_min_seconds: float = key(3600.0, number(0.0))
     #: Per-logger levels, e.g. ``{"sqlalchemy.engine": "WARNING"}``.
     log_levels: Mapping[str, str] = key({}, level_map)
     access_log: bool = key(True, boolean)
     #: The client address is personal data: off unless asked for.
     access_log_remote_addr: bool = key(False, boolean)
+    #: Longest value written from request data (the access line's path, method and address,
+    #: werkzeug's request line); longer ones are cut and marked ``…[truncated N bytes]``.
+    log_max_field_bytes: int = key(2048, integer(256, 65536))

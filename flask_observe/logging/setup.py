@@ -25,6 +25,13 @@ def _check(plan: Plan) -> None:
     settings = plan.settings(LoggingSettings)
     if settings.log_dir:
         _check_writable(Path(settings.log_dir), settings.log_file_name)
+    budget, rotate = settings.log_retention_bytes, settings.log_rotate_bytes
+    if budget and rotate and rotate >= budget:
+        raise ConfigError(
+            f"OBSERVE_LOG_ROTATE_BYTES ({rotate}) must be smaller than"
+            f" OBSERVE_LOG_RETENTION_BYTES ({budget}): the active file alone may grow to the"
+            " rotation size, which would leave no room for a single rotated file"
+        )
 
 
 def _check_writable(directory: Path, file_name: str) -> None:
@@ -76,7 +83,10 @@ def _setup(wiring: Wiring) -> None:
     wiring.app.logger.removeHandler(default_handler)
     if settings.access_log:
         access = AccessLog(
-            state.excluded, settings.access_log_remote_addr, identity=state.log_identity
+            state.excluded,
+            settings.access_log_remote_addr,
+            identity=state.log_identity,
+            max_field_bytes=settings.log_max_field_bytes,
         )
         wiring.provide(access)
         wiring.request_hook(Stage.LOG, access)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import re
+from typing import TYPE_CHECKING
 
 from .. import _optional
 from ..config import ConfigError
 from ..feature import Feature, Plan, Wiring, switch
 from ..hooks import Stage
 from .settings import MetricsSettings
+
+if TYPE_CHECKING:
+    from . import Metrics
 
 __all__ = ["FEATURE"]
 
@@ -75,9 +79,35 @@ def _setup(wiring: Wiring) -> None:
         )
         wiring.provide(outbound)
         wiring.outbound_hook(outbound)
+    _count_early_log_deletions(wiring, metrics)
     auth = wiring.state.auth if settings.metrics_auth else None
     register(wiring.app, metrics, settings.metrics_path, auth)
     wiring.publish_url("metrics", settings.metrics_path)
+
+
+def _count_early_log_deletions(wiring: Wiring, metrics: Metrics) -> None:
+    """Count what log retention deleted younger than its minimum age to keep the disk
+    budget (the logging feature, set up before this one, reports it)."""
+    from ..logging.handlers import LoggingSetup
+
+    log_setup = wiring.get(LoggingSetup)
+    if log_setup is None:
+        return
+    files = metrics.counter(
+        "flask_observe_log_files_deleted_early_total",
+        "Rotated log files deleted younger than OBSERVE_LOG_RETENTION_MIN_SECONDS to keep"
+        " OBSERVE_LOG_RETENTION_BYTES.",
+    )
+    size = metrics.counter(
+        "flask_observe_log_bytes_deleted_early_total",
+        "Bytes of rotated log files deleted younger than OBSERVE_LOG_RETENTION_MIN_SECONDS.",
+    )
+
+    def count(file_count: int, byte_count: int) -> None:
+        files.inc(file_count)
+        size.inc(byte_count)
+
+    wiring.on_close(log_setup.on_early_deletion(count))
 
 
 FEATURE = Feature(

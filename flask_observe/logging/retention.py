@@ -1,0 +1,225 @@
+"""Rotated log files: their names, which of them retention deletes, and compressing them.
+
+Retention deletes rotated files by age and by the total size of the log (the disk budget),
+never the file being written, and never a file younger than the minimum age because of how
+many files there are: a flood of requests that makes many files cannot push the last hour's
+lines out. Only the disk budget may delete a file younger than the minimum age; that is an
+*early* deletion, counted and logged by the handler (:mod:`.files`).
+
+Several processes share one log directory (gunicorn workers), and each runs compression and
+retention. One compressor works on a rotated file at a time: it holds an exclusive ``flock``
+on the file while it writes ``<file>.gz.partial-<pid>``, and a process that cannot take the
+lock leaves the file to the one that has it. A compressor that fails removes its partial
+file; one that died on the way leaves it, and retention removes it once its process is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .locks import claimed
+
+__all__ = [
+    "FileInfo",
+    "RetentionPolicy",
+    "compress",
+    "rotated_files",
+    "rotated_pattern",
+    "select_for_deletion",
+    "stale_partials",
+]
+
+#: A partial file untouched this long has no compressor left, whatever its pid says (the pid
+#: may have been reused, or be another container's): a live compressor writes to it steadily.
+STALE_PARTIAL_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """Limits on rotated files; 0 disables a limit.
+
+    :param max_age_days: delete rotated files older than this.
+    :param max_files: keep at most this many rotated files, counting only those older than
+        ``min_age_seconds``: younger ones are never deleted for their number.
+    :param max_total_bytes: keep the active file (counted at the size it may reach) plus the
+        rotated ones under this; the oldest go first, younger than ``min_age_seconds`` too if
+        they must (an early deletion, logged and counted).
+    :param min_age_seconds: lines younger than this are kept whatever the file count.
+    """
+
+    max_age_days: float = 14.0
+    max_files: int = 50
+    max_total_bytes: int = 1024 * 1024 * 1024
+    min_age_seconds: float = 3600.0
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """A rotated file as retention sees it: its size and when it was last written."""
+
+    path: Path
+    size: int
+    mtime: float
+
+
+def rotated_pattern(active_name: str) -> re.Pattern[str]:
+    """The names rotated from ``active_name`` take, compressed or not."""
+    stem, ext = _split(active_name)
+    ext = re.escape(ext)
+    return re.compile(rf"{re.escape(stem)}\.(\d{{8}}T\d{{6}}-\d{{3}})(?:-(\d+))?{ext}(\.gz)?\Z")
+
+
+def _partial_pattern(active_name: str) -> re.Pattern[str]:
+    stem, ext = _split(active_name)
+    return re.compile(
+        rf"{re.escape(stem)}\.\d{{8}}T\d{{6}}-\d{{3}}(?:-\d+)?{re.escape(ext)}\.gz\.partial-(\d+)\Z"
+    )
+
+
+def _split(active_name: str) -> tuple[str, str]:
+    stem, dot, suffix = active_name.rpartition(".")
+    if not dot:
+        return active_name, ""
+    return stem, "." + suffix
+
+
+def rotation_stamp(now: float) -> str:
+    """The UTC time in a rotated file's name: ``20261123T031449-123``."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"-{int((now % 1) * 1000):03d}"
+
+
+def rotated_name(active_name: str, stamp: str, counter: int = 0) -> str:
+    """``app.log`` rotated at ``stamp`` → ``app.<stamp>.log`` (``app.<stamp>-<n>.log``)."""
+    stem, ext = _split(active_name)
+    return f"{stem}.{stamp}{f'-{counter}' if counter else ''}{ext}"
+
+
+def rotated_files(directory: Path, active_name: str) -> list[Path]:
+    """Rotated files of ``active_name`` in ``directory``, oldest first."""
+    pattern = rotated_pattern(active_name)
+    found = []
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if match and entry.is_file(follow_symlinks=False):
+            found.append((match.group(1), int(match.group(2) or 0), entry.name))
+    found.sort()
+    return [directory / name for _, _, name in found]
+
+
+def select_for_deletion(
+    files: list[FileInfo], policy: RetentionPolicy, now: float, reserved: int
+) -> tuple[list[FileInfo], list[FileInfo]]:
+    """The rotated files retention deletes, and which of those are younger than the minimum
+    age (deleted only to keep the disk budget).
+
+    :param files: the rotated files, oldest first.
+    :param now: the current time (epoch seconds).
+    :param reserved: bytes counted against the budget besides the rotated files (the active
+        file at the size it may reach, partial files of running compressors).
+    :returns: ``(doomed, early)``, both oldest first; ``early`` is a part of ``doomed``.
+    """
+    young_since = now - policy.min_age_seconds
+    doomed: list[FileInfo] = []
+    kept = files
+    if policy.max_age_days:
+        cutoff = min(now - policy.max_age_days * 86400, young_since)
+        doomed = [f for f in kept if f.mtime < cutoff]
+        kept = [f for f in kept if f.mtime >= cutoff]
+    if policy.max_files and len(kept) > policy.max_files:
+        excess = len(kept) - policy.max_files
+        old = set([f for f in kept if f.mtime < young_since][:excess])
+        doomed += [f for f in kept if f in old]
+        kept = [f for f in kept if f not in old]
+    early: list[FileInfo] = []
+    if policy.max_total_bytes:
+        total = reserved + sum(f.size for f in kept)
+        for info in kept:
+            if total <= policy.max_total_bytes:
+                break
+            doomed.append(info)
+            total -= info.size
+            if info.mtime >= young_since:
+                early.append(info)
+    return doomed, early
+
+
+def stale_partials(directory: Path, active_name: str, now: float) -> tuple[list[Path], int]:
+    """Partial files (``*.gz.partial-<pid>``) of ``active_name`` no compressor is writing
+    any more — their process is gone, is this one (whose compressor is not running while
+    retention is), or they were left untouched for :data:`STALE_PARTIAL_SECONDS` — and the
+    bytes of the others (live compressors' work, counted against the budget)."""
+    pattern = _partial_pattern(active_name)
+    stale: list[Path] = []
+    live_bytes = 0
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return [], 0
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if not match or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        pid = int(match.group(1))
+        if pid == os.getpid() or not _alive(pid) or now - st.st_mtime > STALE_PARTIAL_SECONDS:
+            stale.append(Path(entry.path))
+        else:
+            live_bytes += st.st_size
+    return stale, live_bytes
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def compress(path: Path) -> Path | None:
+    """Compress ``path`` to ``path.gz`` atomically, then remove ``path``; ``None`` if it was
+    not compressed here (gone already, or another process is compressing it right now).
+
+    The claim is an exclusive, non-blocking ``flock`` on the file itself: it ends with the
+    process that holds it, so a compressor that died leaves no stale claim. On any failure
+    (a full disk) the partial file is removed and the error raised; the rotated file stays.
+    """
+    target = path.with_name(path.name + ".gz")
+    partial = path.with_name(f"{path.name}.gz.partial-{os.getpid()}")
+    try:
+        src = open(path, "rb")  # noqa: SIM115 - held (with its lock) to the end
+    except FileNotFoundError:
+        return None
+    with src, claimed(src) as mine:
+        if not mine or os.fstat(src.fileno()).st_nlink == 0:
+            return None  # another compressor is at it, or finished it
+        try:
+            with gzip.open(partial, "wb", compresslevel=6) as dst:
+                # Read to the end, however long the file has grown meanwhile (a late writer).
+                shutil.copyfileobj(src, dst, 1024 * 1024)
+            os.replace(partial, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            raise
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    return target
