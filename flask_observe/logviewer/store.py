@@ -104,8 +104,8 @@ class LogStore:
                 return False
         return st.st_dev == directory.st_dev and st.st_uid in (os.geteuid(), directory.st_uid)
 
-    def files(self) -> list[LogFile]:
-        """Every readable file, oldest first."""
+    def files(self, stream: str | None = None) -> list[LogFile]:
+        """Every readable file (of ``stream`` only, if given), oldest first."""
         base = self.base()
         if base is None:
             return []
@@ -114,19 +114,20 @@ class LogStore:
         except OSError:
             return []
         found: list[LogFile] = []
-        for stream in self.streams:
-            active = self._inside(base, base / stream, directory)
+        for name in self.streams if stream is None else (stream,):
+            active = self._inside(base, base / name, directory)
             if active is not None:
-                found.append(self._entry(active, stream, stream, None))
-            pattern = rotated_pattern(stream)
-            for path in rotated_files(base, stream):
+                with contextlib.suppress(OSError):
+                    found.append(self._entry(active, name, name, None))
+            pattern = rotated_pattern(name)
+            for path in rotated_files(base, name):
                 match = pattern.match(path.name)
                 if match is None:  # pragma: no cover - rotated_files matched it already
                     continue
                 if self._inside(base, path, directory) != path:
                     continue  # a symlink, a hard link, another owner's file: not the log's
                 with contextlib.suppress(OSError):
-                    found.append(self._entry(path, path.name, stream, _rotation_time(match[1])))
+                    found.append(self._entry(path, path.name, name, _rotation_time(match[1])))
         found.sort(key=lambda f: f.order_key)
         return found
 
@@ -155,6 +156,7 @@ class LogStore:
             size=st.st_size,
             mtime=st.st_mtime,
             rotated_at=rotated_at,
+            identity=(st.st_dev, st.st_ino),
         )
 
     def resolve(self, name: str) -> LogFile:
