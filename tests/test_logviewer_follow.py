@@ -209,6 +209,30 @@ def test_a_followed_file_deleted_by_retention_is_still_read_to_its_end(
     tail.close()
 
 
+def test_an_active_file_refused_for_a_while_is_neither_let_go_nor_read_twice(
+    writers: Callable[[], RotatingFileHandler], tmp_path: Path
+) -> None:
+    """app.log given a second link for a while (not listed then: not the log's own) is not
+    let go while unlisted, however quiet: its open descriptor goes on, and once it is listed
+    again nothing is read twice."""
+    handler = writers()
+    t0 = time.time()
+    handler.write_line(line("before"), t0)
+    tail = Tail(tmp_path)
+    handler.write_line(line("one"), t0)
+    assert tail.messages() == ["one"]
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-second-link"
+    os.link(tmp_path / "app.log", elsewhere)
+    handler.write_line(line("two, while refused"), t0)
+    tail.clock.advance(QUIET_SECONDS * 2)
+    assert tail.messages() == ["two, while refused"]  # read through the open descriptor
+    assert open_fds_on(tmp_path / "app.log") == 2  # still followed (and the writer's)
+    elsewhere.unlink()
+    handler.write_line(line("three"), t0)
+    assert tail.messages() == ["three"]
+    tail.close()
+
+
 def test_resuming_from_a_position_in_a_rotated_compressed_or_deleted_file(
     writers: Callable[[], RotatingFileHandler], tmp_path: Path
 ) -> None:

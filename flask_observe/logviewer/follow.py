@@ -86,9 +86,6 @@ class _File:
         self.name = entry.name
         self.key = entry.order_key
         self.stamp = entry.rotated_at
-        self.mtime = entry.mtime
-        self.size = entry.size
-        self.present = True
 
 
 class _Follower:
@@ -178,17 +175,24 @@ class _Follower:
         yield from self._look()
         for f in sorted(self.files.values(), key=lambda f: f.rank):
             yield from self._read(f, final=False)
+        if self.active is None:
+            return  # between a rename and the new file (or a file refused for a moment):
+            # nothing is let go until the active file is known again
         for f in list(self.files.values()):
             if f.identity == self.active:
                 continue
             if f.compressed:
                 if f.exhausted:
                     self._finish(f)
-            elif not f.present:
-                yield from self._read(f, final=True)  # gone: nobody can write to it now
-                if f.drained:
-                    self._finish(f)
-            elif f.drained and self.clock.time() - f.mtime >= QUIET_SECONDS:
+                continue
+            try:
+                st = os.fstat(f.reader.fd)
+            except OSError:  # pragma: no cover - our own open descriptor
+                continue
+            # No name left (compressed, or deleted): nobody can open it to write any more.
+            # Still named: let go once every writer has moved on (quiet).
+            gone = st.st_nlink == 0
+            if gone or (f.drained and self.clock.time() - st.st_mtime >= QUIET_SECONDS):
                 yield from self._read(f, final=True)
                 if f.drained:
                     self._finish(f)
@@ -197,7 +201,6 @@ class _Follower:
         self.looks += 1
         listing = self.store.files(self.stream)
         for f in self.files.values():
-            f.present = False
             if not f.head and not f.compressed:
                 f.head = head_of(f.reader.fd)  # before judging a .gz by its first line
         previous = self.active
