@@ -21,7 +21,9 @@ from flask_observe.logging.files import RetentionPolicy, RotatingFileHandler, ro
 from flask_observe.logviewer.lines import LEVELS, format_time
 from flask_observe.logviewer.query import Query, QueryError, parse_query
 from flask_observe.logviewer.redact import Redactor
-from flask_observe.logviewer.search import Limits, Page, run_search
+from flask_observe.logviewer.search import Limits, Page
+from flask_observe.logviewer.search import run_search as _run_search
+from flask_observe.logviewer.signing import Signer
 from flask_observe.logviewer.store import LogStore
 
 START = 1_790_000_000.0  # 2026-09-21
@@ -29,6 +31,13 @@ CIDS = [f"req-{i:02d}" for i in range(12)]
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", 'quote"d', "back\\slash", "über"]
 PLATFORMS = ["twitter", "instagram", "tiktok"]
 TINY = (61, 127, 257, 509)
+
+#: Cursors in these tests are signed and checked with one key.
+SIGNER = Signer(b"search-test-key-0123456789abcdef", "token")
+
+
+def run_search(store: LogStore, query: Query, limits: Limits, *args: Any, **kw: Any) -> Page:
+    return _run_search(store, query, limits, *args, signer=SIGNER, **kw)
 
 
 def make_lines(count: int, seed: int = 7) -> list[tuple[float, str]]:
@@ -160,7 +169,7 @@ def every_page(
         current = replace(query, cursor=parse_query(_as_args(query) | args, **_LIM).cursor)
 
 
-_LIM = {"max_results": 100_000, "max_pattern_length": 256}
+_LIM: dict[str, Any] = {"max_results": 100_000, "max_pattern_length": 256, "signer": SIGNER}
 
 
 def _as_args(query: Query) -> dict[str, list[str]]:
@@ -249,7 +258,7 @@ def test_limit_is_capped_and_bad_parameters_name_themselves() -> None:
     }
     for name, args in cases.items():
         with pytest.raises(QueryError) as info:
-            parse_query(args, max_results=1000, max_pattern_length=256)
+            parse_query(args, max_results=1000, max_pattern_length=256, signer=SIGNER)
         assert info.value.args[0].split(":")[0] in (name, "q")
 
 

@@ -260,3 +260,41 @@ def test_gzip_reader_streams_whole_lines_and_keeps_offsets(tmp_path: Path) -> No
     broken = store.resolve("app.20260102T000000-000.log.gz")
     with store.open(broken) as reader, pytest.raises(ReadError):
         list(reader.forward(0, None))
+
+
+HARD_LINKED = "app.20260106T000000-000.log"
+
+
+def test_a_hard_link_to_a_file_outside_is_neither_listed_nor_read(
+    logdir: Path, tmp_path: Path
+) -> None:
+    """A real hard link in the log directory, named like a rotated file, to a file outside
+    it (its canonical path *is* inside: only the inode says it is not the log's own): not
+    listed, not resolvable, and an open of a file that became one after listing fails."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.log").write_bytes(EVIL)
+    os.link(outside / "secret.log", logdir / HARD_LINKED)
+    assert (logdir / HARD_LINKED).resolve().parent == logdir.resolve()  # looks inside
+    store = LogStore(logdir, ("app.log",))
+    assert HARD_LINKED not in [f.name for f in store.files()]
+    with pytest.raises(NoSuchFile):
+        store.resolve(HARD_LINKED)
+    # Listed while it was the log's own, then swapped for a hard link to the outside file.
+    listed = store.resolve(ROTATED)
+    os.unlink(logdir / ROTATED)
+    os.link(outside / "secret.log", logdir / ROTATED)
+    with pytest.raises(ReadError):
+        store.open(listed)
+
+
+def test_an_active_file_that_is_a_hard_link_is_refused(tmp_path: Path) -> None:
+    """``app.log`` itself hard-linked to a file elsewhere is not listed either."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (tmp_path / "secret.log").write_bytes(EVIL)
+    os.link(tmp_path / "secret.log", logs / "app.log")
+    store = LogStore(logs, ("app.log",))
+    assert store.files() == []
+    with pytest.raises(NoSuchFile):
+        store.resolve("app.log")

@@ -869,3 +869,25 @@ def test_wrong_tokens_in_the_sign_in_form_are_throttled(viewer_app: Callable[...
     assert client.get("/api/logs/files", headers=AUTH).status_code == 429
     clock.advance(6)
     assert client.post("/observe/logs/login", data={"token": TOKEN}).status_code == 303
+
+
+def test_a_hard_link_out_is_not_served(viewer_app: Callable[..., Flask], tmp_path: Path) -> None:
+    """Over HTTP: a hard link to an outside file, named like a rotated file, is not in
+    ``/files``, ``/tail`` of it is a 404, and no search shows its content."""
+    import os
+
+    app = viewer_app()
+    log_lines(2, "mine")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.log").write_bytes(EVIL)
+    name = "app.20260106T000000-000.log"
+    os.link(outside / "secret.log", tmp_path / "logs" / name)
+    client = app.test_client()
+    files = client.get("/api/logs/files", headers=AUTH)
+    assert name not in [f["name"] for f in files.json["files"]]
+    assert client.get(f"/api/logs/tail/{name}", headers=AUTH).status_code == 404
+    assert client.get(f"/api/logs/search?file={name}", headers=AUTH).status_code == 404
+    everything = client.get("/api/logs/search?limit=1000", headers=AUTH)
+    assert everything.status_code == 200
+    assert b"EVIL-SECRET" not in everything.data

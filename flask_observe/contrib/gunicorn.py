@@ -1,4 +1,5 @@
-"""gunicorn hooks for prometheus_client's multiprocess mode.
+"""gunicorn config for flask_observe: threaded workers, and hooks for prometheus_client's
+multiprocess mode.
 
 Use as the config module (``gunicorn -c python:flask_observe.contrib.gunicorn app:app``) or
 import the hooks into your own ``gunicorn.conf.py``::
@@ -46,3 +47,9 @@ def child_exit(server: Any, worker: Any) -> None:
 
 # Reasonable defaults when used as the config module; override on the command line.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Threaded workers: a long request (a live tail of the log viewer holds its thread while it
+# is open, a slow upstream call) takes one thread, not the whole worker. gunicorn's default
+# sync worker serves one request at a time, so two open tails would starve a 2-worker app
+# until gunicorn killed both workers as timed out (the viewer refuses to stream there).
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "16"))

@@ -175,11 +175,26 @@ def stale_partials(directory: Path, active_name: str, now: float) -> tuple[list[
         except FileNotFoundError:
             continue
         pid = int(match.group(1))
-        if pid == os.getpid() or not _alive(pid) or now - st.st_mtime > STALE_PARTIAL_SECONDS:
+        mine = pid == os.getpid()
+        if (mine and not _being_compressed(Path(entry.path))) or (
+            not mine and (not _alive(pid) or now - st.st_mtime > STALE_PARTIAL_SECONDS)
+        ):
             stale.append(Path(entry.path))
         else:
             live_bytes += st.st_size
     return stale, live_bytes
+
+
+def _being_compressed(partial: Path) -> bool:
+    """Whether a compressor of this process holds the claim on ``partial``'s source (another
+    thread calling :func:`compress` while retention runs)."""
+    source = partial.with_name(partial.name.split(".gz.partial-", 1)[0])
+    try:
+        handle = open(source, "rb")  # noqa: SIM115 - closed below, lock with it
+    except FileNotFoundError:
+        return False
+    with handle, claimed(handle) as free:
+        return not free
 
 
 def _alive(pid: int) -> bool:

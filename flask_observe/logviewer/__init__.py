@@ -5,9 +5,11 @@ browser page and the CLI — bounded, redacted and behind the shared auth.
 - :mod:`.query` — a search's filters and its cursor; :mod:`.lines` — one line's fields;
 - :mod:`.match` — whether a line matches, and finding candidates fast;
 - :mod:`.search` — a page of results within the limits; :mod:`.timerange` — time bisection;
-- :mod:`.follow` — live tail across rotations; :mod:`.redact` — hiding secrets at read time;
-- :mod:`.viewer` — the per-app object; :mod:`.views` and :mod:`.session` — HTTP;
-  :mod:`.cli` — ``flask observe logs``.
+- :mod:`.follow` — live tail across rotations, every file by inode; :mod:`.positions` —
+  where a tail is; :mod:`.redact` — hiding secrets at read time; :mod:`.signing` — cursors
+  and positions that cannot be forged;
+- :mod:`.viewer` — the per-app object; :mod:`.views`, :mod:`.streams` and :mod:`.session` —
+  HTTP; :mod:`.cli` — ``flask observe logs``.
 
 See docs/logviewer.md.
 """

@@ -176,7 +176,9 @@ def tail_command(fmt: str, file_name: str | None, lines: int, follow: bool, **fi
         start,
         stop=stop,
         deadline=float("inf"),
+        clock=viewer.clock,
         heartbeat=3600.0,
+        max_line_bytes=viewer.limits.max_line_bytes,
     )
     try:
         for kind, payload, _ in events:
@@ -184,6 +186,10 @@ def tail_command(fmt: str, file_name: str | None, lines: int, follow: bool, **fi
                 _print(payload, fmt)
             elif kind in ("rotated", "truncated"):
                 click.echo(f"--- {name} was {kind}; following the new file ---", err=True)
+            elif kind == "gap":
+                lost = f"{payload['bytes']} bytes" if payload["bytes"] is not None else "lines"
+                where = f" of {payload['file']}" if payload["file"] else ""
+                click.echo(f"--- {lost}{where} missed: {payload['reason']} ---", err=True)
             elif kind == "end":
                 click.echo(f"--- {payload['reason']} ---", err=True)
     except KeyboardInterrupt:

@@ -179,7 +179,7 @@ class Matcher:
             if changed and not self._still_matches(orjson.dumps(redacted), redacted):
                 return None
             return redacted, None
-        hidden = self.redactor.text(raw or "")
+        hidden = self.redactor.line(raw or "")
         if hidden != raw and not self._still_matches(hidden.encode(), None):
             return None
         return None, hidden

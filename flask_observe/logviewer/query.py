@@ -7,8 +7,6 @@ expects (the API answers 400 with it).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import hashlib
 import re
@@ -21,6 +19,7 @@ import orjson
 
 from ..context import REQUEST_ID_PATTERN
 from .lines import LEVELS, canonical_time, format_time, level_rank
+from .signing import Signer
 
 __all__ = ["Cursor", "Query", "QueryError", "parse_query", "parse_time"]
 
@@ -50,6 +49,7 @@ _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 
 _CORRELATION_ID = re.compile(rf"{REQUEST_ID_PATTERN}{{1,1024}}")
 _TRACE_ID = re.compile(r"[0-9a-fA-F]{16,32}")
 _FIELD_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+_PURPOSE = "cursor"
 
 
 class QueryError(ValueError):
@@ -73,9 +73,10 @@ class Cursor:
     since: str | None = None
     until: str | None = None
 
-    def encode(self) -> str:
+    def encode(self, signer: Signer) -> str:
+        """The cursor as an opaque string, signed (:mod:`.signing`)."""
         data = [
-            1,
+            2,
             self.file,
             self.fingerprint,
             self.offset,
@@ -84,15 +85,17 @@ class Cursor:
             self.since,
             self.until,
         ]
-        return base64.urlsafe_b64encode(orjson.dumps(data)).decode().rstrip("=")
+        return signer.dumps(_PURPOSE, data)
 
     @classmethod
-    def decode(cls, text: str) -> Cursor:
+    def decode(cls, text: str, signer: Signer) -> Cursor:
+        """:raises QueryError: unless ``text`` is a cursor ``signer`` signed."""
         try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-            version, name, fingerprint, offset, key, query, since, until = orjson.loads(raw)
+            version, name, fingerprint, offset, key, query, since, until = signer.loads(
+                _PURPOSE, text
+            )
             ok = (
-                version == 1
+                version == 2
                 and isinstance(name, str)
                 and isinstance(fingerprint, str)
                 and isinstance(offset, int)
@@ -114,8 +117,11 @@ class Cursor:
                 since_c,
                 until_c,
             )
-        except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
-            raise QueryError("cursor: not a cursor of this log viewer") from None
+        except (ValueError, TypeError):  # BadSignature is a ValueError
+            raise QueryError(
+                "cursor: not a cursor of this log viewer (altered, or signed by another"
+                " process: see docs/logviewer.md, 'Cursors and event IDs')"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -246,11 +252,12 @@ def parse_query(
     *,
     max_results: int,
     max_pattern_length: int,
+    signer: Signer,
     default_limit: int = DEFAULT_LIMIT,
     now: float | None = None,
 ) -> Query:
     """A :class:`Query` from ``args`` (each parameter's list of values, as from
-    ``request.args.to_dict(flat=False)``).
+    ``request.args.to_dict(flat=False)``); a cursor must be one ``signer`` signed.
 
     :raises QueryError: naming the first invalid parameter.
     """
@@ -306,7 +313,7 @@ def parse_query(
     cursor_text = _one(args, "cursor")
     if cursor_text is None:
         return query
-    cursor = Cursor.decode(cursor_text)
+    cursor = Cursor.decode(cursor_text, signer)
     if cursor.query != query.fingerprint():
         raise QueryError("cursor: it continues a different search (the filters changed)")
     return replace(query, cursor=cursor, since=cursor.since, until=cursor.until)

@@ -42,6 +42,8 @@ class LogFile:
     size: int
     mtime: float
     rotated_at: float | None
+    #: ``(st_dev, st_ino)`` when listed: the file itself, whatever it is called later.
+    identity: tuple[int, int] = (0, 0)
 
     @property
     def order_key(self) -> tuple[int, float, str]:
@@ -193,6 +195,29 @@ class PlainReader(Reader):
         found = self.buffer.find(b"\n", 0, n)
         return bytes(self.buffer[: found + 1]) if found != -1 else b""
 
+    def line_start(self, offset: int) -> int:
+        """The first line start at or after ``offset`` (:attr:`end` if there is none).
+
+        Offsets that come back from a client (a cursor, a tail position) go through here,
+        so a read never starts inside a line, where redaction by field name cannot apply.
+        """
+        end = self.end
+        if offset <= 0:
+            return 0
+        if offset >= end:
+            return end
+        pos, k = offset - 1, 0
+        while pos < end:
+            n = self._pread(min(self.window(k), end - pos), pos)
+            k += 1
+            if n <= 0:
+                return end
+            found = self.buffer.find(b"\n", 0, n)
+            if found != -1:
+                return pos + found + 1
+            pos += n
+        return end
+
     def tail_line(self) -> bytes:
         """The last complete line (at most 64 KiB), ``b""`` if none."""
         end = self.end
@@ -232,7 +257,11 @@ class GzipReader(Reader):
         return gzip.GzipFile(fileobj=raw, mode="rb")
 
     def forward(self, start: int, end: int | None) -> Iterator[Chunk]:
+        """Like :meth:`PlainReader.forward`, with ``start`` and ``end`` moved to line starts
+        (the first at or after each), so no chunk begins or ends inside a line."""
         pos = carry = k = 0  # pos: uncompressed offset of buffer[0]
+        #: ``start`` is inside a line: skip to the next newline first.
+        seeking = False
         try:
             with self._stream() as stream:
                 while end is None or pos < end:
@@ -253,7 +282,16 @@ class GzipReader(Reader):
                                 continue
                             cut = total  # a piece of a line longer than the buffer
                     lo = max(start - pos, 0)
+                    if start > 0 and pos < start <= pos + cut and buffer[start - pos - 1] != 10:
+                        seeking = True  # byte start-1 is not a newline: start is mid-line
+                    if seeking:
+                        newline = buffer.find(b"\n", lo, cut)
+                        seeking = newline == -1
+                        lo = cut if seeking else newline + 1
                     hi = cut if end is None else min(cut, end - pos)
+                    if 0 < hi < cut and buffer[hi - 1] != 10:
+                        newline = buffer.find(b"\n", hi, cut)  # end is mid-line: take it whole
+                        hi = cut if newline == -1 else newline + 1
                     if hi > lo:
                         yield pos, lo, hi
                     if n == 0:

@@ -2,7 +2,9 @@
 
 Two kinds of rules (``OBSERVE_LOGVIEWER_REDACT_KEYS`` and ``…_PATTERNS``): a JSON field whose
 name matches a key pattern has its whole value replaced; a value pattern found in any string
-(or a raw line) has its group 1 replaced, or the whole match when it has no group. The files
+(or a raw line) has its group 1 replaced, or the whole match when it has no group. A raw line
+(text, or JSON that did not parse: cut short, malformed) gets both: every ``"key": value``
+in it whose key matches is hidden as in a record, then the value patterns. The files
 are not changed. Patterns come from the app's configuration (trusted), so they run on
 Python's ``re``.
 """
@@ -20,6 +22,12 @@ _LEADING_FLAGS = re.compile(r"\(\?([aiLmsux]+)\)")
 #: Field names and short values repeat on every line: their verdicts are remembered.
 _CACHE_SIZE = 4096
 _SHORT = 64
+#: ``"key": value`` as JSON writes it, or escaped once inside a JSON string
+#: (``\"key\":\"value\"``); a string value may be cut off by the end of the line.
+_PAIR = re.compile(
+    r'(?P<q>\\?)"(?P<key>[^"\\]{1,128})(?P=q)"\s*:\s*'
+    r'(?P<value>(?P=q)"(?:[^"\\]|\\.)*?(?:(?P=q)"|\Z)|[^\s,}\]]+)'
+)
 
 
 def _combined(patterns: list[re.Pattern[str]]) -> re.Pattern[str] | None:
@@ -63,6 +71,22 @@ class Redactor:
         for pattern in self._patterns:
             value = pattern.sub(_replace, value)
         return value
+
+    def line(self, raw: str) -> str:
+        """A raw line with every secret-looking part replaced: the values of secret keys
+        wherever ``"key": value`` appears in it, then the value patterns (:meth:`text`)."""
+        if self._key is not None and '"' in raw:
+            raw = _PAIR.sub(self._hide_pair, raw)
+        return self.text(raw)
+
+    def _hide_pair(self, match: re.Match[str]) -> str:
+        quote = match["q"]
+        value = match["value"]
+        empty = (f'{quote}"{quote}"', "null", f'{quote}"{MASK}{quote}"')
+        if value in empty or not self._is_secret_key(match["key"]):
+            return match[0]
+        kept = match[0][: match.start("value") - match.start()]
+        return f'{kept}{quote}"{MASK}{quote}"'
 
     def _is_secret_key(self, key: str) -> bool:
         known = self._secret_keys.get(key)

@@ -9,15 +9,16 @@ work, so following cursors always finishes.
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._clock import SYSTEM, Clock
 from .match import Hit, Matcher
 from .query import Cursor, Query
 from .readers import GzipReader, PlainReader, Reader, ReadError
 from .redact import Redactor
+from .signing import Signer
 from .store import LogFile, LogStore
 from .timerange import byte_range, prune
 
@@ -83,15 +84,19 @@ def run_search(
     limits: Limits,
     redactor: Redactor | None = None,
     *,
+    signer: Signer,
     matcher: Matcher | None = None,
     files: list[LogFile] | None = None,
+    clock: Clock = SYSTEM,
 ) -> Page:
-    """One page of ``query`` over ``store``.
+    """One page of ``query`` over ``store``; its cursor is signed by ``signer``; the time
+    budget is measured on ``clock``.
 
     :raises BadName, NoSuchFile: if ``query.file`` is not a readable file.
     :raises QueryError: if a filter cannot be compiled.
     """
-    return _Search(store, query, limits, matcher or Matcher(query, redactor), files).run()
+    search = _Search(store, query, limits, matcher or Matcher(query, redactor), files, clock)
+    return search.run(signer)
 
 
 class _Search:
@@ -102,34 +107,36 @@ class _Search:
         limits: Limits,
         matcher: Matcher,
         files: list[LogFile] | None,
+        clock: Clock,
     ) -> None:
         self.store = store
         self.query = query
         self.limits = limits
         self.matcher = matcher
         self.page = Page()
-        self.started = time.monotonic()
+        self.clock = clock
+        self.started = clock.monotonic()
         self.deadline = self.started + limits.time_budget
         self.size = 0
         self.checked = 0
         self.planned = 0
         self.files = files
 
-    def run(self) -> Page:
+    def run(self, signer: Signer) -> Page:
         page = self.page
         files = self._plan_files()
         index, offset = self._resume(files)
         try:
             for i in range(index, len(files)):
                 log_file = files[i]
-                if i > index and time.monotonic() > self.deadline:
+                if i > index and self.clock.monotonic() > self.deadline:
                     self._stop_before(log_file)
                 self._scan_file(log_file, offset if i == index else None)
         except _Stop as stop:
             page.stopped = stop.reason
-            page.cursor = stop.cursor.encode()
+            page.cursor = stop.cursor.encode(signer)
             page.partial = stop.reason != "limit"
-        page.elapsed_ms = (time.monotonic() - self.started) * 1000.0
+        page.elapsed_ms = (self.clock.monotonic() - self.started) * 1000.0
         return page
 
     # -- which files, from where ---------------------------------------------------------
@@ -206,6 +213,7 @@ class _Search:
         query = self.query
         lo, hi = byte_range(reader, query.since, query.until)
         if offset is not None:
+            offset = reader.line_start(offset)  # never from inside a line
             if query.newest_first:
                 hi = min(hi, offset)
             else:
@@ -231,10 +239,10 @@ class _Search:
                 if hit is not None:
                     self._emit(log_file, reader, base + line_start, after, hit, backward)
                 self.checked += 1
-                if self.checked % _CLOCK_EVERY == 0 and time.monotonic() > self.deadline:
+                if self.checked % _CLOCK_EVERY == 0 and self.clock.monotonic() > self.deadline:
                     position = base + line_start if backward else after
                     raise _Stop("time_budget", self._cursor(log_file, reader, position))
-            if time.monotonic() > self.deadline:
+            if self.clock.monotonic() > self.deadline:
                 position = base + start if backward else base + end
                 raise _Stop("time_budget", self._cursor(log_file, reader, position))
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..config import (
     boolean,
+    choice,
     file_names,
     integer,
     key,
@@ -73,6 +74,11 @@ class LogViewerSettings:
     logviewer_max_followers: int = key(8, integer(0))
     #: A live tail ends after this many seconds (the page reconnects).
     logviewer_follow_seconds: float = key(3600.0, number(1.0))
+    #: How a live tail is served: ``auto`` streams where the server can hold a stream (it
+    #: runs requests in threads or greenlets: ``wsgi.multithread``) and refuses with 409
+    #: elsewhere (gunicorn's sync workers), the page polling instead; ``stream``: always;
+    #: ``poll``: never a stream.
+    logviewer_follow_mode: str = key("auto", choice("auto", "stream", "poll"))
     #: Hide secret-looking values in what the viewer returns.
     logviewer_redact: bool = key(True, boolean)
     logviewer_redact_keys: tuple[str, ...] = key(DEFAULT_REDACT_KEYS, patterns)

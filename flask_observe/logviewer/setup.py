@@ -41,11 +41,16 @@ def _check(plan: Plan) -> None:
 
 
 def _setup(wiring: Wiring) -> None:
+    from .signing import Signer
     from .viewer import LogViewer
     from .views import register
 
     settings = wiring.settings(LogViewerSettings)
-    viewer = LogViewer.from_config(settings, wiring.settings(LoggingSettings))
+    # Cursors and tail positions are signed with a key every worker shares where there is
+    # one (the token, else the host's SECRET_KEY): see signing.py.
+    core = wiring.settings(CoreSettings)
+    signer = Signer.for_app(core.auth_token, wiring.app.secret_key)
+    viewer = LogViewer.from_config(settings, wiring.settings(LoggingSettings), signer)
     register(wiring.app, wiring.state, settings, viewer)
     wiring.provide(viewer)
     wiring.publish_url("logviewer", settings.logviewer_ui_path)

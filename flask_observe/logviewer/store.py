@@ -9,8 +9,15 @@ Readable files are exactly those the logging pipeline writes: each configured ac
 2. membership in the current listing — anything else: :class:`NoSuchFile`;
 3. canonical resolution (symlinks followed) and ``is_relative_to`` the canonical log
    directory, as a direct child, a regular file — a symlink leading out: :class:`NoSuchFile`;
-4. opened with ``O_NOFOLLOW | O_NONBLOCK`` on the canonical path and checked again with
-   ``fstat`` (same inode, regular file), so a swap between check and open is caught.
+4. the log's own file: one link (``st_nlink == 1``: a hard link in the directory to a file
+   elsewhere has two, and its canonical path is inside, so step 3 cannot see it), on the
+   directory's device, owned by this process's user or the directory's owner;
+5. opened with ``O_NOFOLLOW | O_NONBLOCK`` on the canonical path and checked again with
+   ``fstat`` (regular file, the log's own), so a swap between check and open is caught.
+
+Rotation renames (one link before and after) and gzip writes a new file of its own: files
+the logging pipeline makes always pass step 4. A log file given a second name by hand
+(``ln app.log backup.log``) is refused until that name is removed: copy, do not link.
 
 Reading is in :mod:`.readers`.
 """
@@ -82,28 +89,52 @@ class LogStore:
             return None
         return base if base.is_dir() else None
 
-    def files(self) -> list[LogFile]:
-        """Every readable file, oldest first."""
+    def owns(self, st: os.stat_result, directory: os.stat_result | None = None) -> bool:
+        """Whether ``st`` is a file of the log's own: a regular file with one link, on the
+        log directory's device, owned by this process's user or the directory's owner.
+
+        :param directory: the log directory's ``stat`` (looked up when not given).
+        """
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            return False
+        if directory is None:
+            try:
+                directory = os.stat(self.directory)
+            except OSError:
+                return False
+        return st.st_dev == directory.st_dev and st.st_uid in (os.geteuid(), directory.st_uid)
+
+    def files(self, stream: str | None = None) -> list[LogFile]:
+        """Every readable file (of ``stream`` only, if given), oldest first."""
         base = self.base()
         if base is None:
             return []
+        try:
+            directory = os.stat(base)
+        except OSError:
+            return []
         found: list[LogFile] = []
-        for stream in self.streams:
-            active = self._inside(base, base / stream)
+        for name in self.streams if stream is None else (stream,):
+            active = self._inside(base, base / name, directory)
             if active is not None:
-                found.append(self._entry(active, stream, stream, None))
-            pattern = rotated_pattern(stream)
-            for path in rotated_files(base, stream):
+                with contextlib.suppress(OSError):
+                    found.append(self._entry(active, name, name, None))
+            pattern = rotated_pattern(name)
+            for path in rotated_files(base, name):
                 match = pattern.match(path.name)
                 if match is None:  # pragma: no cover - rotated_files matched it already
                     continue
+                if self._inside(base, path, directory) != path:
+                    continue  # a symlink, a hard link, another owner's file: not the log's
                 with contextlib.suppress(OSError):
-                    found.append(self._entry(path, path.name, stream, _rotation_time(match[1])))
+                    found.append(self._entry(path, path.name, name, _rotation_time(match[1])))
         found.sort(key=lambda f: f.order_key)
         return found
 
-    def _inside(self, base: Path, path: Path) -> Path | None:
-        """``path`` canonicalised, if it is a regular file directly inside ``base``."""
+    def _inside(
+        self, base: Path, path: Path, directory: os.stat_result | None = None
+    ) -> Path | None:
+        """``path`` canonicalised, if it is a file of the log's own directly inside ``base``."""
         try:
             canonical = path.resolve(strict=True)
             st = canonical.stat()
@@ -111,7 +142,7 @@ class LogStore:
             return None
         if not canonical.is_relative_to(base) or canonical.parent != base:
             return None
-        return canonical if stat.S_ISREG(st.st_mode) else None
+        return canonical if self.owns(st, directory) else None
 
     @staticmethod
     def _entry(path: Path, name: str, stream: str, rotated_at: float | None) -> LogFile:
@@ -125,6 +156,7 @@ class LogStore:
             size=st.st_size,
             mtime=st.st_mtime,
             rotated_at=rotated_at,
+            identity=(st.st_dev, st.st_ino),
         )
 
     def resolve(self, name: str) -> LogFile:
@@ -155,6 +187,8 @@ class LogStore:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise ReadError("not a regular file")
+            if not self.owns(st):
+                raise ReadError("not a file of this log (a second link, or another owner)")
             if log_file.compressed:
                 return GzipReader(fd, log_file, self.windows)
             return PlainReader(fd, log_file, self.windows, st.st_size)

@@ -6,19 +6,22 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
 from collections.abc import Iterator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .follow import Event, follow
+import orjson
+
+from .._clock import SYSTEM, Clock
+from .follow import Event, Position, follow, start_position
 from .lines import format_time, line_timestamp
 from .match import Matcher
-from .query import Query, QueryError, parse_query
+from .query import Cursor, Query, QueryError, parse_query
 from .readers import PlainReader, ReadError, first_timestamp
 from .redact import Redactor
 from .search import Limits, Page, run_search
+from .signing import Signer
 from .store import LogStore
 
 if TYPE_CHECKING:
@@ -35,11 +38,25 @@ class Busy(RuntimeError):
     """Too many searches or live tails at once (HTTP 429)."""
 
 
+@dataclass
+class Poll:
+    """What a polling tail gets: the new matching lines since its position, the other
+    events among them (``{"event": "rotated" | "truncated" | "gap", "at": <index of the next
+    line>, …}``), the position to poll from next, and whether there is more already."""
+
+    results: list[dict[str, Any]] = field(default_factory=list)
+    notices: list[dict[str, Any]] = field(default_factory=list)
+    position: Position | None = None
+    more: bool = False
+
+
 class LogViewer:
     """Lists, searches and tails the log files of one app.
 
     :param directory: the log directory.
     :param streams: the active file names shown (each with its rotated files).
+    :param signer: signs cursors and tail positions (default: a key of this process only).
+    :param clock: what time budgets and live tails read.
     """
 
     def __init__(
@@ -52,8 +69,14 @@ class LogViewer:
         max_concurrent: int = 4,
         max_followers: int = 8,
         follow_seconds: float = 3600.0,
+        signer: Signer | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.store = LogStore(directory, streams)
+        self.signer = signer or Signer.for_app(None, None)
+        self.clock = clock
+        #: Seconds between two looks at the files while a live tail is idle.
+        self.poll_interval = 0.25
         self.limits = limits or Limits()
         self.redactor = redactor
         self.follow_seconds = follow_seconds
@@ -64,7 +87,9 @@ class LogViewer:
         self.stopping = threading.Event()
 
     @classmethod
-    def from_config(cls, config: LogViewerSettings, logs: LoggingSettings) -> LogViewer:
+    def from_config(
+        cls, config: LogViewerSettings, logs: LoggingSettings, signer: Signer | None = None
+    ) -> LogViewer:
         """The viewer the ``OBSERVE_LOGVIEWER_*`` settings describe (reading the files the
         ``OBSERVE_LOG_*`` settings write unless told otherwise)."""
         directory = config.logviewer_dir or logs.log_dir
@@ -89,6 +114,7 @@ class LogViewer:
             max_concurrent=config.logviewer_max_concurrent,
             max_followers=config.logviewer_max_followers,
             follow_seconds=config.logviewer_follow_seconds,
+            signer=signer,
         )
 
     def close(self) -> None:
@@ -109,6 +135,7 @@ class LogViewer:
             args,
             max_results=self.limits.max_results,
             max_pattern_length=self.limits.max_pattern_length,
+            signer=self.signer,
             default_limit=default_limit,
         )
 
@@ -140,27 +167,54 @@ class LogViewer:
     def search(self, query: Query) -> Page:
         """One page of results; :raises Busy, BadName, NoSuchFile, QueryError:."""
         with self._slot():
-            return run_search(self.store, query, self.limits, self.redactor)
+            return self._run(query)
 
-    def tail(
-        self, name: str, args: Mapping[str, list[str]], lines: int
-    ) -> tuple[Page, Query, tuple[tuple[int, int], int] | None]:
-        """The last ``lines`` matching lines of ``name``, oldest first, and where a live tail
-        should start (the file's identity and the end the tail read up to)."""
+    def _run(self, query: Query, files: list[Any] | None = None) -> Page:
+        return run_search(
+            self.store,
+            query,
+            self.limits,
+            self.redactor,
+            signer=self.signer,
+            files=files,
+            clock=self.clock,
+        )
+
+    def tail_query(self, name: str, args: Mapping[str, list[str]], lines: int = 1) -> Query:
+        """The filters of a tail of ``name`` from request arguments; :raises QueryError:."""
         for key in TAIL_FORBIDDEN:
             if key in args:
                 raise QueryError(f"{key}: not a parameter of a tail")
-        query = replace(self.parse(args), file=name, limit=max(lines, 1), newest_first=True)
+        return replace(self.parse(args), file=name, limit=max(lines, 1), newest_first=True)
+
+    def tail(
+        self, name: str, args: Mapping[str, list[str]], lines: int
+    ) -> tuple[Page, Query, Position]:
+        """The last ``lines`` matching lines of ``name``, oldest first, and where a live tail
+        goes on from: just after them (the page never reaches past that position)."""
+        query = self.tail_query(name, args, lines)
         log_file = self.store.resolve(name)
         with self._slot():
-            start = None
-            with contextlib.suppress(ReadError), self.store.open(log_file) as reader:
-                if isinstance(reader, PlainReader):
-                    st = os.fstat(reader.fd)
-                    start = ((st.st_dev, st.st_ino), reader.end)
+            if log_file.active:
+                start = start_position(self.store, log_file.stream, self.clock)
+            else:  # a rotated file is not followed
+                start = Position((), self.clock.time())
             if lines == 0:
                 return Page(), query, start
-            page = run_search(self.store, query, self.limits, self.redactor, files=[log_file])
+            bounded = query
+            mark = next((m for m in start.marks if m.identity == log_file.identity), None)
+            if mark is not None and mark.offset >= 0:  # up to where a live tail would start
+                cursor = Cursor(
+                    file=name,
+                    fingerprint=mark.head,
+                    offset=mark.offset,
+                    key=log_file.order_key,
+                    query=query.fingerprint(),
+                    since=query.since,
+                    until=query.until,
+                )
+                bounded = replace(query, cursor=cursor)
+            page = self._run(bounded, files=[log_file])
         page.results.reverse()
         return page, query, start
 
@@ -168,12 +222,12 @@ class LogViewer:
         self,
         name: str,
         query: Query,
-        start: tuple[tuple[int, int], int] | None,
+        start: Position,
         *,
-        poll: float = 0.25,
         heartbeat: float = 15.0,
     ) -> Iterator[Event]:
-        """Live events for the active file ``name``; holds a follower slot until closed.
+        """Live events for the stream of the active file ``name``; holds a follower slot
+        until closed.
 
         :raises Busy: when ``OBSERVE_LOGVIEWER_MAX_FOLLOWERS`` tails are open already.
         """
@@ -187,14 +241,59 @@ class LogViewer:
                 Matcher(query, self.redactor),
                 start,
                 stop=self.stopping,
-                deadline=time.monotonic() + self.follow_seconds,
-                poll=poll,
+                deadline=self.clock.monotonic() + self.follow_seconds,
+                clock=self.clock,
+                poll=self.poll_interval,
                 heartbeat=heartbeat,
+                max_line_bytes=self.limits.max_line_bytes,
             )
         except BaseException:
             slots.release()
             raise
         return _Held(events, slots)
+
+    def poll(self, name: str, query: Query, position: Position, limit: int) -> Poll:
+        """The polling tail: what a live tail from ``position`` would send now, at most
+        ``limit`` lines and the response byte cap, within the time budget (no stream held).
+
+        :raises Busy: when ``OBSERVE_LOGVIEWER_MAX_CONCURRENT`` searches are running.
+        """
+        out = Poll(position=position)
+        size = 0
+        with self._slot():
+            events = follow(
+                self.store,
+                name,
+                Matcher(query, self.redactor),
+                position,
+                stop=self.stopping,
+                deadline=self.clock.monotonic() + self.limits.time_budget,
+                clock=self.clock,
+                once=True,
+                max_line_bytes=self.limits.max_line_bytes,
+            )
+            try:
+                for kind, payload, where in events:
+                    if kind == "line":
+                        if len(out.results) >= limit or (
+                            out.results and size > self.limits.max_response_bytes
+                        ):
+                            out.more = True
+                            break
+                        size += len(orjson.dumps(payload))
+                        out.results.append(payload)
+                    elif kind in ("rotated", "truncated", "gap"):
+                        out.notices.append({"event": kind, "at": len(out.results), **payload})
+                    if where is not None:
+                        out.position = where
+                    if kind in ("idle", "end"):
+                        out.more = kind == "end"
+                        break
+            finally:
+                close = getattr(events, "close", None)
+                if close is not None:
+                    close()
+        return out
 
 
 class _Held:

@@ -5,8 +5,10 @@ API (prefix ``OBSERVE_LOGVIEWER_API_PREFIX``, default ``/api/logs``):
 
 - ``GET /files`` — the readable files, newest first;
 - ``GET /search`` — one page of matching lines (see :mod:`.query` for the parameters);
-- ``GET /tail/<file_name>?lines=100[&follow=1]`` — the last lines; with ``follow``, a
-  ``text/event-stream`` of new lines that survives rotation.
+- ``GET /tail/<file_name>?lines=100[&follow=1]`` — the last lines and ``next``, where the
+  tail goes on; with ``follow``, a ``text/event-stream`` of new lines that survives rotation
+  (409 where the server cannot hold a stream, see :func:`stream_refusal`);
+  ``?after=<next>`` — the polling tail: the lines since, and the next ``next``.
 
 Page (``OBSERVE_LOGVIEWER_UI_PATH``, default ``/observe/logs``): the UI, its two assets,
 and ``POST login`` / ``POST logout`` for the session cookie (:mod:`.session`).
@@ -16,9 +18,8 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import re
 import secrets
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -31,10 +32,11 @@ from werkzeug.exceptions import HTTPException
 from .._bodies import read_form, refuse_large_body
 from .._optional import MissingDependencyError
 from ..auth import GRANTED, Decision
-from .follow import Event, event_id
+from .positions import Position
 from .query import QueryError
 from .session import COOKIE_NAME, SessionSigner
 from .store import BadName, NoSuchFile
+from .streams import sse, stream_refusal
 from .viewer import Busy, LogViewer
 
 if TYPE_CHECKING:
@@ -46,7 +48,6 @@ __all__ = ["register"]
 BLUEPRINT = "observe_logviewer"
 STATIC = Path(__file__).parent / "static"
 ASSETS = {"logviewer.js": "text/javascript", "logviewer.css": "text/css"}
-_LAST_EVENT = re.compile(r"(\d{1,20})-(\d{1,20})-(\d{1,16})")
 _CSP = (
     "default-src 'none'; script-src 'self'{nonce}; style-src 'self'{nonce}; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
@@ -107,29 +108,6 @@ def _plain_http_origin() -> bool:
     origin = request.headers.get("Origin", "")
     parts = urlsplit(origin)
     return parts.scheme == "http" and not _loopback(parts.netloc)
-
-
-def _event(kind: str, payload: Any, ident: str | None) -> bytes:
-    head = b"id: " + ident.encode() + b"\n" if ident else b""
-    return head + b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
-
-
-def _sse(
-    initial: Iterable[dict[str, Any]], ready_id: str | None, events: Iterator[Event]
-) -> Iterator[bytes]:
-    """The event stream: the tail's lines, ``ready`` (its id resumes after them), then
-    live events. A reconnecting ``EventSource`` sends the last id back as Last-Event-ID."""
-    try:
-        yield b"retry: 3000\n\n"
-        for item in initial:
-            yield _event("line", item, None)
-        yield _event("ready", {}, ready_id)
-        for kind, payload, ident in events:
-            yield b": keepalive\n\n" if kind == "keepalive" else _event(kind, payload, ident)
-    finally:
-        close = getattr(events, "close", None)
-        if close is not None:
-            close()
 
 
 def register(app: Flask, state: ObserveState, config: LogViewerSettings, viewer: LogViewer) -> None:
@@ -213,12 +191,23 @@ def register(app: Flask, state: ObserveState, config: LogViewerSettings, viewer:
         }
         return _json(body)
 
+    def position(text: str, name: str) -> Position:
+        try:
+            return Position.decode(text, viewer.signer)
+        except ValueError:
+            raise QueryError(
+                f"{name}: not a position of this log viewer (altered, or signed by another"
+                " process: see docs/logviewer.md, 'Cursors and event IDs')"
+            ) from None
+
     @bp.get(f"{api}/tail/<file_name>", endpoint="tail")
     @guarded
     def tail(file_name: str) -> ResponseReturnValue:
         args = request.args.to_dict(flat=False)
         lines_text = (args.pop("lines", None) or ["100"])[-1]
         follow = _flag((args.pop("follow", None) or ["false"])[-1])
+        after_values = args.pop("after", None)
+        after = after_values[-1] if after_values else None
         try:
             lines = int(lines_text)
         except ValueError:
@@ -226,20 +215,51 @@ def register(app: Flask, state: ObserveState, config: LogViewerSettings, viewer:
         if not 0 <= lines <= viewer.limits.max_results:
             raise QueryError(f"lines: expected 0 to {viewer.limits.max_results}")
         log_file = viewer.store.resolve(file_name)
-        if follow and not log_file.active:
+        if (follow or after) and not log_file.active:
             raise QueryError("follow: only an active file grows; this one is rotated")
-        resume = _LAST_EVENT.fullmatch(request.headers.get("Last-Event-ID", ""))
-        if follow and resume:  # a reconnect: go on after the last line the client got
+        if after is not None:  # the polling tail
+            if follow:
+                raise QueryError("after: polls without a stream; not with follow")
+            start = position(after, "after")
+            query = viewer.tail_query(file_name, args)
+            polled = viewer.poll(file_name, query, start, max(lines, 1))
+            assert polled.position is not None
+            return _json(
+                {
+                    "file": file_name,
+                    "results": polled.results,
+                    "notices": polled.notices,
+                    "next": polled.position.encode(viewer.signer),
+                    "more": polled.more,
+                }
+            )
+        if follow:
+            refusal = stream_refusal(request.environ, config.logviewer_follow_mode)
+            if refusal is None and viewer.max_followers == 0:
+                refusal = (
+                    "live tail streams are off (OBSERVE_LOGVIEWER_MAX_FOLLOWERS=0); poll"
+                    " GET …/tail/<file>?after=<next> instead"
+                )
+            if refusal is not None:
+                return _json({"error": refusal, "poll": True}, 409)
+        header = request.headers.get("Last-Event-ID", "")
+        resume = position(header, "Last-Event-ID") if follow and header else None
+        if resume is not None:  # a reconnect: go on after the last event the client got
             lines = 0
         page, query, start = viewer.tail(file_name, args, lines)
         if not follow:
-            return _json({"file": file_name, **page.as_dict()})
-        if resume:
-            start = ((int(resume[1]), int(resume[2])), int(resume[3]))
+            following = start.encode(viewer.signer) if log_file.active else None
+            return _json({"file": file_name, **page.as_dict(), "next": following})
+        if resume is not None:
+            start = resume
         events = viewer.follow(file_name, query, start)
-        ready_id = event_id(*start) if start is not None else None
         return Response(
-            _sse(page.results, ready_id, events),
+            sse(
+                page.results,
+                start.encode(viewer.signer),
+                events,
+                lambda where: where.encode(viewer.signer),
+            ),
             mimetype="text/event-stream",
             headers={"X-Accel-Buffering": "no"},
         )
@@ -259,7 +279,10 @@ def register(app: Flask, state: ObserveState, config: LogViewerSettings, viewer:
             ui=ui,
             trace_url=config.logviewer_trace_url or "",
             max_results=viewer.limits.max_results,
-            can_follow=viewer.max_followers > 0,
+            follow_mode="poll"
+            if viewer.max_followers == 0
+            or stream_refusal(request.environ, config.logviewer_follow_mode)
+            else "stream",
             can_sign_out=signer is not None,
             service=state.service_name,
         )

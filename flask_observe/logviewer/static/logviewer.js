@@ -11,7 +11,10 @@
   const API = body.dataset.api;
   const TRACE_URL = body.dataset.traceUrl || "";
   const MAX_RESULTS = parseInt(body.dataset.maxResults, 10) || 1000;
-  const CAN_FOLLOW = body.dataset.canFollow === "true";
+  // "stream": an EventSource; "poll": this server cannot hold a stream (gunicorn sync
+  // workers), so the tail asks for the lines since its last position every POLL_MS.
+  const FOLLOW_MODE = body.dataset.followMode === "poll" ? "poll" : "stream";
+  const POLL_MS = 2000;
   const MAX_TAIL_ROWS = 2000;
   const FILTERS = ["text", "regex", "level", "since", "until", "file", "correlation_id",
     "trace_id", "fields", "limit", "order", "ignore_case"];
@@ -25,6 +28,8 @@
   let nextCursor = null;
   let lastParams = null;
   let source = null;
+  let pollTimer = null;
+  let polling = 0;  // incremented on each start/stop: a stale poll's answer is dropped
 
   function el(tag, className, text) {
     const node = document.createElement(tag);
@@ -253,6 +258,26 @@
 
   // -- live tail ------------------------------------------------------------------------
 
+  function rotationMarker(text) {
+    const row = el("tr", "marker");
+    const cell = el("td", null, text);
+    cell.colSpan = 7;
+    row.appendChild(cell);
+    tailBody.appendChild(row);
+  }
+
+  function gapText(gap) {
+    const what = gap.bytes === null || gap.bytes === undefined ? "some lines" : formatSize(gap.bytes);
+    return "— " + what + (gap.file ? " of " + gap.file : "") + " missed: " + gap.reason + " —";
+  }
+
+  function tailLine(item) {
+    const row = lineRow(item, tailBody);
+    row.classList.add("fresh");
+    while (tailBody.children.length > MAX_TAIL_ROWS) tailBody.firstElementChild.remove();
+    row.scrollIntoView({ block: "nearest" });
+  }
+
   function startTail(event) {
     event.preventDefault();
     stopTail();
@@ -264,29 +289,26 @@
       return;
     }
     const params = new URLSearchParams();
-    params.set("follow", "true");
-    params.set("lines", String(Math.max(0, Math.min(parseInt(data.get("lines"), 10) || 0, MAX_RESULTS))));
     if (data.get("level")) params.set("level", data.get("level"));
     if (data.get("text")) params.set("text", data.get("text"));
+    const lines = String(Math.max(0, Math.min(parseInt(data.get("lines"), 10) || 0, MAX_RESULTS)));
     tailBody.replaceChildren();
-    source = new EventSource(API + "/tail/" + encodeURIComponent(file) + "?" + params.toString());
     $("#tail-start").disabled = true;
     $("#tail-stop").disabled = false;
+    if (FOLLOW_MODE === "poll") {
+      startPolling(file, params, lines);
+      return;
+    }
+    params.set("follow", "true");
+    params.set("lines", lines);
+    source = new EventSource(API + "/tail/" + encodeURIComponent(file) + "?" + params.toString());
     setStatus(status, "connecting…");
     source.addEventListener("open", () => setStatus(status, "following " + file + " · live"));
-    source.addEventListener("line", (message) => {
-      const row = lineRow(JSON.parse(message.data), tailBody);
-      row.classList.add("fresh");
-      while (tailBody.children.length > MAX_TAIL_ROWS) tailBody.firstElementChild.remove();
-      row.scrollIntoView({ block: "nearest" });
-    });
+    source.addEventListener("line", (message) => tailLine(JSON.parse(message.data)));
     source.addEventListener("rotated", () => {
-      const row = el("tr", "marker");
-      const cell = el("td", null, "— " + file + " was rotated; following the new file —");
-      cell.colSpan = 7;
-      row.appendChild(cell);
-      tailBody.appendChild(row);
+      rotationMarker("— " + file + " was rotated; following the new file —");
     });
+    source.addEventListener("gap", (message) => rotationMarker(gapText(JSON.parse(message.data))));
     source.addEventListener("error", () => {
       if (source && source.readyState === EventSource.CLOSED) {
         setStatus(status, "the stream was refused (signed out, or too many live tails)", true);
@@ -297,10 +319,75 @@
     });
   }
 
+  // The polling tail: the last lines with the position after them ("next"), then every
+  // POLL_MS the lines since that position (across rotations, like the stream).
+  async function startPolling(file, params, lines) {
+    const status = $("#tail-status");
+    const run = ++polling;
+    const url = API + "/tail/" + encodeURIComponent(file) + "?";
+    const first = new URLSearchParams(params);
+    first.set("lines", lines);
+    setStatus(status, "connecting…");
+    let next = null;
+    try {
+      const response = await fetch(url + first.toString(), { credentials: "same-origin" });
+      if (run !== polling || signedOut(response)) return;
+      const data = await response.json();
+      if (!response.ok) {
+        setStatus(status, data.error || response.statusText, true);
+        stopTail();
+        return;
+      }
+      for (const item of data.results) tailLine(item);
+      next = data.next;
+    } catch (error) {
+      if (run === polling) setStatus(status, "the server did not answer: " + error, true);
+      return;
+    }
+    setStatus(status, "following " + file + " · polling every " + POLL_MS / 1000 +
+      " s (this server cannot hold a live stream)");
+    const poll = async () => {
+      if (run !== polling) return;
+      const query = new URLSearchParams(params);
+      query.set("after", next);
+      let more = false;
+      try {
+        const response = await fetch(url + query.toString(), { credentials: "same-origin" });
+        if (run !== polling || signedOut(response)) return;
+        const data = await response.json();
+        if (!response.ok) {
+          setStatus(status, data.error || response.statusText, true);
+          if (response.status !== 429) {
+            stopTail();
+            return;
+          }
+        } else {
+          let shown = 0;
+          for (const notice of data.notices) {
+            while (shown < notice.at) tailLine(data.results[shown++]);
+            if (notice.event === "gap") rotationMarker(gapText(notice));
+            else if (notice.event === "rotated") rotationMarker("— " + file + " was rotated; following the new file —");
+            else rotationMarker("— " + file + " was truncated; reading it again from its start —");
+          }
+          while (shown < data.results.length) tailLine(data.results[shown++]);
+          next = data.next;
+          more = data.more;
+        }
+      } catch (error) {
+        setStatus(status, "the server did not answer; retrying…", true);
+      }
+      if (run === polling) pollTimer = setTimeout(poll, more ? 0 : POLL_MS);
+    };
+    pollTimer = setTimeout(poll, POLL_MS);
+  }
+
   function stopTail() {
     if (source) source.close();
     source = null;
-    $("#tail-start").disabled = !CAN_FOLLOW;
+    polling++;
+    if (pollTimer !== null) clearTimeout(pollTimer);
+    pollTimer = null;
+    $("#tail-start").disabled = false;
     $("#tail-stop").disabled = true;
   }
 
@@ -335,10 +422,6 @@
     stopTail();
     setStatus($("#tail-status"), "stopped");
   });
-  if (!CAN_FOLLOW) {
-    $("#tail-start").disabled = true;
-    setStatus($("#tail-status"), "live tail is turned off (OBSERVE_LOGVIEWER_MAX_FOLLOWERS=0)");
-  }
 
   loadFiles().then(() => {
     const params = new URLSearchParams(location.hash.slice(1));
