@@ -151,6 +151,7 @@ def test_channel_formats_slack_discord_pagerduty_webhook(sink: Sink) -> None:
     assert resolve["dedup_key"] == firing.fingerprint
 
 
+@pytest.mark.realtime
 def test_routing_by_severity(sink: Sink) -> None:
     """Warnings go only to the channel that takes warnings."""
     policy = UrlPolicy(allow_http=True, allow_hosts=("127.0.0.1",))
@@ -214,6 +215,7 @@ def test_email_channel_over_smtp() -> None:
     assert "queue: scrapes" in messages[0].get_payload()
 
 
+@pytest.mark.realtime
 def test_429_retry_after_is_honoured() -> None:
     """A receiver answering 429 with Retry-After: 2 gets nothing more while the router's clock
     has not moved 2 s on (the sender looked at it meanwhile), then the alert again."""
@@ -271,6 +273,7 @@ def test_requests_do_not_wait_for_a_hung_receiver(make_app: Callable[..., Flask]
         hung.close()
 
 
+@pytest.mark.realtime
 def test_failed_delivery_is_logged_and_never_alerted(caplog: pytest.LogCaptureFixture) -> None:
     """A receiver answering 500: the alert is tried 3 times (again 1 s, then 5 s later on the
     router's clock), the failure is logged, and no alert about the failure is ever sent (no

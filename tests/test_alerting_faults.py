@@ -316,6 +316,7 @@ def _severity(n: int) -> str:
     return "critical" if n == 12_345 else "error" if n % 1000 == 0 else "warning"
 
 
+@pytest.mark.realtime
 def test_a_channel_throttled_for_an_hour_holds_a_bounded_number_then_sends_one_summary(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -61,6 +61,7 @@ def sink() -> Iterator[Sink]:
         yield receiver
 
 
+@pytest.mark.realtime
 def test_amtool_accepts_the_shipped_config() -> None:
     """``amtool check-config`` accepts the file, with its three receivers and two inhibit
     rules."""
@@ -75,6 +76,7 @@ def test_amtool_accepts_the_shipped_config() -> None:
     assert "2 inhibit rules" in output
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize(
     ("severity", "receiver"),
     [("critical", "pagerduty"), ("error", "slack"), ("warning", "email"), ("info", "email")],
@@ -136,6 +138,7 @@ def test_shipped_config_keeps_secrets_in_files() -> None:
     assert config["route"]["group_by"] == ["alertname", "service"]
 
 
+@pytest.mark.realtime
 def test_two_instances_firing_one_alert_make_one_notification_then_one_resolved(
     sink: Sink, tmp_path: Path
 ) -> None:
@@ -173,6 +176,7 @@ def test_two_instances_firing_one_alert_make_one_notification_then_one_resolved(
         assert [path for _, path, _ in sink.received] == ["pagerduty", "pagerduty"]
 
 
+@pytest.mark.realtime
 def test_a_critical_inhibits_the_warning_of_the_same_alert_and_service(
     sink: Sink, tmp_path: Path
 ) -> None:
@@ -231,6 +235,7 @@ def smtp() -> Iterator[SmtpSink]:
         controller.stop()
 
 
+@pytest.mark.realtime
 def test_the_shipped_receivers_render_and_read_their_secrets_from_files(
     sink: Sink, smtp: SmtpSink, tmp_path: Path
 ) -> None:

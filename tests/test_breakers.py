@@ -37,6 +37,7 @@ def entry(app: Flask, name: str) -> dict[str, object]:
     return doc["checks"][f"{name}:circuitBreaker"][0]  # type: ignore[no-any-return]
 
 
+@pytest.mark.realtime
 def test_open_breaker_warns_and_state_changes_are_logged(
     make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -74,6 +75,7 @@ def test_open_breaker_warns_and_state_changes_are_logged(
     assert entry(app, "platform")["status"] == "pass"
 
 
+@pytest.mark.realtime
 def test_critical_breaker_fails_readiness_until_a_trial_is_due(
     make_app: Callable[..., Flask],
 ) -> None:

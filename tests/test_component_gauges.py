@@ -18,6 +18,7 @@ from flask_observe.state import current_state
 from .test_metrics import sample_value
 
 
+@pytest.mark.realtime
 def test_each_health_result_sets_the_check_status_and_duration(
     make_app: Callable[..., Flask],
 ) -> None:
@@ -56,6 +57,7 @@ def test_each_health_result_sets_the_check_status_and_duration(
     assert 'flask_observe_health_check_status{check="search",critical="true"} 2.0' in body
 
 
+@pytest.mark.realtime
 def test_breaker_state_gauge_follows_every_change(make_app: Callable[..., Flask]) -> None:
     """closed 0 (from the sampler, before any change), open 2 at once when it trips,
     half-open 1 on the trial call, closed 0 again after it succeeds."""

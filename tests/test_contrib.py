@@ -44,6 +44,7 @@ def need_tool(name: str) -> str:
     return path
 
 
+@pytest.mark.realtime
 @pytest.mark.services
 def test_promtool_checks_the_shipped_rule_files() -> None:
     """``promtool check rules`` accepts flask_observe's rules and the sample's business rules."""
@@ -58,6 +59,7 @@ def test_promtool_checks_the_shipped_rule_files() -> None:
     assert "SUCCESS: 32 rules found" in result.stdout
 
 
+@pytest.mark.realtime
 @pytest.mark.services
 def test_promtool_unit_tests_of_the_burn_rate_alerts() -> None:
     """``promtool test rules``: each burn-rate alert of both SLOs fires at the burn rate it is

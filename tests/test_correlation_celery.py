@@ -31,6 +31,7 @@ def worker_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     return env
 
 
+@pytest.mark.realtime
 @pytest.mark.services
 def test_worker_logs_carry_the_publishing_requests_id(
     worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch

@@ -65,6 +65,7 @@ def failing_app(make_app: Callable[..., Flask], dsn: str, **config: Any) -> Flas
     return app
 
 
+@pytest.mark.realtime
 def test_view_error_reaches_sentry_with_correlation_and_trace_ids(
     make_app: Callable[..., Flask], sentry: SentryReceiver, tmp_path: Path
 ) -> None:
@@ -111,6 +112,7 @@ def test_view_error_reaches_sentry_with_correlation_and_trace_ids(
     assert error_line["trace_id"] == server["trace_id"]
 
 
+@pytest.mark.realtime
 def test_without_tracing_events_still_carry_the_correlation_id(
     make_app: Callable[..., Flask], sentry: SentryReceiver
 ) -> None:
@@ -123,6 +125,7 @@ def test_without_tracing_events_still_carry_the_correlation_id(
     assert "trace_id" not in event["tags"]
 
 
+@pytest.mark.realtime
 def test_privacy_canaries_never_reach_sentry(
     make_app: Callable[..., Flask], sentry: SentryReceiver
 ) -> None:
@@ -139,6 +142,7 @@ def test_privacy_canaries_never_reach_sentry(
     assert "token=" not in sentry.raw().decode()
 
 
+@pytest.mark.realtime
 def test_client_ip_is_sent_only_when_configured(
     make_app: Callable[..., Flask], sentry: SentryReceiver
 ) -> None:
@@ -152,6 +156,7 @@ def test_client_ip_is_sent_only_when_configured(
     assert leaked(sentry.raw()) == ["client_ip"]
 
 
+@pytest.mark.realtime
 def test_the_stock_flask_integration_leaks_the_canaries(sentry: SentryReceiver) -> None:
     """Control: sentry_sdk.init with FlaskIntegration (send_default_pii off) in a process of
     its own sends the query string, the JSON body and the local variable — the canaries and
@@ -201,6 +206,7 @@ def run_peer(mode: str, dsn: str) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+@pytest.mark.realtime
 def test_successful_requests_send_nothing_and_patch_nothing(
     make_app: Callable[..., Flask], sentry: SentryReceiver
 ) -> None:
@@ -232,6 +238,7 @@ def test_sentry_dsn_is_hidden_in_config_output(
     assert "publickey" not in result.output
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("fault", ["refused", "hung"])
 def test_sentry_down_or_hung_never_fails_the_host_and_shutdown_is_bounded(
     make_app: Callable[..., Flask], fault: str
@@ -262,6 +269,7 @@ def test_sentry_down_or_hung_never_fails_the_host_and_shutdown_is_bounded(
     assert elapsed <= 2.5, elapsed
 
 
+@pytest.mark.realtime
 @pytest.mark.services
 def test_celery_task_error_reaches_sentry_with_the_requests_ids(
     sentry: SentryReceiver, monkeypatch: pytest.MonkeyPatch, tmp_path: Path

@@ -279,6 +279,7 @@ def grafana_section() -> str:
     return text[start:end]
 
 
+@pytest.mark.realtime
 def test_the_grafana_docs_yaml_parses_and_the_copy_commands_run(tmp_path: Path) -> None:
     """Every YAML block of docs/deployment.md's Grafana section parses (the provider, the
     Helm values, the kustomization), and its shell block for file provisioning, run with
@@ -489,6 +490,7 @@ def all_of(
     return chosen
 
 
+@pytest.mark.realtime
 @pytest.mark.services
 def test_every_panel_query_is_valid_promql_with_data_and_errors_read_zero(
     scraped: dict[str, Any],

@@ -72,6 +72,7 @@ def test_database_passes_on_sqlite(runner: HealthRunner, tmp_path: Path) -> None
     assert runner.run().status is Status.PASS
 
 
+@pytest.mark.realtime
 def test_database_refused_port_fails_fast(runner: HealthRunner) -> None:
     """Nothing listening: fail well before the deadline, saying the connection was refused."""
     with refused_port() as port:
@@ -85,6 +86,7 @@ def test_database_refused_port_fails_fast(runner: HealthRunner) -> None:
     assert "refused" in output
 
 
+@pytest.mark.realtime
 def test_database_hung_server_fails_at_the_deadline(runner: HealthRunner) -> None:
     """A server that accepts and never answers: fail at the deadline ± 0.3 s, 'timed out'."""
     with HungServer() as hung:
@@ -98,6 +100,7 @@ def test_database_hung_server_fails_at_the_deadline(runner: HealthRunner) -> Non
         assert wait_thread_gone("flask_observe-health-db", 5) < 5
 
 
+@pytest.mark.realtime
 @pytest.mark.services
 def test_database_check_never_uses_the_apps_pool(runner: HealthRunner) -> None:
     """Every connection of the app's pool held by other threads: the check still passes
@@ -170,6 +173,7 @@ def test_redis_passes(runner: HealthRunner) -> None:
     assert result.observations[0].measurement == "responseTime"
 
 
+@pytest.mark.realtime
 def test_redis_refused_port_fails_fast(runner: HealthRunner) -> None:
     """Refused: fail before the deadline, no retries, the password not shown."""
     with refused_port() as port:
@@ -182,6 +186,7 @@ def test_redis_refused_port_fails_fast(runner: HealthRunner) -> None:
     assert "r3dis-pw" not in output
 
 
+@pytest.mark.realtime
 def test_redis_hung_server_fails_at_the_deadline_and_does_not_retry(
     runner: HealthRunner,
 ) -> None:

@@ -72,6 +72,7 @@ def wait_no_threads_of(check: str, timeout: float = 5.0) -> None:
     assert threads_of(check) == 0
 
 
+@pytest.mark.realtime
 def test_checks_run_in_parallel(make_runner: Callable[..., HealthRunner]) -> None:
     """Three 0.4 s checks answer in about 0.4 s, not 1.2 s."""
     runner = make_runner(cache_ttl=0)
@@ -85,6 +86,7 @@ def test_checks_run_in_parallel(make_runner: Callable[..., HealthRunner]) -> Non
     assert elapsed < 0.4 + 0.3, elapsed
 
 
+@pytest.mark.realtime
 def test_a_hung_check_fails_at_its_deadline_and_the_others_still_report(
     make_runner: Callable[..., HealthRunner],
 ) -> None:
@@ -144,6 +146,7 @@ def test_hung_checks_hold_one_thread_each_however_many_probes(
     assert check.calls == 2
 
 
+@pytest.mark.realtime
 def test_a_run_hung_for_good_is_given_up_and_a_recovered_dependency_is_seen(
     make_runner: Callable[..., HealthRunner],
 ) -> None:
@@ -175,6 +178,7 @@ def test_a_run_hung_for_good_is_given_up_and_a_recovered_dependency_is_seen(
         forever.set()
 
 
+@pytest.mark.realtime
 def test_given_up_runs_are_bounded_however_long_it_hangs(
     make_runner: Callable[..., HealthRunner],
 ) -> None:
@@ -244,6 +248,7 @@ def test_concurrent_probes_share_one_run_and_the_cache_serves_the_next(
     assert check.calls == 3
 
 
+@pytest.mark.realtime
 def test_a_late_answer_does_not_replace_the_timeout(
     make_runner: Callable[..., HealthRunner],
 ) -> None:

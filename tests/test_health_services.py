@@ -70,6 +70,7 @@ def worker(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
         yield proc
 
 
+@pytest.mark.realtime
 @pytest.mark.services
 def test_celery_worker_answers_then_a_stopped_worker_fails_at_the_deadline(
     runner: HealthRunner, worker: subprocess.Popen[bytes]
@@ -98,6 +99,7 @@ def test_celery_worker_answers_then_a_stopped_worker_fails_at_the_deadline(
     assert "0 worker(s) answered" in output or output == "timed out after 1.5s"
 
 
+@pytest.mark.realtime
 @pytest.mark.services
 def test_celery_broker_refused_fails_fast(runner: HealthRunner) -> None:
     """Broker port refused: fail before the deadline, 'broker unreachable'."""
@@ -112,6 +114,7 @@ def test_celery_broker_refused_fails_fast(runner: HealthRunner) -> None:
     assert elapsed <= 1.5 + 0.3
 
 
+@pytest.mark.realtime
 def test_celery_broker_hung_fails_at_the_deadline(runner: HealthRunner) -> None:
     """A broker that accepts and never answers: fail at the deadline ± 0.3 s."""
     with HungServer() as hung:
@@ -184,6 +187,7 @@ def test_http_expected_status(runner: HealthRunner, upstream: LiveServer) -> Non
     assert runner.run().results[0].output == "answered HTTP 200"
 
 
+@pytest.mark.realtime
 def test_http_refused_fails_fast_and_hung_fails_at_the_deadline(runner: HealthRunner) -> None:
     """Refused: immediate failure. Accepts but never answers: failure at the deadline ± 0.3 s."""
     with refused_port() as port:

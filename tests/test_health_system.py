@@ -117,6 +117,7 @@ print(json.dumps([[o.value, o.status.value, o.extra] for o in (before, after)]))
 """
 
 
+@pytest.mark.realtime
 @pytest.mark.skipif(
     not _can_make_v1_memory_cgroup(), reason="needs a writable cgroup v1 memory hierarchy (root)"
 )

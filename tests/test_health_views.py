@@ -189,6 +189,7 @@ def test_nothing_secret_in_any_output(
         assert f"scraper:pg-Pa55word@127.0.0.1:{port}" not in text
 
 
+@pytest.mark.realtime
 def test_liveness_stays_fast_while_the_database_hangs(make_app: Callable[..., Flask]) -> None:
     """A database that accepts and never answers: readiness fails at its deadline, while 400
     liveness probes over real HTTP all answer 200 quickly (p99 printed; bound generous)."""

@@ -203,6 +203,7 @@ def test_size_rotation_counts_what_other_writers_add(
     )
 
 
+@pytest.mark.realtime
 def test_lines_another_process_writes_after_a_rotation_are_compressed_not_lost(
     make_handler: Callable[..., RotatingFileHandler], tmp_path: Path
 ) -> None:

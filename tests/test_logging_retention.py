@@ -215,6 +215,7 @@ with open(sys.argv[1], "rb") as file:
 """
 
 
+@pytest.mark.realtime
 def test_a_file_another_process_is_compressing_is_left_to_it(
     make_handler: Callable[..., RotatingFileHandler], tmp_path: Path, clock: ManualClock
 ) -> None:
@@ -244,6 +245,7 @@ def test_a_file_another_process_is_compressing_is_left_to_it(
     assert gzip.decompress(path.with_name(path.name + ".gz").read_bytes()).endswith(b"x\n")
 
 
+@pytest.mark.realtime
 def test_partial_files_of_gone_compressors_are_removed_and_live_ones_kept(
     make_handler: Callable[..., RotatingFileHandler], tmp_path: Path, clock: ManualClock
 ) -> None:
@@ -281,6 +283,7 @@ def test_partial_files_of_gone_compressors_are_removed_and_live_ones_kept(
         live.wait(10)
 
 
+@pytest.mark.realtime
 def test_a_compressor_that_fails_removes_its_partial_file(
     make_handler: Callable[..., RotatingFileHandler], tmp_path: Path, clock: ManualClock
 ) -> None:
@@ -393,6 +396,7 @@ handler.close()
 """
 
 
+@pytest.mark.realtime
 def test_a_line_cut_short_is_removed_and_the_next_starts_clean(tmp_path: Path) -> None:
     """A real short write (the file size limit, as a full disk does it): the fragment is
     taken back, the next line is whole, and standard error hears it once."""

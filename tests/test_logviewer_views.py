@@ -529,6 +529,7 @@ def test_follow_resumes_after_the_last_event_id(
         assert [_message(e) for e in resumed if e[0] == "line"] == ["written while disconnected"]
 
 
+@pytest.mark.realtime
 def test_live_tails_are_limited(
     viewer_app: Callable[..., Flask], stream: Callable[..., EventReader]
 ) -> None:
@@ -593,6 +594,7 @@ EVIL_PATTERNS = [
 REFUSED_PATTERNS = [r"(a+)\1", r"(?=a)a", r"a{1001}", "a" * 257]
 
 
+@pytest.mark.realtime
 def test_catastrophic_regexes_answer_in_budget_and_the_app_stays_live(
     viewer_app: Callable[..., Flask],
 ) -> None:

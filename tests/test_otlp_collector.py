@@ -59,6 +59,7 @@ def exporters(protocol: str, endpoint: str) -> tuple[Any, Any, Any]:
     )
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_one_span_one_log_one_metric_pass_through_a_real_collector(
     protocol: str, receiver: OtlpReceiver, tmp_path: Path

@@ -84,6 +84,7 @@ def test_sdk_log_exporter_records_reach_the_receiver(receiver: OtlpReceiver) -> 
     assert receiver.calls_by_signal == {"traces": 0, "logs": 1, "metrics": 0}
 
 
+@pytest.mark.realtime
 def test_sdk_periodic_metric_reader_exports_reach_the_receiver(receiver: OtlpReceiver) -> None:
     """A counter and a histogram recorded inside a span, exported by the
     PeriodicExportingMetricReader on its own schedule (no flush), arrive as a monotonic

@@ -20,6 +20,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -99,6 +100,7 @@ def _samples(path: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
     }
 
 
+@pytest.mark.realtime
 def test_a_real_workers_files_merge_into_archives_the_collector_reads(tmp_path: Path) -> None:
     """Files written by prometheus_client's own multiprocess metrics in a real process, merged
     by ``mark_process_dead`` into ``<kind>_archive.db`` / ``gauge_max_archive.db`` through

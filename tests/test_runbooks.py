@@ -224,6 +224,7 @@ def test_every_runbook_log_search_is_accepted_by_the_viewer(sample: Flask) -> No
     assert [r["record"]["route"] for r in found["results"]] == ["/api/debug/fail"]
 
 
+@pytest.mark.realtime
 def test_the_documented_base_url_change_rewrites_every_runbook_url(tmp_path: Path) -> None:
     """The index's ``sed`` command, run on a copy of the rule file, moves every runbook_url to
     the new base and changes nothing else."""

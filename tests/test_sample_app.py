@@ -312,6 +312,7 @@ def stop(proc: subprocess.Popen[bytes]) -> str:
     return (proc.communicate()[0] or b"").decode(errors="replace")[-4000:]
 
 
+@pytest.mark.realtime
 @pytest.mark.services
 def test_celery_mode_runs_the_scrape_in_a_worker_with_the_request_id(
     make_scraper: Callable[..., Flask], platform: LiveServer, tmp_path: Path
@@ -369,6 +370,7 @@ def test_celery_mode_runs_the_scrape_in_a_worker_with_the_request_id(
         assert {x["correlation_id"] for x in platform_lines} == {"queued-1"}
 
 
+@pytest.mark.realtime
 def test_python_m_sample_app_serves_on_embedded_defaults(tmp_path: Path) -> None:
     """The README's first command, as a newcomer runs it: the app and the demo platform
     start, a scrape works over real sockets, and ./logs holds JSON lines with the ID."""
@@ -449,6 +451,7 @@ def test_python_m_sample_app_serves_on_embedded_defaults(tmp_path: Path) -> None
 # -- tracing and error reporting (docs/tracing.md, docs/errors.md) ------------------------
 
 
+@pytest.mark.realtime
 def test_debug_fail_route_sends_an_error_to_sentry_with_the_request_id(
     make_scraper: Callable[..., Flask], tmp_path: Path
 ) -> None:
@@ -478,6 +481,7 @@ def test_debug_fail_route_sends_an_error_to_sentry_with_the_request_id(
     assert "about to fail on purpose (GET /api/debug/fail)" in {x["message"] for x in lines}
 
 
+@pytest.mark.realtime
 def test_python_m_sample_app_with_a_collector_and_sentry(tmp_path: Path) -> None:
     """As the docs tell a newcomer: ``OTEL_EXPORTER_OTLP_ENDPOINT`` and ``SENTRY_DSN`` set,
     ``python -m sample_app``. A scrape is one trace across the scraper (service ``scraper``)
@@ -590,6 +594,7 @@ def test_python_m_sample_app_with_a_collector_and_sentry(tmp_path: Path) -> None
     assert {x["trace_id"] for x in fail_lines} == {fail_span["trace_id"]}
 
 
+@pytest.mark.realtime
 def test_no_successful_scrape_rule_fires_and_resolves(
     make_scraper: Callable[..., Flask], platform: LiveServer
 ) -> None:
@@ -688,6 +693,7 @@ def test_platform_failures_open_the_breaker_and_health_warns(
     assert (circuit["observedValue"], circuit["status"]) == ("open", "warn")
 
 
+@pytest.mark.realtime
 def test_new_user_sees_readiness_turn_503_when_the_platform_stops(tmp_path: Path) -> None:
     """As the docs tell a newcomer: start the sample, curl /health/ready (200,
     application/health+json); stop the platform it scrapes: readiness turns 503 within the

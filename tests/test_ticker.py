@@ -216,6 +216,7 @@ def test_queued_alerts_are_sent_when_the_process_exits_normally(tmp_path: Path) 
     assert elapsed < 10
 
 
+@pytest.mark.realtime
 def test_rounds_follow_the_tickers_clock_and_a_stuck_task_is_skipped_not_stacked(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

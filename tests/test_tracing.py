@@ -59,6 +59,7 @@ def server_spans(spans: list[dict[str, Any]], service: str | None = None) -> lis
     ]
 
 
+@pytest.mark.realtime
 def test_server_span_carries_route_status_and_correlation_id(
     make_app: Callable[..., Flask], receiver: OtlpReceiver
 ) -> None:
@@ -85,6 +86,7 @@ def test_server_span_carries_route_status_and_correlation_id(
     assert span["resource"]["service.version"] == "2.0.1"
 
 
+@pytest.mark.realtime
 def test_log_lines_inside_a_span_carry_its_ids_and_the_access_line_too(
     make_app: Callable[..., Flask], receiver: OtlpReceiver, tmp_path: Path
 ) -> None:
@@ -127,6 +129,7 @@ def test_sample_rate_zero_records_nothing_and_logs_no_trace_ids(
     assert all("trace_id" not in x for x in read_json_lines(tmp_path / "app.log"))
 
 
+@pytest.mark.realtime
 def test_excluded_paths_make_no_spans(
     make_app: Callable[..., Flask], receiver: OtlpReceiver
 ) -> None:
@@ -153,6 +156,7 @@ def test_excluded_paths_make_no_spans(
     assert [s["name"] for s in wait_for(receiver.spans, 10)] == ["GET /api/thing"]
 
 
+@pytest.mark.realtime
 def test_traceresponse_header_when_asked(
     make_app: Callable[..., Flask], receiver: OtlpReceiver
 ) -> None:
@@ -172,6 +176,7 @@ def test_traceresponse_header_when_asked(
     assert int(flags, 16) & 1
 
 
+@pytest.mark.realtime
 def test_incoming_traceparent_is_continued(
     make_app: Callable[..., Flask], receiver: OtlpReceiver
 ) -> None:
@@ -186,6 +191,7 @@ def test_incoming_traceparent_is_continued(
     assert span["parent_span_id"] == "b7ad6b7169203331"
 
 
+@pytest.mark.realtime
 def test_a_server_span_with_an_unparsable_url_is_still_recorded(
     make_app: Callable[..., Flask], receiver: OtlpReceiver
 ) -> None:
@@ -206,6 +212,7 @@ def test_a_server_span_with_an_unparsable_url_is_still_recorded(
     assert [s["name"] for s in wait_for(receiver.spans, 10)] == ["odd"]
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("when", ["before", "after", "globally"])
 def test_no_duplicate_server_span_when_the_host_instruments_flask_too(
     make_app: Callable[..., Flask], receiver: OtlpReceiver, when: str
@@ -290,6 +297,7 @@ def calling_app(make_app: Callable[..., Flask], receiver: OtlpReceiver, allowed_
     return app
 
 
+@pytest.mark.realtime
 def test_allowed_host_continues_the_trace(
     make_app: Callable[..., Flask], receiver: OtlpReceiver, two_hosts: tuple
 ) -> None:
@@ -312,6 +320,7 @@ def test_allowed_host_continues_the_trace(
     assert allowed_seen[0]["tracestate"] is None
 
 
+@pytest.mark.realtime
 def test_third_party_hosts_get_no_trace_headers(
     make_app: Callable[..., Flask], receiver: OtlpReceiver, two_hosts: tuple
 ) -> None:
@@ -430,6 +439,7 @@ def test_a_propagator_set_after_init_app_does_not_leak_its_headers(
     assert seen["third"] is None
 
 
+@pytest.mark.realtime
 @pytest.mark.services
 def test_a_celery_task_gives_trace_headers_to_allowed_hosts_only(
     receiver: OtlpReceiver, two_hosts: tuple, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -480,6 +490,7 @@ def test_a_celery_task_gives_trace_headers_to_allowed_hosts_only(
 # -- SQLAlchemy: every engine --------------------------------------------------------------
 
 
+@pytest.mark.realtime
 def test_sqlalchemy_engines_made_before_and_after_init_app_are_traced(
     make_app: Callable[..., Flask], receiver: OtlpReceiver, tmp_path: Path
 ) -> None:
@@ -528,6 +539,7 @@ def test_sqlalchemy_engines_made_before_and_after_init_app_are_traced(
         ext.shutdown(app)
 
 
+@pytest.mark.realtime
 def test_root_client_spans_are_dropped_unless_asked(
     make_app: Callable[..., Flask], receiver: OtlpReceiver, tmp_path: Path
 ) -> None:
@@ -549,6 +561,7 @@ def test_root_client_spans_are_dropped_unless_asked(
 # -- several apps in one process ------------------------------------------------------------
 
 
+@pytest.mark.realtime
 def test_host_tracer_follows_the_current_app_as_a_decorator_too(
     make_app: Callable[..., Flask], receiver: OtlpReceiver
 ) -> None:
@@ -584,6 +597,7 @@ def test_host_tracer_follows_the_current_app_as_a_decorator_too(
     ]
 
 
+@pytest.mark.realtime
 def test_shutting_one_app_down_leaves_the_others_traced_and_the_last_unpatches(
     make_app: Callable[..., Flask], receiver: OtlpReceiver, two_hosts: tuple
 ) -> None:
@@ -625,6 +639,7 @@ def test_shutting_one_app_down_leaves_the_others_traced_and_the_last_unpatches(
 # -- one trace across two services: the sample app ----------------------------------------
 
 
+@pytest.mark.realtime
 def test_sample_scrape_is_one_trace_across_scraper_db_and_platform(
     receiver: OtlpReceiver, tmp_path: Path
 ) -> None:
@@ -707,6 +722,7 @@ def test_sample_scrape_is_one_trace_across_scraper_db_and_platform(
     assert {x["trace_id"] for x in lines} == {root["trace_id"]}
 
 
+@pytest.mark.realtime
 def test_sample_cli_scrape_is_a_trace_of_its_own(receiver: OtlpReceiver, tmp_path: Path) -> None:
     """``flask scrape`` (no request) starts a root span; its queries and platform calls are
     under it instead of being dropped as client spans without a parent."""
@@ -746,6 +762,7 @@ def test_sample_cli_scrape_is_a_trace_of_its_own(receiver: OtlpReceiver, tmp_pat
     }
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("redact", [True, False])
 def test_query_strings_and_client_address_stay_out_of_exported_spans(
     make_app: Callable[..., Flask], receiver: OtlpReceiver, redact: bool
@@ -767,6 +784,7 @@ def test_query_strings_and_client_address_stay_out_of_exported_spans(
     assert attributes["http.route"] == "/search"
 
 
+@pytest.mark.realtime
 def test_outgoing_call_urls_leave_without_their_query_string(
     make_app: Callable[..., Flask], receiver: OtlpReceiver, two_hosts: tuple
 ) -> None:
@@ -847,6 +865,7 @@ def test_redaction_of_an_sdk_span_leaves_the_original_as_it_was() -> None:
 # -- OpenTelemetry's own variables, and a host that set up OpenTelemetry itself -----------
 
 
+@pytest.mark.realtime
 def test_otel_environment_variables_are_honoured(
     make_app: Callable[..., Flask], receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -867,6 +886,7 @@ def test_otel_environment_variables_are_honoured(
     assert {s["resource"]["team"] for s in spans} == {"scrapers"}
 
 
+@pytest.mark.realtime
 def test_otel_traces_sampler_is_honoured_unless_a_rate_is_configured(
     make_app: Callable[..., Flask], receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -918,6 +938,7 @@ def test_exporter_choice(
     assert choose_exporter(exporter, endpoint, environ) == chosen
 
 
+@pytest.mark.realtime
 def test_a_provider_installed_by_the_host_is_used_not_replaced() -> None:
     """The host set its own TracerProvider first (in a process of its own: the global provider
     can be set once): flask_observe records the server span — with the correlation ID — and
@@ -947,6 +968,7 @@ def test_a_provider_installed_by_the_host_is_used_not_replaced() -> None:
     assert server["correlation_id"] == "host-rid"
 
 
+@pytest.mark.realtime
 def test_otlp_http_exporter_posts_protobuf_to_v1_traces(make_app: Callable[..., Flask]) -> None:
     """OBSERVE_TRACING_EXPORTER=otlp-http with a base endpoint: spans arrive as an OTLP
     protobuf POST on <endpoint>/v1/traces of a real HTTP server."""
