@@ -125,7 +125,9 @@ class Ticker:
             return None
 
     def _run(self) -> None:
-        due = self.clock.monotonic() + self.interval
+        # The first round at once: a gauge the tasks set (free disk, RSS) reading 0 until the
+        # first period has passed would look like a full disk to an alert rule.
+        due = self.clock.monotonic()
         while not self._stop.is_set():
             remaining = due - self.clock.monotonic()
             if remaining > 0:

@@ -19,6 +19,7 @@ import pytest
 from flask import Flask
 
 from flask_observe import Observe
+from flask_observe._clock import ManualClock
 from flask_observe._ticker import Ticker
 from flask_observe.alerting import Alert, AlertRouter, CheckRule, RuleEngine
 from flask_observe.state import current_state
@@ -262,3 +263,17 @@ def test_rounds_follow_the_tickers_clock_and_a_stuck_task_is_skipped_not_stacked
             ticker.close()
     skipped = [r for r in caplog.records if "still running from an earlier round" in r.message]
     assert len(skipped) == 1
+
+
+def test_the_first_round_runs_when_the_ticker_starts_not_a_period_later() -> None:
+    """A gauge a task sets (free disk, RSS) must not read 0 for the first period: the first
+    round runs at start, though the clock has not moved at all."""
+    clock = ManualClock()
+    ticker = Ticker(3600.0, clock=clock)
+    ran = threading.Event()
+    ticker.add("first", ran.set)
+    ticker.ensure_started()
+    try:
+        assert ran.wait(5)
+    finally:
+        ticker.close()
