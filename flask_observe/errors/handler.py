@@ -1,0 +1,144 @@
+"""Log records into the capture layer: at or above the event level, an error; below it,
+inside a request or task that Sentry watches, a breadcrumb (one append, rendered only if an
+event is sent).
+
+One handler on the root logger for the process (like the root's other handlers), shared by
+every app and removed when the last one leaves; each record goes to the app whose context
+is current, else to the first running app.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextvars
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .._internal import FailureLog
+
+if TYPE_CHECKING:
+    from .capture import ErrorCapture
+
+__all__ = ["Breadcrumbs", "CaptureHandler", "crumbs", "install", "record_fields"]
+
+#: Attributes every LogRecord has; anything else on a record is an extra field of the caller.
+_RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+#: Loggers whose records are never errors: our own reporting, and Sentry's.
+_IGNORED = ("flask_observe.errors", "sentry_sdk")
+
+
+class Breadcrumbs(collections.deque):  # type: ignore[type-arg]
+    """The log records of one request or task below the event level, newest last, at most
+    ``maxlen`` of them; ``level`` is the lowest kept."""
+
+    __slots__ = ("level",)
+
+    def __init__(self, maxlen: int, level: int) -> None:
+        super().__init__(maxlen=maxlen)
+        self.level = level
+
+
+#: The breadcrumbs of the current request or task (bound by the Sentry sink), or ``None``.
+crumbs: contextvars.ContextVar[Breadcrumbs | None] = contextvars.ContextVar(
+    "flask_observe_breadcrumbs", default=None
+)
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The extra fields of ``record`` (``logger.error(..., extra={...})``)."""
+    return {
+        k: v for k, v in record.__dict__.items() if k not in _RECORD_ATTRS and not k.startswith("_")
+    }
+
+
+class CaptureHandler(logging.Handler):
+    """Sends records to the capture layer; its level is the lowest any app needs.
+
+    :param lookup: the :class:`ErrorCapture` of the current app (or the first running one).
+    """
+
+    def __init__(self, lookup: Callable[[], ErrorCapture | None]) -> None:
+        super().__init__()
+        self._lookup = lookup
+        #: Records at or above it may be errors (the lowest event level of the apps).
+        self.event_level = logging.ERROR
+        self._failures = FailureLog()
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # The hot path: one comparison and, inside a watched request, one append. No lock, no
+        # filter, no formatting (the logging module has already checked our level).
+        if record.levelno < self.event_level:
+            found = crumbs.get()
+            if found is not None and record.levelno >= found.level:
+                found.append(record)
+            return True
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith(_IGNORED):
+            return
+        try:
+            capture = self._lookup()
+            if capture is None:
+                return
+            level = capture.event_level
+            if level is None or record.levelno < level:
+                found = crumbs.get()
+                if found is not None and record.levelno >= found.level:
+                    found.append(record)
+                return
+            capture.capture_record(record, record_fields(record))
+        except Exception:
+            self._failures("capturing a logged error")
+
+
+class _Installed:
+    def __init__(self) -> None:
+        self.handler: CaptureHandler | None = None
+        #: (event level or None, breadcrumb level or None) of each app using the handler.
+        self.levels: dict[int, tuple[int | None, int | None]] = {}
+
+
+_installed = _Installed()
+_lock = threading.Lock()
+
+
+def install(
+    key: int,
+    lookup: Callable[[], ErrorCapture | None],
+    event_level: int | None,
+    breadcrumb_level: int | None,
+) -> Callable[[], None]:
+    """Put the process's handler on the root logger (once) for one more app; returns the
+    function that takes the app off again (the last one removes the handler)."""
+    with _lock:
+        handler = _installed.handler
+        if handler is None:
+            handler = _installed.handler = CaptureHandler(lookup)
+            logging.getLogger().addHandler(handler)
+        _installed.levels[key] = (event_level, breadcrumb_level)
+        _apply(handler)
+
+    def uninstall() -> None:
+        with _lock:
+            _installed.levels.pop(key, None)
+            handler = _installed.handler
+            if handler is None:
+                return
+            if not _installed.levels:
+                logging.getLogger().removeHandler(handler)
+                _installed.handler = None
+            else:
+                _apply(handler)
+
+    return uninstall
+
+
+def _apply(handler: CaptureHandler) -> None:
+    events = [e for e, _ in _installed.levels.values() if e is not None]
+    lowest = [x for pair in _installed.levels.values() for x in pair if x is not None]
+    handler.event_level = min(events) if events else logging.CRITICAL + 1
+    handler.setLevel(min(lowest) if lowest else logging.CRITICAL + 1)
