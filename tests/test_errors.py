@@ -320,7 +320,7 @@ def test_celery_task_error_reaches_sentry_with_the_requests_ids(
     redis_calls = [
         s
         for s in spans
-        if s["attributes"].get("db.system") == "redis" and s["trace_id"] == producer["trace_id"]
+        if s["attributes"].get("db.system.name") == "redis" and s["trace_id"] == producer["trace_id"]
     ]
     assert redis_calls, "no Redis span in the request's trace"
     assert event["tags"]["correlation_id"] == "celery-err-1"

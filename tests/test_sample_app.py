@@ -579,7 +579,7 @@ def test_python_m_sample_app_with_a_collector_and_sentry(tmp_path: Path) -> None
         ("scraper", "CLIENT"),  # SQL and the HTTP calls
         ("demo-platform", "SERVER"),
     }, output
-    assert any(s["attributes"].get("db.system") == "sqlite" for s in trace)
+    assert any(s["attributes"].get("db.system.name") == "sqlite" for s in trace)
     (event,) = events
     assert event["tags"]["correlation_id"] == "newcomer-fail"
     fail_span = fail_spans[0]

@@ -303,8 +303,6 @@ class ErrorReporter:
             event["request"] = request
             if route:
                 event["transaction"] = route
-        if self.send_client_ip and occurrence.client_address:
-            event["user"] = {"ip_address": occurrence.client_address}
         hint["flask_observe"] = True
         if self._bound():
             # Inside a request or task: the host's set_user, set_tag, add_breadcrumb apply.
@@ -338,7 +336,7 @@ class ErrorReporter:
         """Our client's ``before_send``: the spine, the request, the breadcrumbs, then the
         scrubber. Events the host captured with ``sentry_sdk`` come through here too."""
         try:
-            self._enrich(event)
+            self._enrich(event, hint)
             capture = self.capture
             if capture is not None and not hint.get("flask_observe"):
                 exc_info = hint.get("exc_info")
@@ -352,7 +350,7 @@ class ErrorReporter:
             self._failures("adding IDs and breadcrumbs to a Sentry event")
         return scrub_event(event, self.scrubber, user_fields=self.user_fields)
 
-    def _enrich(self, event: dict[str, Any]) -> None:
+    def _enrich(self, event: dict[str, Any], hint: Mapping[str, Any]) -> None:
         tags = event.setdefault("tags", {})
         spine = spine_tags()
         tags.update(spine)
@@ -365,17 +363,18 @@ class ErrorReporter:
             contexts["trace"] = {"trace_id": trace_id, "span_id": spine["span_id"]}
             if self.trace_url:
                 contexts["tracing"] = {"trace_url": self.trace_url.replace("{trace_id}", trace_id)}
-        if "request" not in event:
-            details, address = request_details()
-            if details:
-                route = details.pop("route", None)
-                event["request"] = details
-                if route and not event.get("transaction"):
-                    event["transaction"] = route
-            if address and self.send_client_ip:
-                user = event.setdefault("user", {})
-                if isinstance(user, dict):
-                    user.setdefault("ip_address", address)
+        details, address = request_details()
+        if "request" not in event and details:
+            route = details.pop("route", None)
+            event["request"] = details
+            if route and not event.get("transaction"):
+                event["transaction"] = route
+        if address and self.send_client_ip:
+            # After the scope's user (sentry_sdk.set_user) was applied: it comes first.
+            user = event.get("user")
+            if not isinstance(user, dict):
+                user = event["user"] = {}
+            user.setdefault("ip_address", address)
         records = crumbs.get()
         if records:
             breadcrumbs = event.get("breadcrumbs")
