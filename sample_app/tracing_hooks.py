@@ -41,7 +41,7 @@ def on_answer(span: Any, request: Any, response: Any) -> None:
 def on_query(
     span: Any, conn: Any, cursor: Any, statement: Any, parameters: Any, context: Any
 ) -> None:
-    """An SQL statement: the rows it changed or returned, when the driver knows."""
+    """An SQL statement: the rows it changed, as the driver counts them (-1: not known)."""
     rows = getattr(cursor, "rowcount", -1)
     if isinstance(rows, int) and rows >= 0:
-        span.set_attribute("db.response.returned_rows", rows)
+        span.set_attribute("app.db.rowcount", rows)

@@ -41,7 +41,8 @@ def sentry() -> Iterator[SentryReceiver]:
 
 def flush(app: Flask) -> None:
     reporter = current_state(app).get(ErrorReporter)
-    assert reporter is not None and reporter.client is not None
+    assert reporter is not None
+    assert reporter.client is not None
     reporter.client.flush(timeout=5)
 
 
@@ -364,17 +365,25 @@ def test_listeners_get_every_error_without_sentry(make_app: Callable[..., Flask]
     first, again, logged, manual = seen
     assert first.exc_type == "PermissionError"
     assert first.message == "token=[Filtered]"
-    assert first.handled is False and first.level == "error"
-    assert first.route == "/items/<int:item_id>" and first.method == "GET"
-    assert first.correlation_id == "a" and again.correlation_id == "b"
-    assert first.frames[-1][0] == __name__ and first.frames[-1][1].endswith("item")
+    assert first.handled is False
+    assert first.level == "error"
+    assert first.route == "/items/<int:item_id>"
+    assert first.method == "GET"
+    assert first.correlation_id == "a"
+    assert again.correlation_id == "b"
+    assert first.frames[-1][0] == __name__
+    assert first.frames[-1][1].endswith("item")
     assert "local-value-never-kept" not in repr(seen)
     assert first.fingerprint == again.fingerprint
     assert len({first.fingerprint, logged.fingerprint, manual.fingerprint}) == 3
-    assert logged.exc_type is None and logged.logger == "shop.orders" and logged.frames == ()
+    assert logged.exc_type is None
+    assert logged.logger == "shop.orders"
+    assert logged.frames == ()
     assert logged.message == "stock count off by 2"
-    assert manual.exc_type == "KeyError" and manual.tags == (("item", "3"),)
-    assert first.trace_id is None and first.user_id is None
+    assert manual.exc_type == "KeyError"
+    assert manual.tags == (("item", "3"),)
+    assert first.trace_id is None
+    assert first.user_id is None
 
 
 def test_a_failing_listener_is_logged_and_the_request_goes_on(
@@ -408,7 +417,8 @@ def test_a_failing_listener_is_logged_and_the_request_goes_on(
     assert len(failures) == 1
     capture.remove_listener(broken)
     client.get("/fail")
-    assert calls[-1] == "next" and calls.count("broken") == 3
+    assert calls[-1] == "next"
+    assert calls.count("broken") == 3
 
 
 def test_capture_outside_any_app_is_a_no_op_and_outside_a_request_uses_the_running_app(
@@ -420,7 +430,8 @@ def test_capture_outside_any_app_is_a_no_op_and_outside_a_request_uses_the_runni
     assert capture_message("nobody listens") is None
     app = shop(make_app, sentry.dsn)
     captured = capture_message("nightly job failed", level="error", job="cleanup")
-    assert captured is not None and captured.route is None
+    assert captured is not None
+    assert captured.route is None
     (event,) = events_of(sentry, app, 1)
     assert event["message"] == "nightly job failed"
     assert event["tags"]["job"] == "cleanup"
