@@ -21,7 +21,7 @@ from .._internal import FailureLog
 if TYPE_CHECKING:
     from .capture import ErrorCapture
 
-__all__ = ["Breadcrumbs", "CaptureHandler", "crumbs", "install", "record_fields"]
+__all__ = ["CaptureHandler", "crumbs", "install", "record_fields"]
 
 #: Attributes every LogRecord has; anything else on a record is an extra field of the caller.
 _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
@@ -29,20 +29,12 @@ _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asc
 _IGNORED = ("flask_observe.errors", "sentry_sdk")
 
 
-class Breadcrumbs(collections.deque):  # type: ignore[type-arg]
-    """The log records of one request or task below the event level, newest last, at most
-    ``maxlen`` of them; ``level`` is the lowest kept."""
-
-    __slots__ = ("level",)
-
-    def __init__(self, maxlen: int, level: int) -> None:
-        super().__init__(maxlen=maxlen)
-        self.level = level
-
-
-#: The breadcrumbs of the current request or task (bound by the Sentry sink), or ``None``.
-crumbs: contextvars.ContextVar[Breadcrumbs | None] = contextvars.ContextVar(
-    "flask_observe_breadcrumbs", default=None
+#: The log records of the current request or task below the event level, newest last, at
+#: most the app's OBSERVE_SENTRY_MAX_BREADCRUMBS (bound by the Sentry sink), or ``None``. The
+#: handler keeps what the lowest breadcrumb level of the process's apps lets through; each
+#: app's own level is applied when an event is sent.
+crumbs: contextvars.ContextVar[collections.deque[logging.LogRecord] | None] = (
+    contextvars.ContextVar("flask_observe_breadcrumbs", default=None)
 )
 
 
@@ -71,7 +63,7 @@ class CaptureHandler(logging.Handler):
         # filter, no formatting (the logging module has already checked our level).
         if record.levelno < self.event_level:
             found = crumbs.get()
-            if found is not None and record.levelno >= found.level:
+            if found is not None:
                 found.append(record)
             return True
         self.emit(record)
@@ -87,7 +79,7 @@ class CaptureHandler(logging.Handler):
             level = capture.event_level
             if level is None or record.levelno < level:
                 found = crumbs.get()
-                if found is not None and record.levelno >= found.level:
+                if found is not None:
                     found.append(record)
                 return
             capture.capture_record(record, record_fields(record))

@@ -3,14 +3,12 @@ root logger — and the setup of one app's capture layer and its Sentry sink."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, got_request_exception
-from flask.globals import _cv_request
 
 from .._internal import FailureLog, exit_flushes
 from ..config import CoreSettings
@@ -27,9 +25,6 @@ if TYPE_CHECKING:
 __all__ = ["current_capture", "setup_errors"]
 
 logger = logging.getLogger("flask_observe.errors")
-
-#: WSGI environ key holding what the Sentry sink bound for the request.
-_BOUND_KEY = "flask_observe.sentry_scope"
 
 # Process-wide by nature, like Celery's signals and the root logger: the capture layers of
 # the running apps, in order (outside any app context, the first one is used).
@@ -260,30 +255,35 @@ def _trace_url(wiring: Wiring) -> str | None:
 
 
 def _bind_per_request(wiring: Wiring, reporter: ErrorReporter) -> Callable[[], None]:
-    """The Sentry sink's scope and breadcrumbs for each request, from Flask's first
-    ``before_request`` function to its teardown (inside the request context, so a response
-    the caller has not read yet leaves nothing bound behind it); returns the undo."""
+    """The Sentry sink's scope and breadcrumbs for each request: bound around the app's WSGI
+    call (inside the request middleware, around tracing's server span), unbound when the app
+    returns, so a response the caller has not read yet leaves nothing bound behind it, as
+    the correlation ID is; returns the undo."""
     app = wiring.app
-    bind, unbind = reporter.bind, reporter.unbind
-
-    def start() -> None:
-        ctx = _cv_request.get(None)
-        if ctx is not None:
-            ctx.request.environ[_BOUND_KEY] = bind()
-
-    def finish(exc: BaseException | None = None) -> None:
-        ctx = _cv_request.get(None)
-        if ctx is not None:
-            unbind(ctx.request.environ.pop(_BOUND_KEY, None))
-
-    # First of the before_request functions: one that answers early stops the later ones.
-    app.before_request_funcs.setdefault(None, []).insert(0, start)
-    app.teardown_request_funcs.setdefault(None, []).append(finish)
+    original = app.wsgi_app
+    scoped = SentryScope(original, reporter)
+    app.wsgi_app = scoped  # type: ignore[method-assign]
 
     def undo() -> None:
-        with contextlib.suppress(ValueError):
-            app.before_request_funcs.get(None, []).remove(start)
-        with contextlib.suppress(ValueError):
-            app.teardown_request_funcs.get(None, []).remove(finish)
+        if app.wsgi_app is scoped:
+            app.wsgi_app = original  # type: ignore[method-assign]
 
     return undo
+
+
+class SentryScope:
+    """WSGI wrapper binding one app's Sentry client and breadcrumbs to the request."""
+
+    __slots__ = ("_bind", "_unbind", "wrapped")
+
+    def __init__(self, wrapped: Any, reporter: ErrorReporter) -> None:
+        self.wrapped = wrapped
+        self._bind = reporter.bind
+        self._unbind = reporter.unbind
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        tokens = self._bind()
+        try:
+            return self.wrapped(environ, start_response)
+        finally:
+            self._unbind(tokens)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,7 @@ from .capture import (
     level_name,
     request_details,
 )
-from .handler import Breadcrumbs, crumbs, record_fields
+from .handler import crumbs, record_fields
 from .scrub import FILTERED, Scrubber
 
 if TYPE_CHECKING:
@@ -142,10 +143,13 @@ def _timestamp(created: float) -> str:
     return datetime.fromtimestamp(created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def render_breadcrumbs(records: Breadcrumbs) -> list[dict[str, Any]]:
-    """Sentry breadcrumbs from the log records kept (scrubbed later, with the event)."""
+def render_breadcrumbs(records: Iterable[Any], level: int) -> list[dict[str, Any]]:
+    """Sentry breadcrumbs from the log records kept at ``level`` or above (scrubbed later,
+    with the event)."""
     out = []
     for record in list(records):
+        if record.levelno < level:
+            continue
         try:
             message = record.getMessage()
         except Exception:
@@ -206,6 +210,7 @@ class ErrorReporter:
         self.shutdown_timeout = shutdown_timeout
         self.breadcrumb_level = breadcrumb_level if max_breadcrumbs > 0 else None
         self.max_breadcrumbs = max_breadcrumbs
+        self._crumb_room = max_breadcrumbs if self.breadcrumb_level is not None else 0
         self.trace_url = trace_url
         self.user_fields: tuple[str, ...] = ("id", "username")
         if scrubber.send_pii:
@@ -238,29 +243,33 @@ class ErrorReporter:
 
     # -- binding ------------------------------------------------------------------------
 
-    def bind(self) -> tuple[Any, ...] | None:
+    def bind(self) -> tuple[Any, Any, Any] | None:
         """Make this app's client current for the request or task starting now (and its
-        breadcrumbs); returns what :meth:`unbind` takes."""
+        breadcrumbs); returns what :meth:`unbind` takes. On every request: kept to three
+        context-variable sets."""
         template = self._template
         if template is None:
             return None
-        level = self.breadcrumb_level
         return (
             self._current_var.set(template),
             self._isolation_var.set(None),
-            crumbs.set(Breadcrumbs(self.max_breadcrumbs, level) if level is not None else None),
+            crumbs.set(deque(maxlen=self._crumb_room) if self._crumb_room else None),
         )
 
-    def unbind(self, tokens: tuple[Any, ...] | None) -> None:
+    def unbind(self, tokens: tuple[Any, Any, Any] | None) -> None:
         if tokens is None:
             return
-        variables = (self._current_var, self._isolation_var, crumbs)
-        for var, token in zip(variables, tokens, strict=True):
-            try:
-                var.reset(token)
-            except ValueError:  # reset in another context (a response streamed elsewhere)
+        current, isolation, kept = tokens
+        try:
+            crumbs.reset(kept)
+            self._isolation_var.reset(isolation)
+            self._current_var.reset(current)
+        except ValueError:  # reset in another context (a task's signals, say)
+            for var, token in ((crumbs, kept), (self._isolation_var, isolation)):
                 old = token.old_value
                 var.set(None if old is contextvars.Token.MISSING else old)
+            old = current.old_value
+            self._current_var.set(None if old is contextvars.Token.MISSING else old)
 
     def _bound(self) -> bool:
         import sentry_sdk
@@ -376,11 +385,13 @@ class ErrorReporter:
                 user = event["user"] = {}
             user.setdefault("ip_address", address)
         records = crumbs.get()
-        if records:
+        if records and self.breadcrumb_level is not None:
             breadcrumbs = event.get("breadcrumbs")
             if not isinstance(breadcrumbs, dict):
                 breadcrumbs = event["breadcrumbs"] = {}
-            values = list(breadcrumbs.get("values") or ()) + render_breadcrumbs(records)
+            values = list(breadcrumbs.get("values") or ()) + render_breadcrumbs(
+                records, self.breadcrumb_level
+            )
             values.sort(key=lambda crumb: str(crumb.get("timestamp", "")))
             breadcrumbs["values"] = values[-self.max_breadcrumbs :]
 
