@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -436,3 +437,36 @@ def test_capture_outside_any_app_is_a_no_op_and_outside_a_request_uses_the_runni
     assert event["message"] == "nightly job failed"
     assert event["tags"]["job"] == "cleanup"
     assert "request" not in event
+
+
+def test_the_capture_handler_keeps_the_access_logs_direct_path(
+    make_app: Callable[..., Flask],
+    sentry: SentryReceiver,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The capture layer's handler on the root logger (always there, at INFO with Sentry):
+    the access log still writes its line straight to flask_observe's handlers, rendering it
+    once (the capture handler shares the file handler's formatter and takes nothing); a 500's
+    access line, at ERROR, is not an event of its own."""
+    from flask_observe.errors.handler import CaptureHandler
+    from flask_observe.logging.access import _direct_sinks
+
+    app = shop(make_app, sentry.dsn, log_dir=str(tmp_path))
+
+    @app.get("/boom")
+    def boom() -> str:
+        raise RuntimeError("once")
+
+    access = logging.getLogger("flask_observe.access")
+    root = logging.getLogger()
+    # Without pytest's own capturing handlers (with them, the access log takes the normal
+    # path, as it does for any handler of the host's).
+    monkeypatch.setattr(root, "handlers", [h for h in root.handlers if hasattr(h, "write_line")])
+    sinks = _direct_sinks(access, logging.ERROR)
+    assert sinks is not None
+    assert any(isinstance(h, CaptureHandler) for h in sinks)
+    assert len({id(h.formatter) for h in sinks}) == 1
+    assert app.test_client().get("/boom").status_code == 500
+    events = events_of(sentry, app, 1)
+    assert [e["exception"]["values"][0]["value"] for e in events] == ["once"]

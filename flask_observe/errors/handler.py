@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._internal import FailureLog
+from ..logging.formatter import ObserveFormatter
 
 if TYPE_CHECKING:
     from .capture import ErrorCapture
@@ -25,8 +26,9 @@ __all__ = ["CaptureHandler", "crumbs", "install", "record_fields"]
 
 #: Attributes every LogRecord has; anything else on a record is an extra field of the caller.
 _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
-#: Loggers whose records are never errors: our own reporting, and Sentry's.
-_IGNORED = ("flask_observe.errors", "sentry_sdk")
+#: Loggers whose records are never errors: our own reporting, Sentry's, and the access log
+#: (a 5xx line is a summary of a request whose error, if any, was captured on its own).
+_IGNORED = ("flask_observe.errors", "flask_observe.access", "sentry_sdk")
 
 
 #: The log records of the current request or task below the event level, newest last, at
@@ -54,6 +56,12 @@ class CaptureHandler(logging.Handler):
     def __init__(self, lookup: Callable[[], ErrorCapture | None]) -> None:
         super().__init__()
         self._lookup = lookup
+        # The access log writes its line straight to the root's handlers when each of them
+        # is one of flask_observe's (a `write_line` and an ObserveFormatter), rendering it
+        # once per formatter: this handler takes part so the fast path stays open, with the
+        # formatter of a handler already there (nothing rendered for it), and takes nothing
+        # from it (write_line below).
+        self.formatter = ObserveFormatter("flask_observe")
         #: Records at or above it may be errors (the lowest event level of the apps).
         self.event_level = logging.ERROR
         self._failures = FailureLog()
@@ -68,6 +76,9 @@ class CaptureHandler(logging.Handler):
             return True
         self.emit(record)
         return True
+
+    def write_line(self, line: str, created: float) -> None:
+        """An access line, already formatted: never an error, never a breadcrumb."""
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.name.startswith(_IGNORED):
@@ -108,9 +119,20 @@ def install(
     function that takes the app off again (the last one removes the handler)."""
     with _lock:
         handler = _installed.handler
+        root = logging.getLogger()
         if handler is None:
             handler = _installed.handler = CaptureHandler(lookup)
-            logging.getLogger().addHandler(handler)
+            root.addHandler(handler)
+        shared = next(
+            (
+                h.formatter
+                for h in root.handlers
+                if h is not handler and isinstance(h.formatter, ObserveFormatter)
+            ),
+            None,
+        )
+        if shared is not None:
+            handler.formatter = shared
         _installed.levels[key] = (event_level, breadcrumb_level)
         _apply(handler)
 
