@@ -175,6 +175,20 @@ def test_host_initialised_sentry_stays_in_charge_and_gets_the_ids(
     assert events[0]["tags"]["correlation_id"] == "peer-rid-1"
 
 
+def test_errors_captured_by_hand_go_to_the_hosts_own_sentry(sentry: SentryReceiver) -> None:
+    """With the host's own sentry_sdk.init, flask_observe.capture_exception hands the handled
+    error to the host's client, with its tags and the request's correlation ID; the view's
+    unhandled error is still reported once, by the host's Flask integration."""
+    assert run_peer("host-manual", sentry.dsn) == {"status": 500}
+    events = sentry.events()
+    kinds = [e["exception"]["values"][0]["type"] for e in events]
+    assert kinds == ["LookupError", "RuntimeError"]
+    handled = events[0]
+    assert handled["tags"]["step"] == "lookup"
+    assert handled["tags"]["correlation_id"] == "peer-rid-1"
+    assert events[1]["exception"]["values"][0]["mechanism"]["type"] == "flask"
+
+
 def test_an_old_sentry_sdk_imported_by_the_host_does_not_break_init_app(
     make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
 ) -> None:
