@@ -482,6 +482,9 @@ SUITES: dict[str, tuple[str, ...]] = {
         METRICS_PEER,
         METRICS_PEER_LOGS,
     ),
+    # Issue 13: what the Sentry sink adds to a successful request (per-request scope binding,
+    # one breadcrumb append for the view's line), and the peer for scale.
+    "sentry": (OBSERVE, "observe+sentry", "peer:sentry-flask", LOG_BASE),
     "tracing": (
         BASE,
         LOG_BASE,

@@ -83,6 +83,13 @@ BUDGETS = (
         peer_base=LOG_BASE,
         cross_checks=("p50_us",),
     ),
+    Budget(
+        "issue 13, Sentry on a successful request (µs added)",
+        "observe+sentry",
+        5.0,
+        base=OBSERVE,
+        cross_checks=CROSS,
+    ),
     *(
         Budget(f"issue 17, {label}", ours, limit, peer=peer, base=BASE, cross_checks=CROSS)
         for label, ours, limit, peer in (

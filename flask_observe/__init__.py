@@ -13,6 +13,7 @@ from __future__ import annotations
 from ._optional import MissingDependencyError
 from .config import ConfigError
 from .context import bind_correlation_id, get_correlation_id, new_correlation_id
+from .errors.api import capture_exception, capture_message
 from .extension import Observe, ObserveConfig
 from .logging import ObserveFormatter, get_logger
 
@@ -26,6 +27,8 @@ __all__ = [
     "ObserveFormatter",
     "__version__",
     "bind_correlation_id",
+    "capture_exception",
+    "capture_message",
     "get_correlation_id",
     "get_logger",
     "new_correlation_id",

@@ -19,7 +19,7 @@ import requests
 from flask import current_app
 from sqlalchemy import select
 
-from flask_observe import get_correlation_id
+from flask_observe import capture_exception, get_correlation_id
 
 from .models import Account, ScrapeRun, Snapshot, db, utcnow
 from .monitoring import record_account
@@ -181,6 +181,9 @@ def execute_run(run: ScrapeRun, accounts: list[Account]) -> ScrapeRun:
                     "upstream_status": exc.status,
                 },
             )
+            # Handled, so nothing else would tell the error tracker: one event per failed
+            # account, with the run's correlation and trace IDs (docs/errors.md).
+            capture_exception(exc, platform=account.platform, handle=account.handle)
         db.session.commit()
     run.finished_at = utcnow()
     run.duration_ms = round((time.perf_counter() - started) * 1000, 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -262,3 +263,19 @@ def test_logsearch_quick_run_finds_what_grep_finds(tmp_path: Path) -> None:
     assert runs["cid: viewer text="][0]["results"] == runs["cid: grep -F"][0]["results"] == 8
     assert runs["tail 1 MiB: viewer"][0]["scanned"] > 0
     assert {b["ours"] for b in out["budgets"]} == {"cid: viewer text=", "tail 1 MiB: viewer"}
+
+
+def test_sentry_parts_quick_run_times_each_part() -> None:
+    """benchmarks/sentry_parts.py in a few iterations: a row for each part, and the sum."""
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "sentry_parts.py"), "--number", "200", "--repeat", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=dict(os.environ, SENTRY_DSN=""),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith(("| wsgi", "| log line"))]
+    assert len(rows) == 4, proc.stdout
+    assert "per request with one log line: +" in proc.stdout

@@ -180,6 +180,20 @@ def test_host_initialised_sentry_stays_in_charge_and_gets_the_ids(
     assert events[0]["tags"]["correlation_id"] == "peer-rid-1"
 
 
+def test_errors_captured_by_hand_go_to_the_hosts_own_sentry(sentry: SentryReceiver) -> None:
+    """With the host's own sentry_sdk.init, flask_observe.capture_exception hands the handled
+    error to the host's client, with its tags and the request's correlation ID; the view's
+    unhandled error is still reported once, by the host's Flask integration."""
+    assert run_peer("host-manual", sentry.dsn) == {"status": 500}
+    events = sentry.events()
+    kinds = [e["exception"]["values"][0]["type"] for e in events]
+    assert kinds == ["LookupError", "RuntimeError"]
+    handled = events[0]
+    assert handled["tags"]["step"] == "lookup"
+    assert handled["tags"]["correlation_id"] == "peer-rid-1"
+    assert events[1]["exception"]["values"][0]["mechanism"]["type"] == "flask"
+
+
 def test_an_old_sentry_sdk_imported_by_the_host_does_not_break_init_app(
     make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -328,7 +342,8 @@ def test_celery_task_error_reaches_sentry_with_the_requests_ids(
     redis_calls = [
         s
         for s in spans
-        if s["attributes"].get("db.system") == "redis" and s["trace_id"] == producer["trace_id"]
+        if s["attributes"].get("db.system.name") == "redis"
+        and s["trace_id"] == producer["trace_id"]
     ]
     assert redis_calls, "no Redis span in the request's trace"
     assert event["tags"]["correlation_id"] == "celery-err-1"
@@ -337,3 +352,87 @@ def test_celery_task_error_reaches_sentry_with_the_requests_ids(
     assert event["tags"]["celery.task_name"] == "tests.charge_card"
     assert event["exception"]["values"][0]["type"] == "ValueError"
     assert event["exception"]["values"][0]["mechanism"]["type"] == "celery"
+
+
+def test_one_failing_scrape_is_one_view_in_sentry_the_trace_and_the_logs(
+    tmp_path: Path,
+) -> None:
+    """The sample scraper, the demo platform on a real server, the local Sentry receiver and
+    the OTLP receiver: a scrape of the account the platform does not know fails (handled by
+    the scraper, which captures it). It gives one Sentry event, one trace and log lines that
+    carry the same correlation_id and trace_id; the event's span is the scrape's server
+    span, its breadcrumbs are the run's log lines, and it links to the trace in Jaeger
+    (OBSERVE_TRACING_TRACE_URL)."""
+    from sample_app import create_app, observe
+    from sample_app.platform import create_platform_app
+
+    from .conftest import LiveServer
+    from .peers import iter_trace
+
+    with OtlpReceiver() as otlp, SentryReceiver() as sentry:
+        common = {
+            "OBSERVE_LOG_DIR": str(tmp_path / "logs"),
+            "OBSERVE_LOG_STDOUT": False,
+            "OBSERVE_TRACING_ENDPOINT": otlp.endpoint,
+        }
+        platform_app = create_platform_app(**common)
+        with LiveServer(platform_app) as platform:
+            scraper = create_app(
+                {
+                    "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'scraper.db'}",
+                    "SCRAPER_PLATFORM_URL": platform.url,
+                    "OBSERVE_SENTRY_DSN": sentry.dsn,
+                    "OBSERVE_TRACING_TRACE_URL": "http://127.0.0.1:16686/trace/{trace_id}",
+                    **common,
+                }
+            )
+            try:
+                response = scraper.test_client().post(
+                    "/api/scrapes",
+                    json={"platform": "instagram", "handle": "ghost_account"},
+                    headers={"X-Request-ID": "one-view-1"},
+                )
+                assert response.status_code == 201, response.get_data(as_text=True)
+                flush(scraper)
+                for app in (scraper, platform_app):
+                    current_state(app).get(TracingSetup).provider.force_flush()  # type: ignore[union-attr]
+                events = wait_for(sentry.events, 10)
+                spans = wait_for(lambda: len(otlp.spans()) >= 4 and otlp.spans(), 10)
+            finally:
+                observe.shutdown(scraper)
+                Observe().shutdown(platform_app)
+    (event,) = events
+    root = next(
+        s
+        for s in spans
+        if s["kind"] == "SERVER" and s["attributes"].get("correlation_id") == "one-view-1"
+    )
+    trace_id = root["trace_id"]
+    assert root["name"] == "POST /api/scrapes"
+    trace = list(iter_trace(spans, root))
+    assert any(s["service"] == "demo-platform" for s in trace)
+    # Sentry: the same IDs, the span the error happened in, the link to the trace.
+    assert event["tags"]["correlation_id"] == "one-view-1"
+    assert event["tags"]["trace_id"] == trace_id
+    assert event["contexts"]["trace"] == {"trace_id": trace_id, "span_id": root["span_id"]}
+    assert event["contexts"]["tracing"]["trace_url"] == (f"http://127.0.0.1:16686/trace/{trace_id}")
+    assert event["tags"]["handle"] == "ghost_account"
+    exception = event["exception"]["values"][0]
+    assert exception["type"] == "PlatformError"
+    assert exception["mechanism"] == {"type": "manual", "handled": True}
+    assert event["transaction"] == "/api/scrapes"
+    crumbs = [c["message"] for c in event["breadcrumbs"]["values"]]
+    assert "scrape run started" in crumbs
+    # The logs: the run's lines carry the same correlation and trace IDs.
+    lines = [
+        x
+        for x in read_json_lines(tmp_path / "logs" / "app.log")
+        if x.get("correlation_id") == "one-view-1"
+    ]
+    failed = [x for x in lines if x.get("message") == "account scrape failed"]
+    assert failed
+    assert failed[0]["trace_id"] == trace_id
+    assert {x["trace_id"] for x in lines if "trace_id" in x} == {trace_id}
+    access = [x for x in lines if x.get("logger") == "flask_observe.access"]
+    assert access
+    assert access[0]["trace_id"] == trace_id

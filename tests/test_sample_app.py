@@ -562,7 +562,9 @@ def test_python_m_sample_app_with_a_collector_and_sentry(tmp_path: Path) -> None
 
             trace = wait_until(scrape_trace, 20)
             assert trace, f"no complete trace; output:\n{stop(proc)}"
-            events = wait_until(sentry.events, 20)
+            # Two events: the scrape's handled failure (the unknown demo account) and the
+            # error route's.
+            events = wait_until(lambda: len(sentry.events()) >= 2 and sentry.events(), 20)
             assert events, f"no Sentry event; output:\n{stop(proc)}"
             # The failing request's span is exported in a later batch than the Sentry event
             # is sent: wait for it rather than race the exit flush.
@@ -583,9 +585,11 @@ def test_python_m_sample_app_with_a_collector_and_sentry(tmp_path: Path) -> None
         ("scraper", "CLIENT"),  # SQL and the HTTP calls
         ("demo-platform", "SERVER"),
     }, output
-    assert any(s["attributes"].get("db.system") == "sqlite" for s in trace)
-    (event,) = events
-    assert event["tags"]["correlation_id"] == "newcomer-fail"
+    assert any(s["attributes"].get("db.system.name") == "sqlite" for s in trace)
+    by_id = {e["tags"]["correlation_id"]: e for e in events}
+    assert set(by_id) == {"newcomer-trace", "newcomer-fail"}
+    assert by_id["newcomer-trace"]["tags"]["trace_id"] == trace[0]["trace_id"]
+    event = by_id["newcomer-fail"]
     fail_span = fail_spans[0]
     assert event["tags"]["trace_id"] == fail_span["trace_id"]
     lines = read_json_lines(tmp_path / "logs" / "app.log")

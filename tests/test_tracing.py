@@ -81,7 +81,7 @@ def test_server_span_carries_route_status_and_correlation_id(
     assert span["parent_span_id"] is None
     assert span["attributes"]["correlation_id"] == "span-rid-1"
     assert span["attributes"]["http.route"] == "/orders/<int:order_id>"
-    assert span["attributes"]["http.status_code"] == 200
+    assert span["attributes"]["http.response.status_code"] == 200
     assert span["service"] == "orders"
     assert span["resource"]["service.version"] == "2.0.1"
 
@@ -523,18 +523,18 @@ def test_sqlalchemy_engines_made_before_and_after_init_app_are_traced(
         flush(app)
 
         def statements() -> list[dict[str, Any]]:
-            return [s for s in receiver.spans() if "db.statement" in s["attributes"]]
+            return [s for s in receiver.spans() if "db.query.text" in s["attributes"]]
 
         queries = wait_for(lambda: len(statements()) >= 2 and statements(), 10)
         spans = receiver.spans()
         server = server_spans(spans)[0]
         under = {s["span_id"] for s in iter_trace(spans, server)}
-        texts = {s["attributes"]["db.statement"] for s in queries}
+        texts = {s["attributes"]["db.query.text"] for s in queries}
         assert texts == {"SELECT 1 AS from_flask_sqlalchemy", "SELECT 2 AS from_later_engine"}
         for span in queries:
             assert span["kind"] == "CLIENT"
             assert span["span_id"] in under
-            assert span["attributes"]["db.system"] == "sqlite"
+            assert span["attributes"]["db.system.name"] == "sqlite"
     finally:
         ext.shutdown(app)
 
@@ -694,10 +694,10 @@ def test_sample_scrape_is_one_trace_across_scraper_db_and_platform(
         trace, key=lambda s: spans.index(s)
     ), "a span of this trace is not linked to its root"
 
-    sql = [s for s in trace if s["attributes"].get("db.system") == "sqlite"]
+    sql = [s for s in trace if s["attributes"].get("db.system.name") == "sqlite"]
     assert sql
     assert all(s["kind"] == "CLIENT" and s["service"] == "scraper" for s in sql)
-    assert any("INSERT INTO snapshots" in s["attributes"].get("db.statement", "") for s in sql)
+    assert any("INSERT INTO snapshots" in s["attributes"].get("db.query.text", "") for s in sql)
 
     calls = [s for s in trace if s["kind"] == "CLIENT" and s["name"] == "GET"]
     assert len(calls) == len(DEMO_ACCOUNTS)
@@ -710,7 +710,7 @@ def test_sample_scrape_is_one_trace_across_scraper_db_and_platform(
         assert span["name"] == "GET /v1/<platform>/users/<handle>"
         assert span["parent_span_id"] in call_ids
         assert span["attributes"]["correlation_id"] == "trace-scrape-1"
-    statuses = sorted(s["attributes"]["http.status_code"] for s in platform_servers)
+    statuses = sorted(s["attributes"]["http.response.status_code"] for s in platform_servers)
     assert statuses == [200] * (len(DEMO_ACCOUNTS) - 1) + [404]
 
     # The log lines of the request name the same trace.
@@ -779,8 +779,12 @@ def test_query_strings_and_client_address_stay_out_of_exported_spans(
     (span,) = wait_for(receiver.spans, 10)
     attributes = span["attributes"]
     assert ("QUERYSECRET42" in repr(attributes)) is not redact
-    assert ("net.peer.ip" in attributes) is not redact
-    assert attributes["http.target"].split("?")[0] == "/search"
+    assert ("client.address" in attributes) is not redact
+    assert ("url.query" in attributes) is not redact
+    assert attributes["url.path"] == "/search"
+    # The Host header's port is server.port, not part of server.address.
+    assert attributes["server.address"] == "127.0.0.1"
+    assert attributes["server.port"] == server.port
     assert attributes["http.route"] == "/search"
 
 
@@ -802,7 +806,7 @@ def test_outgoing_call_urls_leave_without_their_query_string(
     app.test_client().get("/call")
     flush(app)
     spans = wait_for(lambda: len(receiver.spans()) >= 3 and receiver.spans(), 10)
-    urls = [s["attributes"]["http.url"] for s in spans if s["kind"] == "CLIENT"]
+    urls = [s["attributes"]["url.full"] for s in spans if s["kind"] == "CLIENT"]
     assert urls == [f"{allowed.url}/echo", f"{allowed.url}/echo"]
     assert "URLSECRET77" not in repr(spans)
 

@@ -1,33 +1,39 @@
-"""Error reporting to Sentry: errors only, on the correlation spine, private data kept home.
+"""Errors: one capture layer for every error of an app, and Sentry as one of its sinks.
 
-Each app gets its own ``sentry_sdk.Client`` with no integrations: nothing is patched, no
-transaction is started (OpenTelemetry does the tracing), and a successful request costs
-nothing — the client is only reached through Flask's ``got_request_exception`` signal (an
-unhandled exception in a view) and Celery's ``task_failure``. The event is built here from
-the exception and a fresh scope holding only what docs/errors.md lists: the correlation ID,
-the trace and span IDs (tags and the ``trace`` context, so Sentry links to the trace), the
-service, the route, the method and the URL without its query string. No request body, no
-headers or cookies, no query string, no local variables, no client address unless
-``OBSERVE_SENTRY_SEND_CLIENT_IP``; a ``before_send`` scrubber removes them again should
-anything else put them in.
+The capture layer is on whenever ``Observe`` is and costs nothing on a successful request: it
+is reached only through Flask's ``got_request_exception`` signal (an exception a view did not
+handle), Celery's ``task_failure``, a handler on the root logger at the event level
+(``OBSERVE_ERRORS_EVENT_LEVEL``, ERROR), and the capture API
+(:func:`flask_observe.capture_exception`, :func:`flask_observe.capture_message`). Each error
+becomes one :class:`CapturedError` — scrubbed, with its frames but never their variables,
+fingerprinted, on the correlation spine — handed to the sinks and to the listeners added with
+:meth:`ErrorCapture.add_listener`.
 
-If the host initialised Sentry itself (``sentry_sdk.init``), its client and integrations are
-left to do the reporting; flask_observe only adds the IDs to every event it sends.
+The Sentry sink (:class:`ErrorReporter`) is on when a DSN is set: the app's own
+``sentry_sdk.Client`` with no integrations (nothing patched, no transaction; OpenTelemetry
+does the tracing), bound to each request's and task's scope so the host's
+``sentry_sdk.capture_exception``, ``set_user`` and ``add_breadcrumb`` work as they do under
+``sentry_sdk.init``. Every event it sends goes through one ``before_send``: the IDs, the
+request without its query string, the breadcrumbs (log lines below the event level), then
+the scrubber. If the host initialised Sentry itself (``sentry_sdk.init``), its client and
+integrations do the reporting; flask_observe adds the IDs to every event it sends.
 
 Sentry's transport is a background thread with a bounded queue: an endpoint that is down or
 hung never blocks a request, and shutdown waits at most ``OBSERVE_SENTRY_SHUTDOWN_TIMEOUT``.
+See docs/errors.md for exactly what is sent on each path.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .spine import errors_wanted, host_sentry_active, spine_tags
+from .capture import CapturedError, ErrorCapture
+from .spine import host_sentry_active, sentry_wanted
 
 if TYPE_CHECKING:
     from .reporter import ErrorReporter
 
-__all__ = ["ErrorReporter", "errors_wanted", "host_sentry_active", "spine_tags"]
+__all__ = ["CapturedError", "ErrorCapture", "ErrorReporter", "host_sentry_active", "sentry_wanted"]
 
 
 def __getattr__(name: str) -> object:

@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import Tracer, TracerProvider
 
-from .._internal import exit_flushes, run_with_deadline
+from .._internal import FailureLog, exit_flushes, run_with_deadline
 
 if TYPE_CHECKING:
     from .pipeline import ObserveSpanProcessor, ProcessLocalExporter
 
-__all__ = ["TracingSetup"]
+__all__ = ["HOOK_POINTS", "TracingSetup"]
 
 logger = logging.getLogger("flask_observe.tracing")
+
+#: Where user hooks run, and what each is called with (the instrumentations' own hooks'
+#: arguments; ``query`` has SQLAlchemy's ``after_cursor_execute`` arguments).
+HOOK_POINTS = {
+    "request": "hook(span, environ): the Flask server span, when the request starts",
+    "response": "hook(span, status, response_headers): the Flask server span, at the response",
+    "client_request": "hook(span, request): a requests client span, before it is sent",
+    "client_response": "hook(span, request, response): a requests client span, at the answer",
+    "query": "hook(span, conn, cursor, statement, parameters, context): an SQL span, after it ran",
+}
 
 
 class TracingSetup:
@@ -46,6 +58,61 @@ class TracingSetup:
         self._tracers: dict[Any, Tracer] = {}
         self._closed = False
         self._lock = threading.Lock()
+        self._hooks: dict[str, tuple[Callable[..., object], ...]] = dict.fromkeys(HOOK_POINTS, ())
+        self._hook_failures = FailureLog()
+        #: The service.instance.id flask_observe made for the resource (refreshed after a fork).
+        self.made_instance_id: str | None = None
+
+    # -- user hooks ---------------------------------------------------------------------
+
+    def add_hook(self, point: str, hook: Callable[..., object]) -> Callable[..., object]:
+        """Run ``hook`` at ``point`` from now on, after flask_observe's own (points and their
+        arguments: :data:`HOOK_POINTS`). A hook that raises is logged (at most once a minute)
+        and the request goes on. Returns ``hook``.
+
+        :raises ValueError: an unknown point.
+        """
+        if point not in HOOK_POINTS:
+            raise ValueError(f"unknown hook point {point!r}; known: {', '.join(HOOK_POINTS)}")
+        with self._lock:
+            if hook not in self._hooks[point]:
+                self._hooks[point] = (*self._hooks[point], hook)
+        return hook
+
+    def remove_hook(self, point: str, hook: Callable[..., object]) -> None:
+        """Stop running ``hook`` at ``point`` (nothing happens if it was not added)."""
+        with self._lock:
+            self._hooks[point] = tuple(h for h in self._hooks.get(point, ()) if h != hook)
+
+    def hooks(self, point: str) -> tuple[Callable[..., object], ...]:
+        return self._hooks[point]
+
+    def run_hooks(self, point: str, *args: Any) -> None:
+        """Call each hook of ``point``, guarded."""
+        for hook in self._hooks[point]:
+            try:
+                hook(*args)
+            except Exception:
+                self._hook_failures(f"tracing {point} hook {getattr(hook, '__qualname__', hook)}")
+
+    # -- the resource ------------------------------------------------------------------
+
+    def after_fork(self) -> None:
+        """In a forked child: the child's own ``process.pid`` (and ``service.instance.id``,
+        where flask_observe made it) on every span from now on."""
+        provider = self.provider
+        update = getattr(provider, "_update_resource", None)
+        if not self.owned or update is None:
+            return
+        from opentelemetry.sdk.resources import Resource
+
+        from .conventions import instance_id
+
+        attributes: Mapping[str, Any] = getattr(provider, "resource", Resource({})).attributes
+        changed: dict[str, Any] = {"process.pid": os.getpid()}
+        if self.made_instance_id and attributes.get("service.instance.id") == self.made_instance_id:
+            changed["service.instance.id"] = self.made_instance_id = instance_id()
+        update(Resource(changed))
 
     def tracer(self, key: tuple[str, str | None, str | None], attributes: Any = None) -> Tracer:
         """This app's tracer for an instrumentation scope (cached)."""

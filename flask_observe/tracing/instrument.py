@@ -20,16 +20,20 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+from flask import Flask, got_request_exception
+from flask.globals import _cv_request
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.trace import Span, TracerProvider
 
 from .. import _optional
 from .._internal import FailureLog
 from ..hooks import ENVIRON_KEY, SPAN_CONTEXT_KEY
+from .sql import qualified_name
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
+
+    from .handle import TracingSetup
 
 __all__ = ["acquire_shared", "instrument_engine", "instrument_flask"]
 
@@ -56,12 +60,24 @@ _SHARED: dict[str, tuple[str, str, str, dict[str, Any]]] = {
 # the instrumentations this module turned on.
 _users: dict[str, int] = {}
 _users_lock = threading.Lock()
+#: What else turning an instrumentation on installed (SQLAlchemy: the span-naming listeners).
+_extra_undo: dict[str, Callable[[], None]] = {}
+_KNOWN_METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+)
+#: WSGI environ key: the class of the exception a view raised, for the server span.
+ERROR_TYPE_KEY = "flask_observe.error_type"
 
 
 def instrument_flask(
-    app: Flask, provider: TracerProvider, *, response_header: bool
+    app: Flask, provider: TracerProvider, *, response_header: bool, setup: TracingSetup
 ) -> Callable[[], None] | None:
-    """Server spans for ``app``; returns the undo function (``None`` if left to another)."""
+    """Server spans for ``app``; returns the undo function (``None`` if left to another).
+
+    The request hook puts the correlation ID on the span, the response hook the
+    ``traceresponse`` header (when asked) and, for an exception a view raised, its class as
+    ``error.type``; then the app's own hooks run (``setup.add_hook("request", …)``).
+    """
     _optional.require("opentelemetry.instrumentation.flask", "tracing", "tracing of Flask")
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
@@ -73,47 +89,112 @@ def instrument_flask(
         )
         return None
     failures = FailureLog()
+    request_hooks = setup.hooks
+    run_hooks = setup.run_hooks
 
     def request_hook(span: Span, environ: dict[str, Any]) -> None:
         try:
             context = span.get_span_context()
             environ[SPAN_CONTEXT_KEY] = context
             correlation_id = environ.get(ENVIRON_KEY)
-            if correlation_id is not None and span.is_recording():
-                span.set_attribute(CORRELATION_ATTRIBUTE, correlation_id)
+            if span.is_recording():
+                if correlation_id is not None:
+                    span.set_attribute(CORRELATION_ATTRIBUTE, correlation_id)
+                ctx = _cv_request.get(None)
+                if ctx is not None and ctx.request.url_rule is None:
+                    # No route matched (404, 405): the conventions name the span after the
+                    # method alone, never after the path the client sent.
+                    method = str(environ.get("REQUEST_METHOD", ""))
+                    span.update_name(method if method in _KNOWN_METHODS else "HTTP")
         except Exception:
             failures("adding the correlation ID to the server span")
+        if request_hooks("request"):
+            run_hooks("request", span, environ)
 
     def response_hook(span: Span | None, status: str, headers: list[tuple[str, str]]) -> None:
         if span is None:
             return
         try:
-            context = span.get_span_context()
-            if context.is_valid:
-                headers.append(
-                    (
-                        "traceresponse",
-                        f"00-{context.trace_id:032x}-{context.span_id:016x}"
-                        f"-{int(context.trace_flags):02x}",
+            if response_header:
+                context = span.get_span_context()
+                if context.is_valid:
+                    headers.append(
+                        (
+                            "traceresponse",
+                            f"00-{context.trace_id:032x}-{context.span_id:016x}"
+                            f"-{int(context.trace_flags):02x}",
+                        )
                     )
-                )
+            if span.is_recording():
+                _split_server_address(span)
+            if status[:1] == "5":
+                ctx = _cv_request.get(None)
+                error_type = ctx.request.environ.get(ERROR_TYPE_KEY) if ctx is not None else None
+                if error_type is not None and span.is_recording():
+                    # The exception's class says more than the "500" the instrumentation set.
+                    span.set_attribute("error.type", error_type)
         except Exception:
-            failures("adding the traceresponse header")
+            failures("completing the server span at the response")
+        if request_hooks("response"):
+            run_hooks("response", span, status, headers)
+
+    def on_exception(sender: Flask, exception: BaseException | None = None, **_: Any) -> None:
+        ctx = _cv_request.get(None)
+        if exception is not None and ctx is not None:
+            ctx.request.environ[ERROR_TYPE_KEY] = qualified_name(type(exception))
 
     FlaskInstrumentor.instrument_app(  # type: ignore[no-untyped-call]
         app,
         request_hook=request_hook,
-        response_hook=response_hook if response_header else None,
+        response_hook=response_hook,
         tracer_provider=provider,
         enable_commenter=False,
         meter_provider=_NO_METRICS,
     )
+    got_request_exception.connect(on_exception, app, weak=False)
 
     def undo() -> None:
+        got_request_exception.disconnect(on_exception, app)
         if getattr(app, "_is_instrumented_by_opentelemetry", False):
             FlaskInstrumentor.uninstrument_app(app)  # type: ignore[no-untyped-call]
 
     return undo
+
+
+def _split_server_address(span: Span) -> None:
+    """``server.address`` taken from a ``Host: name:port`` header keeps the name; the port
+    is ``server.port`` (the WSGI instrumentation writes both into the address)."""
+    attributes = getattr(span, "attributes", None)
+    address = attributes.get("server.address") if attributes else None
+    if not isinstance(address, str) or not address or address[-1] == "]":
+        return
+    host, colon, port = address.rpartition(":")
+    if colon and host and port.isdigit() and (host[-1] == "]" or ":" not in host):
+        span.set_attribute("server.address", host.strip("[]"))
+        span.set_attribute("server.port", int(port))
+
+
+def _current_setup() -> TracingSetup | None:
+    from .routing import router
+
+    return router().current()
+
+
+def _client_request_hook(span: Span, request: Any) -> None:
+    setup = _current_setup()
+    if setup is not None and setup.hooks("client_request"):
+        setup.run_hooks("client_request", span, request)
+
+
+def _client_response_hook(span: Span, request: Any, response: Any) -> None:
+    setup = _current_setup()
+    if setup is not None and setup.hooks("client_response"):
+        setup.run_hooks("client_response", span, request, response)
+
+
+def _query_hooks() -> tuple[Callable[..., object], ...]:
+    setup = _current_setup()
+    return setup.hooks("query") if setup is not None else ()
 
 
 def acquire_shared(
@@ -129,6 +210,9 @@ def acquire_shared(
         instrumentation is not.
     """
     library, module_name, class_name, options = _SHARED[name]
+    if name == "requests":
+        # Process-wide hooks that run the hooks of the app whose context is current.
+        options = {"request_hook": _client_request_hook, "response_hook": _client_response_hook}
     if _optional.detect(library, f"tracing of {library}") is None:
         return None
     if required:
@@ -160,6 +244,10 @@ def acquire_shared(
                 with contextlib.suppress(Exception):
                     instrumentor._uninstrument()
                 return None
+            if name == "sqlalchemy":
+                from .sql import install_sql_listeners
+
+                _extra_undo[name] = install_sql_listeners(_query_hooks)
         _users[name] = users + 1
 
     def release() -> None:
@@ -170,6 +258,9 @@ def acquire_shared(
                 return
             _users.pop(name, None)
             instrumentor.uninstrument()
+            remove = _extra_undo.pop(name, None)
+            if remove is not None:
+                remove()
 
     return release
 

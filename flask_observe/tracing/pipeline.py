@@ -27,7 +27,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -65,12 +65,18 @@ DROPPED_LOG_INTERVAL = 60.0
 
 
 def build_resource(
-    service_name: str | None, default_name: str, version: str | None, environment: str | None
+    service_name: str | None,
+    default_name: str,
+    version: str | None,
+    environment: str | None,
+    detected: Mapping[str, Any] | None = None,
 ) -> Resource:
-    """``service.name``, ``service.version``, ``deployment.environment[.name]``.
+    """``service.name``, ``service.version``, ``deployment.environment[.name]``, over what was
+    ``detected`` about the host and process (``conventions.detected_resource``).
 
     Configured values win; the SDK merges ``OTEL_RESOURCE_ATTRIBUTES`` and
-    ``OTEL_SERVICE_NAME`` under them; the app's name is the last resort for the service.
+    ``OTEL_SERVICE_NAME`` under them, over the detected ones; the app's name is the last
+    resort for the service.
     """
     attributes: dict[str, str] = {}
     if service_name:
@@ -80,7 +86,7 @@ def build_resource(
     if environment:
         attributes["deployment.environment.name"] = environment
         attributes["deployment.environment"] = environment
-    resource = Resource.create(attributes)
+    resource = Resource(dict(detected or {})).merge(Resource.create(attributes))
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": default_name}))
     return resource

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -12,6 +14,7 @@ from opentelemetry.trace import TracerProvider
 from .._internal import exit_flushes
 from ..config import CoreSettings
 from . import choose_exporter
+from .conventions import apply_semconv, detected_resource, semconv_choice
 from .handle import TracingSetup
 from .instrument import acquire_shared, instrument_flask, instrument_flask_sqlalchemy_engines
 from .pipeline import (
@@ -56,6 +59,7 @@ def setup_tracing(wiring: Wiring) -> tuple[TracingSetup, list[Callable[[], objec
     processor: ObserveSpanProcessor | None = None
     exporter: ProcessLocalExporter | None = None
     provider: TracerProvider
+    made_instance_id: str | None = None
     if host is not None:
         logger.info(
             "flask_observe: using the TracerProvider the host installed (its sampler and"
@@ -63,9 +67,16 @@ def setup_tracing(wiring: Wiring) -> tuple[TracingSetup, list[Callable[[], objec
         )
         provider = host
     else:
+        detected = detected_resource(environ)
         resource = build_resource(
-            core.service_name, wiring.service_name, core.service_version, core.environment
+            core.service_name,
+            wiring.service_name,
+            core.service_version,
+            core.environment,
+            detected,
         )
+        if resource.attributes.get("service.instance.id") == detected["service.instance.id"]:
+            made_instance_id = str(detected["service.instance.id"])
         sdk_provider = SdkTracerProvider(resource=resource, shutdown_on_exit=False)
         # Set before any tracer exists: tracers take the provider's sampler when created.
         sdk_provider.sampler = _sampler(wiring, sdk_provider)
@@ -84,8 +95,20 @@ def setup_tracing(wiring: Wiring) -> tuple[TracingSetup, list[Callable[[], objec
         exporter=exporter,
         shutdown_timeout=config.tracing_shutdown_timeout,
     )
+    setup.made_instance_id = made_instance_id
+    for point, hook in (
+        ("request", config.tracing_request_hook),
+        ("response", config.tracing_response_hook),
+        ("client_request", config.tracing_client_request_hook),
+        ("client_response", config.tracing_client_response_hook),
+        ("query", config.tracing_query_hook),
+    ):
+        if hook is not None:
+            setup.add_hook(point, hook)
     undo: list[Callable[[], object]] = []
     try:
+        apply_semconv(semconv_choice(config.tracing_semconv, environ))
+        _refresh_after_fork()
         routing.register(setup)
         undo.append(lambda: routing.unregister(setup))
         install_global(routing)
@@ -97,7 +120,9 @@ def setup_tracing(wiring: Wiring) -> tuple[TracingSetup, list[Callable[[], objec
         # The default list means "whatever is installed"; a list set by hand is a demand.
         explicit = wanted != TRACING_INSTRUMENTATIONS
         if "flask" in wanted:
-            unwrap = instrument_flask(app, provider, response_header=config.tracing_response_header)
+            unwrap = instrument_flask(
+                app, provider, response_header=config.tracing_response_header, setup=setup
+            )
             if unwrap is not None:
                 undo.append(unwrap)
         for name in ("requests", "sqlalchemy", "celery", "redis"):
@@ -113,3 +138,23 @@ def setup_tracing(wiring: Wiring) -> tuple[TracingSetup, list[Callable[[], objec
         raise
     undo.reverse()
     return setup, undo
+
+
+_fork_hook = threading.Event()
+
+
+def _refresh_after_fork() -> None:
+    """In a forked child (gunicorn ``--preload``), each running app's resource gets the
+    child's PID and instance ID (registered once per process)."""
+    if _fork_hook.is_set() or not hasattr(os, "register_at_fork"):
+        return
+    _fork_hook.set()
+
+    def after_in_child() -> None:
+        for setup in list(router().live):
+            try:
+                setup.after_fork()
+            except Exception:  # never fail a fork over a resource attribute
+                logger.debug("flask_observe: resource not refreshed after fork", exc_info=True)
+
+    os.register_at_fork(after_in_child=after_in_child)
