@@ -137,7 +137,7 @@ def test_slow_query_is_a_span_event_when_tracing(db_app: Flask) -> None:
     events = [e for e in span.events if e.name == "slow_query"]
     assert len(events) == 2
     assert (
-        events[0].attributes["db.statement"] == "SELECT email FROM users WHERE email = ? OR id = ?"
+        events[0].attributes["db.query.text"] == "SELECT email FROM users WHERE email = ? OR id = ?"
     )
     provider.shutdown()
 
