@@ -24,7 +24,7 @@ from urllib.parse import SplitResult
 from .model import RESOLVED, SEVERITIES, Alert
 from .urls import UnsafeURLError, UrlPolicy
 
-__all__ = ["Channel", "DeliveryError", "build_channels"]
+__all__ = ["Channel", "DeliveryError", "build_channels", "repeats"]
 
 PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 _COLORS = {"critical": "#b00020", "error": "#e65100", "warning": "#f9a825", "info": "#1565c0"}
@@ -60,6 +60,12 @@ class Channel:
 
     def send(self, alert: Alert) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def repeats(channel: Channel) -> bool:
+    """Whether ``channel``'s receiver dedups and groups by itself (Alertmanager): the router
+    gives it every alert and it resends what is still firing."""
+    return bool(getattr(channel, "repeats", False))
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
@@ -320,6 +326,18 @@ CHANNEL_FIELDS: dict[str, frozenset[str]] = {
     "discord": frozenset(("url", "headers")),
     "pagerduty": frozenset(("url", "routing_key")),
     "email": frozenset(("host", "port", "to", "from", "username", "password", "starttls", "tls")),
+    "alertmanager": frozenset(
+        (
+            "url",
+            "headers",
+            "resend_seconds",
+            "runbook_base",
+            "runbooks",
+            "instance",
+            "labels",
+            "generator_url",
+        )
+    ),
 }
 _COMMON_FIELDS = frozenset(("type", "name", "severities", "timeout"))
 
@@ -369,6 +387,8 @@ def build_channels(
                     channels.append(
                         _WEBHOOKS[kind](name, severities, chan_timeout, url, policy, headers)
                     )
+            elif kind == "alertmanager":
+                channels.append(_alertmanager(spec, name, severities, chan_timeout, policy))
             elif kind == "email":
                 to = spec.get("to")
                 if isinstance(to, str):
@@ -391,9 +411,43 @@ def build_channels(
                     )
                 )
             else:
-                raise ValueError("type must be slack, discord, pagerduty, email or webhook")
+                raise ValueError(
+                    "type must be slack, discord, pagerduty, email, webhook or alertmanager"
+                )
         except UnsafeURLError as exc:
             raise ValueError(f"{label}: {exc}") from None
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{label}: {exc}") from None
     return channels
+
+
+def _alertmanager(
+    spec: Mapping[str, Any],
+    name: str,
+    severities: Sequence[str],
+    timeout: float,
+    policy: UrlPolicy,
+) -> Channel:
+    from .alertmanager import AlertmanagerChannel
+    from .prometheus import DEFAULT_RUNBOOK_BASE
+
+    url = spec.get("url")
+    if not isinstance(url, str) or not url:
+        raise ValueError("needs a 'url' (Alertmanager's, e.g. https://alertmanager:9093)")
+    for field in ("headers", "runbooks", "labels"):
+        if not isinstance(spec.get(field) or {}, Mapping):
+            raise ValueError(f"'{field}' must be an object")
+    return AlertmanagerChannel(
+        name,
+        severities,
+        timeout,
+        url,
+        policy,
+        spec.get("headers") or {},
+        resend=float(spec.get("resend_seconds", 60.0)),
+        runbook_base=str(spec.get("runbook_base") or DEFAULT_RUNBOOK_BASE),
+        runbooks={str(k): str(v) for k, v in (spec.get("runbooks") or {}).items()},
+        instance=str(spec["instance"]) if spec.get("instance") else None,
+        labels={str(k): str(v) for k, v in (spec.get("labels") or {}).items()},
+        generator_url=str(spec["generator_url"]) if spec.get("generator_url") else None,
+    )
