@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._clock import SYSTEM, Clock
-from .channels import DeliveryError, WebhookChannel
+from .channels import CHANNEL_TYPES, DeliveryError, WebhookChannel
 from .model import RESOLVED, Alert
 from .prometheus import DEFAULT_RUNBOOK_BASE
 from .urls import UrlPolicy
@@ -260,3 +260,35 @@ class AlertmanagerChannel(WebhookChannel):
         self.incidents.clear()
         self.retry_at = 0.0
         self.failures = 0
+
+
+def build(
+    spec: Mapping[str, Any],
+    name: str,
+    severities: Sequence[str],
+    timeout: float,
+    policy: UrlPolicy,
+) -> AlertmanagerChannel:
+    url = spec.get("url")
+    if not isinstance(url, str) or not url:
+        raise ValueError("needs a 'url' (Alertmanager's, e.g. https://alertmanager:9093)")
+    for field in ("headers", "runbooks", "labels"):
+        if not isinstance(spec.get(field) or {}, Mapping):
+            raise ValueError(f"'{field}' must be an object")
+    return AlertmanagerChannel(
+        name,
+        severities,
+        timeout,
+        url,
+        policy,
+        spec.get("headers") or {},
+        resend=float(spec.get("resend_seconds", 60.0)),
+        runbook_base=str(spec.get("runbook_base") or DEFAULT_RUNBOOK_BASE),
+        runbooks={str(k): str(v) for k, v in (spec.get("runbooks") or {}).items()},
+        instance=str(spec["instance"]) if spec.get("instance") else None,
+        labels={str(k): str(v) for k, v in (spec.get("labels") or {}).items()},
+        generator_url=str(spec["generator_url"]) if spec.get("generator_url") else None,
+    )
+
+
+CHANNEL_TYPES["alertmanager"] = build

@@ -16,7 +16,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import SplitResult
@@ -340,6 +340,12 @@ CHANNEL_FIELDS: dict[str, frozenset[str]] = {
     ),
 }
 _COMMON_FIELDS = frozenset(("type", "name", "severities", "timeout"))
+#: Channel types defined in modules of their own (``alertmanager``): each builds its channel
+#: from ``(spec, name, severities, timeout, policy)``; the module registers it when imported
+#: (the package imports it).
+CHANNEL_TYPES: dict[
+    str, Callable[[Mapping[str, Any], str, Sequence[str], float, UrlPolicy], Channel]
+] = {}
 
 
 def build_channels(
@@ -387,8 +393,8 @@ def build_channels(
                     channels.append(
                         _WEBHOOKS[kind](name, severities, chan_timeout, url, policy, headers)
                     )
-            elif kind == "alertmanager":
-                channels.append(_alertmanager(spec, name, severities, chan_timeout, policy))
+            elif kind in CHANNEL_TYPES:
+                channels.append(CHANNEL_TYPES[kind](spec, name, severities, chan_timeout, policy))
             elif kind == "email":
                 to = spec.get("to")
                 if isinstance(to, str):
@@ -419,35 +425,3 @@ def build_channels(
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{label}: {exc}") from None
     return channels
-
-
-def _alertmanager(
-    spec: Mapping[str, Any],
-    name: str,
-    severities: Sequence[str],
-    timeout: float,
-    policy: UrlPolicy,
-) -> Channel:
-    from .alertmanager import AlertmanagerChannel
-    from .prometheus import DEFAULT_RUNBOOK_BASE
-
-    url = spec.get("url")
-    if not isinstance(url, str) or not url:
-        raise ValueError("needs a 'url' (Alertmanager's, e.g. https://alertmanager:9093)")
-    for field in ("headers", "runbooks", "labels"):
-        if not isinstance(spec.get(field) or {}, Mapping):
-            raise ValueError(f"'{field}' must be an object")
-    return AlertmanagerChannel(
-        name,
-        severities,
-        timeout,
-        url,
-        policy,
-        spec.get("headers") or {},
-        resend=float(spec.get("resend_seconds", 60.0)),
-        runbook_base=str(spec.get("runbook_base") or DEFAULT_RUNBOOK_BASE),
-        runbooks={str(k): str(v) for k, v in (spec.get("runbooks") or {}).items()},
-        instance=str(spec["instance"]) if spec.get("instance") else None,
-        labels={str(k): str(v) for k, v in (spec.get("labels") or {}).items()},
-        generator_url=str(spec["generator_url"]) if spec.get("generator_url") else None,
-    )

@@ -29,7 +29,7 @@ import structlog
 from .._internal import escape_control
 from ..context import get_correlation_id
 
-__all__ = ["ObserveFormatter", "get_logger", "truncate"]
+__all__ = ["ObserveFormatter", "get_logger", "merge_fields", "structlog_context", "truncate"]
 
 #: Attributes every LogRecord has; anything else on a record is an extra field of the caller.
 _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {
@@ -196,14 +196,14 @@ class ObserveFormatter(logging.Formatter):
         if structured is None:
             context = structlog_context()
             if context:
-                _merge(out, context)
+                merge_fields(out, context)
         attributes = record.__dict__
         # The ~25 standard attributes are skipped in C; only the caller's extras reach Python.
         for key in filterfalse(_RECORD_ATTRS.__contains__, attributes):
             if key[0] != "_":
                 out[key if key not in _RESERVED else f"extra_{key}"] = attributes[key]
         if structured:
-            _merge(out, structured)
+            merge_fields(out, structured)
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
             exc_type = record.exc_info[0]
@@ -242,7 +242,7 @@ class ObserveFormatter(logging.Formatter):
         out = self.base_fields(created, level, logger, message, identity)
         context = structlog_context()
         if context:
-            _merge(out, context)
+            merge_fields(out, context)
         out.update(fields)
         return self.render(out)
 
@@ -266,7 +266,9 @@ def _printable(fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _merge(out: dict[str, Any], fields: Mapping[str, Any]) -> None:
+def merge_fields(out: dict[str, Any], fields: Mapping[str, Any]) -> None:
+    """Add ``fields`` to a line's ``out``; one named as a field the formatter owns is kept as
+    ``extra_<name>``."""
     for key, value in fields.items():
         out[key if key not in _RESERVED else f"extra_{key}"] = value
 
