@@ -19,12 +19,12 @@ from flask import Flask
 from flask_observe import Observe
 from flask_observe.otlp import OtlpLogs
 from flask_observe.otlp.metrics import HTTP_BUCKETS, OtlpMetrics, temporality_preference
-from flask_observe.otlp.setup import exporter_of
 from flask_observe.otlp.settings import OtlpSettings
+from flask_observe.otlp.setup import exporter_of
 from flask_observe.state import current_state
 
 from .conftest import LiveServer, read_json_lines
-from .peers import OtlpReceiver, wait_for
+from .peers import OtlpReceiver
 
 pytestmark = pytest.mark.services  # a real gRPC receiver on loopback
 
@@ -103,7 +103,8 @@ def test_every_log_line_goes_over_otlp_with_the_same_fields_as_the_file(
     assert view["attributes"]["user_id"] == 42
     assert view["attributes"]["tags"] == ["a", "b"]
     assert view["attributes"]["meta"] == '{"x":1}'
-    assert "service" not in view["attributes"] and "timestamp" not in view["attributes"]
+    assert "service" not in view["attributes"]
+    assert "timestamp" not in view["attributes"]
     span = next(s for s in receiver.spans() if s["kind"] == "SERVER" and "42" in str(s))
     assert view["trace_id"] == span["trace_id"]
     assert view["span_id"] == span["span_id"]
@@ -168,7 +169,8 @@ def test_request_metrics_use_the_semantic_conventions_with_advisory_buckets_and_
     points = receiver.metric_points()
     server = [p for p in points if p["name"] == "http.server.request.duration"]
     ok = next(p for p in server if p["attributes"].get("http.route") == "/users/<int:user_id>")
-    assert ok["kind"] == "histogram" and ok["unit"] == "s"
+    assert ok["kind"] == "histogram"
+    assert ok["unit"] == "s"
     assert ok["count"] == 3
     assert ok["explicit_bounds"] == list(HTTP_BUCKETS)
     assert ok["attributes"] == {
@@ -179,12 +181,15 @@ def test_request_metrics_use_the_semantic_conventions_with_advisory_buckets_and_
         "network.protocol.version": "1.1",
     }
     spans = {s["trace_id"] for s in receiver.spans() if s["kind"] == "SERVER"}
-    assert [e["trace_id"] for e in ok["exemplars"]] and ok["exemplars"][0]["trace_id"] in spans
+    assert [e["trace_id"] for e in ok["exemplars"]]
+    assert ok["exemplars"][0]["trace_id"] in spans
     failed = next(p for p in server if p["attributes"].get("http.route") == "/fail")
     assert failed["attributes"]["error.type"] == "500"
     assert not any("/health" in str(p["attributes"].get("http.route")) for p in server)
     (active,) = [p for p in points if p["name"] == "http.server.active_requests"]
-    assert active["kind"] == "sum" and not active["monotonic"] and active["value"] == 0
+    assert active["kind"] == "sum"
+    assert not active["monotonic"]
+    assert active["value"] == 0
     assert active["attributes"] == {"http.request.method": "GET", "url.scheme": "http"}
     (uptime,) = [p for p in points if p["name"] == "process.uptime"]
     assert uptime["value"] > 0
@@ -275,8 +280,10 @@ def test_environment_variables_alone_turn_both_on(
     app = make_app("env-only", log_stdout=False, log_dir=str(tmp_path))
     state = current_state(app)
     logs, metrics = state.get(OtlpLogs), state.get(OtlpMetrics)
-    assert logs is not None and logs.exporter_name == "otlp-grpc"
-    assert metrics is not None and metrics.exporter_name == "otlp-grpc"
+    assert logs is not None
+    assert logs.exporter_name == "otlp-grpc"
+    assert metrics is not None
+    assert metrics.exporter_name == "otlp-grpc"
     logging.getLogger("env_only").warning("from the environment")
     shut_down(app)
     assert any(r["body"] == "from the environment" for r in receiver.log_records())
