@@ -43,6 +43,20 @@ _RESERVED = frozenset(("timestamp", "level", "logger", "message", "service"))
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
 #: LogRecord attribute carrying the identity fields of the app that wrote it (access log).
 IDENTITY_ATTR = "_observe_identity"
+#: LogRecord attribute holding the fields the JSON formatter made of it (read, not changed),
+#: while :func:`share_fields` is on.
+FIELDS_ATTR = "_observe_fields"
+_SHARING = False
+
+
+def share_fields(on: bool) -> None:
+    """Leave each record's JSON fields on it (:data:`FIELDS_ATTR`) for a sink that takes the
+    same fields (the OTLP logs handler, which removes them): process-wide, like the root
+    logger's handlers."""
+    global _SHARING
+    _SHARING = on
+
+
 _OTEL_TRACE_MODULE = "opentelemetry.trace"
 
 
@@ -227,7 +241,12 @@ class ObserveFormatter(logging.Formatter):
             return orjson.dumps({_text(k): _text(v) for k, v in fields.items()}).decode()
 
     def format(self, record: logging.LogRecord) -> str:
-        return self.render(self.event_dict(record))
+        fields = self.event_dict(record)
+        if _SHARING and self._console is None:
+            # Another sink of the same record (OTLP logs) takes these fields instead of making
+            # them again (it removes them); JSON rendering leaves them as they are.
+            record.__dict__[FIELDS_ATTR] = fields
+        return self.render(fields)
 
     def format_fields(
         self,

@@ -39,7 +39,7 @@ from opentelemetry.sdk._logs.export import (
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 from .._internal import FailureLog, exit_flushes, run_with_deadline
-from ..logging.formatter import ObserveFormatter, merge_fields, structlog_context
+from ..logging.formatter import FIELDS_ATTR, ObserveFormatter, merge_fields, structlog_context
 from .exporters import ProcessLocal
 
 if TYPE_CHECKING:
@@ -393,6 +393,10 @@ class OtlpLogHandler(logging.Handler):
             return
         thread = record.threadName
         if thread is not None and thread.startswith(EXPORT_THREADS):
+            return
+        made = record.__dict__.pop(FIELDS_ATTR, None)
+        if made is not None:  # the file's formatter made them already: the same fields
+            self.pipeline.put(record.created, record.levelno, record.name, dict(made))
             return
         try:
             fields = self.fields_of.event_dict(record)

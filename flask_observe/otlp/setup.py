@@ -166,7 +166,7 @@ _SHARED = _Shared()
 
 
 def _setup_logs(wiring: Wiring, settings: OtlpSettings, resource: Resource, name: str) -> None:
-    from ..logging.formatter import ObserveFormatter
+    from ..logging.formatter import ObserveFormatter, share_fields
     from ..logging.settings import LoggingSettings
     from ..state import state_or_none
     from . import OtlpLogs
@@ -199,6 +199,7 @@ def _setup_logs(wiring: Wiring, settings: OtlpSettings, resource: Resource, name
             formatter = ObserveFormatter(identity["service"], "json", static, lookup)
             handler = OtlpLogHandler(pipeline, formatter, level)
             root.addHandler(handler)
+            share_fields(True)
             if root.level == logging.NOTSET or root.level > level:
                 before = root.level
                 root.setLevel(level)
@@ -217,6 +218,8 @@ def _setup_logs(wiring: Wiring, settings: OtlpSettings, resource: Resource, name
 
 
 def _release_logs() -> None:
+    from ..logging.formatter import share_fields
+
     with _SHARED.lock:
         _SHARED.users -= 1
         if _SHARED.users > 0 or _SHARED.handler is None:
@@ -225,6 +228,7 @@ def _release_logs() -> None:
         exit_flushes.remove(_SHARED.exit_key)
         undo, _SHARED.level_undo = _SHARED.level_undo, []
     logging.getLogger().removeHandler(handler)
+    share_fields(False)
     handler.pipeline.shutdown()
     for step in reversed(undo):
         step()
