@@ -336,9 +336,7 @@ def otlp_endpoint() -> str:
 def setup_observe_no_file(app: Flask, log_dir: Path) -> None:
     from flask_observe import Observe
 
-    app.config.update(
-        OBSERVE_LOG_DIR=None, OBSERVE_LOG_STDOUT=False, OBSERVE_METRICS_ENABLED=False
-    )
+    app.config.update(OBSERVE_LOG_DIR=None, OBSERVE_LOG_STDOUT=False, OBSERVE_METRICS_ENABLED=False)
     Observe(app)
 
 
