@@ -299,3 +299,46 @@ def test_off_by_default() -> None:
         assert current_state(app).get(OtlpMetrics) is None
     finally:
         Observe().shutdown(app)
+
+
+def test_a_forked_child_reports_its_own_counts_under_its_own_instance_id() -> None:
+    """gunicorn --preload forks after set-up: the child starts from empty histograms and
+    reports under a service.instance.id (and process.pid) of its own."""
+    import json
+    import os
+
+    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+    from opentelemetry.sdk.resources import Resource
+
+    from flask_observe.hooks import RequestRecord
+    from flask_observe.otlp.metrics import MetricsPipeline
+
+    pipeline = MetricsPipeline(
+        Resource.create({"service.name": "forked"}), ConsoleMetricExporter, {}, interval=3600
+    )
+    record = RequestRecord({"REQUEST_METHOD": "GET", "PATH_INFO": "/x"}, None)
+    record.route, record.status, record.duration = "/x", 200, 0.01
+    pipeline.on_start(record)
+    pipeline.on_finish(record)
+    parent_id = pipeline._instance.resource().attributes["service.instance.id"]
+    assert sum(cell.count for cell in pipeline.server.cells.values()) == 1
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            result = {
+                "count": sum(cell.count for cell in pipeline.server.cells.values()),
+                "instance": pipeline._instance.resource().attributes["service.instance.id"],
+                "pid": pipeline._instance.resource().attributes["process.pid"],
+            }
+            os.write(write, json.dumps(result).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    pipeline.shutdown()
+    assert child["count"] == 0
+    assert child["instance"] != parent_id
+    assert child["pid"] == pid

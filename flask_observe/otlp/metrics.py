@@ -35,6 +35,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -308,8 +309,7 @@ class MetricsPipeline:
                 description="Circuit breaker state: 0 closed, 1 half-open, 2 open.",
             )
         self._closed = False
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._forked)
+        _PIPELINES.add(self)
 
     # -- request hooks (the request's thread) ----------------------------------------------
 
@@ -456,6 +456,20 @@ class MetricsPipeline:
                 wait,
             )
         return finished and not failed
+
+
+#: Every pipeline of this process, reset in a forked child (weakly held: an app shut down and
+#: dropped is not kept alive by the fork hook).
+_PIPELINES: weakref.WeakSet[MetricsPipeline] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for pipeline in list(_PIPELINES):
+        pipeline._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class MergingExporter(MetricExporter):
