@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 INCIDENT = "FlaskObserveCircuitBreakerOpen"
 #: Alertmanager's timings in the test's copy of the shipped file: every alert of the incident
 #: (two instances, Prometheus) arrives within a few seconds, well inside ``group_wait``.
-GROUP_WAIT, GROUP_INTERVAL = 8.0, 20.0
+GROUP_WAIT, GROUP_INTERVAL = 10.0, 20.0
 BREAKER_RESET = 3.0
 
 
