@@ -173,13 +173,13 @@ class LogsPipeline:
 
     def put(self, created: float, levelno: int, name: str, fields: dict[str, Any]) -> None:
         """Queue one line (any thread; never blocks)."""
+        if self._pid != os.getpid():
+            self._start()
         queue = self._queue
         if len(queue) >= self.capacity or self._closed:
             self.dropped += 1
             return
         queue.append((created, levelno, name, fields))
-        if self._pid != os.getpid():
-            self._start()
         if len(queue) >= self._batch and not self._wake.is_set():
             self._wake.set()
 
