@@ -14,6 +14,7 @@ Logs never reach a terminal: flask_observe writes through ``OBSERVE_LOG_DIR`` wi
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -315,6 +316,43 @@ def setup_prometheus_only(app: Flask, log_dir: Path) -> None:
     PrometheusMetrics(app)
 
 
+# -- configurations: OTLP logs and metrics (issue 12) ---------------------------------------
+
+#: The files pipeline off: what the log lines cost without it (the access line and the view's
+#: line still go through logging, to no handler).
+OBSERVE_NO_FILE = "observe-no-file"
+OBSERVE_OTLP_LOGS = "observe+otlp-logs"
+OBSERVE_OTLP_METRICS = "observe+otlp-metrics"
+#: Where the OTLP configurations export: the parent's collector (benchmarks/_collector.py),
+#: else a refused port.
+OTLP_ENDPOINT_VAR = "BENCH_OTLP_ENDPOINT"
+
+
+def otlp_endpoint() -> str:
+    return os.environ.get(OTLP_ENDPOINT_VAR) or DEAD_COLLECTOR
+
+
+@config(OBSERVE_NO_FILE, "Observe(app), metrics off, no log file nor stdout: lines to no handler")
+def setup_observe_no_file(app: Flask, log_dir: Path) -> None:
+    from flask_observe import Observe
+
+    app.config.update(OBSERVE_LOG_DIR=None, OBSERVE_LOG_STDOUT=False, OBSERVE_METRICS_ENABLED=False)
+    Observe(app)
+
+
+@config(OBSERVE_OTLP_LOGS, "`observe` + every line also over OTLP/gRPC to a local collector")
+def setup_observe_otlp_logs(app: Flask, log_dir: Path) -> None:
+    observe(app, log_dir, metrics_enabled=False, otlp_logs_endpoint=otlp_endpoint())
+
+
+@config(
+    OBSERVE_OTLP_METRICS,
+    "`observe` + request metrics over OTLP/gRPC (periodic, 60 s) instead of prometheus_client",
+)
+def setup_observe_otlp_metrics(app: Flask, log_dir: Path) -> None:
+    observe(app, log_dir, metrics_enabled=False, otlp_metrics_endpoint=otlp_endpoint())
+
+
 # -- configurations: tracing and errors (issue 3), spans discarded --------------------------
 
 #: The tracing issue's budget: every flask_observe feature of issues 2 and 3 (metrics off)
@@ -485,6 +523,13 @@ SUITES: dict[str, tuple[str, ...]] = {
     # Issue 13: what the Sentry sink adds to a successful request (per-request scope binding,
     # one breadcrumb append for the view's line), and the peer for scale.
     "sentry": (OBSERVE, "observe+sentry", "peer:sentry-flask", LOG_BASE),
+    "otlp": (
+        OBSERVE_NO_FILE,
+        OBSERVE,
+        OBSERVE_OTLP_LOGS,
+        OBSERVE_ALL,
+        OBSERVE_OTLP_METRICS,
+    ),
     "tracing": (
         BASE,
         LOG_BASE,

@@ -34,9 +34,13 @@ from configurations import (
     OBSERVE,
     OBSERVE_ALL,
     OBSERVE_EVERYTHING,
+    OBSERVE_NO_FILE,
+    OBSERVE_OTLP_LOGS,
+    OBSERVE_OTLP_METRICS,
     OBSERVE_TRACED_ALL,
     OBSERVE_UNTRACED,
     OTEL_ALONE,
+    OTLP_ENDPOINT_VAR,
     PACKAGES,
     PEER,
     PEER_STACK,
@@ -104,6 +108,30 @@ BUDGETS = (
         )
     ),
 )
+#: Issue 12: what the OTLP pipelines add, against what their peers in flask_observe add. The
+#: logs pipeline against the file pipeline (both 2 lines a request: the view's and the access
+#: line), the metrics pipeline against prometheus_client (the metrics feature).
+OTLP_BUDGETS = (
+    Budget(
+        "issue 12, OTLP logs vs the file pipeline (per line)",
+        OBSERVE_OTLP_LOGS,
+        1.0,
+        peer=OBSERVE,
+        base=OBSERVE,
+        peer_base=OBSERVE_NO_FILE,
+        cross_checks=("p50_us", "min", "cpu_us"),
+    ),
+    Budget(
+        "issue 12, OTLP metrics vs prometheus_client (per request)",
+        OBSERVE_OTLP_METRICS,
+        1.0,
+        peer=OBSERVE_ALL,
+        base=OBSERVE,
+        cross_checks=("p50_us", "min", "cpu_us"),
+    ),
+)
+BUDGETS = (*BUDGETS, *OTLP_BUDGETS)
+OTLP_CONFIGS = frozenset((OBSERVE_OTLP_LOGS, OBSERVE_OTLP_METRICS))
 #: Environment variables the children run without: with them, tracing and Sentry would turn
 #: on by auto-detection in configurations that do not ask for them.
 UNSET = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "SENTRY_DSN")
@@ -274,12 +302,20 @@ def main(argv: list[str] | None = None) -> int:
 
     env = harness.Environment.now(PACKAGES)
     tmp = Path(tempfile.mkdtemp(prefix="flask-observe-bench-"))
+    child_env = dict(CHILD_ENV)
+    collector = None
+    if OTLP_CONFIGS & set(names):
+        from _collector import Collector
+
+        # The OTLP configurations export to a real gRPC collector on loopback, answering at once.
+        collector = Collector().__enter__()
+        child_env[OTLP_ENDPOINT_VAR] = collector.endpoint
 
     def measure(name: str, index: int) -> dict[str, Any]:
         slug = name.replace(":", "_").replace("+", "_")
         log_dir = tmp / f"round{index + 1}" / slug
         return harness.run_child(
-            __file__, name, [*common, "--log-dir", str(log_dir)], env=CHILD_ENV
+            __file__, name, [*common, "--log-dir", str(log_dir)], env=child_env
         )
 
     try:
@@ -287,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
             names, args.rounds, measure, describe=lambda r: f"{r['mean_us']:8.1f} µs"
         )
     finally:
+        if collector is not None:
+            print(f"collector received: {collector.counts}", file=sys.stderr)
+            collector.__exit__()
         if args.keep_logs:
             print(f"logs kept in {tmp}", file=sys.stderr)
         else:

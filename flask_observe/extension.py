@@ -33,6 +33,7 @@ from .health.setup import add_check, startup_complete
 from .logging.setup import FEATURE as LOGGING
 from .logviewer.setup import FEATURE as LOGVIEWER
 from .metrics.setup import FEATURE as METRICS
+from .otlp.setup import FEATURE as OTLP
 from .slo.setup import FEATURE as SLO
 from .state import EXTENSION_KEY, ObserveState, current_state
 from .tracing.setup import FEATURE as TRACING
@@ -59,6 +60,7 @@ FEATURES: tuple[Feature, ...] = (
     SLO,  # error budgets from the metrics; a check in health
     ALERTING,  # rules over metrics, memory, breakers and health; the channels
     LOGVIEWER,  # reads the files the logging feature writes
+    OTLP,  # logs and metrics over OTLP: the log records, the request and outbound hooks
     CORRELATION,  # last: its middleware wraps all of the above and runs their hooks
 )
 

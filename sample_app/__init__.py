@@ -14,6 +14,8 @@ Configuration (``app.config``; each key can come from the environment as ``FLASK
 - ``CELERY_BROKER_URL``: run scrapes as Celery tasks (e.g. ``redis://127.0.0.1:6379/0``);
 - ``SCRAPER_SEED_DEMO``: add a few demo accounts to an empty database (default on);
 - ``SCRAPER_STALE_HOURS``: alert when no account was scraped successfully for this long;
+- ``SCRAPER_BREAKER_RESET_SECONDS``: how long the platform's circuit breaker stays open before
+  it lets a trial call through (default 30);
 - every ``OBSERVE_*`` key of flask_observe (docs/configuration.md). The log viewer is on when
   there is a way to sign in to it: ``OBSERVE_AUTH_TOKEN`` (``FLASK_OBSERVE_AUTH_TOKEN``) or
   ``OBSERVE_AUTH_CALLBACK``. ``python -m sample_app`` makes a random token when none is set
@@ -63,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "OBSERVE_LOG_DIR": "logs",
     # Alert when no account was scraped successfully for this long (sample_app/monitoring.py).
     "SCRAPER_STALE_HOURS": 6.0,
+    "SCRAPER_BREAKER_RESET_SECONDS": 30.0,
     # Readiness says "not yet" until create_app() has finished (seeding included).
     "OBSERVE_HEALTH_WAIT_FOR_STARTUP": True,
     "OBSERVE_LOGVIEWER_ENABLED": True,
@@ -99,7 +102,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from .scraper import EXTENSION_KEY, PlatformClient
 
     # Every platform call goes through a circuit breaker; its state shows in /health.
-    breaker = observe.circuit_breaker("platform-api", app=app, fail_max=5, reset_timeout=30)
+    breaker = observe.circuit_breaker(
+        "platform-api",
+        app=app,
+        fail_max=5,
+        reset_timeout=float(app.config["SCRAPER_BREAKER_RESET_SECONDS"]),
+    )
     app.extensions[EXTENSION_KEY] = PlatformClient(
         app.config["SCRAPER_PLATFORM_URL"], breaker=breaker
     )

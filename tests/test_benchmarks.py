@@ -218,6 +218,23 @@ def test_overhead_quick_run_measures_each_configuration_in_its_own_process() -> 
     assert out["budgets"] == []  # the issue-2 budget needs its peer, not run here
 
 
+def test_otlp_suite_quick_run_judges_issue_12s_budgets() -> None:
+    """The OTLP configurations export to the parent's local collector without a word on the
+    terminal; the file-less one writes no line; both budgets of issue 12 are judged."""
+    out = run_benchmark(
+        "overhead.py", "--suite", "otlp", "--rounds", "1", "--requests", "10", "--warmup", "2",
+    )  # fmt: skip
+    summary = out["summary"]
+    assert summary["observe-no-file"]["log_lines_per_request"] == 0
+    assert summary["observe+otlp-logs"]["log_lines_per_request"] == pytest.approx(2.0)
+    assert all(row["stray_output"] == 0 for row in summary.values()), summary
+    labels = [verdict["label"] for verdict in out["budgets"]]
+    assert [label for label in labels if label.startswith("issue 12")] == [
+        "issue 12, OTLP logs vs the file pipeline (per line)",
+        "issue 12, OTLP metrics vs prometheus_client (per request)",
+    ]
+
+
 def test_opcount_quick_run_counts_more_work_with_correlation_ids() -> None:
     out = run_benchmark("opcount.py", "--configs", "bare,observe-correlation")
     assert 1000 < out["summary"]["bare"]["total"] < out["summary"]["observe-correlation"]["total"]

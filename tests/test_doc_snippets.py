@@ -322,6 +322,17 @@ def check_alert_channels(ns: dict[str, Any], ctx: Context) -> None:
     assert [channel.name for channel in router.channels] == ["pagerduty-0", "slack-1", "email-2"]
 
 
+def check_alertmanager_channel(ns: dict[str, Any], ctx: Context) -> None:
+    """The Alertmanager channel passes start-up validation with the example's fields."""
+    from flask_observe.alerting.alertmanager import AlertmanagerChannel
+
+    app = ns["app"]
+    Observe(app)
+    (channel,) = Observe.handle(AlertRouter, app).channels
+    assert isinstance(channel, AlertmanagerChannel)
+    assert channel.static_labels == {"cluster": "eu-1"}
+
+
 def check_alert_rules(ns: dict[str, Any], ctx: Context) -> None:
     """The added rules are evaluated with the app's own, and the failing one reaches the
     channel as an alert."""
@@ -413,6 +424,7 @@ CHECKS: dict[str, Callable[[dict[str, Any], Context], None]] = {
     "own_metric": check_own_metric,
     "alert_channels": check_alert_channels,
     "alert_rules": check_alert_rules,
+    "alertmanager_channel": check_alertmanager_channel,
     "health_quickstart": check_health_quickstart,
     "queue_depth": check_queue_depth,
     "s3_check": check_s3_check,

@@ -409,6 +409,10 @@ def test_the_resource_names_host_process_and_instance(
     resource = span["resource"]
     assert resource["process.pid"] == os.getpid()
     assert len(resource["service.instance.id"]) == 36
+    # The process's own ID (the one its OTLP logs and metrics carry), not the SDK's.
+    from flask_observe.tracing.conventions import instance_id
+
+    assert resource["service.instance.id"] == instance_id()
     assert resource["host.name"] == "web-from-env" != socket.gethostname()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# Importing it registers the ``alertmanager`` channel type.
+from .alertmanager import AlertmanagerChannel
 from .channels import Channel, DeliveryError, build_channels
 from .model import SEVERITIES, Alert
 from .router import AlertRouter
@@ -24,6 +26,7 @@ __all__ = [
     "SEVERITIES",
     "Alert",
     "AlertRouter",
+    "AlertmanagerChannel",
     "BreakerRule",
     "Channel",
     "CheckRule",

@@ -16,7 +16,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import SplitResult
@@ -24,7 +24,7 @@ from urllib.parse import SplitResult
 from .model import RESOLVED, SEVERITIES, Alert
 from .urls import UnsafeURLError, UrlPolicy
 
-__all__ = ["Channel", "DeliveryError", "build_channels"]
+__all__ = ["Channel", "DeliveryError", "build_channels", "repeats"]
 
 PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 _COLORS = {"critical": "#b00020", "error": "#e65100", "warning": "#f9a825", "info": "#1565c0"}
@@ -60,6 +60,12 @@ class Channel:
 
     def send(self, alert: Alert) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def repeats(channel: Channel) -> bool:
+    """Whether ``channel``'s receiver dedups and groups by itself (Alertmanager): the router
+    gives it every alert and it resends what is still firing."""
+    return bool(getattr(channel, "repeats", False))
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
@@ -320,8 +326,26 @@ CHANNEL_FIELDS: dict[str, frozenset[str]] = {
     "discord": frozenset(("url", "headers")),
     "pagerduty": frozenset(("url", "routing_key")),
     "email": frozenset(("host", "port", "to", "from", "username", "password", "starttls", "tls")),
+    "alertmanager": frozenset(
+        (
+            "url",
+            "headers",
+            "resend_seconds",
+            "runbook_base",
+            "runbooks",
+            "instance",
+            "labels",
+            "generator_url",
+        )
+    ),
 }
 _COMMON_FIELDS = frozenset(("type", "name", "severities", "timeout"))
+#: Channel types defined in modules of their own (``alertmanager``): each builds its channel
+#: from ``(spec, name, severities, timeout, policy)``; the module registers it when imported
+#: (the package imports it).
+CHANNEL_TYPES: dict[
+    str, Callable[[Mapping[str, Any], str, Sequence[str], float, UrlPolicy], Channel]
+] = {}
 
 
 def build_channels(
@@ -369,6 +393,8 @@ def build_channels(
                     channels.append(
                         _WEBHOOKS[kind](name, severities, chan_timeout, url, policy, headers)
                     )
+            elif kind in CHANNEL_TYPES:
+                channels.append(CHANNEL_TYPES[kind](spec, name, severities, chan_timeout, policy))
             elif kind == "email":
                 to = spec.get("to")
                 if isinstance(to, str):
@@ -391,7 +417,9 @@ def build_channels(
                     )
                 )
             else:
-                raise ValueError("type must be slack, discord, pagerduty, email or webhook")
+                raise ValueError(
+                    "type must be slack, discord, pagerduty, email, webhook or alertmanager"
+                )
         except UnsafeURLError as exc:
             raise ValueError(f"{label}: {exc}") from None
         except (TypeError, ValueError) as exc:

@@ -19,10 +19,11 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 from .._clock import SYSTEM, Clock, wait_step
 from .._internal import FailureLog
-from .channels import Channel, DeliveryError
+from .channels import Channel, DeliveryError, repeats
 from .hold import Hold
 from .model import FIRING, Alert
 from .store import DecisionStore, MemoryStore
@@ -95,6 +96,9 @@ class AlertRouter:
         #: channel name -> alerts dropped while it was throttled (since start-up).
         self.held_dropped: Counter[str] = Counter()
         self._drop_logged: dict[str, float] = {}
+        #: Channels whose receiver dedups and groups (Alertmanager): they get every alert and
+        #: say themselves what is due (resends while an incident is open).
+        self._repeating: list[Any] = [c for c in self.channels if repeats(c)]
 
     # -- producer side (any thread) --------------------------------------------------------
 
@@ -124,6 +128,8 @@ class AlertRouter:
                 self._retries = []
                 self._held = {}
                 self._reopen = {}
+                for channel in self._repeating:
+                    channel.forget_all()
             self._pid = pid
             self._thread = threading.Thread(
                 target=self._run, name="flask_observe-alerts", daemon=True
@@ -156,7 +162,11 @@ class AlertRouter:
         a throttled channel wait for the channel, not for this (:meth:`held`)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._queue.unfinished_tasks == 0 and not self._retries:
+            if (
+                self._queue.unfinished_tasks == 0
+                and not self._retries
+                and not any(c.pending() and not self._blocked(c) for c in self._repeating)
+            ):
                 return True
             time.sleep(0.01)
         return False
@@ -173,6 +183,10 @@ class AlertRouter:
             due = [when for when, _ in list(self._reopen.values())]
             if self._retries:
                 due.append(self._retries[0][0])
+            for channel in self._repeating:
+                when = channel.next_due()
+                if when is not None:
+                    due.append(max(when, self.blocked_until.get(channel.name, 0.0)))
             if due:
                 wait = wait_step(self.clock, max(0.0, min(due) - self.clock.monotonic()))
             try:
@@ -198,7 +212,14 @@ class AlertRouter:
             self._failures("the alert sender")
 
     def _dispatch(self, alert: Alert) -> None:
-        targets = [c for c in self.channels if c.accepts(alert)]
+        targets = []
+        for channel in self.channels:
+            if not channel.accepts(alert):
+                continue
+            if repeats(channel):
+                self._record(channel, alert)
+            else:
+                targets.append(channel)
         if not targets:
             return
         cooldown = alert.cooldown if alert.cooldown is not None else self.cooldown
@@ -270,6 +291,63 @@ class AlertRouter:
             if when <= now:
                 del self._reopen[name]
                 self._release(channel)
+        for channel in self._repeating:
+            self._post_due(channel)
+
+    # -- channels that repeat (Alertmanager) -----------------------------------------------
+
+    def _blocked(self, channel: Any) -> bool:
+        return bool(self.blocked_until.get(channel.name, 0.0) > self.clock.monotonic())
+
+    def _record(self, channel: Any, alert: Alert) -> None:
+        try:
+            channel.record(alert)
+        except DeliveryError as exc:
+            self._failures(f"alert channel {channel.name}: {exc}")
+            return
+        self._post_due(channel)
+
+    def _post_due(self, channel: Any) -> None:
+        """Post what the channel has due, unless its receiver asked us to wait."""
+        now = self.clock.monotonic()
+        if self._blocked(channel):
+            return
+        try:
+            posted = channel.post_due(now, self.clock.time())
+        except DeliveryError as exc:
+            channel.failures += 1
+            if exc.retry_after is not None:
+                until = self.clock.monotonic() + exc.retry_after
+                self.blocked_until[channel.name] = until
+                channel.retry_at = until
+                logger.warning(
+                    "alert channel throttled for %gs: its open alerts are posted after that",
+                    exc.retry_after,
+                    extra={"channel": channel.name},
+                )
+                return
+            backoff = self._backoff[min(channel.failures, len(self._backoff)) - 1]
+            # The next try: the backoff, then every resend interval while it stays down.
+            wait = backoff if channel.failures <= len(self._backoff) else channel.resend
+            channel.retry_at = self.clock.monotonic() + wait
+            logger.warning(
+                "alert delivery failed, will retry in %gs: %s",
+                wait,
+                exc,
+                extra={"channel": channel.name, "attempt": channel.failures},
+            )
+            return
+        except Exception:
+            channel.retry_at = self.clock.monotonic() + channel.resend
+            self._failures(f"alert channel {channel.name}")
+            return
+        for alert, news in posted:
+            self.sent += 1
+            logger.log(
+                logging.INFO if news else logging.DEBUG,
+                "alert sent" if news else "alert sent again (still firing)",
+                extra={"alert": alert.name, "status": alert.status, "channel": channel.name},
+            )
 
     # -- throttled channels ----------------------------------------------------------------
 

@@ -118,6 +118,10 @@ class AccessLog:
         level_name = _LEVEL_NAMES[level]
         rendered: dict[int, str] = {}
         for handler in sinks:
+            write_fields = getattr(handler, "write_fields", None)
+            if write_fields is not None:  # a sink of fields, not of lines (OTLP logs)
+                write_fields(created, level, logger.name, message, fields, self._identity)
+                continue
             formatter = handler.formatter
             key = id(formatter)
             text = rendered.get(key)
@@ -135,6 +139,7 @@ _LEVEL_NAMES = {logging.INFO: "info", logging.WARNING: "warning", logging.ERROR:
 def _direct_sinks(logger: logging.Logger, level: int) -> list[logging.Handler] | None:
     """Observe's handlers that would receive a record of ``level`` from ``logger``, or ``None``
     when any other handler or a filter is on the way (then the normal path must be taken).
+    A handler with ``write_fields`` (OTLP logs) takes the line's fields instead of its text.
 
     Writing the access line straight to our own handlers skips building a LogRecord and the
     generic formatting of one, the bulk of the access log's per-request cost.
@@ -145,9 +150,12 @@ def _direct_sinks(logger: logging.Logger, level: int) -> list[logging.Handler] |
         if current.filters:
             return None
         for handler in current.handlers:
-            if handler.filters or not hasattr(handler, "write_line"):
+            if handler.filters:
                 return None
-            if not isinstance(handler.formatter, ObserveFormatter):
+            if not hasattr(handler, "write_fields") and (
+                not hasattr(handler, "write_line")
+                or not isinstance(handler.formatter, ObserveFormatter)
+            ):
                 return None
             if level >= handler.level:
                 sinks.append(handler)

@@ -29,7 +29,7 @@ import structlog
 from .._internal import escape_control
 from ..context import get_correlation_id
 
-__all__ = ["ObserveFormatter", "get_logger", "truncate"]
+__all__ = ["ObserveFormatter", "get_logger", "merge_fields", "structlog_context", "truncate"]
 
 #: Attributes every LogRecord has; anything else on a record is an extra field of the caller.
 _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {
@@ -43,6 +43,20 @@ _RESERVED = frozenset(("timestamp", "level", "logger", "message", "service"))
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
 #: LogRecord attribute carrying the identity fields of the app that wrote it (access log).
 IDENTITY_ATTR = "_observe_identity"
+#: LogRecord attribute holding the fields the JSON formatter made of it (read, not changed),
+#: while :func:`share_fields` is on.
+FIELDS_ATTR = "_observe_fields"
+_SHARING = False
+
+
+def share_fields(on: bool) -> None:
+    """Leave each record's JSON fields on it (:data:`FIELDS_ATTR`) for a sink that takes the
+    same fields (the OTLP logs handler, which removes them): process-wide, like the root
+    logger's handlers."""
+    global _SHARING
+    _SHARING = on
+
+
 _OTEL_TRACE_MODULE = "opentelemetry.trace"
 
 
@@ -196,14 +210,14 @@ class ObserveFormatter(logging.Formatter):
         if structured is None:
             context = structlog_context()
             if context:
-                _merge(out, context)
+                merge_fields(out, context)
         attributes = record.__dict__
         # The ~25 standard attributes are skipped in C; only the caller's extras reach Python.
         for key in filterfalse(_RECORD_ATTRS.__contains__, attributes):
             if key[0] != "_":
                 out[key if key not in _RESERVED else f"extra_{key}"] = attributes[key]
         if structured:
-            _merge(out, structured)
+            merge_fields(out, structured)
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
             exc_type = record.exc_info[0]
@@ -227,7 +241,12 @@ class ObserveFormatter(logging.Formatter):
             return orjson.dumps({_text(k): _text(v) for k, v in fields.items()}).decode()
 
     def format(self, record: logging.LogRecord) -> str:
-        return self.render(self.event_dict(record))
+        fields = self.event_dict(record)
+        if _SHARING and self._console is None:
+            # Another sink of the same record (OTLP logs) takes these fields instead of making
+            # them again (it removes them); JSON rendering leaves them as they are.
+            record.__dict__[FIELDS_ATTR] = fields
+        return self.render(fields)
 
     def format_fields(
         self,
@@ -242,7 +261,7 @@ class ObserveFormatter(logging.Formatter):
         out = self.base_fields(created, level, logger, message, identity)
         context = structlog_context()
         if context:
-            _merge(out, context)
+            merge_fields(out, context)
         out.update(fields)
         return self.render(out)
 
@@ -266,7 +285,9 @@ def _printable(fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _merge(out: dict[str, Any], fields: Mapping[str, Any]) -> None:
+def merge_fields(out: dict[str, Any], fields: Mapping[str, Any]) -> None:
+    """Add ``fields`` to a line's ``out``; one named as a field the formatter owns is kept as
+    ``extra_<name>``."""
     for key, value in fields.items():
         out[key if key not in _RESERVED else f"extra_{key}"] = value
 

@@ -87,6 +87,11 @@ def build_resource(
         attributes["deployment.environment.name"] = environment
         attributes["deployment.environment"] = environment
     resource = Resource(dict(detected or {})).merge(Resource.create(attributes))
+    ours = (detected or {}).get("service.instance.id")
+    if ours and "service.instance.id=" not in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""):
+        # The SDK (1.3x on) makes a service.instance.id of its own in Resource.create: ours
+        # is the one the process's other signals share and a forked child renews.
+        resource = resource.merge(Resource({"service.instance.id": ours}))
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": default_name}))
     return resource

@@ -1,0 +1,149 @@
+"""Which exporter each signal uses, and exporters built in the process that exports.
+
+The SDK's OTLP exporters read their own variables (``OTEL_EXPORTER_OTLP_[LOGS_|METRICS_]*``:
+endpoint when none is configured here, headers, timeout, compression, certificates). The
+choice between them follows the SDK's switches: ``OTEL_LOGS_EXPORTER`` /
+``OTEL_METRICS_EXPORTER`` and ``OTEL_EXPORTER_OTLP_[LOGS_|METRICS_]PROTOCOL``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
+
+from .._internal import FailureLog
+
+__all__ = ["ProcessLocal", "choose_exporter", "log_exporter_factory", "metric_exporter_factory"]
+
+T = TypeVar("T")
+_PATHS = {"logs": "/v1/logs", "metrics": "/v1/metrics"}
+
+
+def choose_exporter(
+    signal: str, exporter: str | None, endpoint: str | None, environ: Mapping[str, str]
+) -> str:
+    """The exporter of ``signal`` (``logs``, ``metrics``): the configured one; else what
+    ``OTEL_<SIGNAL>_EXPORTER`` names (``otlp`` over the signal's protocol: gRPC unless
+    ``http/…``); else OTLP when an endpoint of the signal is configured; else ``none``.
+
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` alone (the traces' usual switch) does not turn logs or
+    metrics on: a service exporting traces does not start shipping every log line by surprise.
+    """
+    if exporter is not None:
+        return exporter
+    upper = signal.upper()
+    named = environ.get(f"OTEL_{upper}_EXPORTER", "").split(",")[0].strip().lower()
+    if named in ("none", "console"):
+        return named
+    if named == "otlp" or endpoint or environ.get(f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT"):
+        protocol = (
+            environ.get(f"OTEL_EXPORTER_OTLP_{upper}_PROTOCOL")
+            or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+            or "grpc"
+        )
+        return "otlp-http" if protocol.strip().lower().startswith("http") else "otlp-grpc"
+    return "none"
+
+
+def _http_endpoint(signal: str, endpoint: str | None) -> str | None:
+    if endpoint and urlsplit(endpoint).path in ("", "/"):
+        # The HTTP exporters take the full URL; a configured base gets the signal's path.
+        return endpoint.rstrip("/") + _PATHS[signal]
+    return endpoint
+
+
+def log_exporter_factory(name: str, endpoint: str | None) -> Callable[[], Any] | None:
+    """A function building the named log record exporter (``None`` for ``none``)."""
+    if name == "none":
+        return None
+    if name == "console":
+        from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
+
+        return lambda: ConsoleLogRecordExporter(out=sys.stderr)  # stdout carries the JSON lines
+    if name == "otlp-grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+
+        return lambda: OTLPLogExporter(endpoint=endpoint) if endpoint else OTLPLogExporter()
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as Http
+
+    url = _http_endpoint("logs", endpoint)
+    return lambda: Http(endpoint=url) if url else Http()
+
+
+def metric_exporter_factory(name: str, endpoint: str | None) -> Callable[[], Any] | None:
+    """A function building the named metric exporter (``None`` for ``none``)."""
+    if name == "none":
+        return None
+    if name == "console":
+        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+        return lambda: ConsoleMetricExporter(out=sys.stderr)
+    if name == "otlp-grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        return lambda: OTLPMetricExporter(endpoint=endpoint) if endpoint else OTLPMetricExporter()
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+        OTLPMetricExporter as HttpMetrics,
+    )
+
+    url = _http_endpoint("metrics", endpoint)
+    return lambda: HttpMetrics(endpoint=url) if url else HttpMetrics()
+
+
+class ProcessLocal(Generic[T]):
+    """The exporter ``factory`` builds, made on first use in each process: after a fork
+    (gunicorn ``--preload``) the child builds its own gRPC channel or HTTP session instead of
+    using the parent's.
+
+    :ivar exported: items the exporter took.
+    :ivar failed: items whose export failed (or raised).
+    """
+
+    def __init__(self, factory: Callable[[], T], what: str) -> None:
+        self._factory = factory
+        self._what = what
+        self._exporter: T | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+        self._counts = threading.Lock()
+        self.exported = 0
+        self.failed = 0
+        self.in_flight = 0
+        self.failures = FailureLog()
+
+    def current(self) -> T:
+        pid = os.getpid()
+        exporter = self._exporter
+        if exporter is None or self._pid != pid:
+            with self._lock:
+                if self._exporter is None or self._pid != pid:
+                    self._exporter = self._factory()
+                    self._pid = pid
+                exporter = self._exporter
+        return exporter
+
+    def built_here(self) -> T | None:
+        """The exporter of this process, if it made one."""
+        exporter = self._exporter
+        return exporter if exporter is not None and self._pid == os.getpid() else None
+
+    def begin(self, count: int) -> None:
+        with self._counts:
+            self.in_flight = count
+
+    def end(self, count: int, ok: bool) -> None:
+        with self._counts:
+            self.in_flight = 0
+            if ok:
+                self.exported += count
+            else:
+                self.failed += count
+
+    def unsent(self) -> tuple[int, int]:
+        """``(failed, in_flight)`` read together."""
+        with self._counts:
+            return self.failed, self.in_flight
