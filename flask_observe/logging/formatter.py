@@ -4,11 +4,11 @@ The pipeline is stdlib ``logging`` with structlog in front of it:
 
 - records from any stdlib logger (the host's, werkzeug, SQLAlchemy, urllib3, …) and from
   structlog loggers (:func:`get_logger`) end up in the same handlers on the root logger;
-- :class:`ObserveFormatter` renders each one as JSON (or as structlog's console format in
-  development) with ``timestamp``, ``level``, ``logger``, ``message``, ``service``,
-  ``correlation_id`` inside a request or task, ``trace_id`` and ``span_id`` inside a recorded
-  OpenTelemetry span, the caller's extra fields and structlog's context variables
-  (``structlog.contextvars.bind_contextvars``).
+- :class:`ObserveFormatter` renders each one as JSON (or, in development, as an aligned and
+  coloured console line: :class:`ConsoleFormat`) with ``timestamp``, ``level``, ``logger``,
+  ``message``, ``service``, ``correlation_id`` inside a request or task, ``trace_id`` and
+  ``span_id`` inside a recorded OpenTelemetry span, the caller's extra fields and structlog's
+  context variables (``structlog.contextvars.bind_contextvars``).
 
 The handlers an app installs are in :mod:`.handlers`, the rotated files in :mod:`.files`,
 the per-request access line in :mod:`.access`.
@@ -17,6 +17,8 @@ the per-request access line in :mod:`.access`.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -29,7 +31,7 @@ import structlog
 from .._internal import escape_control
 from ..context import get_correlation_id
 
-__all__ = ["ObserveFormatter", "get_logger", "truncate"]
+__all__ = ["ConsoleFormat", "ObserveFormatter", "get_logger", "is_terminal", "truncate"]
 
 #: Attributes every LogRecord has; anything else on a record is an extra field of the caller.
 _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {
@@ -44,6 +46,24 @@ _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
 #: LogRecord attribute carrying the identity fields of the app that wrote it (access log).
 IDENTITY_ATTR = "_observe_identity"
 _OTEL_TRACE_MODULE = "opentelemetry.trace"
+#: An ANSI style (SGR) sequence: colour and weight, what werkzeug's start-up banner and
+#: request lines are wrapped in. Styling carries no information; in a message it is dropped
+#: (JSON would keep it as ``\u001b[31m``, the console as a literal ``\x1b[31m``).
+_STYLE = re.compile(r"\x1b\[[0-9;:]*m")
+
+
+def strip_styles(text: str) -> str:
+    """``text`` without ANSI colour/style sequences (other control characters are left for
+    the renderer to escape)."""
+    return _STYLE.sub("", text) if "\x1b" in text else text
+
+
+def is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is a terminal (a stream that cannot tell counts as not one)."""
+    try:
+        return bool(stream.isatty())
+    except Exception:
+        return False
 
 
 def truncate(text: str, limit: int) -> str:
@@ -112,6 +132,8 @@ class ObserveFormatter(logging.Formatter):
     :param fmt: ``"json"`` or ``"console"``.
     :param static_fields: default fields added after ``service`` (``version``, ``environment``).
     :param identity_lookup: returns the identity fields of the current app context, if any.
+    :param colors: colour the console format; ``None``: when standard output is a terminal
+        and ``NO_COLOR`` is not set.
     """
 
     def __init__(
@@ -120,6 +142,7 @@ class ObserveFormatter(logging.Formatter):
         fmt: str = "json",
         static_fields: Mapping[str, Any] | None = None,
         identity_lookup: Callable[[], Mapping[str, Any] | None] | None = None,
+        colors: bool | None = None,
     ) -> None:
         super().__init__()
         self.fmt = fmt
@@ -128,9 +151,11 @@ class ObserveFormatter(logging.Formatter):
         self._second = -1
         self._second_text = ""
         self._current_span: Callable[[], Any] | None = None
-        self._console: Callable[..., str] | None = None
+        self._console: ConsoleFormat | None = None
         if fmt == "console":
-            self._console = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+            if colors is None:
+                colors = is_terminal(sys.stdout) and not os.environ.get("NO_COLOR")
+            self._console = ConsoleFormat(colors)
 
     def timestamp(self, created: float) -> str:
         """ISO 8601 in UTC with milliseconds, e.g. ``2026-11-23T03:14:49.123Z``."""
@@ -157,7 +182,7 @@ class ObserveFormatter(logging.Formatter):
             "timestamp": self.timestamp(created),
             "level": level,
             "logger": logger,
-            "message": message,
+            "message": strip_styles(message),
         }
         out.update(identity)
         correlation_id = get_correlation_id()
@@ -218,9 +243,7 @@ class ObserveFormatter(logging.Formatter):
     def render(self, fields: dict[str, Any]) -> str:
         """One line of text for ``fields`` (JSON, or the console format)."""
         if self._console is not None:
-            level = fields.get("level", "")
-            fields["event"] = fields.pop("message")
-            return self._console(None, level, _printable(fields))
+            return self._console(fields)
         try:
             return orjson.dumps(fields, default=_default, option=_ORJSON_OPTIONS).decode()
         except TypeError:  # an integer too large, a circular structure, a lone surrogate
@@ -249,21 +272,72 @@ class ObserveFormatter(logging.Formatter):
 
 #: Tracebacks keep their line breaks in the console format.
 _MULTILINE = frozenset(("exception", "stack"))
+#: Fields the console line shows elsewhere (the traceback names the exception's type).
+_CONSOLE_HIDDEN = frozenset(("exc_type",))
+#: ``[info     ]``: the level column, padded to structlog's longest level name and bracketed.
+_LEVEL_WIDTH = len("[exception]")
 
 
-def _printable(fields: dict[str, Any]) -> dict[str, Any]:
-    """``fields`` with control characters in keys and string values written as escapes
-    (``\\x1b``, ``\\r``, ``\\n``), for the console format: JSON escapes them already, a
-    console line must not carry a request path's ANSI sequence or line break raw. Other
-    values are rendered with ``repr``, which escapes them."""
-    out: dict[str, Any] = {}
-    for key, value in fields.items():
-        if isinstance(key, str):
-            key = escape_control(key)
-        if isinstance(value, str):
-            value = escape_control(value, keep_newlines=key in _MULTILINE)
-        out[key] = value
-    return out
+class ConsoleFormat:
+    """The development format: one aligned line per record, coloured on a terminal.
+
+    ``HH:MM:SS.mmmZ [level    ] message   [logger] key=value …`` (structlog's
+    :class:`~structlog.dev.ConsoleRenderer`), the time of day in UTC as in the JSON lines,
+    then the traceback on its own lines as Python prints it. Control characters in keys and
+    values are written as escapes (``\\x1b``, ``\\r``, ``\\n``): a request path cannot move the
+    cursor or start a forged line. A message's own line breaks (werkzeug's start-up banner)
+    are kept, each continuation indented under the message, so no line but a record's first
+    starts at the left margin.
+
+    :param colors: ANSI colours (for a terminal); without, the same text plain.
+    """
+
+    def __init__(self, colors: bool) -> None:
+        self.colors = colors
+        self._renderer = structlog.dev.ConsoleRenderer(colors=colors, sort_keys=False)
+        #: Where the message starts: after the time of day and the level column.
+        self._indent = "\n" + " " * (len("00:00:00.000Z ") + _LEVEL_WIDTH + 1)
+
+    def __call__(self, fields: dict[str, Any]) -> str:
+        event: dict[str, Any] = {}
+        timestamp = fields.pop("timestamp", "")
+        if isinstance(timestamp, str) and len(timestamp) > 11:
+            timestamp = timestamp[11:]  # the day is noise on a developer's terminal
+        event["timestamp"] = timestamp
+        level = fields.pop("level", "")
+        event["level"] = level
+        message = escape_control(str(fields.pop("message", "")), keep_newlines=True)
+        event["event"] = message.replace("\n", self._indent) if "\n" in message else message
+        for key, value in fields.items():
+            if key in _CONSOLE_HIDDEN:
+                continue
+            if isinstance(key, str):
+                key = escape_control(key)
+            if isinstance(value, str):
+                if key in _MULTILINE:
+                    value = escape_control(value, keep_newlines=True)
+                elif not value.isprintable() or _QUOTED.intersection(value):
+                    # Quoted and escaped once, by repr (structlog would quote our escapes
+                    # again: ``'\\\\x1b'``).
+                    value = _Shown(repr(value))
+            event[key] = value
+        return self._renderer(None, level, event)
+
+
+#: Characters that make the console format quote a value (``k='two words'``).
+_QUOTED = frozenset(" =\"'")
+
+
+class _Shown:
+    """A value the console format writes as given (its ``repr`` is the text)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 def _merge(out: dict[str, Any], fields: Mapping[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from typing import TYPE_CHECKING
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     from . import Metrics
 
 __all__ = ["FEATURE"]
+
+logger = logging.getLogger("flask_observe")
 
 
 def _wanted(plan: Plan) -> bool:
@@ -83,6 +86,38 @@ def _setup(wiring: Wiring) -> None:
     auth = wiring.state.auth if settings.metrics_auth else None
     register(wiring.app, metrics, settings.metrics_path, auth)
     wiring.publish_url("metrics", settings.metrics_path)
+    _warn_without_multiprocess(wiring, settings.metrics_path)
+
+
+def _warn_without_multiprocess(wiring: Wiring, path: str) -> None:
+    """Say loudly, once per process, that several gunicorn workers serve ``path`` with
+    counters of their own: each scrape sees one worker's share of the requests."""
+    from .multiprocess import gunicorn_workers
+
+    environ = wiring.environ
+    if environ.get("PROMETHEUS_MULTIPROC_DIR") or environ.get("prometheus_multiproc_dir"):
+        return
+    found = gunicorn_workers()
+    if found is None or found[1] < 2:
+        return
+    role, workers = found
+    who = (
+        f"gunicorn worker {os.getpid()}, one of {workers} workers,"
+        if role == "worker"
+        else f"gunicorn (master {os.getpid()}, preloading the app for {workers} workers)"
+    )
+    logger.warning(
+        "flask_observe: %s serves %s without PROMETHEUS_MULTIPROC_DIR: each worker counts"
+        " only its own requests, so a scrape sees about 1/%d of them. Set"
+        " PROMETHEUS_MULTIPROC_DIR to an empty directory before gunicorn starts and run it"
+        " with the shipped hooks: PROMETHEUS_MULTIPROC_DIR=$(mktemp -d) gunicorn -c"
+        " python:flask_observe.contrib.gunicorn … (docs/metrics.md, 'gunicorn and other"
+        " pre-fork servers')",
+        who,
+        path,
+        workers,
+        extra={"workers": workers},
+    )
 
 
 def _count_early_log_deletions(wiring: Wiring, metrics: Metrics) -> None:
