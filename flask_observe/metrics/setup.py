@@ -8,6 +8,7 @@ import re
 from typing import TYPE_CHECKING
 
 from .. import _optional
+from .._routes import Claim, refuse_taken, routes, watch
 from ..config import ConfigError
 from ..feature import Feature, Plan, Wiring, switch
 from ..hooks import Stage
@@ -31,7 +32,17 @@ def _wanted(plan: Plan) -> bool:
     )
 
 
+def _claim(settings: MetricsSettings) -> Claim:
+    return Claim(
+        "OBSERVE_METRICS_PATH",
+        "the Prometheus metrics",
+        routes(settings.metrics_path),
+        "/_observe/metrics",
+    )
+
+
 def _check(plan: Plan) -> None:
+    refuse_taken(plan.app, _claim(plan.settings(MetricsSettings)))
     if plan.settings(MetricsSettings).metrics_outbound:
         _optional.require("requests", "requests", "OBSERVE_METRICS_OUTBOUND")
     directory = plan.environ.get("PROMETHEUS_MULTIPROC_DIR") or plan.environ.get(
@@ -85,6 +96,7 @@ def _setup(wiring: Wiring) -> None:
     _count_early_log_deletions(wiring, metrics)
     auth = wiring.state.auth if settings.metrics_auth else None
     register(wiring.app, metrics, settings.metrics_path, auth)
+    wiring.on_close(watch(wiring.app, _claim(settings)))
     wiring.publish_url("metrics", settings.metrics_path)
     _warn_without_multiprocess(wiring, settings.metrics_path)
 
