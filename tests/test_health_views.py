@@ -79,8 +79,9 @@ def test_endpoints_answer_health_json_with_the_right_codes(
 
 def test_cache_control_says_how_long_the_answer_stays_true(make_app: Callable[..., Flask]) -> None:
     """``max-age`` is the time every result in the answer stays fresh in the server's cache
-    (rounded down): a check cached for an hour gives up to 3599 s; an answer with a result read live (no checks at all, a check with ``cache_ttl=0``)
-    gives 0. Always ``must-revalidate`` (never served stale), ``private`` with details."""
+    (rounded down): a check cached for an hour gives up to 3599 s; an answer with a result
+    read live (no checks at all, a check with ``cache_ttl=0``) gives 0. Always
+    ``must-revalidate`` (never served stale), ``private`` with details."""
     app, observe = health_app(make_app)
 
     @observe.health_check("slow-to-change", app=app, cache_ttl=3600)
