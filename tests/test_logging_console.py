@@ -117,8 +117,9 @@ def test_auto_is_coloured_console_on_a_terminal_and_json_on_a_pipe(tmp_path: Pat
     assert all(CONSOLE_LINE.match(line) for line in lines), terminal
     assert COLOR.search(terminal)  # coloured
     access = next(line for line in lines if "[flask_observe.access]" in line)
-    assert "GET /items/<int:item_id> 200" in access
-    assert "route=/items/<int:item_id>" in access
+    assert "GET /items/<int:item_id> 200" in access  # method, route and status: once
+    assert "path=/items/7" in access
+    assert "route=" not in access
     warning = next(line for line in lines if "from the child" in line)
     assert CONSOLE_LINE.match(warning)[1] == "warning"  # type: ignore[index]
     assert "k='two words'" in warning
@@ -301,7 +302,7 @@ def flask_run(tmp_path: Path) -> Iterator[Any]:
 
 def serve_one_error(server: FlaskRun) -> None:
     assert requests.get(server.url + "/items/3", timeout=10).status_code == 200
-    assert requests.get(server.url + "/boom", timeout=10).status_code == 500
+    assert requests.get(server.url + "/boom/1", timeout=10).status_code == 500
     server.stop()
 
 
@@ -327,12 +328,12 @@ def test_flask_run_debug_reads_well(flask_run: Any, debugger: bool) -> None:
     error = next(line for line in records if "unhandled exception" in line)
     assert "correlation_id=" in error
     assert out.index(TRACEBACK) > out.index(error)  # the traceback follows its line
-    assert "RuntimeError: kaboom in the view" in out
-    (access,) = [line for line in records if "GET /boom 500" in line]
-    assert "route=/boom" in access
-    assert "status=500" in access
-    ok = next(line for line in records if "GET /items/<int:item_id> 200" in line)
-    assert "route=/items/<int:item_id>" in ok
+    assert "RuntimeError: kaboom in the view (1)" in out
+    # the route in the message (without one it would name the path, /boom/1)
+    (access,) = [line for line in records if "[flask_observe.access]" in line and "500" in line]
+    assert "GET /boom/<int:n> 500" in access
+    assert "path=/boom/1" in access
+    assert any("GET /items/<int:item_id> 200" in line for line in records)
 
 
 @pytest.mark.realtime
@@ -352,7 +353,7 @@ def test_flask_run_debug_with_json_has_one_traceback_and_no_escape_codes(flask_r
     assert len(errors) == 1
     assert errors[0]["exc_type"] == "RuntimeError"
     (access,) = [r for r in records if r["logger"] == "flask_observe.access" and r["status"] == 500]
-    assert access["route"] == "/boom"
+    assert access["route"] == "/boom/<int:n>"
 
 
 def test_a_re_raised_exception_keeps_its_route_on_the_access_line(

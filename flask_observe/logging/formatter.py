@@ -272,8 +272,13 @@ class ObserveFormatter(logging.Formatter):
 
 #: Tracebacks keep their line breaks in the console format.
 _MULTILINE = frozenset(("exception", "stack"))
-#: Fields the console line shows elsewhere (the traceback names the exception's type).
-_CONSOLE_HIDDEN = frozenset(("exc_type",))
+#: Fields a console line leaves out: the traceback names the exception's type; the version
+#: and environment are the same on every line of a process (``service`` stays: two apps may
+#: share a terminal).
+_CONSOLE_HIDDEN = frozenset(("exc_type", "version", "environment"))
+#: The access line's message is ``METHOD route status``: its fields are not repeated.
+_ACCESS_LOGGER = "flask_observe.access"
+_ACCESS_HIDDEN = _CONSOLE_HIDDEN | {"method", "route", "status"}
 #: ``[info     ]``: the level column, padded to structlog's longest level name and bracketed.
 _LEVEL_WIDTH = len("[exception]")
 
@@ -283,7 +288,10 @@ class ConsoleFormat:
 
     ``HH:MM:SS.mmmZ [level    ] message   [logger] key=value …`` (structlog's
     :class:`~structlog.dev.ConsoleRenderer`), the time of day in UTC as in the JSON lines,
-    then the traceback on its own lines as Python prints it. Control characters in keys and
+    then the traceback on its own lines as Python prints it. What a line would repeat is
+    left out: ``exc_type`` (the traceback says it), ``version`` and ``environment`` (the same
+    on every line), and on access lines ``method``, ``route`` and ``status`` (the message is
+    ``GET /items/<int:item_id> 200``). Control characters in keys and
     values are written as escapes (``\\x1b``, ``\\r``, ``\\n``): a request path cannot move the
     cursor or start a forged line. A message's own line breaks (werkzeug's start-up banner)
     are kept, each continuation indented under the message, so no line but a record's first
@@ -308,8 +316,9 @@ class ConsoleFormat:
         event["level"] = level
         message = escape_control(str(fields.pop("message", "")), keep_newlines=True)
         event["event"] = message.replace("\n", self._indent) if "\n" in message else message
+        hidden = _ACCESS_HIDDEN if fields.get("logger") == _ACCESS_LOGGER else _CONSOLE_HIDDEN
         for key, value in fields.items():
-            if key in _CONSOLE_HIDDEN:
+            if key in hidden:
                 continue
             if isinstance(key, str):
                 key = escape_control(key)

@@ -20,6 +20,6 @@ def item(item_id: int) -> dict[str, int]:
     return {"item": item_id, "pid": os.getpid()}
 
 
-@app.get("/boom")
-def boom() -> str:
-    raise RuntimeError("kaboom in the view")
+@app.get("/boom/<int:n>")
+def boom(n: int) -> str:
+    raise RuntimeError(f"kaboom in the view ({n})")
