@@ -120,14 +120,15 @@ def _warn_without_multiprocess(wiring: Wiring, path: str) -> None:
     )
     logger.warning(
         "flask_observe: %s serves %s without PROMETHEUS_MULTIPROC_DIR: each worker counts"
-        " only its own requests, so a scrape sees about 1/%d of them. Set"
+        " only its own requests, and a scrape reads the one worker that answers it and"
+        " leaves out the other %d. Set"
         " PROMETHEUS_MULTIPROC_DIR to an empty directory before gunicorn starts and run it"
         " with the shipped hooks: PROMETHEUS_MULTIPROC_DIR=$(mktemp -d) gunicorn -c"
         " python:flask_observe.contrib.gunicorn … (docs/metrics.md, 'gunicorn and other"
         " pre-fork servers')",
         who,
         path,
-        workers,
+        workers - 1,
         extra={"workers": workers},
     )
 
