@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -419,27 +420,38 @@ class Gunicorn:
         self.pids = self._wait_for_workers(workers)
 
     def _wait_for_workers(self, workers: int) -> set[int]:
-        """Every worker has loaded the app: answers came from ``workers`` processes."""
+        """Every worker has loaded the app: answers came from ``workers`` processes. The
+        requests are sent together and each holds its worker a moment, so an idle sync
+        worker that is always first to accept cannot answer them all."""
         pids: set[int] = set()
         self.served = 0
         deadline = time.monotonic() + 60
-        while len(pids) < workers:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                self.stop()
-                raise AssertionError(f"gunicorn did not start:\n{self.out}\n{self.err}")
-            try:
-                answer = requests.get(
-                    self.url + "/items/1", timeout=10, headers={"Connection": "close"}
-                )
-                pids.add(answer.json()["pid"])
-                self.served += 1
-            except requests.Timeout:
-                # Bound before the workers have booted: on a busy machine a request can
-                # wait a while for one (and may still be served: counted as served).
-                self.served += 1
-            except requests.ConnectionError:
-                time.sleep(0.2)
+        with ThreadPoolExecutor(workers) as pool:
+            while len(pids) < workers:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise AssertionError(f"gunicorn did not start:\n{self.out}\n{self.err}")
+                for pid, served in pool.map(lambda _: self._one(), range(workers)):
+                    self.served += served
+                    if pid is not None:
+                        pids.add(pid)
         return pids
+
+    def _one(self) -> tuple[int | None, int]:
+        """One request that holds a worker for 0.3 s: the pid that answered, if any, and
+        whether the request may have been served (counted)."""
+        try:
+            answer = requests.get(
+                self.url + "/items/1?sleep=0.3", timeout=10, headers={"Connection": "close"}
+            )
+        except requests.Timeout:
+            # Bound before the workers have booted: on a busy machine a request can wait a
+            # while for one (and may still be served).
+            return None, 1
+        except requests.ConnectionError:
+            time.sleep(0.2)
+            return None, 0
+        return int(answer.json()["pid"]), 1
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -4,8 +4,9 @@ tests/test_logging_console.py: settings from ``FLASK_OBSERVE_*`` variables."""
 from __future__ import annotations
 
 import os
+import time
 
-from flask import Flask
+from flask import Flask, request
 
 from flask_observe import Observe
 
@@ -16,6 +17,7 @@ observe = Observe(app)
 
 @app.get("/items/<int:item_id>")
 def item(item_id: int) -> dict[str, int]:
+    time.sleep(float(request.args.get("sleep", 0)))  # hold the worker: others must answer
     app.logger.info("item looked up", extra={"item_id": item_id})
     return {"item": item_id, "pid": os.getpid()}
 
