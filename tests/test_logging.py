@@ -180,7 +180,7 @@ def test_console_format_never_prints_control_characters_raw(
     """A request path, a header-derived message or an extra field carrying ANSI escapes,
     CR/LF or C1 controls comes out escaped; a traceback keeps its lines, and a message's line
     break starts an indented continuation, so only a record's first line starts at the left
-    margin (nothing forged). Colour codes are dropped from messages (styling, not content)."""
+    margin (nothing forged)."""
     app = make_app("console-app", log_format="console")
 
     @app.get("/echo")
@@ -201,8 +201,9 @@ def test_console_format_never_prints_control_characters_raw(
     with app.test_client().get(f"/nope/{quoted}") as response:
         assert response.status_code == 404
     out = capsys.readouterr().out
-    assert "user said RED\\r\n" in out  # colour dropped, CR escaped, LF a continuation
-    assert "\\x1b]0;title\\x07\\x9b2J" in out  # other escapes written out
+    # the message: escapes written out, the LF a continuation
+    assert "user said \\x1b[31mRED\\x1b[0m\\r\n" in out
+    assert "\\x1b]0;title\\x07\\x9b2J" in out
     assert "\\x1b[31mRED\\x1b[0m\\r\\nFAKE line" in out  # the field: everything escaped
     traceback = out[out.index("Traceback") :]
     assert traceback.count("\n") >= 3  # still a multi-line traceback

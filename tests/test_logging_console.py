@@ -202,6 +202,27 @@ def test_colour_codes_of_other_libraries_never_reach_json_or_console_text() -> N
     assert "* Running on http://127.0.0.1:5000" in second
 
 
+def test_only_a_librarys_styling_is_dropped_not_the_data_it_logs() -> None:
+    """The colour codes dropped are the ones in a format string (a library's own styling)
+    and in werkzeug's arguments (it styles its request lines); data a host logs as an
+    argument keeps them, escaped, for whoever investigates it."""
+    formatter = ObserveFormatter("svc")
+    styled_args = record('"%s" %s %s', args=("\x1b[1mGET / HTTP/1.1\x1b[0m", "200", "-"))
+    assert json.loads(formatter.format(styled_args))["message"] == '"GET / HTTP/1.1" 200 -'
+    data = logging.makeLogRecord(
+        {
+            "name": "host",
+            "levelname": "INFO",
+            "levelno": 20,
+            "msg": "said %s",
+            "args": ("\x1b[31mx",),
+        }
+    )
+    line = formatter.format(data)
+    assert json.loads(line)["message"] == "said \x1b[31mx"
+    assert "\\u001b[31mx" in line  # JSON-escaped, never raw
+
+
 def test_console_line_layout() -> None:
     """Time of day, the level column, the message, ``[logger]``, then the fields in the
     order the JSON line has them; a traceback on its own lines as Python prints it, without

@@ -47,15 +47,36 @@ _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
 IDENTITY_ATTR = "_observe_identity"
 _OTEL_TRACE_MODULE = "opentelemetry.trace"
 #: An ANSI style (SGR) sequence: colour and weight, what werkzeug's start-up banner and
-#: request lines are wrapped in. Styling carries no information; in a message it is dropped
-#: (JSON would keep it as ``\u001b[31m``, the console as a literal ``\x1b[31m``).
+#: request lines are wrapped in. A library's styling carries no information; it is dropped
+#: from the message (JSON would keep it as ``\u001b[31m``, the console as a literal
+#: ``\x1b[31m``). Data logged as an argument keeps it (escaped), but for werkzeug's own
+#: lines, which style their arguments.
 _STYLE = re.compile(r"\x1b\[[0-9;:]*m")
+_STYLED_ARGS = "werkzeug"
 
 
 def strip_styles(text: str) -> str:
     """``text`` without ANSI colour/style sequences (other control characters are left for
     the renderer to escape)."""
     return _STYLE.sub("", text) if "\x1b" in text else text
+
+
+def _message(record: logging.LogRecord) -> str:
+    """``record.getMessage()`` without the styling a library put in its format string (or,
+    for werkzeug, around its arguments)."""
+    msg, args = record.msg, record.args
+    styled = isinstance(msg, str) and "\x1b" in msg
+    if (
+        isinstance(args, tuple)
+        and record.name.startswith(_STYLED_ARGS)
+        and any(isinstance(a, str) and "\x1b" in a for a in args)
+    ):
+        args = tuple(strip_styles(a) if isinstance(a, str) else a for a in args)
+        styled = True
+    if not styled:
+        return record.getMessage()
+    text = strip_styles(msg) if isinstance(msg, str) else str(msg)
+    return text % args if args else text
 
 
 def is_terminal(stream: Any) -> bool:
@@ -182,7 +203,7 @@ class ObserveFormatter(logging.Formatter):
             "timestamp": self.timestamp(created),
             "level": level,
             "logger": logger,
-            "message": strip_styles(message),
+            "message": message,
         }
         out.update(identity)
         correlation_id = get_correlation_id()
@@ -210,7 +231,7 @@ class ObserveFormatter(logging.Formatter):
             structured = dict(msg)
             message = str(structured.pop("event", ""))
         else:
-            message = record.getMessage()
+            message = _message(record)
         out = self.base_fields(
             record.created,
             record.levelname.lower(),
