@@ -495,14 +495,21 @@ SHIPPED_CONFIG = ("-c", "python:flask_observe.contrib.gunicorn")
 def test_gunicorns_own_lines_are_json_through_the_shipped_config(tmp_path: Path) -> None:
     """With the shipped config module, gunicorn's own lines (``Starting gunicorn``,
     ``Booting worker``, ``Worker exiting``) are JSON lines like the app's, with the process
-    that wrote them and the service; nothing on either stream is plain text."""
+    that wrote them and the service; nothing on either stream is plain text. An exception
+    the app re-raises (``PROPAGATE_EXCEPTIONS``) has one traceback: gunicorn's own
+    ``Error handling request`` copy of it is dropped."""
     directory = tmp_path / "prom"
     directory.mkdir()
     server = Gunicorn(
         tmp_path,
         *SHIPPED_CONFIG,
-        env={"PROMETHEUS_MULTIPROC_DIR": str(directory), "FLASK_OBSERVE_SERVICE_NAME": "shop"},
+        env={
+            "PROMETHEUS_MULTIPROC_DIR": str(directory),
+            "FLASK_OBSERVE_SERVICE_NAME": "shop",
+            "FLASK_PROPAGATE_EXCEPTIONS": "true",
+        },
     )
+    assert requests.get(server.url + "/boom/2", timeout=10).status_code == 500
     server.stop()
     own = [json.loads(line) for line in server.err.splitlines() if line.strip()]
     app = [json.loads(line) for line in server.out.splitlines() if line.strip()]
@@ -515,6 +522,10 @@ def test_gunicorns_own_lines_are_json_through_the_shipped_config(tmp_path: Path)
     assert any(m.startswith("Worker exiting") for m in messages)
     assert {r["service"] for r in own} == {"shop"}
     assert any(r["logger"] == "flask_observe.access" for r in app)
+    tracebacks = [r for r in own + app if TRACEBACK in r.get("exception", "")]
+    assert len(tracebacks) == 1
+    assert tracebacks[0]["logger"] == "flask_observe"
+    assert TRACEBACK not in server.err.replace('"exception":"Traceback', "")
 
 
 @pytest.mark.realtime
