@@ -438,7 +438,12 @@ class Gunicorn:
         self.proc = subprocess.Popen(command, env=environment, cwd=tmp_path, stdout=out, stderr=err)
         if on_pty:
             os.close(slave)
-        self.pids = self._wait_for_workers(workers)
+        try:
+            self.pids = self._wait_for_workers(workers)
+        except BaseException:
+            if self.proc.poll() is None:  # never leave a server behind
+                self.stop()
+            raise
 
     def _wait_for_workers(self, workers: int) -> set[int]:
         """Every worker has loaded the app: answers came from ``workers`` processes. The
