@@ -8,8 +8,9 @@ import logging
 import re
 import threading
 import time
+import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._clock import SYSTEM, Clock
 
@@ -232,3 +233,49 @@ def _anchored(pattern: str) -> bool:
         elif char == "|" and depth == 0:
             return False
     return True
+
+
+#: Attribute set on an exception flask_observe logged with its traceback before re-raising it.
+_REPORTED_ATTR = "__flask_observe_reported__"
+_TRACEBACK_START = "Traceback (most recent call last):"
+
+
+def mark_reported(exc: BaseException | None) -> None:
+    """Note that ``exc``'s traceback is in the log already (before it is re-raised)."""
+    if exc is not None:
+        with contextlib.suppress(Exception):  # an exception type that takes no attributes
+            setattr(exc, _REPORTED_ATTR, True)
+
+
+def was_reported(exc: BaseException | None) -> bool:
+    """Whether :func:`mark_reported` was called on ``exc``."""
+    return exc is not None and getattr(exc, _REPORTED_ATTR, False) is True
+
+
+class ReportedErrors:
+    """``wsgi.errors`` handed on with an exception already logged: werkzeug's debugger writes
+    that exception's traceback there again, as text; that one write is dropped, everything
+    else goes to the stream.
+
+    :param stream: the server's ``wsgi.errors``.
+    :param exc: the exception logged.
+    """
+
+    def __init__(self, stream: Any, exc: BaseException) -> None:
+        self._stream = stream
+        self._last_line = "".join(traceback.format_exception_only(type(exc), exc)).rstrip()
+        self._pending = True
+
+    def write(self, text: str) -> Any:
+        if (
+            self._pending
+            and isinstance(text, str)
+            and text.startswith(_TRACEBACK_START)
+            and text.rstrip().endswith(self._last_line)
+        ):
+            self._pending = False
+            return len(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)

@@ -217,7 +217,8 @@ class Observe:
     def protected(view: F) -> F:
         """Decorate a view of your own so it needs the same credentials as flask_observe's
         sensitive endpoints (``OBSERVE_AUTH_TOKEN`` as a bearer token, or your
-        ``OBSERVE_AUTH_CALLBACK``): 401 without, 403 with wrong ones.
+        ``OBSERVE_AUTH_CALLBACK``): 401 without, 403 with wrong ones, 429 with
+        ``Retry-After`` for a client throttled after too many wrong ones.
 
         >>> @app.get("/admin/debug")
         ... @Observe.protected
@@ -227,9 +228,10 @@ class Observe:
         @functools.wraps(view)
         def guarded(*args: Any, **kwargs: Any) -> Any:
             auth = current_state().auth
-            if auth.is_authorized():
+            decision = auth.decide()
+            if decision.granted:
                 return view(*args, **kwargs)
-            return auth.deny()
+            return auth.deny(decision)
 
         return guarded  # type: ignore[return-value]
 

@@ -54,23 +54,49 @@ def main(argv: list[str] | None = None) -> None:
         )
         server = make_server(args.host, args.platform_port, platform, threaded=True)
         threading.Thread(target=server.serve_forever, name="demo-platform", daemon=True).start()
-    viewer = Observe.urls(app).get("logviewer")
+    base = f"http://{args.host}:{args.port}"
+    scraped = app.config.get("SCRAPER_PLATFORM_URL")
+    platform_note = "" if args.no_platform else f" (the demo platform it scrapes: {scraped})"
+    print(f" * The scraper: {base}/{platform_note}", file=sys.stderr)
+    urls = Observe.urls(app)
+    if urls:
+        print(" * flask_observe serves:", file=sys.stderr)
+        for name, url in _openable(urls):
+            print(f"     {name:<12} {base}{url}", file=sys.stderr)
     if token is not None:
         use = (
-            f"Log viewer: {viewer} — access token (also for /health details)"
-            if viewer
-            else "Access token for /health details"
+            "the log viewer's sign-in, /health details"
+            if "logviewer" in urls
+            else "/health details"
         )
         print(
-            f" * {use} for this process (set FLASK_OBSERVE_AUTH_TOKEN to choose one): {token}",
+            f" * Access token for this process ({use}; set FLASK_OBSERVE_AUTH_TOKEN to choose"
+            f" one): {token}",
             file=sys.stderr,
-            flush=True,
         )
-    if viewer:
-        print(
-            f" * Log viewer on http://{args.host}:{args.port}{viewer}", file=sys.stderr, flush=True
-        )
+    sys.stderr.flush()
     app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)
+
+
+#: How the start-up lines name the paths of ``Observe.urls()``, in this order; any other name
+#: (a feature added later) follows under its own name.
+_LABELS = {
+    "logviewer": ("log viewer", ""),
+    "health": ("health", ""),
+    "readiness": ("readiness", ""),
+    "liveness": ("liveness", ""),
+    "metrics": ("metrics", ""),
+    "logs_api": ("logs API", "/files"),  # the prefix itself is no page
+}
+
+
+def _openable(urls: dict[str, str]) -> list[tuple[str, str]]:
+    """``(label, path)`` for each URL flask_observe serves, the log viewer first."""
+    known = [
+        (label, urls[name] + suffix) for name, (label, suffix) in _LABELS.items() if name in urls
+    ]
+    others = [(name.replace("_", " "), path) for name, path in urls.items() if name not in _LABELS]
+    return known + others
 
 
 if __name__ == "__main__":

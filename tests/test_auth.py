@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import secrets
 import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask, Request
@@ -427,3 +429,93 @@ def test_a_configured_state_directory_that_is_a_file_stops_start_up(
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match=r"^OBSERVE_AUTH_STATE_DIR: .* is not a directory"):
         make_app("badstate", auth_token=TOKEN, auth_state_dir=str(tmp_path / "file"))
+
+
+# -- the refusal table of docs/configuration.md ---------------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+
+
+def refusal_table() -> dict[str, dict[str, str]]:
+    """docs/configuration.md's table of what an unauthorised caller gets: row -> column ->
+    cell, the columns named by their first words."""
+    text = DOCS.read_text()
+    start = text.index("What a caller who is not authorised gets depends on the endpoint")
+    lines = text[start:].splitlines()
+    lines = lines[next(i for i, line in enumerate(lines) if line.startswith("|")) :]
+    table = lines[: next(i for i, line in enumerate(lines) if not line.startswith("|"))]
+    rows = [[cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]] for line in table]
+    header, _, *body = rows
+    columns = ["missing", "wrong", "throttled", "callback"]
+    assert len(header) == len(columns) + 1
+    return {row[0]: dict(zip(columns, row[1:], strict=True)) for row in body}
+
+
+def _refusal_rows() -> list[tuple[str, str]]:
+    return [(row, column) for row, cells in refusal_table().items() for column in cells]
+
+
+@pytest.mark.parametrize(("row", "column"), _refusal_rows())
+def test_the_refusal_table_in_the_docs_is_what_the_endpoints_answer(
+    make_app: Callable[..., Flask], tmp_path: Path, row: str, column: str
+) -> None:
+    """Every cell of docs/configuration.md's refusal table, asked of the real endpoints: the
+    first status code the cell names, and the headers and bodies it promises
+    (``WWW-Authenticate``, ``Retry-After``, the sign-in form, the status only)."""
+    cell = refusal_table()[row][column]
+    expected = int(re.search(r"`(\d{3})`", cell)[1])  # type: ignore[index]
+    config: dict[str, object] = {
+        "log_stdout": False,
+        "log_dir": str(tmp_path / "logs"),
+        "logviewer_enabled": True,
+        "metrics_auth": True,
+        "auth_max_failures": 2,
+    }
+    if column == "callback":
+        config["auth_callback"] = lambda request: False
+    else:
+        config["auth_token"] = TOKEN
+    app = make_app("refusals", **config)
+
+    @app.get("/mine")
+    @Observe.protected
+    def mine() -> str:
+        return "the host's own"
+
+    client = app.test_client()
+    right = {"Authorization": f"Bearer {TOKEN}"}
+    wrong = {"Authorization": f"Bearer {TOKEN}-typo"}
+    headers = {"missing": {}, "wrong": wrong, "throttled": right, "callback": right}[column]
+
+    def ask(path: str, address: str) -> Any:
+        """The request of the cell, from its own client address (wrong tokens count per
+        client); a throttled client sent two wrong tokens first."""
+        environ = {"REMOTE_ADDR": address}
+        if column == "throttled":
+            for _ in range(2):
+                client.get("/api/logs/files", headers=wrong, environ_base=environ)
+        if "sign-in" in row:
+            token = {"missing": "", "wrong": f"{TOKEN}-typo"}.get(column, TOKEN)
+            return client.post(path, data={"token": token}, environ_base=environ)
+        return client.get(path, headers=headers, environ_base=environ)
+
+    if row.startswith("log viewer API"):
+        paths = ["/api/logs/files", "/metrics", "/mine"]
+    elif row.startswith("log viewer page"):
+        paths = ["/observe/logs"]
+    elif row.startswith("log viewer sign-in"):
+        paths = ["/observe/logs/login"]
+    else:
+        assert row.startswith("health")
+        paths = ["/health", "/health/live", "/health/ready", "/health/startup"]
+    for number, path in enumerate(paths, 1):
+        response = ask(path, f"10.9.0.{number}")
+        assert response.status_code == expected, (path, cell, response.get_data(as_text=True))
+        assert ("WWW-Authenticate" in response.headers) == ("WWW-Authenticate" in cell), path
+        assert ("Retry-After" in response.headers) == ("Retry-After" in cell), path
+        if "sign-in form" in cell and "no sign-in form" not in cell:
+            assert 'name="token"' in response.get_data(as_text=True), path
+        if "the right one" in cell:
+            assert "That token is not the right one." in response.get_data(as_text=True)
+        if "status" in cell and "only" in cell:
+            assert set(response.json) == {"status"}, path

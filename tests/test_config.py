@@ -53,7 +53,7 @@ def test_environment_variables_through_from_prefixed_env(monkeypatch: pytest.Mon
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [
-        ("OBSERVE_LOG_FORMAT", "xml", "expected one of 'json', 'console'"),
+        ("OBSERVE_LOG_FORMAT", "xml", "expected one of 'auto', 'json', 'console'"),
         ("OBSERVE_LOG_LEVEL", "LOUD", "expected a log level name"),
         ("OBSERVE_LOG_ROTATE_BYTES", -1, "expected an integer >= 0"),
         ("OBSERVE_REQUEST_ID_MAX_LENGTH", 5000, "<= 1024"),

@@ -74,7 +74,39 @@ def test_endpoints_answer_health_json_with_the_right_codes(
     assert client.get("/health/live").status_code == 200
     assert client.head("/health/ready").status_code == 503
     assert ready.headers["Vary"] == "Authorization, Cookie"
-    assert ready.headers["Cache-Control"] == "public, max-age=0"
+    assert ready.headers["Cache-Control"] == "public, max-age=0, must-revalidate"
+
+
+def test_cache_control_says_how_long_the_answer_stays_true(make_app: Callable[..., Flask]) -> None:
+    """``max-age`` is the time every result in the answer stays fresh in the server's cache
+    (rounded down): a check cached for an hour gives up to 3599 s; an answer with a result
+    read live (no checks at all, a check with ``cache_ttl=0``) gives 0. Always
+    ``must-revalidate`` (never served stale), ``private`` with details."""
+    app, observe = health_app(make_app)
+
+    @observe.health_check("slow-to-change", app=app, cache_ttl=3600)
+    def slow_to_change() -> None:
+        return None
+
+    client = app.test_client()
+
+    def max_age(path: str, **kw: object) -> tuple[str, int]:
+        value = client.get(path, **kw).headers["Cache-Control"]  # type: ignore[arg-type]
+        visibility, age, revalidate = value.split(", ")
+        assert revalidate == "must-revalidate"
+        return visibility, int(age.removeprefix("max-age="))
+
+    visibility, first = max_age("/health/ready")
+    assert visibility == "public"
+    assert 3590 <= first <= 3599
+    assert max_age("/health/live") == ("public", 0)  # no checks: nothing to reuse
+    assert max_age("/health/ready", headers=AUTH)[0] == "private"
+
+    @observe.health_check("read-live", app=app, cache_ttl=0)
+    def read_live() -> None:
+        return None
+
+    assert max_age("/health/ready")[1] == 0  # a result read at each request
 
 
 def test_details_need_credentials(make_app: Callable[..., Flask]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,9 @@ def test_console_format_never_prints_control_characters_raw(
     make_app: Callable[..., Flask], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A request path, a header-derived message or an extra field carrying ANSI escapes,
-    CR/LF or C1 controls comes out escaped on one console line; a traceback keeps its lines."""
+    CR/LF or C1 controls comes out escaped; a traceback keeps its lines, and a message's line
+    break starts an indented continuation, so only a record's first line starts at the left
+    margin (nothing forged)."""
     app = make_app("console-app", log_format="console")
 
     @app.get("/echo")
@@ -198,15 +201,22 @@ def test_console_format_never_prints_control_characters_raw(
     with app.test_client().get(f"/nope/{quoted}") as response:
         assert response.status_code == 404
     out = capsys.readouterr().out
-    assert "\\x1b[31mRED\\x1b[0m\\r\\nFAKE line" in out
+    # the message: escapes written out, the LF a continuation
+    assert "user said \\x1b[31mRED\\x1b[0m\\r\n" in out
+    assert "\\x1b]0;title\\x07\\x9b2J" in out
+    assert "\\x1b[31mRED\\x1b[0m\\r\\nFAKE line" in out  # the field: everything escaped
     traceback = out[out.index("Traceback") :]
     assert traceback.count("\n") >= 3  # still a multi-line traceback
     printed = out.replace("\n", "")
     assert not [c for c in printed if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F]
-    starts = [line for line in out.splitlines() if line[:4].isdigit()]
+    starts = [line for line in out.splitlines() if re.match(r"\d\d:\d\d:\d\d\.\d{3}Z ", line)]
     # one line per record: the warning, the exception, two access lines; nothing forged
     assert len(starts) == 4
     assert not any(line.startswith("FAKE") for line in out.splitlines())
+    # the warning's and the 404 access line's message, continued under the message column
+    continued = [line for line in out.splitlines() if line.lstrip().startswith("FAKE line")]
+    assert len(continued) == 2
+    assert all(line.startswith(" " * 26) for line in continued)
 
 
 def test_no_duplicate_handlers_across_apps(make_app: Callable[..., Flask], tmp_path: Path) -> None:
@@ -238,7 +248,7 @@ def test_a_second_app_is_told_which_of_its_settings_a_shared_destination_ignores
     warnings = [r.getMessage() for r in caplog.records if "already written" in r.getMessage()]
     assert len(warnings) == 2  # stdout and the file
     file, stdout = sorted(warnings, key=lambda m: "stdout" in m)
-    assert "OBSERVE_LOG_COMPRESS, OBSERVE_LOG_FORMAT, OBSERVE_LOG_LEVEL" in file
+    assert "OBSERVE_LOG_COMPRESS, OBSERVE_LOG_LEVEL" in file  # files are always JSON
     assert "OBSERVE_LOG_FORMAT, OBSERVE_LOG_LEVEL" in stdout
 
 

@@ -132,7 +132,7 @@ class SampleApp:
         else:
             pytest.fail("python -m sample_app did not come up:\n" + "".join(self.output[-50:]))
         for line in self.output:
-            match = re.search(r"Log viewer: /observe/logs .*\): (\S+)", line)
+            match = re.search(r"Access token for this process .*\): (\S+)", line)
             if match:
                 return match[1]
         pytest.fail("no log viewer token printed:\n" + "".join(self.output[-50:]))

@@ -430,8 +430,20 @@ def test_python_m_sample_app_serves_on_embedded_defaults(tmp_path: Path) -> None
         assert requests.get(f"{base}/nope", timeout=5).headers["X-Request-ID"]
         # No token in the environment: this process made one, printed once, and it opens
         # the log viewer.
-        printed = re.findall(r"Log viewer: /observe/logs .*\): (\S+)", "".join(collected))
+        printed = re.findall(r"Access token for this process .*\): (\S+)", "".join(collected))
         assert len(printed) == 1, collected
+        # ... next to the URLs to open, every one flask_observe serves (Observe.urls()).
+        banner = "".join(collected)
+        assert f" * The scraper: {base}/" in banner
+        for label, path in [
+            ("log viewer", "/observe/logs"),
+            ("health", "/health"),
+            ("readiness", "/health/ready"),
+            ("liveness", "/health/live"),
+            ("metrics", "/metrics"),
+            ("logs API", "/api/logs/files"),
+        ]:
+            assert re.search(rf"^     {label} +{base}{path}$", banner, re.MULTILINE), banner
         files = requests.get(
             f"{base}/api/logs/files", headers={"Authorization": f"Bearer {printed[0]}"}, timeout=5
         )
@@ -801,7 +813,7 @@ def test_a_configured_token_is_used_and_not_printed(
 ) -> None:
     """FLASK_OBSERVE_AUTH_TOKEN (here: the config key) wins; nothing is printed."""
     app = make_scraper(OBSERVE_AUTH_TOKEN="chosen-1erh8vK37O6cb2c96RVdCpwl")
-    assert "Log viewer" not in capsys.readouterr().err
+    assert "Access token" not in capsys.readouterr().err
     assert app.config["OBSERVE_AUTH_TOKEN"] == "chosen-1erh8vK37O6cb2c96RVdCpwl"
 
 

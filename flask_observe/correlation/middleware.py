@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from .._internal import FailureLog, environ_key, request_path
+from .._internal import FailureLog, ReportedErrors, environ_key, mark_reported, request_path
 from ..context import _correlation_id, id_validator, new_correlation_id, reset_correlation_id
 from ..hooks import ENVIRON_KEY, RECORD_KEY, RequestRecord
 
@@ -48,7 +48,9 @@ class CorrelationMiddleware:
     :param trace_lookup: called when the app starts its response (its trace span is current
         then) to fill :attr:`RequestRecord.trace_id`.
     :param route_lookup: called when the app starts its response (its request context is
-        still active then) to name the matched route for :attr:`RequestRecord.route`.
+        still active then) to name the matched route for :attr:`RequestRecord.route` (an
+        exception that escapes the app leaves it to the app: see
+        ``flask_observe.correlation.setup``).
     :param propagate_exceptions: returns ``True`` when an exception escaping ``wsgi_app``
         should be re-raised (debug and testing) instead of turned into a 500 response.
     :param ticker: the app's background ticker, started by the first request in each process
@@ -148,6 +150,11 @@ class CorrelationMiddleware:
         try:
             iterable = self.wrapped(environ, start_with_id)
         except Exception:
+            if route_lookup is not None and record.route is None:
+                try:
+                    record.route = route_lookup()
+                except Exception:
+                    self._failures("looking up the matched route")
             return self._error_response(record, start_response)
         finally:
             # Unbound as soon as the app returns: code that runs after the response object is
@@ -174,6 +181,13 @@ class CorrelationMiddleware:
                 extra={"path": request_path(record.environ)},
             )
             if self._propagate():
+                # Whoever gets it now (the development server, its debugger) would print the
+                # traceback a second time: it is marked as told, and the debugger's copy of it
+                # on wsgi.errors is dropped.
+                mark_reported(exc_info[1])
+                errors = record.environ.get("wsgi.errors")
+                if errors is not None and exc_info[1] is not None:
+                    record.environ["wsgi.errors"] = ReportedErrors(errors, exc_info[1])
                 raise
             body = b"Internal Server Error\n"
             headers = [

@@ -18,7 +18,7 @@ from flask.globals import _cv_app, _cv_request
 from .. import _optional
 from ..config import ConfigError
 from ..feature import Feature, Plan, Wiring, switch
-from ..hooks import OutboundCall, OutboundHook, Stage, compose, trace_id_lookup
+from ..hooks import RECORD_KEY, OutboundCall, OutboundHook, Stage, compose, trace_id_lookup
 from ..logging.settings import LoggingSettings
 from ..state import state_or_none
 from .settings import CorrelationSettings
@@ -97,10 +97,16 @@ def _install_middleware(wiring: Wiring, settings: CorrelationSettings) -> None:
     )
     app.wsgi_app = middleware  # type: ignore[method-assign]
     wiring.provide(middleware)
+    # An exception Flask re-raises (debug mode, PROPAGATE_EXCEPTIONS) leaves the app before
+    # any response starts: the route is noted while its request context is torn down.
+    app.teardown_request(_note_route_on_error)
 
     def unwrap() -> None:
         if app.wsgi_app is middleware:
             app.wsgi_app = original  # type: ignore[method-assign]
+        funcs = app.teardown_request_funcs.get(None, [])
+        if _note_route_on_error in funcs:
+            funcs.remove(_note_route_on_error)
 
     wiring.on_close(unwrap)
 
@@ -116,6 +122,20 @@ def _matched_route() -> str | None:
         return None
     rule = ctx.request.url_rule
     return rule.rule if rule is not None else None
+
+
+def _note_route_on_error(exc: BaseException | None) -> None:
+    """Teardown of a request that raised: its :class:`RequestRecord` gets the matched route
+    (the request context goes before the middleware sees the exception)."""
+    if exc is None:
+        return
+    ctx = _cv_request.get(None)
+    if ctx is None:
+        return
+    record = ctx.request.environ.get(RECORD_KEY)
+    if record is not None and record.route is None:
+        rule = ctx.request.url_rule
+        record.route = rule.rule if rule is not None else None
 
 
 def _install_outbound(wiring: Wiring, settings: CorrelationSettings) -> None:

@@ -9,6 +9,7 @@ import re
 
 import click
 
+from .._routes import Claim, refuse_taken, routes, watch
 from ..feature import Feature, Plan, Wiring
 from ..state import ObserveState
 from .checks import HealthCheck
@@ -21,6 +22,20 @@ logger = logging.getLogger("flask_observe")
 
 def _wanted(plan: Plan) -> bool:
     return plan.settings(HealthSettings).health_enabled
+
+
+def _claim(settings: HealthSettings) -> Claim:
+    prefix = settings.health_url_prefix
+    return Claim(
+        "OBSERVE_HEALTH_URL_PREFIX",
+        "the health endpoints",
+        routes(prefix, f"{prefix}/live", f"{prefix}/ready", f"{prefix}/startup"),
+        "/_observe/health",
+    )
+
+
+def _check(plan: Plan) -> None:
+    refuse_taken(plan.app, _claim(plan.settings(HealthSettings)))
 
 
 def _excluded(plan: Plan) -> tuple[str, ...]:
@@ -65,6 +80,7 @@ def _setup(wiring: Wiring) -> None:
             public_details=settings.health_public_details,
         )
     )
+    wiring.on_close(watch(wiring.app, _claim(settings)))
     wiring.publish_url("health", settings.health_url_prefix)
     wiring.publish_url("readiness", f"{settings.health_url_prefix}/ready")
     wiring.publish_url("liveness", f"{settings.health_url_prefix}/live")
@@ -112,6 +128,7 @@ FEATURE = Feature(
     HealthSettings,
     _setup,
     wanted=_wanted,
+    check=_check,
     excluded_paths=_excluded,
     commands=_commands,
 )

@@ -79,10 +79,16 @@ def health_blueprint(
 def _response(body: bytes, report: HealthReport, *, private: bool) -> Response:
     status = 503 if report.status is Status.FAIL else 200
     response = Response(body, status=status, mimetype=MEDIA_TYPE)
-    # The draft asks for a freshness lifetime: how long the answer's results stay cached here.
+    # The draft asks for a freshness lifetime: how long the answer's results stay cached here,
+    # so a cache in front reuses it exactly as long as this server would give the same one (0
+    # when a result is read at each request: no checks, the start-up flag, breaker states).
+    # must-revalidate: a stale answer is never served, even with this server unreachable (a
+    # cache may otherwise answer "pass" for a dead service, RFC 9111 section 4.2.4).
     now = time.time()
     fresh = min((r.timestamp + r.ttl - now for r in report.results), default=0.0)
     max_age = max(0, math.floor(fresh))
-    response.headers["Cache-Control"] = f"{'private' if private else 'public'}, max-age={max_age}"
+    response.headers["Cache-Control"] = (
+        f"{'private' if private else 'public'}, max-age={max_age}, must-revalidate"
+    )
     response.headers["Vary"] = "Authorization, Cookie"
     return response

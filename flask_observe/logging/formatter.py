@@ -4,11 +4,11 @@ The pipeline is stdlib ``logging`` with structlog in front of it:
 
 - records from any stdlib logger (the host's, werkzeug, SQLAlchemy, urllib3, …) and from
   structlog loggers (:func:`get_logger`) end up in the same handlers on the root logger;
-- :class:`ObserveFormatter` renders each one as JSON (or as structlog's console format in
-  development) with ``timestamp``, ``level``, ``logger``, ``message``, ``service``,
-  ``correlation_id`` inside a request or task, ``trace_id`` and ``span_id`` inside a recorded
-  OpenTelemetry span, the caller's extra fields and structlog's context variables
-  (``structlog.contextvars.bind_contextvars``).
+- :class:`ObserveFormatter` renders each one as JSON (or, in development, as an aligned and
+  coloured console line: :class:`ConsoleFormat`) with ``timestamp``, ``level``, ``logger``,
+  ``message``, ``service``, ``correlation_id`` inside a request or task, ``trace_id`` and
+  ``span_id`` inside a recorded OpenTelemetry span, the caller's extra fields and structlog's
+  context variables (``structlog.contextvars.bind_contextvars``).
 
 The handlers an app installs are in :mod:`.handlers`, the rotated files in :mod:`.files`,
 the per-request access line in :mod:`.access`.
@@ -17,6 +17,8 @@ the per-request access line in :mod:`.access`.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -29,7 +31,15 @@ import structlog
 from .._internal import escape_control
 from ..context import get_correlation_id
 
-__all__ = ["ObserveFormatter", "get_logger", "merge_fields", "structlog_context", "truncate"]
+__all__ = [
+    "ConsoleFormat",
+    "ObserveFormatter",
+    "get_logger",
+    "is_terminal",
+    "merge_fields",
+    "structlog_context",
+    "truncate",
+]
 
 #: Attributes every LogRecord has; anything else on a record is an extra field of the caller.
 _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {
@@ -58,6 +68,45 @@ def share_fields(on: bool) -> None:
 
 
 _OTEL_TRACE_MODULE = "opentelemetry.trace"
+#: An ANSI style (SGR) sequence: colour and weight, what werkzeug's start-up banner and
+#: request lines are wrapped in. A library's styling carries no information; it is dropped
+#: from the message (JSON would keep it as ``\u001b[31m``, the console as a literal
+#: ``\x1b[31m``). Data logged as an argument keeps it (escaped), but for werkzeug's own
+#: lines, which style their arguments.
+_STYLE = re.compile(r"\x1b\[[0-9;:]*m")
+_STYLED_ARGS = "werkzeug"
+
+
+def strip_styles(text: str) -> str:
+    """``text`` without ANSI colour/style sequences (other control characters are left for
+    the renderer to escape)."""
+    return _STYLE.sub("", text) if "\x1b" in text else text
+
+
+def _message(record: logging.LogRecord) -> str:
+    """``record.getMessage()`` without the styling a library put in its format string (or,
+    for werkzeug, around its arguments)."""
+    msg, args = record.msg, record.args
+    styled = isinstance(msg, str) and "\x1b" in msg
+    if (
+        isinstance(args, tuple)
+        and record.name.startswith(_STYLED_ARGS)
+        and any(isinstance(a, str) and "\x1b" in a for a in args)
+    ):
+        args = tuple(strip_styles(a) if isinstance(a, str) else a for a in args)
+        styled = True
+    if not styled:
+        return record.getMessage()
+    text = strip_styles(msg) if isinstance(msg, str) else str(msg)
+    return text % args if args else text
+
+
+def is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is a terminal (a stream that cannot tell counts as not one)."""
+    try:
+        return bool(stream.isatty())
+    except Exception:
+        return False
 
 
 def truncate(text: str, limit: int) -> str:
@@ -126,6 +175,8 @@ class ObserveFormatter(logging.Formatter):
     :param fmt: ``"json"`` or ``"console"``.
     :param static_fields: default fields added after ``service`` (``version``, ``environment``).
     :param identity_lookup: returns the identity fields of the current app context, if any.
+    :param colors: colour the console format; ``None``: when standard output is a terminal
+        and ``NO_COLOR`` is not set.
     """
 
     def __init__(
@@ -134,6 +185,7 @@ class ObserveFormatter(logging.Formatter):
         fmt: str = "json",
         static_fields: Mapping[str, Any] | None = None,
         identity_lookup: Callable[[], Mapping[str, Any] | None] | None = None,
+        colors: bool | None = None,
     ) -> None:
         super().__init__()
         self.fmt = fmt
@@ -142,9 +194,11 @@ class ObserveFormatter(logging.Formatter):
         self._second = -1
         self._second_text = ""
         self._current_span: Callable[[], Any] | None = None
-        self._console: Callable[..., str] | None = None
+        self._console: ConsoleFormat | None = None
         if fmt == "console":
-            self._console = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+            if colors is None:
+                colors = is_terminal(sys.stdout) and not os.environ.get("NO_COLOR")
+            self._console = ConsoleFormat(colors)
 
     def timestamp(self, created: float) -> str:
         """ISO 8601 in UTC with milliseconds, e.g. ``2026-11-23T03:14:49.123Z``."""
@@ -199,7 +253,7 @@ class ObserveFormatter(logging.Formatter):
             structured = dict(msg)
             message = str(structured.pop("event", ""))
         else:
-            message = record.getMessage()
+            message = _message(record)
         out = self.base_fields(
             record.created,
             record.levelname.lower(),
@@ -232,9 +286,7 @@ class ObserveFormatter(logging.Formatter):
     def render(self, fields: dict[str, Any]) -> str:
         """One line of text for ``fields`` (JSON, or the console format)."""
         if self._console is not None:
-            level = fields.get("level", "")
-            fields["event"] = fields.pop("message")
-            return self._console(None, level, _printable(fields))
+            return self._console(fields)
         try:
             return orjson.dumps(fields, default=_default, option=_ORJSON_OPTIONS).decode()
         except TypeError:  # an integer too large, a circular structure, a lone surrogate
@@ -268,21 +320,81 @@ class ObserveFormatter(logging.Formatter):
 
 #: Tracebacks keep their line breaks in the console format.
 _MULTILINE = frozenset(("exception", "stack"))
+#: Fields a console line leaves out: the traceback names the exception's type; the version
+#: and environment are the same on every line of a process (``service`` stays: two apps may
+#: share a terminal).
+_CONSOLE_HIDDEN = frozenset(("exc_type", "version", "environment"))
+#: The access line's message is ``METHOD route status``: its fields are not repeated.
+_ACCESS_LOGGER = "flask_observe.access"
+_ACCESS_HIDDEN = _CONSOLE_HIDDEN | {"method", "route", "status"}
+#: ``[info     ]``: the level column, padded to structlog's longest level name and bracketed.
+_LEVEL_WIDTH = len("[exception]")
 
 
-def _printable(fields: dict[str, Any]) -> dict[str, Any]:
-    """``fields`` with control characters in keys and string values written as escapes
-    (``\\x1b``, ``\\r``, ``\\n``), for the console format: JSON escapes them already, a
-    console line must not carry a request path's ANSI sequence or line break raw. Other
-    values are rendered with ``repr``, which escapes them."""
-    out: dict[str, Any] = {}
-    for key, value in fields.items():
-        if isinstance(key, str):
-            key = escape_control(key)
-        if isinstance(value, str):
-            value = escape_control(value, keep_newlines=key in _MULTILINE)
-        out[key] = value
-    return out
+class ConsoleFormat:
+    """The development format: one aligned line per record, coloured on a terminal.
+
+    ``HH:MM:SS.mmmZ [level    ] message   [logger] key=value …`` (structlog's
+    :class:`~structlog.dev.ConsoleRenderer`), the time of day in UTC as in the JSON lines,
+    then the traceback on its own lines as Python prints it. What a line would repeat is
+    left out: ``exc_type`` (the traceback says it), ``version`` and ``environment`` (the same
+    on every line), and on access lines ``method``, ``route`` and ``status`` (the message is
+    ``GET /items/<int:item_id> 200``). Control characters in keys and
+    values are written as escapes (``\\x1b``, ``\\r``, ``\\n``): a request path cannot move the
+    cursor or start a forged line. A message's own line breaks (werkzeug's start-up banner)
+    are kept, each continuation indented under the message, so no line but a record's first
+    starts at the left margin.
+
+    :param colors: ANSI colours (for a terminal); without, the same text plain.
+    """
+
+    def __init__(self, colors: bool) -> None:
+        self.colors = colors
+        self._renderer = structlog.dev.ConsoleRenderer(colors=colors, sort_keys=False)
+        #: Where the message starts: after the time of day and the level column.
+        self._indent = "\n" + " " * (len("00:00:00.000Z ") + _LEVEL_WIDTH + 1)
+
+    def __call__(self, fields: dict[str, Any]) -> str:
+        event: dict[str, Any] = {}
+        timestamp = fields.pop("timestamp", "")
+        if isinstance(timestamp, str) and len(timestamp) > 11:
+            timestamp = timestamp[11:]  # the day is noise on a developer's terminal
+        event["timestamp"] = timestamp
+        level = fields.pop("level", "")
+        event["level"] = level
+        message = escape_control(str(fields.pop("message", "")), keep_newlines=True)
+        event["event"] = message.replace("\n", self._indent) if "\n" in message else message
+        hidden = _ACCESS_HIDDEN if fields.get("logger") == _ACCESS_LOGGER else _CONSOLE_HIDDEN
+        for key, value in fields.items():
+            if key in hidden:
+                continue
+            if isinstance(key, str):
+                key = escape_control(key)
+            if isinstance(value, str):
+                if key in _MULTILINE:
+                    value = escape_control(value, keep_newlines=True)
+                elif not value.isprintable() or _QUOTED.intersection(value):
+                    # Quoted and escaped once, by repr (structlog would quote our escapes
+                    # again: ``'\\\\x1b'``).
+                    value = _Shown(repr(value))
+            event[key] = value
+        return self._renderer(None, level, event)
+
+
+#: Characters that make the console format quote a value (``k='two words'``).
+_QUOTED = frozenset(" =\"'")
+
+
+class _Shown:
+    """A value the console format writes as given (its ``repr`` is the text)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 def merge_fields(out: dict[str, Any], fields: Mapping[str, Any]) -> None:

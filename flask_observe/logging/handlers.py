@@ -13,13 +13,40 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .._internal import FailureLog
-from .formatter import ObserveFormatter, truncate
+from .._internal import FailureLog, was_reported
+from .formatter import ObserveFormatter, is_terminal, truncate
 
 if TYPE_CHECKING:
     from .settings import LoggingSettings
 
-__all__ = ["LoggingSetup", "StdoutHandler", "WerkzeugLineCap", "WerkzeugRequestLineFilter"]
+__all__ = [
+    "LoggingSetup",
+    "ReportedExceptionFilter",
+    "StdoutHandler",
+    "WerkzeugLineCap",
+    "WerkzeugRequestLineFilter",
+    "console_colors",
+    "stdout_format",
+]
+
+
+def stdout_format(setting: str, *, debug: bool = False, stream: Any = None) -> str:
+    """The format of standard output for ``OBSERVE_LOG_FORMAT`` = ``setting``: ``auto`` is
+    ``console`` when the app runs in debug mode or ``stream`` (default: ``sys.stdout``) is a
+    terminal (a person reads it), ``json`` otherwise (a collector reads it)."""
+    if setting != "auto":
+        return setting
+    return "console" if debug or is_terminal(sys.stdout if stream is None else stream) else "json"
+
+
+def console_colors(environ: Mapping[str, str], stream: Any = None) -> bool:
+    """Whether the console format is coloured: on a terminal, unless ``NO_COLOR`` is set;
+    anywhere with ``FORCE_COLOR`` (neither empty nor ``0``)."""
+    if environ.get("NO_COLOR"):
+        return False
+    if environ.get("FORCE_COLOR", "") not in ("", "0"):
+        return True
+    return is_terminal(sys.stdout if stream is None else stream)
 
 
 class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -89,6 +116,22 @@ class WerkzeugLineCap(logging.Filter):
         return True
 
 
+class ReportedExceptionFilter(logging.Filter):
+    """Drops a server's own error line about an exception flask_observe logged already.
+
+    In debug mode an exception is logged with its traceback by the request middleware and
+    then re-raised to the server, which prints it again: werkzeug's development server
+    (``Error on request:`` and the traceback as text, from inside its ``except`` block) or
+    gunicorn (``Error handling request``). One traceback per error is enough.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        exc = record.exc_info[1] if record.exc_info else sys.exc_info()[1]
+        return not was_reported(exc)
+
+
 _HANDLER_KEY = "_flask_observe_key"
 _HANDLER_REFS = "_flask_observe_refs"
 #: The settings a shared handler was made with, to tell a later app which of its own differ.
@@ -108,17 +151,28 @@ class LoggingSetup:
         config: LoggingSettings,
         identity: Mapping[str, Any],
         identity_lookup: Callable[[], Mapping[str, Any] | None] | None = None,
+        *,
+        debug: bool = False,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.handlers: list[logging.Handler] = []
         self.root = logging.getLogger()
         self._counted = False
         level = logging.getLevelName(config.log_level)
         static = {k: v for k, v in identity.items() if k != "service"}
-        formatter = ObserveFormatter(
-            identity["service"], config.log_format, static, identity_lookup
+        #: What standard output gets (``OBSERVE_LOG_FORMAT``, ``auto`` decided here).
+        self.stdout_format = stdout_format(config.log_format, debug=debug)
+        stdout = ObserveFormatter(
+            identity["service"],
+            self.stdout_format,
+            static,
+            identity_lookup,
+            colors=console_colors(environ if environ is not None else {}),
         )
+        # Files are read back by the log viewer and by shippers: always JSON lines.
+        files = ObserveFormatter(identity["service"], "json", static, identity_lookup)
         try:
-            self._attach_all(config, formatter, level)
+            self._attach_all(config, stdout, files, level)
         except BaseException:
             self.close()
             raise
@@ -138,6 +192,10 @@ class LoggingSetup:
                 dropper = WerkzeugRequestLineFilter()
                 werkzeug.addFilter(dropper)
                 _GLOBAL.undo.append(lambda: werkzeug.removeFilter(dropper))
+            if not any(isinstance(f, ReportedExceptionFilter) for f in werkzeug.filters):
+                told = ReportedExceptionFilter()
+                werkzeug.addFilter(told)
+                _GLOBAL.undo.append(lambda: werkzeug.removeFilter(told))
             if not any(isinstance(f, WerkzeugLineCap) for f in werkzeug.filters):
                 cap = WerkzeugLineCap(config.log_max_field_bytes)
                 werkzeug.addFilter(cap)
@@ -156,14 +214,21 @@ class LoggingSetup:
         return remove
 
     def _attach_all(
-        self, config: LoggingSettings, formatter: logging.Formatter, level: int
+        self,
+        config: LoggingSettings,
+        stdout: logging.Formatter,
+        files: logging.Formatter,
+        level: int,
     ) -> None:
-        settings: dict[str, Any] = {
-            "OBSERVE_LOG_FORMAT": config.log_format,
-            "OBSERVE_LOG_LEVEL": config.log_level,
-        }
+        settings: dict[str, Any] = {"OBSERVE_LOG_LEVEL": config.log_level}
         if config.log_stdout:
-            self._attach(("stdout",), StdoutHandler, formatter, level, settings)
+            self._attach(
+                ("stdout",),
+                StdoutHandler,
+                stdout,
+                level,
+                {"OBSERVE_LOG_FORMAT": self.stdout_format, **settings},
+            )
         if config.log_dir:
             from .files import RetentionPolicy, RotatingFileHandler
 
@@ -190,7 +255,7 @@ class LoggingSetup:
                     compress=config.log_compress,
                     retention=policy,
                 ),
-                formatter,
+                files,
                 level,
                 settings,
             )

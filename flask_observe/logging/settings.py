@@ -13,7 +13,7 @@ from typing import Any
 
 from ..config import boolean, choice, file_name, integer, key, number, opt_text
 
-LOG_FORMATS = ("json", "console")
+LOG_FORMATS = ("auto", "json", "console")
 _LEVEL_NAMES = frozenset(("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET"))
 ROTATE_INTERVALS = ("hourly", "daily")
 
@@ -54,7 +54,9 @@ class LoggingSettings:
 
     logging_enabled: bool = key(True, boolean)
     log_level: str = key("INFO", level)
-    log_format: str = key("json", choice(*LOG_FORMATS))
+    #: Standard output's format: ``auto`` is ``console`` on a terminal or in debug mode, else
+    #: ``json``. Files are always JSON lines (the log viewer and shippers read them).
+    log_format: str = key("auto", choice(*LOG_FORMATS))
     log_stdout: bool = key(True, boolean)
     log_dir: str | None = key(None, opt_text)
     log_file_name: str = key("app.log", file_name)

@@ -76,7 +76,13 @@ def _setup(wiring: Wiring) -> None:
     settings = wiring.settings(LoggingSettings)
     state = wiring.state
     configure_structlog()
-    handlers = LoggingSetup(settings, state.log_identity, _current_identity)
+    handlers = LoggingSetup(
+        settings,
+        state.log_identity,
+        _current_identity,
+        debug=wiring.app.debug,
+        environ=wiring.environ,
+    )
     wiring.provide(handlers)
     wiring.on_close(handlers.close)
     # Flask's own handler on app.logger would print every app.logger line a second time.

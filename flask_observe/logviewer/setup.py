@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from .. import _optional
+from .._routes import Claim, refuse_taken, routes, watch
 from ..config import ConfigError, CoreSettings
 from ..feature import Feature, Plan, Wiring
 from ..logging.settings import LoggingSettings
@@ -16,6 +17,25 @@ __all__ = ["FEATURE"]
 
 def _wanted(plan: Plan) -> bool:
     return plan.settings(LogViewerSettings).logviewer_enabled
+
+
+def _claims(settings: LogViewerSettings) -> tuple[Claim, Claim]:
+    api, ui = settings.logviewer_api_prefix, settings.logviewer_ui_path
+    return (
+        Claim(
+            "OBSERVE_LOGVIEWER_API_PREFIX",
+            "the log viewer's API",
+            routes(f"{api}/files", f"{api}/search", f"{api}/tail/<file_name>"),
+            "/_observe/api/logs",
+        ),
+        Claim(
+            "OBSERVE_LOGVIEWER_UI_PATH",
+            "the log viewer's page",
+            routes(ui, f"{ui}/static/<name>")
+            + routes(f"{ui}/login", f"{ui}/logout", methods=("POST",)),
+            "/_observe/logs",
+        ),
+    )
 
 
 def _check(plan: Plan) -> None:
@@ -38,6 +58,8 @@ def _check(plan: Plan) -> None:
             f" ({ui!r} and {api!r})"
         )
     _optional.require("re2", "logviewer", "OBSERVE_LOGVIEWER_ENABLED")
+    for claim in _claims(settings):
+        refuse_taken(plan.app, claim)
 
 
 def _setup(wiring: Wiring) -> None:
@@ -52,6 +74,8 @@ def _setup(wiring: Wiring) -> None:
     signer = Signer.for_app(core.auth_token, wiring.app.secret_key)
     viewer = LogViewer.from_config(settings, wiring.settings(LoggingSettings), signer)
     register(wiring.app, wiring.state, settings, viewer)
+    for claim in _claims(settings):
+        wiring.on_close(watch(wiring.app, claim))
     wiring.provide(viewer)
     wiring.publish_url("logviewer", settings.logviewer_ui_path)
     wiring.publish_url("logs_api", settings.logviewer_api_prefix)

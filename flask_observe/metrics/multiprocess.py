@@ -19,11 +19,13 @@ import contextlib
 import fcntl
 import glob
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
-__all__ = ["collect_registry", "mark_process_dead", "multiprocess_dir", "wipe"]
+__all__ = ["collect_registry", "gunicorn_workers", "mark_process_dead", "multiprocess_dir", "wipe"]
 
 ARCHIVE = "archive"
 _LOCK_NAME = ".flask_observe.lock"
@@ -36,6 +38,39 @@ def multiprocess_dir() -> str | None:
     environ = os.environ
     # The lower-case name is the one older prometheus_client releases read; it still does.
     return environ.get("PROMETHEUS_MULTIPROC_DIR") or environ.get("prometheus_multiproc_dir")
+
+
+def gunicorn_workers() -> tuple[str, int] | None:
+    """Whether this code runs inside gunicorn, and how many workers it was told to run:
+    ``("worker", n)`` in a worker process, ``("master", n)`` in the master (``--preload``),
+    ``None`` outside gunicorn.
+
+    gunicorn loads the app from its worker's (or, preloading, its arbiter's) own methods, so
+    the object is a caller of this code: it is found on the stack, by class, without importing
+    gunicorn or reading its command line (``-w``, ``WEB_CONCURRENCY``, a config file all end
+    up in ``cfg.workers``).
+    """
+    kinds = []
+    for module, name, role in (
+        ("gunicorn.workers.base", "Worker", "worker"),
+        ("gunicorn.arbiter", "Arbiter", "master"),
+    ):
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type):
+            kinds.append((cls, role))
+    if not kinds:
+        return None
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        for cls, role in kinds:
+            if isinstance(owner, cls):
+                workers = getattr(owner, "num_workers", None)
+                if not isinstance(workers, int):
+                    workers = getattr(getattr(owner, "cfg", None), "workers", None)
+                return (role, workers) if isinstance(workers, int) else None
+        frame = frame.f_back
+    return None
 
 
 @contextlib.contextmanager

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from typing import TYPE_CHECKING
 
 from .. import _optional
+from .._routes import Claim, refuse_taken, routes, watch
 from ..config import ConfigError
 from ..feature import Feature, Plan, Wiring, switch
 from ..hooks import Stage
@@ -16,6 +18,8 @@ if TYPE_CHECKING:
     from . import Metrics
 
 __all__ = ["FEATURE"]
+
+logger = logging.getLogger("flask_observe")
 
 
 def _wanted(plan: Plan) -> bool:
@@ -28,7 +32,17 @@ def _wanted(plan: Plan) -> bool:
     )
 
 
+def _claim(settings: MetricsSettings) -> Claim:
+    return Claim(
+        "OBSERVE_METRICS_PATH",
+        "the Prometheus metrics",
+        routes(settings.metrics_path),
+        "/_observe/metrics",
+    )
+
+
 def _check(plan: Plan) -> None:
+    refuse_taken(plan.app, _claim(plan.settings(MetricsSettings)))
     if plan.settings(MetricsSettings).metrics_outbound:
         _optional.require("requests", "requests", "OBSERVE_METRICS_OUTBOUND")
     directory = plan.environ.get("PROMETHEUS_MULTIPROC_DIR") or plan.environ.get(
@@ -82,7 +96,41 @@ def _setup(wiring: Wiring) -> None:
     _count_early_log_deletions(wiring, metrics)
     auth = wiring.state.auth if settings.metrics_auth else None
     register(wiring.app, metrics, settings.metrics_path, auth)
+    wiring.on_close(watch(wiring.app, _claim(settings)))
     wiring.publish_url("metrics", settings.metrics_path)
+    _warn_without_multiprocess(wiring, settings.metrics_path)
+
+
+def _warn_without_multiprocess(wiring: Wiring, path: str) -> None:
+    """Say loudly, once per process, that several gunicorn workers serve ``path`` with
+    counters of their own: each scrape sees one worker's share of the requests."""
+    from .multiprocess import gunicorn_workers
+
+    environ = wiring.environ
+    if environ.get("PROMETHEUS_MULTIPROC_DIR") or environ.get("prometheus_multiproc_dir"):
+        return
+    found = gunicorn_workers()
+    if found is None or found[1] < 2:
+        return
+    role, workers = found
+    who = (
+        f"gunicorn worker {os.getpid()}, one of {workers} workers,"
+        if role == "worker"
+        else f"gunicorn (master {os.getpid()}, preloading the app for {workers} workers)"
+    )
+    logger.warning(
+        "flask_observe: %s serves %s without PROMETHEUS_MULTIPROC_DIR: each worker counts"
+        " only its own requests, and a scrape reads the one worker that answers it and"
+        " leaves out the other %d. Set"
+        " PROMETHEUS_MULTIPROC_DIR to an empty directory before gunicorn starts and run it"
+        " with the shipped hooks: PROMETHEUS_MULTIPROC_DIR=$(mktemp -d) gunicorn -c"
+        " python:flask_observe.contrib.gunicorn … (docs/metrics.md, 'gunicorn and other"
+        " pre-fork servers')",
+        who,
+        path,
+        workers - 1,
+        extra={"workers": workers},
+    )
 
 
 def _count_early_log_deletions(wiring: Wiring, metrics: Metrics) -> None:
