@@ -120,6 +120,10 @@ def test_dead_collector_costs_the_host_nothing_and_spans_are_dropped_and_counted
         ]
 
     assert wait_for(drop_report, 15), "the dropped count was never logged"
+    # One line for the drops, not one per dropped span (the SDK's "Queue full" warning).
+    flood = [x for x in read_json_lines(tmp_path / "app.log") if "Queue full" in x["message"]]
+    assert flood == []
+    assert len(drop_report()) == 1
 
     started = time.monotonic()
     Observe().shutdown(app)

@@ -282,8 +282,10 @@ class ProcessLocalExporter(SpanExporter):
 class ObserveSpanProcessor(BatchSpanProcessor):
     """The SDK's batch processor (bounded queue, background export), counting what it drops.
 
-    When the queue is full the SDK drops the span and logs a warning (at most every 20 s);
-    here the drops are also counted, for :meth:`TracingSetup.stats` and a periodic log line.
+    When the queue is full the SDK (1.3x on) drops the oldest span and logs a WARNING for each
+    one: with the collector down, a line per request in the app's own log. Here a full queue
+    drops the oldest span the same way, without that line; the drops are counted, for
+    :meth:`TracingSetup.stats` and a log line at most once a minute.
     """
 
     def __init__(self, exporter: SpanExporter, shutdown_timeout: float | None = None) -> None:
@@ -297,6 +299,7 @@ class ObserveSpanProcessor(BatchSpanProcessor):
         # (another SDK version) the drops are only logged by the SDK itself.
         self._queue: Any = getattr(batch, "_queue", None)
         self.capacity: int | None = getattr(batch, "_max_queue_size", None)
+        self._batch: Any = batch
 
     def on_end(self, span: ReadableSpan) -> None:
         queue = self._queue
@@ -307,6 +310,17 @@ class ObserveSpanProcessor(BatchSpanProcessor):
             and span.context.trace_flags.sampled
         ):
             self.dropped += 1
+            batch = self._batch
+            if (
+                getattr(batch, "_pid", None) == os.getpid()
+                and not getattr(batch, "_shutdown", True)
+                and queue is getattr(batch, "_queue", None)
+            ):
+                # What the SDK's emit does with a full queue, minus its WARNING per span:
+                # the bounded deque drops its oldest span to take this one. (A forked child
+                # or a shut-down processor goes through the SDK, which resets or refuses.)
+                queue.appendleft(span)
+                return
         super().on_end(span)
 
     def queued(self) -> int | None:
