@@ -314,12 +314,12 @@ class ObserveSpanProcessor(BatchSpanProcessor):
             if (
                 getattr(batch, "_pid", None) == os.getpid()
                 and not getattr(batch, "_shutdown", True)
-                and queue is getattr(batch, "_queue", None)
+                and getattr(batch, "_queue", None) is queue
             ):
                 # What the SDK's emit does with a full queue, minus its WARNING per span:
                 # the bounded deque drops its oldest span to take this one. (A forked child
                 # or a shut-down processor goes through the SDK, which resets or refuses.)
-                queue.appendleft(span)
+                self._queue.appendleft(span)
                 return
         super().on_end(span)
 
