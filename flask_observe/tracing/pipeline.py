@@ -294,6 +294,7 @@ class ObserveSpanProcessor(BatchSpanProcessor):
         self.dropped = 0
         self._dropped_logged = 0
         self._last_report = -DROPPED_LOG_INTERVAL
+        self._reporting = threading.Lock()
         batch = getattr(self, "_batch_processor", None)
         # SDK internals, read-only: the queue (a bounded deque) and its capacity. Without them
         # (another SDK version) the drops are only logged by the SDK itself.
@@ -320,6 +321,9 @@ class ObserveSpanProcessor(BatchSpanProcessor):
                 # the bounded deque drops its oldest span to take this one. (A forked child
                 # or a shut-down processor goes through the SDK, which resets or refuses.)
                 self._queue.appendleft(span)
+                if time.monotonic() - self._last_report >= DROPPED_LOG_INTERVAL:
+                    # Also when no export ends (a collector that hangs each one to its timeout).
+                    self.report_drops()
                 return
         super().on_end(span)
 
@@ -345,14 +349,20 @@ class ObserveSpanProcessor(BatchSpanProcessor):
 
     def report_drops(self) -> None:
         """Log how many spans were dropped since the last report (at most once a minute)."""
-        now = time.monotonic()
-        dropped = self.dropped
-        if dropped == self._dropped_logged or now - self._last_report < DROPPED_LOG_INTERVAL:
+        # The export thread and a request thread may both report: one of them does.
+        if not self._reporting.acquire(blocking=False):
             return
-        self._last_report = now
-        logger.warning(
-            "flask_observe: %d spans dropped (queue full: the collector is slow or unreachable)",
-            dropped - self._dropped_logged,
-            extra={"spans_dropped_total": dropped},
-        )
-        self._dropped_logged = dropped
+        try:
+            now = time.monotonic()
+            dropped = self.dropped
+            if dropped == self._dropped_logged or now - self._last_report < DROPPED_LOG_INTERVAL:
+                return
+            previous, self._dropped_logged, self._last_report = self._dropped_logged, dropped, now
+            logger.warning(
+                "flask_observe: %d spans dropped (queue full: the collector is slow or"
+                " unreachable)",
+                dropped - previous,
+                extra={"spans_dropped_total": dropped},
+            )
+        finally:
+            self._reporting.release()
