@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -28,7 +28,7 @@ from .hold import Hold
 from .model import FIRING, Alert
 from .store import DecisionStore, MemoryStore
 
-__all__ = ["AlertRouter"]
+__all__ = ["AlertRouter", "Listener"]
 
 logger = logging.getLogger("flask_observe.alerting")
 
@@ -37,6 +37,12 @@ _BACKOFF = (1.0, 5.0)
 _STOP = object()
 #: Seconds between two log lines about alerts dropped for one throttled channel.
 _DROP_LOG_INTERVAL = 60.0
+
+#: ``listener(event, alert, channel, detail)``: ``event`` is ``queued`` (raised; ``channel``
+#: ``None``), ``dropped`` (the queue is full, or a throttled channel's hold; ``channel`` then
+#: names it), ``suppressed`` (dedup or cooldown), or a channel's outcome: ``sent``,
+#: ``retrying``, ``failed`` (given up), ``held`` (its receiver throttles it).
+Listener = Callable[[str, Alert, "str | None", str], None]
 
 
 class AlertRouter:
@@ -99,6 +105,27 @@ class AlertRouter:
         #: Channels whose receiver dedups and groups (Alertmanager): they get every alert and
         #: say themselves what is due (resends while an incident is open).
         self._repeating: list[Any] = [c for c in self.channels if repeats(c)]
+        self._listeners: list[Listener] = []
+
+    # -- listeners -------------------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event, alert, channel, detail)`` for each alert raised and each
+        channel's outcome (see :data:`Listener`). It runs in the thread raising the alert or
+        in the sender thread: keep it quick (the console's history only queues it).
+        Exceptions are logged, rate-limited."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _tell(self, event: str, alert: Alert, channel: str | None = None, detail: str = "") -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event, alert, channel, detail)
+            except Exception:
+                self._failures("an alert router listener")
 
     # -- producer side (any thread) --------------------------------------------------------
 
@@ -111,10 +138,12 @@ class AlertRouter:
         self._ensure_thread()
         try:
             self._queue.put_nowait(alert)
-            return True
         except queue.Full:
             self._failures("alert queue full: an alert was dropped")
+            self._tell("dropped", alert, None, "the alert queue is full")
             return False
+        self._tell("queued", alert)
+        return True
 
     def _ensure_thread(self) -> None:
         pid = os.getpid()
@@ -232,6 +261,7 @@ class AlertRouter:
             send = self._fallback.decide(*decision)
         if not send:
             logger.debug("alert suppressed (dedup/cooldown)", extra={"alert": alert.name})
+            self._tell("suppressed", alert)
             return
         for channel in targets:
             self._attempt(channel, alert, 1)
@@ -261,6 +291,7 @@ class AlertRouter:
                     exc,
                     extra={"alert": alert.name, "channel": channel.name, "attempts": attempt},
                 )
+                self._tell("failed", alert, channel.name, f"{exc} (after {attempt} attempts)")
                 return
             logger.warning(
                 "alert delivery failed, will retry: %s",
@@ -269,11 +300,14 @@ class AlertRouter:
             )
             backoff = self._backoff[min(attempt, len(self._backoff)) - 1]
             self._schedule(self.clock.monotonic() + backoff, channel, alert, attempt + 1)
+            self._tell("retrying", alert, channel.name, f"{exc} (attempt {attempt})")
             return
-        except Exception:
+        except Exception as exc:
             self._failures(f"alert channel {channel.name}")
+            self._tell("failed", alert, channel.name, f"{type(exc).__name__}: {exc}")
             return
         self.sent += 1
+        self._tell("sent", alert, channel.name)
         logger.info(
             "alert sent",
             extra={"alert": alert.name, "status": alert.status, "channel": channel.name},
@@ -343,6 +377,8 @@ class AlertRouter:
             return
         for alert, news in posted:
             self.sent += 1
+            if news:
+                self._tell("sent", alert, channel.name)
             logger.log(
                 logging.INFO if news else logging.DEBUG,
                 "alert sent" if news else "alert sent again (still firing)",
@@ -358,9 +394,12 @@ class AlertRouter:
             hold = self._held[name] = Hold(self.hold_size)
         self._reopen[name] = (until, channel)
         dropped = hold.add(alert)
+        if dropped is not alert:
+            self._tell("held", alert, name, "its receiver throttles the channel (429)")
         if dropped is None:
             return
         self.held_dropped[name] += 1
+        self._tell("dropped", dropped, name, "its channel is throttled and its hold is full")
         extra = {"alert": dropped.name, "channel": name, "dropped": sum(hold.dropped.values())}
         now = self.clock.monotonic()
         if now - self._drop_logged.get(name, -_DROP_LOG_INTERVAL) >= _DROP_LOG_INTERVAL:
