@@ -136,6 +136,12 @@ class ErrorBudgets:
         self._remaining = remaining
         return remaining
 
+    @property
+    def remaining(self) -> dict[str, float | None]:
+        """The budgets of the last :meth:`update`, without reading the metrics again
+        (``None``: not judged yet)."""
+        return dict(self._remaining)
+
     def health(self) -> tuple[str, dict[str, Any]]:
         """``("warn", details)`` when a budget is nearly spent, else ``("ok", details)``.
 
