@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -19,10 +20,57 @@ from typing import Any
 
 from .rollups import Point
 
-__all__ = ["MAX_BYTES", "PrometheusCharts", "PrometheusError", "queries"]
+__all__ = [
+    "MAX_BYTES",
+    "PrometheusCharts",
+    "PrometheusError",
+    "matchers",
+    "prometheus_url",
+    "queries",
+]
 
 #: Largest answer read from Prometheus (bytes).
 MAX_BYTES = 4 * 1024 * 1024
+
+
+_MATCHER = re.compile(r'\s*[A-Za-z_][A-Za-z0-9_]*\s*(?:=~|!~|!=|=)\s*"(?:[^"\\\\]|\\\\.)*"\s*')
+
+
+def prometheus_url(value: Any) -> str | None:
+    """``OBSERVE_CONSOLE_PROMETHEUS_URL``: an ``http(s)://host[:port][/path]`` URL, or none."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise ValueError("expected a URL")
+    parts = urllib.parse.urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL of the Prometheus server")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("the URL of the Prometheus server takes no query, fragment or user")
+    return value.strip().rstrip("/")
+
+
+def matchers(value: Any) -> str:
+    """``OBSERVE_CONSOLE_PROMETHEUS_SELECTOR``: label matchers without braces
+    (``job="scraper",env!="dev"``), or empty."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError('expected label matchers such as job="scraper"')
+    text = value.strip()
+    if not text:
+        return ""
+    position = 0
+    while True:
+        match = _MATCHER.match(text, position)
+        if match is None:
+            raise ValueError(f'expected label matchers such as job="scraper", not {text!r}')
+        position = match.end()
+        if position == len(text):
+            return text
+        if text[position] != ",":
+            raise ValueError(f'expected label matchers such as job="scraper", not {text!r}')
+        position += 1
 
 
 class PrometheusError(Exception):

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import integer, key, number, opt_boolean, opt_text, url_prefix
+from ..config import boolean, integer, key, number, opt_boolean, opt_text, url_prefix
+from .promchart import matchers, prometheus_url
 
 
 @dataclass(frozen=True)
@@ -34,3 +35,13 @@ class ConsoleSettings:
     console_slow_ms: float = key(500.0, number(1.0))
     #: Most error groups kept; the least recently seen go first.
     console_errors_max_groups: int = key(1_000, integer(10, 100_000))
+    #: Count each request, outbound call and Celery task into the overview's rollups (a
+    #: dict update per request; the app's ticker writes them to the console's directory).
+    console_rollups: bool = key(True, boolean)
+    #: Prometheus' base URL (``http://prometheus:9090``): the overview's charts read its
+    #: HTTP API (``query_range``) instead of this host's rollups. ``None``: the rollups.
+    console_prometheus_url: str | None = key(None, prometheus_url)
+    #: Label matchers scoping the overview's Prometheus queries (``job="scraper"``).
+    console_prometheus_selector: str = key("", matchers)
+    #: Seconds the three queries of one chart may take together.
+    console_prometheus_timeout_seconds: float = key(2.0, number(0.1))

@@ -17,7 +17,7 @@ __all__ = ["FEATURE", "SECTIONS", "claim"]
 #: The modules of the console's pages (``flask_observe.console.<name>``), each with
 #: ``pages(wiring, console) -> list[Page]``; the navigation follows each page's ``order``
 #: (the overview, order 0, is the landing page). Add a page: a module here, one line.
-SECTIONS: tuple[str, ...] = ("info",)
+SECTIONS: tuple[str, ...] = ("overview", "info", "alerts")
 
 
 def _wanted(plan: Plan) -> bool:
