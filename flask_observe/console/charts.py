@@ -31,6 +31,11 @@ def _number(value: float) -> str:
     return f"{value:.3g}"
 
 
+def _dot(point: str, css: str) -> str:
+    x, y = point.split(",")
+    return f'<circle class="{escape(css)} dot" cx="{x}" cy="{y}" r="2.5"/>'
+
+
 def chart(
     points: Sequence[Point],
     value: Callable[[Point], float | None],
@@ -59,6 +64,9 @@ def chart(
         runs[-1].append(f"{x:.1f},{y:.1f}")
     lines = "".join(
         f'<polyline class="{escape(css)}" fill="none" points="{" ".join(run)}"/>'
+        if len(run) > 1
+        # a point alone (one slot with requests between gaps) is a dot, not an empty line
+        else _dot(run[0], css)
         for run in runs
         if run
     )
