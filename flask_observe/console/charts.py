@@ -15,6 +15,7 @@ from .rollups import Point
 __all__ = ["chart", "format_seconds"]
 
 WIDTH, HEIGHT = 560, 140
+_RIGHT = 6  # room for a dot at the last slot
 _LEFT, _BOTTOM, _TOP = 52, 18, 8
 
 
@@ -50,7 +51,7 @@ def chart(
     present = [v for v in values if v is not None]
     top = max(present) if present else 0.0
     top = top * 1.1 if top > 0 else 1.0
-    width = WIDTH - _LEFT
+    width = WIDTH - _LEFT - _RIGHT
     height = HEIGHT - _BOTTOM - _TOP
     step = width / max(len(points) - 1, 1)
     runs: list[list[str]] = [[]]
