@@ -12,16 +12,19 @@ slots, each kept for a bounded time (:data:`TIERS`), so memory and disk stay bou
   are counted in :attr:`Rollups.dropped` and left out;
 - series: at most :data:`MAX_NAMES` names per kind; further names are counted as
   :data:`OTHER` (routes are URL rules, hosts the declared ones: far fewer in practice);
-- disk: rows per series at most the sum of each tier's kept slots (about 900).
+- disk: rows per series at most the sum of each tier's kept slots (about 900), plus as many
+  for each kind's total (what the charts read).
 
-A window "the last 5 minutes" is the slots of its tier that started within it (so it covers
-between 5 minutes and 5 minutes plus one slot); rates divide by the time those slots cover.
+A window "the last 5 minutes" is the slots of its tier (:data:`WINDOWS`: 1 m slots for 5 and 15
+minutes, 5 m for an hour, 1 h for a day) that started within it (so it covers between 5
+minutes and 5 minutes plus one slot); rates divide by the time those slots cover.
 Errors are answers with a 5xx status (as the RED metrics and the alert rules count them); an
 outbound call is an error when ``http_client_errors_total`` counts it.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -65,12 +68,15 @@ TIERS: tuple[tuple[int, int], ...] = (
     (86400, 35 * 86400),
 )
 #: Window (seconds) -> the tier it is read from.
-WINDOWS: dict[int, int] = {300: 60, 900: 60, 3600: 300, 86400: 900}
+WINDOWS: dict[int, int] = {300: 60, 900: 60, 3600: 300, 86400: 3600}
 #: Cells waiting for a flush, at most (a stuck disk cannot grow memory).
 MAX_PENDING = 20_000
 #: Names per kind, at most; the rest are counted as OTHER.
 MAX_NAMES = 200
 OTHER = "<other>"
+#: The name of a kind's total over all its series (no series is named so: a route is never
+#: empty, a host or task without a name is OTHER).
+ALL = ""
 #: The route of requests no URL rule matched (as the RED metrics name it).
 UNMATCHED = "<unmatched>"
 
@@ -123,15 +129,15 @@ def quantile(hist: dict[int, int], q: float) -> float | None:
 
 
 def _encode(hist: dict[int, int]) -> str:
-    return ",".join(f"{index}:{count}" for index, count in sorted(hist.items()))
+    """A histogram as stored: a JSON list ``[bucket, count, bucket, count, …]``."""
+    return json.dumps([value for item in sorted(hist.items()) for value in item])
 
 
 def _decode(text: str, into: dict[int, int]) -> dict[int, int]:
-    for part in text.split(","):
-        if part:
-            index, _, count = part.partition(":")
-            key = int(index)
-            into[key] = into.get(key, 0) + int(count)
+    values = iter(json.loads(text))
+    get = into.get
+    for index, count in zip(values, values, strict=True):
+        into[index] = get(index, 0) + count
     return into
 
 
@@ -204,6 +210,7 @@ class Rollups:
     ) -> None:
         self.db = LocalDB(path, SCHEMA)
         self.clock = clock
+        self._time = clock.time
         self._excluded = excluded
         self._host_label = host_label or _url_host
         self._lock = threading.Lock()
@@ -220,11 +227,11 @@ class Rollups:
         """Count one request (call, task) of series ``name`` taking ``seconds``."""
         names = self._names[kind]
         if name not in names:
-            if len(names) >= MAX_NAMES:
+            if len(names) >= MAX_NAMES or not name:  # (no series may pass for ALL)
                 name = OTHER
             else:
                 names.add(name)
-        key = (int(self.clock.time()) // 60, kind, name)
+        key = (int(self._time()) // 60, kind, name)
         index = bucket_of(seconds)
         with self._lock:
             cell = self._pending.get(key)
@@ -296,12 +303,14 @@ class Rollups:
         for (minute, kind, name), cell in pending.items():
             start = minute * 60
             for res, _ in TIERS:
-                key = (res, start - start % res, kind, name)
-                mine = cells.get(key)
-                if mine is None:
-                    cells[key] = [cell[0], cell[1], cell[2], dict(cell[3])]
-                else:
-                    _merge(mine, cell)
+                # Each series' cell, and the kind's total (the charts read only those).
+                for series in (name, ALL):
+                    key = (res, start - start % res, kind, series)
+                    mine = cells.get(key)
+                    if mine is None:
+                        cells[key] = [cell[0], cell[1], cell[2], dict(cell[3])]
+                    else:
+                        _merge(mine, cell)
         with self.db.write() as db:
             for (res, slot, kind, name), cell in cells.items():
                 row = db.execute(
@@ -338,13 +347,22 @@ class Rollups:
         since = int(now - window)
         since -= since % res
         span = max(now - since, 1.0)
+        totals: dict[str, list[Any]] = {}
         with self.db.connect() as db:
             rows = db.execute(
-                "SELECT name, SUM(count), SUM(errors), SUM(total), group_concat(hist, ',')"
-                " FROM rollup WHERE res=? AND slot>=? AND kind=? GROUP BY name",
+                "SELECT name, count, errors, total, hist FROM rollup"
+                " WHERE res=? AND slot>=? AND kind=? AND name!=''",
                 (res, since, kind),
             ).fetchall()
-        found = [_stats(n, c, e, t, _decode(h or "", {}), span) for n, c, e, t, h in rows]
+        for name, count, errors, total, hist in rows:
+            cell = totals.get(name)
+            if cell is None:
+                cell = totals[name] = [0, 0, 0.0, {}]
+            cell[0] += count
+            cell[1] += errors
+            cell[2] += total
+            _decode(hist, cell[3])
+        found = [_stats(n, c[0], c[1], c[2], c[3], span) for n, c in totals.items()]
         found.sort(key=lambda s: (-s.count, s.name))
         return found
 
@@ -361,14 +379,14 @@ class Rollups:
         first = last - (window // res - 1) * res
         with self.db.connect() as db:
             rows = db.execute(
-                "SELECT slot, SUM(count), SUM(errors), group_concat(hist, ',') FROM rollup"
-                " WHERE res=? AND slot>=? AND kind=? GROUP BY slot",
+                "SELECT slot, count, errors, hist FROM rollup"
+                " WHERE res=? AND slot>=? AND kind=? AND name=''",
                 (res, first, kind),
             ).fetchall()
         by_slot = {slot: (count, errors, hist) for slot, count, errors, hist in rows}
         points = []
         for slot in range(first, last + 1, res):
-            count, errors, hist = by_slot.get(slot, (0, 0, ""))
+            count, errors, hist = by_slot.get(slot, (0, 0, "[]"))
             # The current slot has run only part of its time.
             span = min(res, max(now - slot, 1.0))
             points.append(
