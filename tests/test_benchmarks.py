@@ -296,3 +296,19 @@ def test_sentry_parts_quick_run_times_each_part() -> None:
     rows = [line for line in proc.stdout.splitlines() if line.startswith(("| wsgi", "| log line"))]
     assert len(rows) == 4, proc.stdout
     assert "per request with one log line: +" in proc.stdout
+
+
+def test_console_quick_run_measures_the_rollups_and_the_pages() -> None:
+    """benchmarks/console.py in a few requests: the rollups' cost on and off, the hook alone,
+    each page answered (200) on a store holding 24 h of rollups; every budget judged."""
+    out = run_benchmark(
+        "console.py", "--rounds", "1", "--requests", "400", "--pages", "2", timeout=300
+    )
+    runs = out["runs"]
+    assert runs["rollups"][0]["on_us"] > 0
+    assert runs["hook"][0]["mean_us"] > 0
+    assert runs["overview-24h"][0]["stored_rows"] > 30_000
+    assert {b["label"] for b in out["budgets"]} >= {
+        "rollups per request",
+        "alerts with 24 h stored",
+    }
