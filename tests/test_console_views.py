@@ -113,7 +113,7 @@ def test_the_console_leads_to_the_first_page_and_pages_can_be_added(
     app = console_app()
     console = Observe.handle(Console, app)
     client = app.test_client()
-    assert client.get(CONSOLE, headers=AUTH).headers["Location"] == f"{CONSOLE}/info"
+    assert client.get(CONSOLE, headers=AUTH).headers["Location"] == f"{CONSOLE}/traces"
     seen: list[str] = []
 
     def first(rest: str) -> Any:

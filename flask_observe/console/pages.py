@@ -33,6 +33,10 @@ from ..logviewer.signin import CSP
 
 if TYPE_CHECKING:
     from ..logviewer.signin import SignIn
+    from .errorstore import ErrorStore
+    from .flusher import Flusher
+    from .spanstore import SpanStore, StoreSpanProcessor
+    from .store import ConsoleDB
 
 __all__ = ["Console", "Page", "PageView"]
 
@@ -98,6 +102,17 @@ class Console:
         self.trace_url = trace_url
         self.sentry_url = sentry_url
         self._pages: dict[str, Page] = {}
+        #: The host's shared store, its writer thread, and what the features feed into it
+        #: (``None``: that part is off).
+        self.db: ConsoleDB | None = None
+        self.flusher: Flusher | None = None
+        self.spans: SpanStore | None = None
+        self.span_processor: StoreSpanProcessor | None = None
+        self.errors: ErrorStore | None = None
+        #: Why the span store is off, for the Traces page.
+        self.spans_off: str | None = None
+        #: A request slower than this is listed as slow (``OBSERVE_CONSOLE_SLOW_MS``).
+        self.slow_ms = 500.0
         self.assets: dict[str, tuple[Path, str]] = {
             "console.css": (STATIC / "console.css", "text/css"),
             "console.js": (STATIC / "console.js", "text/javascript"),
