@@ -108,7 +108,7 @@ def test_each_failure_is_counted_in_its_group_with_first_and_last_seen(
     assert page.status_code == 200
     assert '<dd id="error-count">3</dd>' in html
     assert "in error_app.&lt;locals&gt;.factory.&lt;locals&gt;.scrape" in html  # the frame
-    assert f'href="/observe/logs#correlation_id=fail-2"' in html
+    assert 'href="/observe/logs#correlation_id=fail-2"' in html
     assert f'href="{CONSOLE}/traces/{events[0]["trace_id"]}"' in html
     listing = client.get(f"{CONSOLE}/errors", headers=AUTH).get_data(as_text=True)
     assert f'href="{CONSOLE}/errors/{failure.fingerprint}"' in listing

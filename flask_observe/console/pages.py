@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ..logviewer.signin import SignIn
     from .errorstore import ErrorStore
     from .flusher import Flusher
+    from .levels import LevelControl
     from .spanstore import SpanStore, StoreSpanProcessor
     from .store import ConsoleDB
 
@@ -109,6 +110,7 @@ class Console:
         self.spans: SpanStore | None = None
         self.span_processor: StoreSpanProcessor | None = None
         self.errors: ErrorStore | None = None
+        self.levels: LevelControl | None = None
         #: Why the span store is off, for the Traces page.
         self.spans_off: str | None = None
         #: A request slower than this is listed as slow (``OBSERVE_CONSOLE_SLOW_MS``).

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from .._routes import Claim, refuse_taken, routes, watch
 from ..config import ConfigError
 from ..feature import Feature, Plan, Wiring
+from ..hooks import Stage
 from ..logviewer.settings import LogViewerSettings
 from .settings import ConsoleSettings
 
@@ -24,6 +25,7 @@ __all__ = ["FEATURE", "SECTIONS", "claim"]
 SECTIONS: tuple[str, ...] = (
     "traces",
     "errors",
+    "loggers",
     "info",
 )
 
@@ -121,6 +123,8 @@ def _stores(wiring: Wiring, settings: ConsoleSettings, console: Console) -> None
     console.slow_ms = settings.console_slow_ms
     wiring.on_close(db.close)
     wiring.on_close(flusher.close)  # runs first: the last round writes, then the file closes
+    # Each worker's flusher starts with its first request (logger levels are applied by it).
+    wiring.request_hook(Stage.START, lambda record: flusher.ensure_started())
     capture = wiring.get(ErrorCapture)
     if capture is not None:
         errors = console.errors = ErrorStore(db, settings.console_errors_max_groups)
