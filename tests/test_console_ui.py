@@ -87,6 +87,12 @@ def no_xss(tab: Any) -> None:
     assert tab.locator("main script").count() == 0
 
 
+@pytest.fixture
+def tab(page: Any) -> Any:  # noqa: F811 - the viewer's page fixture
+    """A browser tab whose script errors and CSP refusals fail the test."""
+    return page
+
+
 def sign_in(tab: Any, url: str) -> None:
     tab.goto(url)
     tab.fill("#token", TOKEN)
@@ -94,110 +100,110 @@ def sign_in(tab: Any, url: str) -> None:
 
 
 def test_sign_in_lands_on_the_console_and_the_traces_pages_work_by_keyboard(
-    console_server: LiveServer, page: Any, tmp_path: Path
+    console_server: LiveServer, tab: Any, tmp_path: Path
 ) -> None:
     from playwright.sync_api import expect
 
     dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    answer = page.goto(f"{console_server.url}{CONSOLE}")
+    tab.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    answer = tab.goto(f"{console_server.url}{CONSOLE}")
     assert answer.status == 401
-    sign_in(page, f"{console_server.url}{CONSOLE}")
+    sign_in(tab, f"{console_server.url}{CONSOLE}")
     landing = Observe.handle(Console, console_server.app).landing  # type: ignore[attr-defined]
     assert landing is not None
-    expect(page).to_have_url(f"{console_server.url}{CONSOLE}/{landing.slug}")
-    page.goto(f"{console_server.url}{CONSOLE}/traces")
+    expect(tab).to_have_url(f"{console_server.url}{CONSOLE}/{landing.slug}")
+    tab.goto(f"{console_server.url}{CONSOLE}/traces")
     # The workload's four requests (and the sign-in's own: the viewer's page is traced).
-    expect(page.locator("#traces tbody tr", has_text="GET /scrape/<name>")).to_have_count(3)
-    expect(page.locator("#traces tbody tr", has_text="GET /handled")).to_have_count(1)
-    expect(page.locator("nav a[aria-current=page]")).to_have_text("Traces")
-    screenshot(page, tmp_path, "console-traces")
-    page.click("text=Failed")
-    expect(page.locator("#traces tbody tr")).to_have_count(2)
+    expect(tab.locator("#traces tbody tr", has_text="GET /scrape/<name>")).to_have_count(3)
+    expect(tab.locator("#traces tbody tr", has_text="GET /handled")).to_have_count(1)
+    expect(tab.locator("nav a[aria-current=page]")).to_have_text("Traces")
+    screenshot(tab, tmp_path, "console-traces")
+    tab.click("text=Failed")
+    expect(tab.locator("#traces tbody tr")).to_have_count(2)
     # Keyboard: the skip link, then into the table's first trace.
-    page.keyboard.press("Tab")
-    expect(page.locator("a.skip")).to_be_focused()
-    page.locator("#traces tbody tr a").first.focus()
-    page.keyboard.press("Enter")
-    expect(page.locator("ol.waterfall li.span")).not_to_have_count(0)
-    bar = page.locator(".waterfall .bar").first
+    tab.keyboard.press("Tab")
+    expect(tab.locator("a.skip")).to_be_focused()
+    tab.locator("#traces tbody tr a").first.focus()
+    tab.keyboard.press("Enter")
+    expect(tab.locator("ol.waterfall li.span")).not_to_have_count(0)
+    bar = tab.locator(".waterfall .bar").first
     assert "%" in (bar.get_attribute("style") or "")  # placed by console.js, CSP-safe
-    first = page.locator(".waterfall summary").first
+    first = tab.locator(".waterfall summary").first
     first.focus()
-    page.keyboard.press("Enter")
-    attributes = page.locator(".waterfall details[open] table").first
+    tab.keyboard.press("Enter")
+    attributes = tab.locator(".waterfall details[open] table").first
     expect(attributes).to_contain_text("scraper.account")
     expect(attributes).to_contain_text(XSS)  # shown as text
-    expect(page.locator(".waterfall details[open]").first).to_contain_text(XSS_SCRIPT)
-    expect(page.locator("#logs-link")).to_have_attribute(
+    expect(tab.locator(".waterfall details[open]").first).to_contain_text(XSS_SCRIPT)
+    expect(tab.locator("#logs-link")).to_have_attribute(
         "href", "/observe/logs#correlation_id=ui-scrape-broken"
     )
-    expect(page.locator("#jaeger-link")).to_have_attribute(
+    expect(tab.locator("#jaeger-link")).to_have_attribute(
         "href",
-        page.url.replace(f"{console_server.url}{CONSOLE}/traces/", "http://127.0.0.1:16686/trace/"),
+        tab.url.replace(f"{console_server.url}{CONSOLE}/traces/", "http://127.0.0.1:16686/trace/"),
     )
-    screenshot(page, tmp_path, "console-trace")
-    no_xss(page)
+    screenshot(tab, tmp_path, "console-trace")
+    no_xss(tab)
     # The link to the log lines opens the viewer on that request's lines.
-    page.click("#logs-link")
-    expect(page.locator("#results tbody tr.line").first).to_be_visible(timeout=10_000)
-    expect(page.locator("#results")).to_contain_text("scraping broken")
+    tab.click("#logs-link")
+    expect(tab.locator("#results tbody tr.line").first).to_be_visible(timeout=10_000)
+    expect(tab.locator("#results")).to_contain_text("scraping broken")
     assert dialogs == []
 
 
 def test_the_errors_pages_group_count_and_stay_text(
-    console_server: LiveServer, page: Any, tmp_path: Path
+    console_server: LiveServer, tab: Any, tmp_path: Path
 ) -> None:
     from playwright.sync_api import expect
 
-    sign_in(page, f"{console_server.url}{CONSOLE}/errors")
-    expect(page).to_have_url(f"{console_server.url}{CONSOLE}/errors")
-    rows = page.locator("#error-groups tbody tr")
+    sign_in(tab, f"{console_server.url}{CONSOLE}/errors")
+    expect(tab).to_have_url(f"{console_server.url}{CONSOLE}/errors")
+    rows = tab.locator("#error-groups tbody tr")
     expect(rows).to_have_count(2)
-    expect(page.locator("#error-groups")).to_contain_text("RuntimeError")
-    screenshot(page, tmp_path, "console-errors")
-    no_xss(page)
-    page.locator("#error-groups a", has_text="RuntimeError").focus()
-    page.keyboard.press("Enter")
-    expect(page.locator("#error-count")).to_have_text("2")
-    expect(page.locator("#error-message")).to_contain_text(XSS_SCRIPT)
-    expect(page.locator("pre.stack")).to_contain_text("scrape")
-    expect(page.locator("a.trace-link")).to_have_count(2)
-    screenshot(page, tmp_path, "console-error-group")
-    no_xss(page)
-    page.locator("a.trace-link").first.click()
-    expect(page.locator("ol.waterfall li.span")).not_to_have_count(0)
+    expect(tab.locator("#error-groups")).to_contain_text("RuntimeError")
+    screenshot(tab, tmp_path, "console-errors")
+    no_xss(tab)
+    tab.locator("#error-groups a", has_text="RuntimeError").focus()
+    tab.keyboard.press("Enter")
+    expect(tab.locator("#error-count")).to_have_text("2")
+    expect(tab.locator("#error-message")).to_contain_text(XSS_SCRIPT)
+    expect(tab.locator("pre.stack")).to_contain_text("scrape")
+    expect(tab.locator("a.trace-link")).to_have_count(2)
+    screenshot(tab, tmp_path, "console-error-group")
+    no_xss(tab)
+    tab.locator("a.trace-link").first.click()
+    expect(tab.locator("ol.waterfall li.span")).not_to_have_count(0)
 
 
 def test_the_loggers_page_changes_a_level_by_keyboard_and_names_stay_text(
-    console_server: LiveServer, page: Any, tmp_path: Path
+    console_server: LiveServer, tab: Any, tmp_path: Path
 ) -> None:
     from playwright.sync_api import expect
 
-    sign_in(page, f"{console_server.url}{CONSOLE}/loggers")
-    expect(page.locator("#loggers")).to_contain_text(XSS_LOGGER)
-    no_xss(page)
-    page.fill("input[name=q]", "console_ui")
-    page.keyboard.press("Enter")
-    row = page.locator("#loggers tbody tr", has_text="console_ui.scraper")
+    sign_in(tab, f"{console_server.url}{CONSOLE}/loggers")
+    expect(tab.locator("#loggers")).to_contain_text(XSS_LOGGER)
+    no_xss(tab)
+    tab.fill("input[name=q]", "console_ui")
+    tab.keyboard.press("Enter")
+    row = tab.locator("#loggers tbody tr", has_text="console_ui.scraper")
     row.locator("select").select_option("DEBUG")
     row.locator("button").focus()
-    page.keyboard.press("Enter")
-    expect(page.locator("p.notice")).to_contain_text("console_ui.scraper set")
-    expect(page.locator("#changes")).to_contain_text("DEBUG")
+    tab.keyboard.press("Enter")
+    expect(tab.locator("p.notice")).to_contain_text("console_ui.scraper set")
+    expect(tab.locator("#changes")).to_contain_text("DEBUG")
     assert logging.getLogger("console_ui.scraper").level == logging.DEBUG
-    screenshot(page, tmp_path, "console-loggers")
-    page.locator("#changes button").first.click()
-    expect(page.locator("p.notice")).to_contain_text("reset console_ui.scraper")
+    screenshot(tab, tmp_path, "console-loggers")
+    tab.locator("#changes button").first.click()
+    expect(tab.locator("p.notice")).to_contain_text("reset console_ui.scraper")
     assert logging.getLogger("console_ui.scraper").level == logging.INFO
-    no_xss(page)
+    no_xss(tab)
 
 
-def test_the_info_page_masks_secrets(console_server: LiveServer, page: Any, tmp_path: Path) -> None:
+def test_the_info_page_masks_secrets(console_server: LiveServer, tab: Any, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
-    sign_in(page, f"{console_server.url}{CONSOLE}/info")
-    expect(page.locator("main")).to_contain_text("flask-observe")
-    expect(page.locator("main")).to_contain_text("OBSERVE_AUTH_TOKEN")
-    assert TOKEN not in page.content()
-    screenshot(page, tmp_path, "console-info")
+    sign_in(tab, f"{console_server.url}{CONSOLE}/info")
+    expect(tab.locator("main")).to_contain_text("flask-observe")
+    expect(tab.locator("main")).to_contain_text("OBSERVE_AUTH_TOKEN")
+    assert TOKEN not in tab.content()
+    screenshot(tab, tmp_path, "console-info")
