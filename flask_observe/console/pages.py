@@ -19,6 +19,7 @@ named in :data:`flask_observe.console.setup.SECTIONS`::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +175,11 @@ class Console:
         return self.trace_url.replace("{trace_id}", trace_id)
 
     # -- answers ---------------------------------------------------------------------------
+
+    @staticmethod
+    def pid() -> int:
+        """This worker's process ID (each page says which worker served it)."""
+        return os.getpid()
 
     def render(
         self,
