@@ -258,7 +258,8 @@ def test_screenshots_of_each_page(served: dict[str, Any], page: Any) -> None:  #
     for path in shots:
         page.goto(f"{base}{CONSOLE}/{path}")
         expect(page.locator("main h1")).to_be_visible()
-        screenshot(page, tmp_path, "console-" + re.sub(r"[^a-z]+", "-", path).strip("-"))
+        name = re.sub(r"[^a-z]+", "-", path.split("?")[0]).strip("-")
+        screenshot(page, tmp_path, f"console-{name}")
     traces = get(base, "traces?format=json").json()["traces"]
     failing = next(t for t in traces if t["correlation_id"] == "fail-0")
     page.goto(f"{base}{CONSOLE}/traces/{failing['trace_id']}")
@@ -266,10 +267,7 @@ def test_screenshots_of_each_page(served: dict[str, Any], page: Any) -> None:  #
     # The platform call that answered 404, opened, its attributes in view.
     call = page.locator(".waterfall li.span", has_text="instagram").locator("summary").first
     call.click()
-    page.locator("#waterfall-title").scroll_into_view_if_needed()
-    page.evaluate(
-        "window.scrollBy(0, document.querySelector('#waterfall-title').getBoundingClientRect().top - 10)"
-    )
+    page.evaluate("document.querySelector('#waterfall-title').scrollIntoView()")
     screenshot(page, tmp_path, "console-trace-spans")
     groups = get(base, "errors?format=json").json()["groups"]
     page.goto(f"{base}{CONSOLE}/errors/{groups[0]['fingerprint']}")
