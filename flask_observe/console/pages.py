@@ -19,6 +19,7 @@ named in :data:`flask_observe.console.setup.SECTIONS`::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,11 @@ from ..logviewer.signin import CSP
 
 if TYPE_CHECKING:
     from ..logviewer.signin import SignIn
+    from .errorstore import ErrorStore
+    from .flusher import Flusher
+    from .levels import LevelControl
+    from .spanstore import SpanStore, StoreSpanProcessor
+    from .store import ConsoleDB
 
 __all__ = ["Console", "Page", "PageView"]
 
@@ -98,6 +104,18 @@ class Console:
         self.trace_url = trace_url
         self.sentry_url = sentry_url
         self._pages: dict[str, Page] = {}
+        #: The host's shared store, its writer thread, and what the features feed into it
+        #: (``None``: that part is off).
+        self.db: ConsoleDB | None = None
+        self.flusher: Flusher | None = None
+        self.spans: SpanStore | None = None
+        self.span_processor: StoreSpanProcessor | None = None
+        self.errors: ErrorStore | None = None
+        self.levels: LevelControl | None = None
+        #: Why the span store is off, for the Traces page.
+        self.spans_off: str | None = None
+        #: A request slower than this is listed as slow (``OBSERVE_CONSOLE_SLOW_MS``).
+        self.slow_ms = 500.0
         self.assets: dict[str, tuple[Path, str]] = {
             "console.css": (STATIC / "console.css", "text/css"),
             "console.js": (STATIC / "console.js", "text/javascript"),
@@ -157,6 +175,11 @@ class Console:
         return self.trace_url.replace("{trace_id}", trace_id)
 
     # -- answers ---------------------------------------------------------------------------
+
+    @staticmethod
+    def pid() -> int:
+        """This worker's process ID (each page says which worker served it)."""
+        return os.getpid()
 
     def render(
         self,

@@ -9,6 +9,11 @@
     bar.style.left = left + "%";
     bar.style.width = width + "%";
   }
+  // Each span's name indented by its depth in the trace.
+  for (const name of document.querySelectorAll(".waterfall .name[data-depth]")) {
+    const depth = Math.max(0, Math.min(30, parseInt(name.dataset.depth, 10) || 0));
+    name.style.paddingLeft = (depth * 0.9) + "rem";
+  }
   // Times shown in the reader's zone as well (the server renders UTC).
   for (const el of document.querySelectorAll("time[datetime]")) {
     const when = new Date(el.getAttribute("datetime"));
