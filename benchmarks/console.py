@@ -83,17 +83,16 @@ def app(directory: Path, rollups: bool) -> Any:
     return flask_app
 
 
-def fill(path: str, hours: int = 24) -> dict[str, int]:
+def fill(data: Any, hours: int = 24) -> dict[str, int]:
     """Write ``hours`` of rollups (every minute of every series, each tier) and a full
-    history into the store at ``path``."""
+    history into the store of ``data`` (the app's ``OverviewData``)."""
     import random
 
     from flask_observe.alerting import Alert
     from flask_observe.console import rollups as r
-    from flask_observe.console.history import History
 
     rnd = random.Random(3)
-    rollups = r.Rollups(path)
+    rollups, history = data.rollups, data.history
     now = int(time.time())
     series = (
         [(r.ROUTE, f"/api/resource{i}/<int:id>") for i in range(60)]
@@ -128,7 +127,6 @@ def fill(path: str, hours: int = 24) -> dict[str, int]:
                 for (res, slot, kind, name), c in cells.items()
             ],
         )
-    history = History(path)
     for i in range(500):
         alert = Alert(f"Alert{i % 20}", labels={"n": str(i)}, summary="x" * 80)
         history.on_alert("queued", alert, None, "")
@@ -180,9 +178,10 @@ def child(name: str, requests: int, pages: int) -> dict[str, Any]:
         }
     if name == "hook":
         from flask_observe.console.rollups import Rollups
+        from flask_observe.console.store import ConsoleDB
         from flask_observe.hooks import RequestRecord
 
-        rollups = Rollups(str(directory / "r.sqlite"), excluded=lambda path: False)
+        rollups = Rollups(ConsoleDB(directory), excluded=lambda path: False)
         record = RequestRecord({"PATH_INFO": "/users/7", "REQUEST_METHOD": "GET"}, None)
         record.route, record.status, record.duration = "/users/<int:user_id>", 200, 0.004
         hook = rollups.on_request
@@ -199,7 +198,7 @@ def child(name: str, requests: int, pages: int) -> dict[str, Any]:
     from flask_observe import Observe
     from flask_observe.console.overview import OverviewData
 
-    facts = fill(Observe.handle(OverviewData, flask_app).rollups.db.path)
+    facts = fill(Observe.handle(OverviewData, flask_app))
     client = flask_app.test_client()
     headers = {"Authorization": f"Bearer {TOKEN}"}
     result: dict[str, Any] = {"stored_rows": facts["rows"]}

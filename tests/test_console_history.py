@@ -15,6 +15,7 @@ from flask import Flask
 from flask_observe._clock import ManualClock
 from flask_observe.alerting import Alert, AlertRouter, UrlPolicy, build_channels
 from flask_observe.console.history import MAX_TEXT, History
+from flask_observe.console.store import ConsoleDB
 from flask_observe.health.checks import CheckFailed, HealthCheck, Status
 from flask_observe.health.runner import HealthRunner
 
@@ -43,7 +44,7 @@ def test_an_incident_is_fired_then_resolved_with_each_channels_outcome(tmp_path:
     """One receiver takes the alert, the other answers 500 three times: the incident lists a
     ``sent`` for the first and ``retrying`` twice then ``failed`` for the second."""
     clock = WatchedClock()
-    history = History(str(tmp_path / "h.sqlite"), clock=clock)
+    history = History(ConsoleDB(tmp_path), clock=clock)
     with Sink() as good, Sink(lambda n: (500, {})) as bad:
         router = _router([good.url + "/ok", bad.url + "/bad"], clock, backoff=(0.0, 0.0))
         router.add_listener(history.on_alert)
@@ -76,7 +77,7 @@ def test_suppressed_repeats_are_counted_and_a_new_firing_opens_a_new_incident(
     tmp_path: Path,
 ) -> None:
     clock = WatchedClock()
-    history = History(str(tmp_path / "h.sqlite"), clock=clock)
+    history = History(ConsoleDB(tmp_path), clock=clock)
     with Sink() as sink:
         router = _router([sink.url + "/ok"], clock)
         router.add_listener(history.on_alert)
@@ -101,8 +102,7 @@ def test_suppressed_repeats_are_counted_and_a_new_firing_opens_a_new_incident(
 def test_several_workers_share_one_open_incident(tmp_path: Path) -> None:
     """Two workers (two histories on one file) firing the same condition: one incident."""
     clock = ManualClock()
-    path = str(tmp_path / "h.sqlite")
-    workers = [History(path, clock=clock), History(path, clock=clock)]
+    workers = [History(ConsoleDB(tmp_path), clock=clock) for _ in range(2)]
     alert = Alert("HighErrorRate", service="scraper")
     for history in workers:
         history.on_alert("queued", alert, None, "")
@@ -119,7 +119,7 @@ def test_several_workers_share_one_open_incident(tmp_path: Path) -> None:
 
 def test_history_is_bounded_and_text_is_capped(tmp_path: Path) -> None:
     clock = ManualClock()
-    history = History(str(tmp_path / "h.sqlite"), clock=clock, max_alerts=5, max_notifications=7)
+    history = History(ConsoleDB(tmp_path), clock=clock, max_alerts=5, max_notifications=7)
     for i in range(20):
         alert = Alert(f"A{i}", summary="x" * 5000)
         history.on_alert("queued", alert, None, "")
@@ -146,11 +146,10 @@ class Flaky(HealthCheck):
 def test_each_checks_transitions_are_recorded_once_per_host(tmp_path: Path) -> None:
     """A check failing then recovering, seen by two workers' runners: the history holds
     pass→fail and fail→pass once each, with the failure's output."""
-    path = str(tmp_path / "h.sqlite")
     app = Flask("health-history")
     histories, runners, checks = [], [], []
     for _ in range(2):
-        history = History(path)
+        history = History(ConsoleDB(tmp_path))
         check = Flaky()
         runner = HealthRunner(app, cache_ttl=0.0)
         runner.add(check)
@@ -186,13 +185,12 @@ def test_each_checks_transitions_are_recorded_once_per_host(tmp_path: Path) -> N
 def test_a_listener_never_writes_on_the_callers_thread(tmp_path: Path) -> None:
     """The listeners only queue: with the file unwritable nothing fails until the flush,
     which keeps the events for the next one."""
-    path = tmp_path / "h.sqlite"
-    path.mkdir()
-    history = History(str(path))
+    db = ConsoleDB(tmp_path)
+    db.path.mkdir()
+    history = History(db)
     history.on_alert("queued", Alert("X"), None, "")
     with pytest.raises(sqlite3.OperationalError, match="unable to open"):
         history.flush()
-    path.rmdir()
-    history.close()
+    db.path.rmdir()
     assert history.flush() == 1
     assert [a.name for a in history.alerts()] == ["X"]

@@ -14,7 +14,8 @@ from flask import Flask
 
 from flask_observe import ConfigError, Observe
 from flask_observe.alerting import Alert, AlertRouter
-from flask_observe.console.overview import OverviewData, data_path
+from flask_observe.console.overview import OverviewData
+from flask_observe.console.store import FILE_NAME
 from flask_observe.health.checks import CheckFailed, FunctionCheck
 
 from .alert_sinks import Sink
@@ -96,13 +97,12 @@ def test_the_store_is_in_the_console_directory(
     console_app: Callable[..., Flask], tmp_path: Path
 ) -> None:
     app = console_app(console_dir=str(tmp_path / "console"))
-    assert _data(app).rollups.db.path == str(tmp_path / "console" / "console-overview.sqlite")
+    assert _data(app).rollups.db.path == tmp_path / "console" / FILE_NAME
     other = console_app(console_rollups=False)
     client = other.test_client()
     _get(client, "/work/1")
     _data(other).rollups.flush()
     assert _get(client, f"{BASE}/overview/data.json").get_json()["route"] == []
-    assert data_path  # the function the docs name
 
 
 def test_alerts_and_health_history_pages_show_what_happened_escaped(

@@ -320,8 +320,8 @@ def test_no_stored_xss_from_route_names_alert_text_or_check_output(
         assert page.locator("main script").count() == 0
     page.goto(f"{url}{BASE}/overview?window=5m")
     assert page.locator("#table-task td.name").inner_text() == XSS
-    route = page.locator("#table-route td.name").first.inner_text()
-    assert route == '/q/" autofocus onfocus="window.__xss=1'
+    routes = page.locator("#table-route td.name").all_inner_texts()
+    assert '/q/" autofocus onfocus="window.__xss=1' in routes
     page.goto(f"{url}{BASE}/alerts")
     assert page.locator("section.alert .summary").first.inner_text() == XSS
     page.goto(f"{url}{BASE}/health")

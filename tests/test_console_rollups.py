@@ -13,6 +13,7 @@ import pytest
 from flask_observe._clock import ManualClock
 from flask_observe.console import rollups as r
 from flask_observe.console.rollups import Rollups, bucket_of, quantile, upper_bound
+from flask_observe.console.store import ConsoleDB
 from flask_observe.hooks import OutboundCall, RequestRecord
 
 
@@ -50,7 +51,7 @@ def test_quantiles_are_within_a_bucket_of_the_exact_ones() -> None:
 
 def test_requests_are_counted_per_route_with_5xx_as_errors(tmp_path: Path) -> None:
     clock = ManualClock(start=1_800_000_000.0)
-    rollups = Rollups(str(tmp_path / "r.sqlite"), clock=clock)
+    rollups = Rollups(ConsoleDB(tmp_path), clock=clock)
     for i in range(90):
         rollups.on_request(_record("/a", 500 if i % 10 == 0 else 200, 0.010))
     for _ in range(10):
@@ -73,7 +74,7 @@ def test_requests_are_counted_per_route_with_5xx_as_errors(tmp_path: Path) -> No
 
 
 def test_excluded_paths_stay_out_as_they_do_of_the_red_metrics(tmp_path: Path) -> None:
-    rollups = Rollups(str(tmp_path / "r.sqlite"), excluded=lambda path: path == "/metrics")
+    rollups = Rollups(ConsoleDB(tmp_path), excluded=lambda path: path == "/metrics")
     rollups.on_request(_record("/metrics", 200, 0.01, path="/metrics"))
     rollups.on_request(_record("/a", 200, 0.01, path="/a"))
     rollups.flush()
@@ -82,7 +83,7 @@ def test_excluded_paths_stay_out_as_they_do_of_the_red_metrics(tmp_path: Path) -
 
 def test_a_window_holds_only_the_slots_that_started_within_it(tmp_path: Path) -> None:
     clock = ManualClock(start=1_800_000_000.0 - 1_800_000_000.0 % 3600)
-    rollups = Rollups(str(tmp_path / "r.sqlite"), clock=clock)
+    rollups = Rollups(ConsoleDB(tmp_path), clock=clock)
     rollups.add(r.ROUTE, "/a", 0.01, False)
     rollups.flush()
     clock.advance(10 * 60)  # ten minutes later: out of the 5 m window, in the 1 h one
@@ -103,16 +104,14 @@ def test_a_window_holds_only_the_slots_that_started_within_it(tmp_path: Path) ->
 
 def test_slots_expire_with_their_tier_so_the_file_stays_bounded(tmp_path: Path) -> None:
     clock = ManualClock()
-    path = tmp_path / "r.sqlite"
-    rollups = Rollups(str(path), clock=clock)
+    db = ConsoleDB(tmp_path)
+    rollups = Rollups(db, clock=clock)
     for _ in range(3 * 24 * 4):  # three days, a request every 15 minutes
         rollups.add(r.ROUTE, "/a", 0.01, False)
         rollups.flush()
         clock.advance(900)
     rows = dict(
-        sqlite3.connect(path).execute(
-            "SELECT res, COUNT(*) FROM rollup WHERE name='/a' GROUP BY res"
-        )
+        db.connection().execute("SELECT res, COUNT(*) FROM rollup WHERE name='/a' GROUP BY res")
     )
     for res, keep in r.TIERS:
         assert rows[res] <= keep // res + 2, res
@@ -122,7 +121,7 @@ def test_slots_expire_with_their_tier_so_the_file_stays_bounded(tmp_path: Path) 
 def test_series_are_capped_per_kind_and_pending_cells_are_bounded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rollups = Rollups(str(tmp_path / "r.sqlite"))
+    rollups = Rollups(ConsoleDB(tmp_path))
     for i in range(r.MAX_NAMES + 50):
         rollups.add(r.ROUTE, f"/r{i}", 0.01, False)
     rollups.flush()
@@ -133,7 +132,7 @@ def test_series_are_capped_per_kind_and_pending_cells_are_bounded(
     assert other.count == 50
     monkeypatch.setattr(r, "MAX_PENDING", 5)
     clock = ManualClock()
-    capped = Rollups(str(tmp_path / "c.sqlite"), clock=clock)
+    capped = Rollups(ConsoleDB(tmp_path / "capped"), clock=clock)
     for _ in range(8):
         capped.add(r.ROUTE, "/a", 0.01, False)
         clock.advance(60)
@@ -142,26 +141,21 @@ def test_series_are_capped_per_kind_and_pending_cells_are_bounded(
 
 
 def test_a_flush_that_cannot_write_keeps_its_cells_for_the_next(tmp_path: Path) -> None:
-    path = tmp_path / "r.sqlite"
-    rollups = Rollups(str(path))
+    db = ConsoleDB(tmp_path)
+    db.path.mkdir()  # the file cannot be opened (as root, a read-only mode would not stop it)
+    rollups = Rollups(db)
     rollups.add(r.ROUTE, "/a", 0.01, False)
-    rollups.flush()
-    rollups.add(r.ROUTE, "/a", 0.01, False)
-    rollups.close()
-    path.rename(tmp_path / "aside.sqlite")
-    path.mkdir()  # the file cannot be opened (as root, a read-only mode would not stop it)
+    rollups.add(r.ROUTE, "/a", 0.01, True)
     with pytest.raises(sqlite3.OperationalError):
         rollups.flush()
-    assert sum(cell[0] for cell in rollups._pending.values()) == 1
-    path.rmdir()
-    (tmp_path / "aside.sqlite").rename(path)
-    rollups.close()
+    assert sum(cell[0] for cell in rollups._pending.values()) == 2
+    db.path.rmdir()
     rollups.flush()
-    assert rollups.totals(r.ROUTE, 300) == (2, 0)
+    assert rollups.totals(r.ROUTE, 300) == (2, 1)
 
 
 def test_outbound_calls_count_as_the_errors_metric_does(tmp_path: Path) -> None:
-    rollups = Rollups(str(tmp_path / "r.sqlite"))
+    rollups = Rollups(ConsoleDB(tmp_path))
     calls = [
         OutboundCall("GET", "https://api.example.com/x", 200, None, 0.2, {}, 0),
         OutboundCall("GET", "https://api.example.com/y", 429, None, 0.1, {}, 0),
@@ -177,7 +171,7 @@ def test_outbound_calls_count_as_the_errors_metric_does(tmp_path: Path) -> None:
 
 def test_celery_task_runs_are_timed_between_the_signals(tmp_path: Path) -> None:
     clock = ManualClock()
-    rollups = Rollups(str(tmp_path / "r.sqlite"), clock=clock)
+    rollups = Rollups(ConsoleDB(tmp_path), clock=clock)
     prerun, postrun = r.task_hooks(rollups, clock)
 
     class Task:
@@ -198,7 +192,7 @@ def test_celery_task_runs_are_timed_between_the_signals(tmp_path: Path) -> None:
 
 def test_chart_points_cover_every_slot_of_the_window(tmp_path: Path) -> None:
     clock = ManualClock(start=1_800_000_000.0 - 1_800_000_000.0 % 3600 + 30)
-    rollups = Rollups(str(tmp_path / "r.sqlite"), clock=clock)
+    rollups = Rollups(ConsoleDB(tmp_path), clock=clock)
     for minute in range(60):
         for _ in range(minute):
             rollups.add(r.ROUTE, "/a", 0.05, minute % 2 == 1)
@@ -215,8 +209,8 @@ def test_chart_points_cover_every_slot_of_the_window(tmp_path: Path) -> None:
     assert len(rollups.series(86400, 900)) == 96
 
 
-def _worker(path: str, name: str, count: int) -> None:
-    rollups = Rollups(path)
+def _worker(directory: Path, name: str, count: int) -> None:
+    rollups = Rollups(ConsoleDB(directory))
     for i in range(count):
         rollups.add(r.ROUTE, name, 0.01, i % 4 == 0)
         if i % 100 == 0:
@@ -226,7 +220,7 @@ def _worker(path: str, name: str, count: int) -> None:
 
 @pytest.mark.realtime
 def test_every_process_of_the_host_adds_to_the_same_file(tmp_path: Path) -> None:
-    path = str(tmp_path / "shared.sqlite")
+    path = tmp_path / "shared"
     context = multiprocessing.get_context("fork")
     workers = [context.Process(target=_worker, args=(path, "/a", 1000)) for _ in range(4)]
     for worker in workers:
@@ -234,4 +228,4 @@ def test_every_process_of_the_host_adds_to_the_same_file(tmp_path: Path) -> None
     for worker in workers:
         worker.join(60)
         assert worker.exitcode == 0
-    assert Rollups(path).totals(r.ROUTE, 300) == (4000, 1000)
+    assert Rollups(ConsoleDB(path)).totals(r.ROUTE, 300) == (4000, 1000)

@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._clock import SYSTEM, Clock
-from .localdb import LocalDB
 
 if TYPE_CHECKING:
     from ..alerting.model import Alert
     from ..health.results import CheckResult
+    from .store import ConsoleDB
 
 __all__ = ["AlertEntry", "History", "Notification", "Transition"]
 
@@ -39,43 +39,55 @@ MAX_TEXT = 1000
 #: Events waiting for a flush, at most (the oldest are dropped and counted).
 MAX_QUEUED = 10_000
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alert (
-    id INTEGER PRIMARY KEY,
-    fingerprint TEXT NOT NULL,
-    name TEXT NOT NULL,
-    severity TEXT NOT NULL,
-    summary TEXT NOT NULL,
-    description TEXT NOT NULL,
-    labels TEXT NOT NULL,
-    fired_at REAL NOT NULL,
-    last_seen REAL NOT NULL,
-    resolved_at REAL,
-    resolved_summary TEXT,
-    suppressed INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS alert_fingerprint ON alert (fingerprint, id);
-CREATE TABLE IF NOT EXISTS notification (
-    id INTEGER PRIMARY KEY,
-    alert_id INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    detail TEXT NOT NULL,
-    at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS notification_alert ON notification (alert_id);
-CREATE TABLE IF NOT EXISTS transition (
-    id INTEGER PRIMARY KEY,
-    check_name TEXT NOT NULL,
-    from_status TEXT,
-    to_status TEXT NOT NULL,
-    critical INTEGER NOT NULL,
-    output TEXT NOT NULL,
-    at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS transition_check ON transition (check_name, id);
-"""
+SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS alert (
+        id INTEGER PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        name TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        summary TEXT NOT NULL,
+        description TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        fired_at REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        resolved_at REAL,
+        resolved_summary TEXT,
+        suppressed INTEGER NOT NULL DEFAULT 0
+    )
+    """,
+    """
+    CREATE INDEX IF NOT EXISTS alert_fingerprint ON alert (fingerprint, id)
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS notification (
+        id INTEGER PRIMARY KEY,
+        alert_id INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        at REAL NOT NULL
+    )
+    """,
+    """
+    CREATE INDEX IF NOT EXISTS notification_alert ON notification (alert_id)
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS transition (
+        id INTEGER PRIMARY KEY,
+        check_name TEXT NOT NULL,
+        from_status TEXT,
+        to_status TEXT NOT NULL,
+        critical INTEGER NOT NULL,
+        output TEXT NOT NULL,
+        at REAL NOT NULL
+    )
+    """,
+    """
+    CREATE INDEX IF NOT EXISTS transition_check ON transition (check_name, id)
+    """,
+)
 
 #: Router events that are a channel's outcome (a row each).
 OUTCOMES = frozenset(("sent", "retrying", "failed", "held", "dropped"))
@@ -131,7 +143,7 @@ class Transition:
 class History:
     """The host's alert and health history.
 
-    :param path: the SQLite file the host's workers share (the rollups' file will do).
+    :param db: the console's SQLite file, shared by the host's workers.
     :param clock: timestamps of events (``clock.time()``).
     :param max_alerts: incidents kept (the oldest go first); notifications are kept as long
         as their incident, at most ``max_notifications``.
@@ -140,14 +152,15 @@ class History:
 
     def __init__(
         self,
-        path: str,
+        db: ConsoleDB,
         *,
         clock: Clock = SYSTEM,
         max_alerts: int = 500,
         max_notifications: int = 5000,
         max_transitions: int = 2000,
     ) -> None:
-        self.db = LocalDB(path, SCHEMA)
+        self.db = db
+        db.add_schema(*SCHEMA)
         self.clock = clock
         self.max_alerts = max_alerts
         self.max_notifications = max_notifications
@@ -302,31 +315,28 @@ class History:
             )
         db.execute("DELETE FROM notification WHERE alert_id < (SELECT MIN(id) FROM alert)")
 
-    def close(self) -> None:
-        self.db.close()
-
     # -- reading (the pages) ----------------------------------------------------------------
 
     def alerts(self, limit: int = 50, *, firing_only: bool = False) -> list[AlertEntry]:
         """The latest incidents, newest first, each with its notifications (oldest first)."""
         where = " WHERE resolved_at IS NULL" if firing_only else ""
-        with self.db.connect() as db:
-            rows = db.execute(
-                "SELECT id, fingerprint, name, severity, summary, description, labels, fired_at,"
-                f" last_seen, resolved_at, resolved_summary, suppressed FROM alert{where}"
-                " ORDER BY id DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
-            ids = [row[0] for row in rows]
-            notes: dict[int, list[Notification]] = {i: [] for i in ids}
-            if ids:
-                marks = ",".join("?" * len(ids))
-                for alert_id, *rest in db.execute(
-                    "SELECT alert_id, status, channel, outcome, detail, at FROM notification"
-                    f" WHERE alert_id IN ({marks}) ORDER BY id",
-                    ids,
-                ):
-                    notes[alert_id].append(Notification(*rest))
+        db = self.db.connection()
+        rows = db.execute(
+            "SELECT id, fingerprint, name, severity, summary, description, labels, fired_at,"
+            f" last_seen, resolved_at, resolved_summary, suppressed FROM alert{where}"
+            " ORDER BY id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        ids = [row[0] for row in rows]
+        notes: dict[int, list[Notification]] = {i: [] for i in ids}
+        if ids:
+            marks = ",".join("?" * len(ids))
+            for alert_id, *rest in db.execute(
+                "SELECT alert_id, status, channel, outcome, detail, at FROM notification"
+                f" WHERE alert_id IN ({marks}) ORDER BY id",
+                ids,
+            ):
+                notes[alert_id].append(Notification(*rest))
         return [
             AlertEntry(
                 id=row[0],
@@ -353,15 +363,15 @@ class History:
         if check is not None:
             query += " WHERE check_name=?"
             args = (check, limit)
-        with self.db.connect() as db:
-            rows = db.execute(query + " ORDER BY id DESC LIMIT ?", args).fetchall()
+        db = self.db.connection()
+        rows = db.execute(query + " ORDER BY id DESC LIMIT ?", args).fetchall()
         return [Transition(c, f, t, bool(k), o, a) for c, f, t, k, o, a in rows]
 
     def last_status(self) -> dict[str, Transition]:
         """Each check's latest transition (the status the host saw last)."""
-        with self.db.connect() as db:
-            rows = db.execute(
-                "SELECT check_name, from_status, to_status, critical, output, at FROM transition"
-                " WHERE id IN (SELECT MAX(id) FROM transition GROUP BY check_name)"
-            ).fetchall()
+        db = self.db.connection()
+        rows = db.execute(
+            "SELECT check_name, from_status, to_status, critical, output, at FROM transition"
+            " WHERE id IN (SELECT MAX(id) FROM transition GROUP BY check_name)"
+        ).fetchall()
         return {c: Transition(c, f, t, bool(k), o, a) for c, f, t, k, o, a in rows}

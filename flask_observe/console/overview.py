@@ -5,7 +5,8 @@ transitions; circuit breakers; SLO budgets; the latest alerts.
 
 It sets up what feeds it, too: the rollups (a ``MEASURE`` request hook, an outbound hook,
 Celery's task signals where Celery runs) and the history (the alert router's and the health
-runner's listeners), both flushed by the app's ticker into ``<OBSERVE_CONSOLE_DIR>``.
+runner's listeners), both written by the console's flusher into its SQLite file
+(:class:`~flask_observe.console.store.ConsoleDB`, in ``OBSERVE_CONSOLE_DIR``).
 """
 
 from __future__ import annotations
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
 
 __all__ = ["OverviewData", "pages"]
 
-#: The file of the rollups and the history, in the console's directory.
-FILENAME = "console-overview.sqlite"
 #: Windows the tables offer: (slug, seconds, label).
 WINDOW_TABS = (
     ("5m", 300, "5 minutes"),
@@ -54,31 +53,23 @@ class OverviewData:
     prometheus: PrometheusCharts | None = None
 
 
-def data_path(wiring: Wiring) -> str:
-    """``<OBSERVE_CONSOLE_DIR or OBSERVE_LOG_DIR>/console-overview.sqlite``."""
-    settings: Any = wiring.config
-    directory = getattr(settings, "console_dir", None) or getattr(settings, "log_dir", None)
-    if not directory:
-        import tempfile
-
-        directory = os.path.join(tempfile.gettempdir(), f"flask_observe-{wiring.service_name}")
-    return os.path.join(str(directory), FILENAME)
-
-
-def _setup_data(wiring: Wiring) -> OverviewData:
+def _setup_data(wiring: Wiring, console: Console) -> OverviewData:
     from ..alerting.router import AlertRouter
     from ..health.runner import HealthRunner
+    from ..hooks import Stage
     from ..metrics.outbound import OutboundMetrics
 
     settings: Any = wiring.config
-    path = data_path(wiring)
+    db, flusher = console.db, console.flusher
+    if db is None or flusher is None:  # the console's set-up makes both before the pages
+        raise RuntimeError("the overview needs the console's store and flusher")
     outbound = wiring.get(OutboundMetrics)
     rollups = Rollups(
-        path,
+        db,
         excluded=wiring.state.excluded,
         host_label=outbound.host_label if outbound is not None else None,
     )
-    history = History(path)
+    history = History(db)
     url = getattr(settings, "console_prometheus_url", None)
     prometheus = (
         PrometheusCharts(
@@ -90,19 +81,16 @@ def _setup_data(wiring: Wiring) -> OverviewData:
         else None
     )
     data = OverviewData(rollups, history, prometheus)
-    from ..hooks import Stage
-
     if getattr(settings, "console_rollups", True):
         wiring.request_hook(Stage.MEASURE, rollups.on_request)
         wiring.outbound_hook(rollups.on_outbound)
-        _connect_celery(wiring, rollups)
-    ticker = wiring.ticker
-    ticker.add("console rollups", rollups.flush)
-    ticker.add("console history", history.flush)
+        _connect_celery(wiring, rollups, flusher)
+    # The console's flusher (every second, started by each worker's first request) writes
+    # them; a worker exiting writes what it still holds.
+    flusher.add("overview rollups", rollups.flush)
+    flusher.add("alert and health history", history.flush)
     wiring.at_exit(rollups.flush, 1.0)
     wiring.at_exit(history.flush, 1.0)
-    wiring.on_close(rollups.close)
-    wiring.on_close(history.close)
     router = wiring.get(AlertRouter)
     if router is not None:
         router.add_listener(history.on_alert)
@@ -115,10 +103,10 @@ def _setup_data(wiring: Wiring) -> OverviewData:
     return data
 
 
-def _connect_celery(wiring: Wiring, rollups: Rollups) -> None:
+def _connect_celery(wiring: Wiring, rollups: Rollups, flusher: Any) -> None:
     """Count Celery task runs where Celery is installed and the app's tasks are observed
     (``OBSERVE_CELERY_ENABLED``); the worker has no requests, so its first task starts the
-    ticker that flushes them."""
+    flusher that writes them."""
     from .. import _optional
 
     if getattr(wiring.config, "celery_enabled", None) is False:
@@ -128,10 +116,9 @@ def _connect_celery(wiring: Wiring, rollups: Rollups) -> None:
     from celery import signals
 
     prerun, postrun = task_hooks(rollups)
-    ticker = wiring.ticker
 
     def on_prerun(**kwargs: Any) -> None:
-        ticker.ensure_started()
+        flusher.ensure_started()
         prerun(**kwargs)
 
     uid = f"flask_observe.console.{id(rollups)}"
@@ -260,7 +247,7 @@ def _budgets(wiring: Wiring) -> list[dict[str, Any]]:
 
 
 def pages(wiring: Wiring, console: Console) -> list[Page]:
-    data = _setup_data(wiring)
+    data = _setup_data(wiring, console)
     console.add_asset("overview.css", STATIC / "overview.css", "text/css")
 
     def overview(rest: str) -> ResponseReturnValue:

@@ -5,7 +5,7 @@ latency histogram of fixed log-spaced buckets (:data:`BUCKET_BASE` x :data:`BUCK
 to the n-th: p50/p95/p99 are within half a bucket, about 9 %). The request path only updates a
 dict under a lock (:meth:`Rollups.add`, about a microsecond: no I/O); the app's ticker
 flushes what accumulated into one SQLite file that every worker of the host writes to
-(:class:`~flask_observe.console.localdb.LocalDB`), in tiers of 1 m, 5 m, 15 m, 1 h and 24 h
+(:class:`~flask_observe.console.store.ConsoleDB`), in tiers of 1 m, 5 m, 15 m, 1 h and 24 h
 slots, each kept for a bounded time (:data:`TIERS`), so memory and disk stay bounded:
 
 - memory: at most :data:`MAX_PENDING` (slot, series) cells wait for a flush; beyond, requests
@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._clock import SYSTEM, Clock
-from .localdb import LocalDB
 
 if TYPE_CHECKING:
     from ..hooks import OutboundCall, RequestRecord
+    from .store import ConsoleDB
 
 __all__ = [
     "BUCKET_BASE",
@@ -80,19 +80,21 @@ ALL = ""
 #: The route of requests no URL rule matched (as the RED metrics name it).
 UNMATCHED = "<unmatched>"
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS rollup (
-    res INTEGER NOT NULL,
-    slot INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    name TEXT NOT NULL,
-    count INTEGER NOT NULL,
-    errors INTEGER NOT NULL,
-    total REAL NOT NULL,
-    hist TEXT NOT NULL,
-    PRIMARY KEY (res, slot, kind, name)
-) WITHOUT ROWID;
-"""
+SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS rollup (
+        res INTEGER NOT NULL,
+        slot INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        errors INTEGER NOT NULL,
+        total REAL NOT NULL,
+        hist TEXT NOT NULL,
+        PRIMARY KEY (res, slot, kind, name)
+    ) WITHOUT ROWID
+    """,
+)
 
 
 def bucket_of(seconds: float) -> int:
@@ -193,7 +195,7 @@ def _stats(
 class Rollups:
     """Per-series request counts, errors and latencies of this host, in time slots.
 
-    :param path: the SQLite file the host's workers share.
+    :param db: the console's SQLite file, shared by the host's workers.
     :param clock: what slots and expiry are measured on (``clock.time()``).
     :param excluded: the shared exclusion predicate (paths the RED metrics leave out).
     :param host_label: an outbound call's host as the metrics label it (the declared pattern
@@ -202,13 +204,14 @@ class Rollups:
 
     def __init__(
         self,
-        path: str,
+        db: ConsoleDB,
         *,
         clock: Clock = SYSTEM,
         excluded: Callable[[str], bool] | None = None,
         host_label: Callable[[str], str] | None = None,
     ) -> None:
-        self.db = LocalDB(path, SCHEMA)
+        self.db = db
+        db.add_schema(*SCHEMA)
         self.clock = clock
         self._time = clock.time
         self._excluded = excluded
@@ -334,9 +337,6 @@ class Rollups:
             for res, keep in TIERS:
                 db.execute("DELETE FROM rollup WHERE res=? AND slot<?", (res, int(now - keep)))
 
-    def close(self) -> None:
-        self.db.close()
-
     # -- reading (the pages) -------------------------------------------------------------
 
     def table(self, kind: str, window: int) -> list[Stats]:
@@ -348,12 +348,12 @@ class Rollups:
         since -= since % res
         span = max(now - since, 1.0)
         totals: dict[str, list[Any]] = {}
-        with self.db.connect() as db:
-            rows = db.execute(
-                "SELECT name, count, errors, total, hist FROM rollup"
-                " WHERE res=? AND slot>=? AND kind=? AND name!=''",
-                (res, since, kind),
-            ).fetchall()
+        db = self.db.connection()
+        rows = db.execute(
+            "SELECT name, count, errors, total, hist FROM rollup"
+            " WHERE res=? AND slot>=? AND kind=? AND name!=''",
+            (res, since, kind),
+        ).fetchall()
         for name, count, errors, total, hist in rows:
             cell = totals.get(name)
             if cell is None:
@@ -377,12 +377,12 @@ class Rollups:
         now = self.clock.time()
         last = int(now) - int(now) % res
         first = last - (window // res - 1) * res
-        with self.db.connect() as db:
-            rows = db.execute(
-                "SELECT slot, count, errors, hist FROM rollup"
-                " WHERE res=? AND slot>=? AND kind=? AND name=''",
-                (res, first, kind),
-            ).fetchall()
+        db = self.db.connection()
+        rows = db.execute(
+            "SELECT slot, count, errors, hist FROM rollup"
+            " WHERE res=? AND slot>=? AND kind=? AND name=''",
+            (res, first, kind),
+        ).fetchall()
         by_slot = {slot: (count, errors, hist) for slot, count, errors, hist in rows}
         points = []
         for slot in range(first, last + 1, res):
