@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["pages"]
 
 #: Rows a page lists at most.
-LIMIT = 200
+LIMIT = 100
 
 
 def _duration(seconds: float) -> str:

@@ -36,7 +36,7 @@ class ConsoleSettings:
     #: Most error groups kept; the least recently seen go first.
     console_errors_max_groups: int = key(1_000, integer(10, 100_000))
     #: Count each request, outbound call and Celery task into the overview's rollups (a
-    #: dict update per request; the app's ticker writes them to the console's directory).
+    #: dict update per request; the console's flusher writes them to its store).
     console_rollups: bool = key(True, boolean)
     #: Prometheus' base URL (``http://prometheus:9090``): the overview's charts read its
     #: HTTP API (``query_range``) instead of this host's rollups. ``None``: the rollups.
