@@ -299,10 +299,10 @@ def test_sentry_parts_quick_run_times_each_part() -> None:
 
 
 def test_console_quick_run_measures_the_rollups_and_the_pages() -> None:
-    """benchmarks/console.py in a few requests: the rollups' cost on and off, the hook alone,
+    """benchmarks/overview.py in a few requests: the rollups' cost on and off, the hook alone,
     each page answered (200) on a store holding 24 h of rollups; every budget judged."""
     out = run_benchmark(
-        "console.py", "--rounds", "1", "--requests", "400", "--pages", "2", timeout=300
+        "overview.py", "--rounds", "1", "--requests", "400", "--pages", "2", timeout=300
     )
     runs = out["runs"]
     assert runs["rollups"][0]["on_us"] > 0

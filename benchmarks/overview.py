@@ -18,8 +18,8 @@ Configurations, each in a fresh interpreter (the harness' ``--child``), rounds i
   (every minute of each series, in every tier), 500 alert incidents with 2 notifications
   each and 2,000 health transitions; ``alerts`` and ``health`` pages on the same store.
 
-    python benchmarks/console.py --rounds 5
-    python benchmarks/console.py --rounds 1 --requests 2000 --pages 5   # a quick look
+    python benchmarks/overview.py --rounds 5
+    python benchmarks/overview.py --rounds 1 --requests 2000 --pages 5   # a quick look
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def fill(data: Any, hours: int = 24) -> dict[str, int]:
 
 
 def child(name: str, requests: int, pages: int) -> dict[str, Any]:
-    directory = Path(tempfile.mkdtemp(prefix="bench-console-"))
+    directory = Path(tempfile.mkdtemp(prefix="bench-overview-"))
     if name == "rollups":
         clients = {
             on: harness.WsgiClient(app(directory / str(on), rollups=on), "/users/7")
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = harness.run_rounds(names, args.rounds, measure)
     return harness.finish(
-        "console",
+        "overview",
         as_json=args.json,
         settings={"rounds": args.rounds, "requests": args.requests, "pages": args.pages},
         environment=env,
