@@ -149,17 +149,18 @@ def _span_store(
         )
         return
     from ..tracing.handle import TracingSetup
-    from ..tracing.redact import redact_span
     from ..tracing.settings import TracingSettings
     from .spanstore import SpanStore, StoreSpanProcessor
 
     tracing = wiring.get(TracingSetup)
-    store = SpanStore(db, settings.console_spans_max, settings.console_spans_max_age)
+    store = SpanStore(
+        db,
+        settings.console_spans_max,
+        settings.console_spans_max_age,
+        redact=wiring.settings(TracingSettings).tracing_redact,
+    )
     processor = StoreSpanProcessor(
-        store,
-        settings.console_spans_buffer,
-        redact=redact_span if wiring.settings(TracingSettings).tracing_redact else None,
-        wake=flusher.ensure_started,
+        store, settings.console_spans_buffer, wake=flusher.ensure_started
     )
     if tracing is None or not tracing.add_span_processor(processor):
         console.spans_off = (

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
+
+from ..tracing.redact import redact_attributes
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -36,12 +38,12 @@ MAX_EVENTS = 32
 CORRELATION_ATTRIBUTE = "correlation_id"
 
 SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS spans (
-        id INTEGER PRIMARY KEY, trace_id TEXT NOT NULL, span_id TEXT NOT NULL,
-        parent_id TEXT, name TEXT NOT NULL, kind TEXT NOT NULL, start_ns INTEGER NOT NULL,
-        duration_ns INTEGER NOT NULL, status TEXT NOT NULL, status_message TEXT,
-        service TEXT, pid INTEGER, attributes TEXT NOT NULL, events TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS spans_trace ON spans(trace_id)",
+    # The spans of one trace that one worker wrote in one flush: a JSON array, one row
+    # (a row per span cost SQLite more than tracing costs the request).
+    """CREATE TABLE IF NOT EXISTS span_chunks (
+        id INTEGER PRIMARY KEY, trace_id TEXT NOT NULL, n INTEGER NOT NULL,
+        service TEXT, pid INTEGER, data BLOB NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS span_chunks_trace ON span_chunks(trace_id)",
     """CREATE TABLE IF NOT EXISTS traces (
         trace_id TEXT PRIMARY KEY, name TEXT NOT NULL, start_ns INTEGER NOT NULL,
         duration_ns INTEGER NOT NULL, spans INTEGER NOT NULL, errors INTEGER NOT NULL,
@@ -70,6 +72,11 @@ _UPSERT = """INSERT INTO traces (trace_id, name, start_ns, duration_ns, spans, e
         service = coalesce(service, excluded.service),
         has_root = max(has_root, excluded.has_root)"""
 
+#: Span kinds by their SDK value (``SpanKind``), as the pages name them.
+_KINDS = {kind.value: kind.name.lower() for kind in SpanKind}
+_STATUS = {StatusCode.UNSET: 0, StatusCode.OK: 1, StatusCode.ERROR: 2}
+_STATUS_NAMES = ("unset", "ok", "error")
+
 
 def _value(value: Any) -> Any:
     if isinstance(value, str):
@@ -81,9 +88,7 @@ def _value(value: Any) -> Any:
     return _value(str(value))
 
 
-def _attributes(attributes: Any) -> dict[str, Any]:
-    if not attributes:
-        return {}
+def _capped(attributes: Any) -> dict[str, Any]:
     out = {}
     for index, (name, value) in enumerate(attributes.items()):
         if index >= MAX_ATTRIBUTES:
@@ -91,6 +96,49 @@ def _attributes(attributes: Any) -> dict[str, Any]:
             break
         out[str(name)[:256]] = _value(value)
     return out
+
+
+def _plain(attributes: Any) -> Any:
+    """A span's attributes as a dict orjson takes as it is (the SDK's bounded mapping holds
+    one; read without its lock: the span has ended)."""
+    if not attributes:
+        return {}
+    inner = getattr(attributes, "_dict", None)
+    return inner if type(inner) is dict else dict(attributes)
+
+
+#: Attributes whose JSON is longer than this are capped value by value (a fast path for
+#: the usual span, whose every value is short).
+_QUICK_BYTES = 4096
+
+
+def _encode(spans: list[tuple[Any, ...]]) -> bytes:
+    """The JSON of one chunk; a span whose attributes are too many or too long is capped."""
+    try:
+        data = orjson.dumps(spans, default=str)
+    except TypeError:  # a value orjson cannot take (an int beyond 64 bits, say)
+        data = b""
+    if len(data) <= _QUICK_BYTES * len(spans) and data:
+        return data
+    fixed = []
+    for span in spans:
+        attributes, events = span[8], span[9]
+        fixed.append(
+            (
+                *span[:8],
+                _capped(attributes),
+                [(e[0][:256], e[1], _capped(e[2])) for e in events],
+            )
+        )
+    return orjson.dumps(fixed, default=str)
+
+
+def _events(span: ReadableSpan) -> Any:
+    """The span's first events (its own tuple: the property copies it)."""
+    events = getattr(span, "_events", None)
+    if events is None:
+        events = span.events
+    return tuple(events)[:MAX_EVENTS] if events else ()
 
 
 @dataclass(frozen=True)
@@ -135,111 +183,135 @@ class SpanStore:
     :param db: the console's SQLite file.
     :param max_spans: most spans kept (the oldest go first).
     :param max_age: seconds a span is kept.
+    :param redact: remove query strings and client addresses (``OBSERVE_TRACING_REDACT``).
     """
 
-    def __init__(self, db: ConsoleDB, max_spans: int, max_age: float) -> None:
+    def __init__(self, db: ConsoleDB, max_spans: int, max_age: float, redact: bool = True) -> None:
         self.db = db
         self.max_spans = max_spans
         self.max_age = max_age
+        self.redact = redact
         db.add_schema(*SCHEMA)
-        self.pid = os.getpid()
 
     # -- writing ---------------------------------------------------------------------------
 
+    def _row(self, span: ReadableSpan) -> tuple[Any, ...]:
+        """One span as the chunk keeps it: ``(span_id, parent_id, name, kind, start, end,
+        status, status message, attributes, events)``."""
+        parent = span.parent
+        attributes = _plain(getattr(span, "_attributes", None) or span.attributes)
+        kind = span.kind
+        if self.redact and attributes:
+            attributes = redact_attributes(attributes, kind is SpanKind.SERVER)
+        status = span.status
+        return (
+            span.context.span_id,
+            parent.span_id if parent is not None else None,
+            span.name[:512],
+            kind.value,
+            span.start_time,
+            span.end_time or span.start_time,
+            _STATUS.get(status.status_code, 0),
+            status.description[:MAX_VALUE] if status.description else None,
+            attributes,
+            [(e.name, e.timestamp, _plain(e.attributes)) for e in _events(span)],
+        )
+
     def write(self, spans: list[ReadableSpan], now_ns: int) -> int:
-        """Store ``spans`` (one transaction) and trim; returns how many were stored."""
-        if not spans:
+        """Store ``spans`` (one transaction: a chunk per trace, its summary) and trim;
+        returns how many were stored."""
+        by_trace: dict[int, list[ReadableSpan]] = {}
+        for span in spans:
+            ctx = span.context
+            if ctx is not None and span.start_time is not None:
+                by_trace.setdefault(ctx.trace_id, []).append(span)
+        if not by_trace:
             return 0
         pid = os.getpid()
-        rows = []
-        traces: dict[str, list[Any]] = {}
+        chunks, summaries = [], []
+        stored = 0
         with self.db.write() as cur:
-            first = cur.execute("SELECT coalesce(max(id), 0) FROM spans").fetchone()[0] + 1
-            for offset, span in enumerate(spans):
-                ctx = span.context
-                if ctx is None or span.start_time is None:
-                    continue
-                row_id = first + offset
-                trace_id = format(ctx.trace_id, "032x")
-                parent = span.parent
-                is_root = parent is None or parent.is_remote
-                end = span.end_time or span.start_time
-                duration = max(0, end - span.start_time)
-                failed = span.status.status_code is StatusCode.ERROR
-                attributes = span.attributes
-                service = span.resource.attributes.get("service.name") if span.resource else None
-                events = [
-                    {
-                        "name": event.name[:256],
-                        "time_ns": event.timestamp,
-                        "attributes": _attributes(event.attributes),
-                    }
-                    for event in span.events[:MAX_EVENTS]
-                ]
-                rows.append(
-                    (
-                        row_id,
-                        trace_id,
-                        format(ctx.span_id, "016x"),
-                        format(parent.span_id, "016x") if parent is not None else None,
-                        span.name[:512],
-                        span.kind.name.lower(),
-                        span.start_time,
-                        duration,
-                        "error" if failed else span.status.status_code.name.lower(),
-                        (span.status.description or "")[:MAX_VALUE] or None,
-                        str(service)[:128] if service else None,
-                        pid,
-                        orjson.dumps(_attributes(attributes)).decode(),
-                        orjson.dumps(events).decode(),
+            next_id = cur.execute("SELECT coalesce(max(id), 0) FROM span_chunks").fetchone()[0]
+            for trace_int, members in by_trace.items():
+                next_id += 1
+                trace_id = format(trace_int, "032x")
+                rows = [self._row(span) for span in members]
+                first = members[0]
+                resource = first.resource.attributes if first.resource else {}
+                service = resource.get("service.name")
+                service = str(service)[:128] if service else None
+                start = min(r[4] for r in rows)
+                failed = sum(1 for r in rows if r[6] == 2)
+                root = next((m for m in members if m.parent is None or m.parent.is_remote), None)
+                if root is not None:
+                    root_attributes = _plain(getattr(root, "_attributes", None) or root.attributes)
+                    correlation = root_attributes.get(CORRELATION_ATTRIBUTE)
+                    summaries.append(
+                        (
+                            trace_id,
+                            root.name[:512],
+                            start,
+                            max(0, (root.end_time or start) - (root.start_time or start)),
+                            len(rows),
+                            failed,
+                            1,
+                            str(correlation)[:128] if correlation else None,
+                            _method(root_attributes),
+                            _status_code(root_attributes),
+                            service,
+                            next_id,
+                        )
                     )
-                )
-                correlation = attributes.get(CORRELATION_ATTRIBUTE) if attributes else None
-                summary = traces.get(trace_id)
-                if summary is None:
-                    summary = traces[trace_id] = [
-                        trace_id,
-                        span.name[:512],
-                        span.start_time,
-                        duration,
-                        0,
-                        0,
-                        0,
-                        None,
-                        None,
-                        None,
-                        rows[-1][10],
-                        row_id,
-                    ]
-                summary[4] += 1
-                summary[5] += int(failed)
-                summary[11] = row_id
-                summary[2] = min(summary[2], span.start_time)
-                if is_root:
-                    summary[1], summary[3], summary[6] = span.name[:512], duration, 1
-                    summary[7] = str(correlation)[:128] if correlation else None
-                    summary[8] = _method(attributes)
-                    summary[9] = _status_code(attributes)
-                elif not summary[6]:
-                    summary[3] = max(summary[3], duration)
-            cur.executemany("INSERT INTO spans VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-            cur.executemany(_UPSERT, list(traces.values()))
+                else:
+                    end = max(r[5] for r in rows)
+                    summaries.append(
+                        (
+                            trace_id,
+                            rows[0][2],
+                            start,
+                            max(0, end - start),
+                            len(rows),
+                            failed,
+                            0,
+                            None,
+                            None,
+                            None,
+                            service,
+                            next_id,
+                        )
+                    )
+                chunks.append((next_id, trace_id, len(rows), service, pid, _encode(rows)))
+                stored += len(rows)
+            cur.executemany("INSERT INTO span_chunks VALUES (?, ?, ?, ?, ?, ?)", chunks)
+            cur.executemany(_UPSERT, summaries)
             self._trim(cur, now_ns)
-        return len(rows)
+        return stored
 
     def _trim(self, cur: Any, now_ns: int) -> None:
-        """Drop the spans past the count cap and those older than the age cap (by the traces
-        that started before it), and the traces left without spans."""
-        last = cur.execute("SELECT coalesce(max(id), 0) FROM spans").fetchone()[0]
-        cut = last - self.max_spans
+        """Drop the oldest chunks past the span cap and those of traces that started before
+        the age cap, and the traces left without spans."""
+        cut = 0
         oldest = now_ns - int(self.max_age * 1e9)
         aged = cur.execute(
             "SELECT max(last_id) FROM traces WHERE start_ns < ?", (oldest,)
         ).fetchone()[0]
         if aged is not None:
-            cut = max(cut, aged)
+            cut = aged
+        excess = (
+            cur.execute("SELECT total(n) FROM span_chunks WHERE id > ?", (cut,)).fetchone()[0]
+            - self.max_spans
+        )
+        if excess > 0:
+            dropped = 0
+            for row_id, n in cur.execute(
+                "SELECT id, n FROM span_chunks WHERE id > ? ORDER BY id", (cut,)
+            ):
+                dropped += n
+                cut = row_id
+                if dropped >= excess:
+                    break
         if cut > 0:
-            cur.execute("DELETE FROM spans WHERE id <= ?", (cut,))
+            cur.execute("DELETE FROM span_chunks WHERE id <= ?", (cut,))
             cur.execute("DELETE FROM traces WHERE last_id <= ?", (cut,))
 
     # -- reading ---------------------------------------------------------------------------
@@ -278,24 +350,41 @@ class SpanStore:
     def spans(self, trace_id: str, limit: int = 2000) -> list[dict[str, Any]]:
         """The stored spans of one trace, by start time, attributes and events decoded."""
         rows = self.db.read(
-            "SELECT span_id, parent_id, name, kind, start_ns, duration_ns, status,"
-            " status_message, service, pid, attributes, events FROM spans"
-            " WHERE trace_id = ? ORDER BY start_ns, id LIMIT ?",
-            (trace_id, limit),
+            "SELECT service, pid, data FROM span_chunks WHERE trace_id = ? ORDER BY id",
+            (trace_id,),
         )
-        out = []
-        for row in rows:
-            span = dict(row)
-            span["attributes"] = orjson.loads(span["attributes"])
-            span["events"] = orjson.loads(span["events"])
-            out.append(span)
+        out: list[dict[str, Any]] = []
+        for service, pid, data in rows:
+            for item in orjson.loads(data):
+                span_id, parent, name, kind, start, end, status, message, attrs, events = item
+                out.append(
+                    {
+                        "span_id": format(span_id, "016x"),
+                        "parent_id": format(parent, "016x") if parent is not None else None,
+                        "name": name,
+                        "kind": _KINDS.get(kind, "internal"),
+                        "start_ns": start,
+                        "duration_ns": max(0, end - start),
+                        "status": _STATUS_NAMES[status] if 0 <= status < 3 else "unset",
+                        "status_message": message,
+                        "service": service,
+                        "pid": pid,
+                        "attributes": attrs if isinstance(attrs, dict) else {},
+                        "events": [
+                            {"name": e[0], "time_ns": e[1], "attributes": e[2]} for e in events
+                        ],
+                    }
+                )
+                if len(out) >= limit:
+                    break
+        out.sort(key=lambda span: span["start_ns"])
         return out
 
     def counts(self) -> dict[str, int]:
         """Spans and traces stored (the whole host)."""
-        spans = self.db.read("SELECT coalesce(max(id), 0) - coalesce(min(id), 1) + 1 FROM spans")
+        spans = self.db.read("SELECT total(n) FROM span_chunks")
         traces = self.db.read("SELECT count(*) FROM traces")
-        return {"spans": max(0, spans[0][0]), "traces": traces[0][0]}
+        return {"spans": int(spans[0][0]), "traces": traces[0][0]}
 
 
 class StoreSpanProcessor(SpanProcessor):
@@ -303,7 +392,6 @@ class StoreSpanProcessor(SpanProcessor):
 
     :param store: where spans go.
     :param capacity: most spans buffered; a full buffer drops new ones (counted).
-    :param redact: applied to each span before it is kept (the exporter's redaction).
     :param wake: called when the buffer first holds a span in a process (start the flusher).
     """
 
@@ -312,7 +400,6 @@ class StoreSpanProcessor(SpanProcessor):
         store: SpanStore,
         capacity: int,
         *,
-        redact: Any = None,
         wake: Any = None,
         clock_ns: Any = None,
     ) -> None:
@@ -320,7 +407,6 @@ class StoreSpanProcessor(SpanProcessor):
 
         self.store = store
         self.capacity = capacity
-        self.redact = redact
         self.wake = wake
         self.clock_ns = clock_ns or time.time_ns
         self._buffer: collections.deque[ReadableSpan] = collections.deque()
@@ -352,8 +438,7 @@ class StoreSpanProcessor(SpanProcessor):
         taken: list[ReadableSpan] = []
         with self._lock:
             while buffer:
-                span = buffer.popleft()
-                taken.append(self.redact(span) if self.redact is not None else span)
+                taken.append(buffer.popleft())
         if not taken:
             return 0
         stored = self.store.write(taken, self.clock_ns())
