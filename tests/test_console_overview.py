@@ -181,3 +181,60 @@ def test_prometheus_settings_are_checked(console_app: Callable[..., Flask]) -> N
         console_app(console_prometheus_url="file:///etc/passwd")
     with pytest.raises(ConfigError, match="OBSERVE_CONSOLE_PROMETHEUS_SELECTOR"):
         console_app(console_prometheus_selector='job="x"} or vector(1)')
+
+
+@pytest.mark.realtime
+@pytest.mark.services
+def test_celery_task_runs_in_a_real_worker_reach_the_overview(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tasks published here run in a prefork Celery worker (another process): its rollups
+    reach the host's store, and the overview's Celery table counts each run and failure."""
+    import os
+    import sys
+    import time
+    import uuid
+
+    from .conftest import need_service
+    from .peers import celery_worker, stop_process
+
+    need_service("Redis", "127.0.0.1", 6379)
+    env = {
+        "OBSERVE_TEST_BROKER": "redis://127.0.0.1:6379/9",
+        "OBSERVE_TEST_LOG_DIR": str(tmp_path / "logs"),
+        "OBSERVE_TEST_QUEUE": f"flask-observe-console-{uuid.uuid4().hex[:8]}",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    sys.modules.pop("tests.apps.console_celery_app", None)
+    from tests.apps import console_celery_app as module
+
+    root = Path(__file__).resolve().parent.parent
+    worker_env = dict(os.environ, PYTHONPATH=str(root), **env)
+    target = "tests.apps.console_celery_app:celery"
+    try:
+        with celery_worker(target, env["OBSERVE_TEST_QUEUE"], env=worker_env) as worker:
+            for account in ("nasa", "github", "ghost_account", "bbc"):
+                module.scrape_account.delay(account)
+            data = _data(module.app)
+            deadline = time.monotonic() + 60
+            rows: list[Any] = []
+            while time.monotonic() < deadline and worker.poll() is None:
+                rows = data.rollups.table("task", 300)
+                if rows and rows[0].count == 4:
+                    break
+                time.sleep(0.2)
+            if not rows or rows[0].count != 4:
+                pytest.fail(f"the task runs never reached the store: {stop_process(worker)}")
+        client = module.app.test_client()
+        token = module.app.config["OBSERVE_AUTH_TOKEN"]
+        answer = client.get(
+            f"{BASE}/overview?window=5m", headers={"Authorization": f"Bearer {token}"}
+        )
+        page = answer.get_data(as_text=True)
+    finally:
+        module.observe.shutdown(module.app)
+    (row,) = rows
+    assert (row.name, row.count, row.errors) == ("tests.scrape_account", 4, 1)
+    assert row.p50 is not None
+    assert 'id="table-task"' in page
