@@ -69,6 +69,9 @@ TIERS: tuple[tuple[int, int], ...] = (
 )
 #: Window (seconds) -> the tier it is read from.
 WINDOWS: dict[int, int] = {300: 60, 900: 60, 3600: 300, 86400: 3600}
+#: Seconds between two deletions of expired slots by one process (a flush every second
+#: need not delete every second).
+EXPIRE_EVERY = 60.0
 #: Cells waiting for a flush, at most (a stuck disk cannot grow memory).
 MAX_PENDING = 20_000
 #: Names per kind, at most; the rest are counted as OTHER.
@@ -223,6 +226,7 @@ class Rollups:
         #: Requests left out because the pending cells were full (a flush could not write).
         self.dropped = 0
         self._flush_lock = threading.Lock()
+        self._expired_at: float | None = None
 
     # -- the request path (no I/O) --------------------------------------------------------
 
@@ -274,9 +278,9 @@ class Rollups:
     # -- the ticker ----------------------------------------------------------------------
 
     def flush(self) -> int:
-        """Write what accumulated into the shared file (every tier) and expire old slots;
-        returns the cells written. On failure the cells are kept for the next flush (within
-        :data:`MAX_PENDING`)."""
+        """Write what accumulated into the shared file (every tier) and, once a minute,
+        delete the slots past their tier's age; returns the cells written. On failure the
+        cells are kept for the next flush (within :data:`MAX_PENDING`)."""
         with self._flush_lock:
             with self._lock:
                 pending, self._pending = self._pending, {}
@@ -286,7 +290,10 @@ class Rollups:
                 except Exception:
                     self._keep(pending)
                     raise
-            self._expire()
+            now = self.clock.monotonic()
+            if self._expired_at is None or now - self._expired_at >= EXPIRE_EVERY:
+                self._expire()
+                self._expired_at = now
             return len(pending)
 
     def _keep(self, pending: dict[tuple[int, str, str], list[Any]]) -> None:
