@@ -195,23 +195,24 @@ def _charts(data: OverviewData, range_slug: str) -> tuple[list[dict[str, Any]], 
 
 
 def _health(wiring: Wiring, data: OverviewData) -> list[dict[str, Any]]:
+    """Each check: its status as this worker last saw it, and the host's latest change (the
+    two differ while workers disagree, e.g. one worker's breaker still open)."""
     from ..health.runner import HealthRunner
 
     runner = wiring.get(HealthRunner)
     latest = runner.latest() if runner is not None else {}
     last = data.history.last_status()
-    rows = []
     names = [check.name for check in runner.checks] if runner is not None else []
+    rows = []
     for name in names + sorted(set(last) - set(names)):
         result = latest.get(name)
         transition = last.get(name)
         rows.append(
             {
                 "name": name,
-                "status": result.status.value
-                if result is not None
-                else (transition.to_status if transition is not None else "not run yet"),
+                "status": result.status.value if result is not None else "not run here yet",
                 "output": (result.output if result is not None else None) or "",
+                "change": transition.to_status if transition is not None else "",
                 "since": when(transition.at) if transition is not None else "",
             }
         )
