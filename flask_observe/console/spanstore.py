@@ -52,11 +52,16 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS traces_start ON traces(start_ns)",
     "CREATE INDEX IF NOT EXISTS traces_duration ON traces(duration_ns)",
     "CREATE INDEX IF NOT EXISTS traces_failed ON traces(start_ns) WHERE errors > 0",
+    # The spans stored, kept with every write and trim (a sum over the table per flush cost
+    # more than the flush).
+    """CREATE TABLE IF NOT EXISTS span_total (
+        id INTEGER PRIMARY KEY CHECK (id = 0), spans INTEGER NOT NULL)""",
+    "INSERT OR IGNORE INTO span_total SELECT 0, total(spans) FROM traces",
 )
 
-_UPSERT = """INSERT INTO traces (trace_id, name, start_ns, duration_ns, spans, errors, has_root,
+_INSERT = """INSERT INTO traces (trace_id, name, start_ns, duration_ns, spans, errors, has_root,
         correlation_id, method, status_code, service, data)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    VALUES {values}
     ON CONFLICT(trace_id) DO UPDATE SET
         spans = spans + excluded.spans,
         errors = errors + excluded.errors,
@@ -70,6 +75,18 @@ _UPSERT = """INSERT INTO traces (trace_id, name, start_ns, duration_ns, spans, e
         status_code = coalesce(excluded.status_code, status_code),
         service = coalesce(service, excluded.service),
         has_root = max(has_root, excluded.has_root)"""
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#: Traces per statement: one statement for a whole flush, where ``executemany`` would step
+#: (and hand the GIL to the request threads and wait to get it back) once per row.
+_PER_STATEMENT = 1000
+
+
+def _upsert(cur: Any, summaries: list[tuple[Any, ...]]) -> None:
+    for first in range(0, len(summaries), _PER_STATEMENT):
+        part = summaries[first : first + _PER_STATEMENT]
+        values = ", ".join([_ROW] * len(part))
+        cur.execute(_INSERT.format(values=values), [v for row in part for v in row])
+
 
 #: Span kinds by their SDK value (``SpanKind``), as the pages name them.
 _KINDS = {kind.value: kind.name.lower() for kind in SpanKind}
@@ -278,7 +295,8 @@ class SpanStore:
             )
             stored += len(rows)
         with self.db.write() as cur:
-            cur.executemany(_UPSERT, summaries)
+            _upsert(cur, summaries)
+            cur.execute("UPDATE span_total SET spans = spans + ?", (stored,))
             self._trim(cur, now_ns)
         return stored
 
@@ -286,8 +304,13 @@ class SpanStore:
         """Drop the traces that started before the age cap, then the oldest (first written)
         past the span cap."""
         oldest = now_ns - int(self.max_age * 1e9)
-        cur.execute("DELETE FROM traces WHERE start_ns < ?", (oldest,))
-        excess = cur.execute("SELECT total(spans) FROM traces").fetchone()[0] - self.max_spans
+        aged = cur.execute(
+            "SELECT total(spans) FROM traces WHERE start_ns < ?", (oldest,)
+        ).fetchone()[0]
+        if aged:
+            cur.execute("DELETE FROM traces WHERE start_ns < ?", (oldest,))
+            cur.execute("UPDATE span_total SET spans = spans - ?", (int(aged),))
+        excess = cur.execute("SELECT spans FROM span_total").fetchone()[0] - self.max_spans
         if excess <= 0:
             return
         cut, dropped = None, 0
@@ -298,6 +321,7 @@ class SpanStore:
                 break
         if cut is not None:
             cur.execute("DELETE FROM traces WHERE rowid <= ?", (cut,))
+            cur.execute("UPDATE span_total SET spans = max(0, spans - ?)", (dropped,))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -366,7 +390,7 @@ class SpanStore:
 
     def counts(self) -> dict[str, int]:
         """Spans and traces stored (the whole host)."""
-        spans = self.db.read("SELECT total(spans) FROM traces")
+        spans = self.db.read("SELECT coalesce(max(spans), 0) FROM span_total")
         traces = self.db.read("SELECT count(*) FROM traces")
         return {"spans": int(spans[0][0]), "traces": traces[0][0]}
 
@@ -377,6 +401,8 @@ class StoreSpanProcessor(SpanProcessor):
     :param store: where spans go.
     :param capacity: most spans buffered; a full buffer drops new ones (counted).
     :param wake: called when the buffer first holds a span in a process (start the flusher).
+    :param nudge: called each time ``batch`` more spans are waiting (write now, not at the
+        end of the second: held spans are objects every garbage collection walks).
     """
 
     def __init__(
@@ -385,6 +411,8 @@ class StoreSpanProcessor(SpanProcessor):
         capacity: int,
         *,
         wake: Any = None,
+        nudge: Any = None,
+        batch: int = 1024,
         clock_ns: Any = None,
     ) -> None:
         import time
@@ -392,6 +420,8 @@ class StoreSpanProcessor(SpanProcessor):
         self.store = store
         self.capacity = capacity
         self.wake = wake
+        self.nudge = nudge
+        self.batch = batch
         self.clock_ns = clock_ns or time.time_ns
         self._buffer: collections.deque[ReadableSpan] = collections.deque()
         self._lock = threading.Lock()
@@ -411,6 +441,8 @@ class StoreSpanProcessor(SpanProcessor):
             self.dropped += 1
             return
         buffer.append(span)
+        if len(buffer) % self.batch == 0 and self.nudge is not None:
+            self.nudge()
         if self._pid != os.getpid():  # the first span of this process: start the flusher
             self._pid = os.getpid()
             if self.wake is not None:
