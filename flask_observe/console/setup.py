@@ -160,7 +160,7 @@ def _span_store(
         redact=wiring.settings(TracingSettings).tracing_redact,
     )
     processor = StoreSpanProcessor(
-        store, settings.console_spans_buffer, wake=flusher.ensure_started
+        store, settings.console_spans_buffer, wake=flusher.ensure_started, nudge=flusher.nudge
     )
     if tracing is None or not tracing.add_span_processor(processor):
         console.spans_off = (

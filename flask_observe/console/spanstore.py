@@ -20,6 +20,7 @@ import orjson
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
 
+from ..tracing.redact import PRIVATE_ATTRIBUTES as _PRIVATE
 from ..tracing.redact import redact_attributes
 
 if TYPE_CHECKING:
@@ -34,34 +35,37 @@ __all__ = ["SCHEMA", "SpanStore", "StoreSpanProcessor", "TraceRow"]
 MAX_VALUE = 2048
 MAX_ATTRIBUTES = 64
 MAX_EVENTS = 32
+#: A trace stops taking spans once it holds this many (the SQL below says it too).
+MAX_TRACE_SPANS = 2000
 #: The attribute carrying the request's correlation ID (tracing/instrument.py).
 CORRELATION_ATTRIBUTE = "correlation_id"
 
 SCHEMA = (
-    # The spans of one trace that one worker wrote in one flush: a JSON array, one row
-    # (a row per span cost SQLite more than tracing costs the request).
-    """CREATE TABLE IF NOT EXISTS span_chunks (
-        id INTEGER PRIMARY KEY, trace_id TEXT NOT NULL, n INTEGER NOT NULL,
-        service TEXT, pid INTEGER, data BLOB NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS span_chunks_trace ON span_chunks(trace_id)",
+    # One row per trace: its summary, and its spans as lines of JSON (each line the spans one
+    # worker wrote in one flush: ``[service, pid, span, span, …]``). A row per span cost
+    # SQLite more than tracing costs the request.
     """CREATE TABLE IF NOT EXISTS traces (
         trace_id TEXT PRIMARY KEY, name TEXT NOT NULL, start_ns INTEGER NOT NULL,
         duration_ns INTEGER NOT NULL, spans INTEGER NOT NULL, errors INTEGER NOT NULL,
         has_root INTEGER NOT NULL, correlation_id TEXT, method TEXT, status_code INTEGER,
-        service TEXT, last_id INTEGER NOT NULL)""",
+        service TEXT, data BLOB NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS traces_start ON traces(start_ns)",
     "CREATE INDEX IF NOT EXISTS traces_duration ON traces(duration_ns)",
-    "CREATE INDEX IF NOT EXISTS traces_failed ON traces(errors, start_ns)",
-    "CREATE INDEX IF NOT EXISTS traces_last ON traces(last_id)",
+    "CREATE INDEX IF NOT EXISTS traces_failed ON traces(start_ns) WHERE errors > 0",
+    # The spans stored, kept with every write and trim (a sum over the table per flush cost
+    # more than the flush).
+    """CREATE TABLE IF NOT EXISTS span_total (
+        id INTEGER PRIMARY KEY CHECK (id = 0), spans INTEGER NOT NULL)""",
+    "INSERT OR IGNORE INTO span_total SELECT 0, total(spans) FROM traces",
 )
 
-_UPSERT = """INSERT INTO traces (trace_id, name, start_ns, duration_ns, spans, errors, has_root,
-        correlation_id, method, status_code, service, last_id)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+_INSERT = """INSERT INTO traces (trace_id, name, start_ns, duration_ns, spans, errors, has_root,
+        correlation_id, method, status_code, service, data)
+    VALUES {values}
     ON CONFLICT(trace_id) DO UPDATE SET
         spans = spans + excluded.spans,
         errors = errors + excluded.errors,
-        last_id = max(last_id, excluded.last_id),
+        data = CASE WHEN spans >= 2000 THEN data ELSE data || x'0a' || excluded.data END,
         start_ns = min(start_ns, excluded.start_ns),
         name = CASE WHEN excluded.has_root OR NOT has_root THEN excluded.name ELSE name END,
         duration_ns = CASE WHEN excluded.has_root THEN excluded.duration_ns
@@ -71,6 +75,18 @@ _UPSERT = """INSERT INTO traces (trace_id, name, start_ns, duration_ns, spans, e
         status_code = coalesce(excluded.status_code, status_code),
         service = coalesce(service, excluded.service),
         has_root = max(has_root, excluded.has_root)"""
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#: Traces per statement: one statement for a whole flush, where ``executemany`` would step
+#: (and hand the GIL to the request threads and wait to get it back) once per row.
+_PER_STATEMENT = 1000
+
+
+def _upsert(cur: Any, summaries: list[tuple[Any, ...]]) -> None:
+    for first in range(0, len(summaries), _PER_STATEMENT):
+        part = summaries[first : first + _PER_STATEMENT]
+        values = ", ".join([_ROW] * len(part))
+        cur.execute(_INSERT.format(values=values), [v for row in part for v in row])
+
 
 #: Span kinds by their SDK value (``SpanKind``), as the pages name them.
 _KINDS = {kind.value: kind.name.lower() for kind in SpanKind}
@@ -112,10 +128,11 @@ def _plain(attributes: Any) -> Any:
 _QUICK_BYTES = 4096
 
 
-def _encode(spans: list[tuple[Any, ...]]) -> bytes:
-    """The JSON of one chunk; a span whose attributes are too many or too long is capped."""
+def _encode(head: list[Any], spans: list[tuple[Any, ...]]) -> bytes:
+    """One line of a trace's data: ``head`` then the spans; a span whose attributes are too
+    many or too long is capped."""
     try:
-        data = orjson.dumps(spans, default=str)
+        data = orjson.dumps([*head, *spans], default=str)
     except TypeError:  # a value orjson cannot take (an int beyond 64 bits, say)
         data = b""
     if len(data) <= _QUICK_BYTES * len(spans) and data:
@@ -130,7 +147,7 @@ def _encode(spans: list[tuple[Any, ...]]) -> bytes:
                 [(e[0][:256], e[1], _capped(e[2])) for e in events],
             )
         )
-    return orjson.dumps(fixed, default=str)
+    return orjson.dumps([*head, *fixed], default=str)
 
 
 def _events(span: ReadableSpan) -> Any:
@@ -197,24 +214,38 @@ class SpanStore:
 
     def _row(self, span: ReadableSpan) -> tuple[Any, ...]:
         """One span as the chunk keeps it: ``(span_id, parent_id, name, kind, start, end,
-        status, status message, attributes, events)``."""
-        parent = span.parent
-        attributes = _plain(getattr(span, "_attributes", None) or span.attributes)
-        kind = span.kind
-        if self.redact and attributes:
+        status, status message, attributes, events)``.
+
+        Read from the ended span's own state where it is the SDK's (a property read costs
+        more than the dict lookup, and the attribute mapping's copies more still), else
+        through its public surface."""
+        state = vars(span)
+        try:
+            context, parent, name = state["_context"], state["_parent"], state["_name"]
+            kind, start, end = state["_kind"], state["_start_time"], state["_end_time"]
+            status, raw, events = state["_status"], state["_attributes"], state["_events"]
+        except KeyError:
+            context, parent, name = span.context, span.parent, span.name
+            kind, start, end = span.kind, span.start_time, span.end_time
+            status, raw, events = span.status, span.attributes, span.events
+        inner = getattr(raw, "_dict", None)
+        attributes: Any = inner if type(inner) is dict else (dict(raw) if raw else {})
+        if self.redact and attributes and not _PRIVATE.isdisjoint(attributes):
             attributes = redact_attributes(attributes, kind is SpanKind.SERVER)
-        status = span.status
+        description = status.description
         return (
-            span.context.span_id,
+            context.span_id,
             parent.span_id if parent is not None else None,
-            span.name[:512],
+            name[:512],
             kind.value,
-            span.start_time,
-            span.end_time or span.start_time,
+            start,
+            end or start,
             _STATUS.get(status.status_code, 0),
-            status.description[:MAX_VALUE] if status.description else None,
+            description[:MAX_VALUE] if description else None,
             attributes,
-            [(e.name, e.timestamp, _plain(e.attributes)) for e in _events(span)],
+            [(e.name, e.timestamp, _plain(e.attributes)) for e in tuple(events)[:MAX_EVENTS]]
+            if events
+            else (),
         )
 
     def write(self, spans: list[ReadableSpan], now_ns: int) -> int:
@@ -228,91 +259,69 @@ class SpanStore:
         if not by_trace:
             return 0
         pid = os.getpid()
-        chunks, summaries = [], []
+        summaries = []
         stored = 0
+        for trace_int, members in by_trace.items():
+            rows = [self._row(span) for span in members]
+            first = members[0]
+            resource = first.resource.attributes if first.resource else {}
+            service = resource.get("service.name")
+            service = str(service)[:128] if service else None
+            start = min(r[4] for r in rows)
+            failed = sum(1 for r in rows if r[6] == 2)
+            data = _encode([service, pid], rows)
+            root = next((m for m in members if m.parent is None or m.parent.is_remote), None)
+            if root is not None:
+                attributes = _plain(getattr(root, "_attributes", None) or root.attributes)
+                correlation = attributes.get(CORRELATION_ATTRIBUTE)
+                name = root.name[:512]
+                duration = max(0, (root.end_time or start) - (root.start_time or start))
+                extra = (
+                    1,
+                    str(correlation)[:128] if correlation else None,
+                    _method(attributes),
+                    _status_code(attributes),
+                )
+            else:
+                name, duration = rows[0][2], max(0, max(r[5] for r in rows) - start)
+                extra = (0, None, None, None)
+            summaries.append(
+                (
+                    format(trace_int, "032x"),
+                    *(name, start, duration, len(rows), failed),
+                    *extra,
+                    *(service, data),
+                )
+            )
+            stored += len(rows)
         with self.db.write() as cur:
-            next_id = cur.execute("SELECT coalesce(max(id), 0) FROM span_chunks").fetchone()[0]
-            for trace_int, members in by_trace.items():
-                next_id += 1
-                trace_id = format(trace_int, "032x")
-                rows = [self._row(span) for span in members]
-                first = members[0]
-                resource = first.resource.attributes if first.resource else {}
-                service = resource.get("service.name")
-                service = str(service)[:128] if service else None
-                start = min(r[4] for r in rows)
-                failed = sum(1 for r in rows if r[6] == 2)
-                root = next((m for m in members if m.parent is None or m.parent.is_remote), None)
-                if root is not None:
-                    root_attributes = _plain(getattr(root, "_attributes", None) or root.attributes)
-                    correlation = root_attributes.get(CORRELATION_ATTRIBUTE)
-                    summaries.append(
-                        (
-                            trace_id,
-                            root.name[:512],
-                            start,
-                            max(0, (root.end_time or start) - (root.start_time or start)),
-                            len(rows),
-                            failed,
-                            1,
-                            str(correlation)[:128] if correlation else None,
-                            _method(root_attributes),
-                            _status_code(root_attributes),
-                            service,
-                            next_id,
-                        )
-                    )
-                else:
-                    end = max(r[5] for r in rows)
-                    summaries.append(
-                        (
-                            trace_id,
-                            rows[0][2],
-                            start,
-                            max(0, end - start),
-                            len(rows),
-                            failed,
-                            0,
-                            None,
-                            None,
-                            None,
-                            service,
-                            next_id,
-                        )
-                    )
-                chunks.append((next_id, trace_id, len(rows), service, pid, _encode(rows)))
-                stored += len(rows)
-            cur.executemany("INSERT INTO span_chunks VALUES (?, ?, ?, ?, ?, ?)", chunks)
-            cur.executemany(_UPSERT, summaries)
+            _upsert(cur, summaries)
+            cur.execute("UPDATE span_total SET spans = spans + ?", (stored,))
             self._trim(cur, now_ns)
         return stored
 
     def _trim(self, cur: Any, now_ns: int) -> None:
-        """Drop the oldest chunks past the span cap and those of traces that started before
-        the age cap, and the traces left without spans."""
-        cut = 0
+        """Drop the traces that started before the age cap, then the oldest (first written)
+        past the span cap."""
         oldest = now_ns - int(self.max_age * 1e9)
         aged = cur.execute(
-            "SELECT max(last_id) FROM traces WHERE start_ns < ?", (oldest,)
+            "SELECT total(spans) FROM traces WHERE start_ns < ?", (oldest,)
         ).fetchone()[0]
-        if aged is not None:
-            cut = aged
-        excess = (
-            cur.execute("SELECT total(n) FROM span_chunks WHERE id > ?", (cut,)).fetchone()[0]
-            - self.max_spans
-        )
-        if excess > 0:
-            dropped = 0
-            for row_id, n in cur.execute(
-                "SELECT id, n FROM span_chunks WHERE id > ? ORDER BY id", (cut,)
-            ):
-                dropped += n
-                cut = row_id
-                if dropped >= excess:
-                    break
-        if cut > 0:
-            cur.execute("DELETE FROM span_chunks WHERE id <= ?", (cut,))
-            cur.execute("DELETE FROM traces WHERE last_id <= ?", (cut,))
+        if aged:
+            cur.execute("DELETE FROM traces WHERE start_ns < ?", (oldest,))
+            cur.execute("UPDATE span_total SET spans = spans - ?", (int(aged),))
+        excess = cur.execute("SELECT spans FROM span_total").fetchone()[0] - self.max_spans
+        if excess <= 0:
+            return
+        cut, dropped = None, 0
+        for row_id, n in cur.execute("SELECT rowid, spans FROM traces ORDER BY rowid"):
+            dropped += n
+            cut = row_id
+            if dropped >= excess:
+                break
+        if cut is not None:
+            cur.execute("DELETE FROM traces WHERE rowid <= ?", (cut,))
+            cur.execute("UPDATE span_total SET spans = max(0, spans - ?)", (dropped,))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -349,13 +358,12 @@ class SpanStore:
 
     def spans(self, trace_id: str, limit: int = 2000) -> list[dict[str, Any]]:
         """The stored spans of one trace, by start time, attributes and events decoded."""
-        rows = self.db.read(
-            "SELECT service, pid, data FROM span_chunks WHERE trace_id = ? ORDER BY id",
-            (trace_id,),
-        )
+        rows = self.db.read("SELECT data FROM traces WHERE trace_id = ?", (trace_id,))
         out: list[dict[str, Any]] = []
-        for service, pid, data in rows:
-            for item in orjson.loads(data):
+        lines = rows[0][0].split(b"\n") if rows else []
+        for line in lines:
+            service, pid, *items = orjson.loads(line)
+            for item in items:
                 span_id, parent, name, kind, start, end, status, message, attrs, events = item
                 out.append(
                     {
@@ -382,7 +390,7 @@ class SpanStore:
 
     def counts(self) -> dict[str, int]:
         """Spans and traces stored (the whole host)."""
-        spans = self.db.read("SELECT total(n) FROM span_chunks")
+        spans = self.db.read("SELECT coalesce(max(spans), 0) FROM span_total")
         traces = self.db.read("SELECT count(*) FROM traces")
         return {"spans": int(spans[0][0]), "traces": traces[0][0]}
 
@@ -393,6 +401,8 @@ class StoreSpanProcessor(SpanProcessor):
     :param store: where spans go.
     :param capacity: most spans buffered; a full buffer drops new ones (counted).
     :param wake: called when the buffer first holds a span in a process (start the flusher).
+    :param nudge: called each time ``batch`` more spans are waiting (write now, not at the
+        end of the second: held spans are objects every garbage collection walks).
     """
 
     def __init__(
@@ -401,6 +411,8 @@ class StoreSpanProcessor(SpanProcessor):
         capacity: int,
         *,
         wake: Any = None,
+        nudge: Any = None,
+        batch: int = 1024,
         clock_ns: Any = None,
     ) -> None:
         import time
@@ -408,6 +420,8 @@ class StoreSpanProcessor(SpanProcessor):
         self.store = store
         self.capacity = capacity
         self.wake = wake
+        self.nudge = nudge
+        self.batch = batch
         self.clock_ns = clock_ns or time.time_ns
         self._buffer: collections.deque[ReadableSpan] = collections.deque()
         self._lock = threading.Lock()
@@ -427,6 +441,8 @@ class StoreSpanProcessor(SpanProcessor):
             self.dropped += 1
             return
         buffer.append(span)
+        if len(buffer) % self.batch == 0 and self.nudge is not None:
+            self.nudge()
         if self._pid != os.getpid():  # the first span of this process: start the flusher
             self._pid = os.getpid()
             if self.wake is not None:

@@ -13,7 +13,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
-__all__ = ["redact_attributes", "redact_span"]
+__all__ = ["PRIVATE_ATTRIBUTES", "redact_attributes", "redact_span"]
 
 #: Attributes of a SERVER span that hold the client's address (old and new conventions).
 _CLIENT_ADDRESS = frozenset(
@@ -32,6 +32,8 @@ _CLIENT_ADDRESS = frozenset(
 #: Attributes holding a URL or target whose query string is removed; ``url.query`` is dropped.
 _WITH_QUERY = frozenset(("http.target", "http.url", "url.full"))
 _PRIVATE = _CLIENT_ADDRESS | _WITH_QUERY | {"url.query"}
+#: Every attribute :func:`redact_span` may remove or shorten.
+PRIVATE_ATTRIBUTES = _PRIVATE
 
 
 def redact_span(span: ReadableSpan) -> ReadableSpan:
