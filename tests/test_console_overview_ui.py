@@ -277,10 +277,12 @@ def hostile_app(tmp_path: Path) -> Iterator[tuple[str, Flask]]:
             OBSERVE_ALERT_ALLOW_HOSTS=["127.0.0.1"],
         )
         ext = Observe(app)
-        app.add_url_rule('/q/" autofocus onfocus="window.__xss=1', "q", lambda: ("no", 500))
-        with LiveServer(app) as server:
-            yield server.url, app
-        ext.shutdown(app)
+        try:
+            app.add_url_rule('/q/" autofocus onfocus="window.__xss=1', "q", lambda: ("no", 500))
+            with LiveServer(app) as server:
+                yield server.url, app
+        finally:
+            ext.shutdown(app)
 
 
 XSS = "<img src=x onerror=window.__xss=1><script>window.__xss=2</script>"

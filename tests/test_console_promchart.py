@@ -36,7 +36,7 @@ def prometheus(tmp_path: Path) -> Iterator[tuple[str, threading.Event]]:
     four fails."""
     binary = need_tool("prometheus")
     app = Flask("promchart")
-    Observe(app, log_stdout=False)
+    observe = Observe(app, log_stdout=False)
 
     @app.get("/work/<int:n>")
     def work(n: int) -> Response:
@@ -87,6 +87,7 @@ def prometheus(tmp_path: Path) -> Iterator[tuple[str, threading.Event]]:
             stop.set()
             thread.join(10)
             process.stop()
+    observe.shutdown(app)  # its process-wide logging handlers and patches go with it
 
 
 @pytest.mark.realtime
