@@ -167,6 +167,8 @@ def scraper(tmp_path: Path) -> Iterator[dict[str, Any]]:
             yield {"url": app.url, "platform": platform.url, "sink": sink, "log": tmp_path}
         finally:
             app.stop()
+    # The platform's Observe, in this process: its handlers and patches must not outlive us.
+    Observe().shutdown(platform_app)
 
 
 def test_the_overview_agrees_with_metrics_after_a_workload(
