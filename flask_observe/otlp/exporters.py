@@ -65,13 +65,62 @@ def log_exporter_factory(name: str, endpoint: str | None) -> Callable[[], Any] |
 
         return lambda: ConsoleLogRecordExporter(out=sys.stderr)  # stdout carries the JSON lines
     if name == "otlp-grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-
-        return lambda: OTLPLogExporter(endpoint=endpoint) if endpoint else OTLPLogExporter()
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as Http
-
+        grpc = _grpc_log_exporter()
+        return lambda: grpc(endpoint=endpoint) if endpoint else grpc()
+    http = _http_log_exporter()
     url = _http_endpoint("logs", endpoint)
-    return lambda: Http(endpoint=url) if url else Http()
+    return lambda: http(endpoint=url) if url else http()
+
+
+def _grpc_log_exporter() -> type:
+    """The SDK's OTLP/gRPC log exporter, also sending a batch already encoded
+    (:class:`~flask_observe.otlp.encoding.Encoded`) as it is: its request goes through the
+    exporter's own channel, headers, timeout and retries."""
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+
+    from .encoding import Encoded
+
+    class GrpcLogExporter(OTLPLogExporter):
+        # The two steps of the SDK's export that look at the batch (OTLPExporterMixin._export).
+        takes_encoded = hasattr(OTLPLogExporter, "_translate_data")
+
+        def _translate_data(self, data: Any) -> Any:
+            if isinstance(data, Encoded):
+                return data.request
+            return super()._translate_data(data)
+
+        def _count_data(self, data: Any) -> int:
+            return len(data)
+
+    return GrpcLogExporter
+
+
+def _http_log_exporter() -> type:
+    """The SDK's OTLP/HTTP log exporter, also sending a batch already encoded through its own
+    client (compression, headers, timeout, retries), when this SDK has that client."""
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.sdk._logs.export import LogRecordExportResult
+
+    from .encoding import Encoded
+
+    class HttpLogExporter(OTLPLogExporter):
+        takes_encoded = False
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            client = getattr(self, "_client", None)
+            self.takes_encoded = callable(getattr(client, "export", None))
+
+        def export(self, batch: Any) -> LogRecordExportResult:
+            if not isinstance(batch, Encoded):
+                return super().export(batch)
+            if getattr(self, "_shutdown", False):
+                return LogRecordExportResult.FAILURE
+            sent = self._client.export(batch.request.SerializeToString())
+            ok = bool(getattr(sent, "success", False))
+            return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
+
+    return HttpLogExporter
 
 
 def metric_exporter_factory(name: str, endpoint: str | None) -> Callable[[], Any] | None:
