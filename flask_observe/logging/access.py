@@ -117,20 +117,26 @@ class AccessLog:
         created = time.time()
         level_name = _LEVEL_NAMES[level]
         rendered: dict[int, str] = {}
+        field_sinks: list[Any] = []
+        made: dict[str, Any] | None = None
         for handler in sinks:
             write_fields = getattr(handler, "write_fields", None)
-            if write_fields is not None:  # a sink of fields, not of lines (OTLP logs)
-                write_fields(created, level, logger.name, message, fields, self._identity)
+            if write_fields is not None:  # a sink of fields, not of lines (OTLP logs): last
+                field_sinks.append(write_fields)
                 continue
-            formatter = handler.formatter
+            formatter: ObserveFormatter = handler.formatter  # type: ignore[assignment]
             key = id(formatter)
             text = rendered.get(key)
             if text is None:
-                text = formatter.format_fields(  # type: ignore[union-attr]
+                out = formatter.line_fields(
                     created, level_name, logger.name, message, fields, self._identity
                 )
-                rendered[key] = text
+                text = rendered[key] = formatter.render(out)
+                if made is None and formatter.renders_json:
+                    made = out  # the JSON line's own fields, for the sinks of fields
             handler.write_line(text, created)  # type: ignore[attr-defined]
+        for write_fields in field_sinks:
+            write_fields(created, level, logger.name, message, fields, self._identity, made)
 
 
 _LEVEL_NAMES = {logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error"}

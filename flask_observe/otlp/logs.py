@@ -25,6 +25,7 @@ What is ours is the handler on the root logger, and what a line is on its way:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -132,6 +133,11 @@ class LogsPipeline:
         self._sdk_queue: Any = getattr(batch, "_queue", None)
         sdk_capacity = getattr(batch, "_max_queue_size", None)
         self.capacity = min(queue_size, sdk_capacity) if sdk_capacity else queue_size
+        # After the SDK's emit took a line in this process (its fork and shutdown checks), the
+        # next ones go straight into its queue.
+        self._direct = 0
+        self._wake: Any = None
+        self._wake_at: int = getattr(batch, "_max_export_batch_size", 0)
         #: Lines dropped: the queue was full (or the pipeline shut down).
         self.dropped = 0
         self._dropped_logged = 0
@@ -149,7 +155,17 @@ class LogsPipeline:
                 # Also when no export ends (a collector that hangs each one to its timeout).
                 self.report_drops()
             return
+        if self._direct == os.getpid():
+            # What the SDK's emit does (in the process it checked): queue, wake its thread
+            # when a batch is full.
+            queue.appendleft((created, levelno, name, fields))
+            if len(queue) >= self._wake_at and not self._wake.is_set():
+                self._wake.set()
+            return
         self._emit((created, levelno, name, fields))
+        wake = getattr(self._batch, "_worker_awaken", None)
+        if queue is not None and wake is not None and self._wake_at and not self._closed:
+            self._wake, self._direct = wake, os.getpid()
 
     # -- the SDK's export thread -----------------------------------------------------------
 
@@ -251,6 +267,7 @@ class LogsPipeline:
 
         def stop() -> None:
             self._closed = True
+            self._direct = 0
             batch = self._batch
             left = max(0.0, deadline - time.monotonic() - 0.05)
             if batch is not None:
@@ -323,8 +340,15 @@ class OtlpLogHandler(logging.Handler):
         message: str,
         fields: Mapping[str, Any],
         identity: Mapping[str, Any] | None = None,
+        made: Mapping[str, Any] | None = None,
     ) -> None:
-        """The access log's fast path: its line from parts, without a ``LogRecord``."""
+        """The access log's fast path: its line from parts, without a ``LogRecord``.
+
+        :param made: the fields the file's JSON formatter made of the same line, if it did.
+        """
+        if made is not None:
+            self.pipeline.put(created, level, name, made)
+            return
         out = self.fields_of.base_fields(created, "", name, message, identity)
         context = structlog_context()
         if context:
