@@ -17,12 +17,12 @@ from opentelemetry.sdk.resources import Resource
 
 from flask_observe import Observe
 from flask_observe.otlp import OtlpLogs
-from flask_observe.otlp.encoding import Line, LineEncoder
+from flask_observe.otlp.encoding import Encoded, Line, LineEncoder
 from flask_observe.otlp.logs import LogsPipeline
 from flask_observe.state import current_state
 
 from .conftest import LiveServer
-from .peers import wait_for
+from .peers import OtlpReceiver, wait_for
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 SPAN = "b7ad6b7169203331"
@@ -74,6 +74,24 @@ LINES: list[Line] = [
     (1_700_000_003.0, logging.CRITICAL, "other", {"message": "down", "level": "critical"}),
     (1_700_000_004.0, logging.DEBUG, "app.view", {"message": "detail"}),
 ]
+#: Many lines of one logger: values that repeat (kept encoded) and values that keep changing
+#: (past the number kept per key), an int and a bool of equal value under one key.
+MANY: list[Line] = [
+    (
+        1_700_000_010.0 + n,
+        logging.INFO,
+        "flask_observe.access",
+        {
+            "message": "GET /users/<int:user_id> 200",
+            "correlation_id": f"req-{n}",
+            "route": "/users/<int:user_id>",
+            "status": 200 if n % 3 else 500,
+            "duration_ms": n / 7,
+            "flag": 1 if n % 2 else True,
+        },
+    )
+    for n in range(100)
+]
 
 
 def normalized(request_: ExportLogsServiceRequest) -> ExportLogsServiceRequest:
@@ -100,8 +118,8 @@ def test_a_batch_encodes_to_what_the_sdks_records_and_encoder_make() -> None:
     resource = Resource.create({"service.name": "svc", "service.version": "1.2"})
     pipeline = LogsPipeline(resource, lambda: None, identity=("service", "version"))
     try:
-        ours = pipeline.encoder.encode(LINES)
-        sdk = encode_logs([pipeline.readable(*line) for line in LINES])
+        ours = pipeline.encoder.encode(LINES + MANY)
+        sdk = encode_logs([pipeline.readable(*line) for line in LINES + MANY])
     finally:
         pipeline.processor.shutdown()
     assert normalized(ours) == normalized(sdk)
@@ -123,6 +141,44 @@ def test_the_encoder_leaves_the_lines_fields_as_they_are() -> None:
     encoder = LineEncoder(Resource.create({}), ("service",))
     encoder.encode([(1.0, logging.ERROR, "x", fields)])
     assert fields == LINES[1][3]
+
+
+def test_text_that_is_not_utf_8_is_sent_with_a_replacement_character() -> None:
+    """A lone surrogate (which UTF-8 cannot hold) in the body, a value or a key does not fail
+    the batch: it is sent as ``?``."""
+    encoder = LineEncoder(Resource.create({}), ())
+    request_ = encoder.encode(
+        [(1.0, logging.INFO, "x", {"message": "a\ud800", "k\udc00": "v\ud800"})]
+    )
+    (record,) = request_.resource_logs[0].scope_logs[0].log_records
+    assert record.body.string_value == "a?"
+    assert [(a.key, a.value.string_value) for a in record.attributes] == [("k?", "v?")]
+
+
+def test_the_grpc_exporter_sends_the_encoded_bytes_as_they_are(
+    make_app: Callable[..., Flask], tmp_path: Path
+) -> None:
+    """OTLP/gRPC: the batch's bytes go through the SDK exporter's channel without being parsed
+    and serialized again, and arrive whole at a real receiver."""
+    with OtlpReceiver() as receiver:
+        app = make_app(
+            "grpc-logs",
+            log_stdout=False,
+            log_dir=str(tmp_path),
+            otlp_logs_endpoint=receiver.endpoint,
+        )
+        logging.getLogger("grpc_logs.view").warning("over grpc", extra={"n": 8})
+        logs = current_state(app).get(OtlpLogs)
+        assert logs is not None
+        exporter = logs.pipeline.local.current()
+        sent = exporter._translate_data(Encoded(b"\x0a\x00", 1))
+        assert sent == b"\x0a\x00", "the gRPC exporter lost its raw stub"
+        Observe().shutdown(app)
+        records = receiver.log_records()
+    record = next(r for r in records if r["body"] == "over grpc")
+    assert record["scope"] == "grpc_logs.view"
+    assert record["attributes"]["n"] == 8
+    assert logs.stats()["exported"] >= 1
 
 
 @pytest.mark.realtime

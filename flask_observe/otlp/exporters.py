@@ -74,20 +74,44 @@ def log_exporter_factory(name: str, endpoint: str | None) -> Callable[[], Any] |
 
 def _grpc_log_exporter() -> type:
     """The SDK's OTLP/gRPC log exporter, also sending a batch already encoded
-    (:class:`~flask_observe.otlp.encoding.Encoded`) as it is: its request goes through the
-    exporter's own channel, headers, timeout and retries."""
+    (:class:`~flask_observe.otlp.encoding.Encoded`) as it is: through the exporter's own
+    channel, headers, timeout and retries, with a stub that sends the bytes instead of
+    serializing a message (when this SDK builds its stub the way it is known to)."""
+    from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
     from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+        ExportLogsServiceResponse,
+    )
 
     from .encoding import Encoded
 
+    class RawLogsStub:
+        """``LogsServiceStub`` taking the request serialized already."""
+
+        def __init__(self, channel: Any) -> None:
+            self.Export = channel.unary_unary(
+                "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+                request_serializer=None,  # bytes, sent as they are
+                response_deserializer=ExportLogsServiceResponse.FromString,
+            )
+
     class GrpcLogExporter(OTLPLogExporter):
-        # The two steps of the SDK's export that look at the batch (OTLPExporterMixin._export).
+        # OTLPExporterMixin._export asks _translate_data for the request it sends.
         takes_encoded = hasattr(OTLPLogExporter, "_translate_data")
 
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # The mixin makes its client from _stub (again after a reconnection).
+            if getattr(self, "_stub", None) is not None and hasattr(self, "_channel"):
+                self._stub = RawLogsStub
+                self._client = RawLogsStub(self._channel)  # type: ignore[assignment]
+
         def _translate_data(self, data: Any) -> Any:
+            raw = isinstance(getattr(self, "_client", None), RawLogsStub)
             if isinstance(data, Encoded):
-                return data.request
-            return super()._translate_data(data)
+                return data.data if raw else data.request
+            request = encode_logs(data)
+            return request.SerializeToString() if raw else request
 
         def _count_data(self, data: Any) -> int:
             return len(data)
@@ -116,7 +140,7 @@ def _http_log_exporter() -> type:
                 return super().export(batch)
             if getattr(self, "_shutdown", False):
                 return LogRecordExportResult.FAILURE
-            sent = self._client.export(batch.request.SerializeToString())
+            sent = self._client.export(batch.data)
             ok = bool(getattr(sent, "success", False))
             return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
 

@@ -77,7 +77,7 @@ class _Exporter(LogRecordExporter):
         try:
             exporter = self.local.current()
             if getattr(exporter, "takes_encoded", False):
-                payload: Any = Encoded(self.pipeline.encoder.encode(batch), count)
+                payload: Any = Encoded(self.pipeline.encoder.encode_bytes(batch), count)
             else:
                 payload = [self.pipeline.readable(*line) for line in batch]
             result = exporter.export(payload)
