@@ -169,7 +169,9 @@ def trace_id_lookup() -> Callable[[], str | None] | None:
         return None
     from opentelemetry import trace
 
-    get_current_span = trace.get_current_span
+    from ._spans import current_span_function
+
+    get_current_span = current_span_function(trace)
     invalid = trace.INVALID_SPAN
 
     def lookup() -> str | None:

@@ -29,6 +29,7 @@ import orjson
 import structlog
 
 from .._internal import escape_control
+from .._spans import current_span_function
 from ..context import get_correlation_id
 
 __all__ = [
@@ -194,6 +195,7 @@ class ObserveFormatter(logging.Formatter):
         self._second = -1
         self._second_text = ""
         self._current_span: Callable[[], Any] | None = None
+        self._no_span: Any = None
         self._console: ConsoleFormat | None = None
         if fmt == "console":
             if colors is None:
@@ -238,8 +240,12 @@ class ObserveFormatter(logging.Formatter):
             module = sys.modules.get(_OTEL_TRACE_MODULE)
             if module is None:
                 return out
-            current_span = self._current_span = module.get_current_span
-        context = current_span().get_span_context()
+            current_span = self._current_span = current_span_function(module)
+            self._no_span = module.INVALID_SPAN
+        span = current_span()
+        if span is self._no_span:
+            return out
+        context = span.get_span_context()
         if context.trace_flags & 1:  # sampled: the trace exists in the backend
             out["trace_id"] = f"{context.trace_id:032x}"
             out["span_id"] = f"{context.span_id:016x}"
