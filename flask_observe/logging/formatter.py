@@ -84,6 +84,10 @@ def strip_styles(text: str) -> str:
     return _STYLE.sub("", text) if "\x1b" in text else text
 
 
+#: ``.000Z`` to ``.999Z``: the end of a timestamp, by millisecond.
+_MILLIS = tuple(f".{millis:03d}Z" for millis in range(1000))
+
+
 def _message(record: logging.LogRecord) -> str:
     """``record.getMessage()`` without the styling a library put in its format string (or,
     for werkzeug, around its arguments)."""
@@ -208,8 +212,7 @@ class ObserveFormatter(logging.Formatter):
         if second != self._second:
             self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = second
-        millis = int((created - second) * 1000)
-        return f"{self._second_text}.{millis:03d}Z"
+        return self._second_text + _MILLIS[int((created - second) * 1000)]
 
     def base_fields(
         self,
@@ -258,6 +261,8 @@ class ObserveFormatter(logging.Formatter):
         if isinstance(msg, dict):  # from a structlog logger (wrap_for_formatter)
             structured = dict(msg)
             message = str(structured.pop("event", ""))
+        elif msg.__class__ is str and not record.args and "\x1b" not in msg:
+            message = msg  # what getMessage() returns for it, and nothing to strip
         else:
             message = _message(record)
         out = self.base_fields(
