@@ -181,8 +181,13 @@ class RotatingFileHandler(logging.FileHandler):
 
     def write_line(self, line: str, created: float) -> None:
         """Write an already formatted line (the access log's fast path)."""
+        line += self.terminator
+        try:  # _encode(), inlined
+            data = line.encode("utf-8")
+        except UnicodeEncodeError:
+            data = line.encode("utf-8", "backslashreplace")
         with self.lock:  # type: ignore[union-attr]
-            self._write_or_drop(_encode(line + self.terminator), created)
+            self._write_or_drop(data, created)
 
     def _write_or_drop(self, data: bytes, created: float) -> None:
         try:

@@ -30,7 +30,7 @@ import structlog
 
 from .._internal import escape_control
 from .._spans import current_span_function
-from ..context import get_correlation_id
+from ..context import _correlation_id
 
 __all__ = [
     "ConsoleFormat",
@@ -233,7 +233,7 @@ class ObserveFormatter(logging.Formatter):
             "message": message,
         }
         out.update(identity)
-        correlation_id = get_correlation_id()
+        correlation_id = _correlation_id.get()  # get_correlation_id(), one call shorter
         if correlation_id is not None:
             out["correlation_id"] = correlation_id
         current_span = self._current_span
@@ -272,8 +272,8 @@ class ObserveFormatter(logging.Formatter):
             message,
             getattr(record, IDENTITY_ATTR, None),
         )
-        if structured is None:
-            context = structlog_context()
+        if structured is None and (_STRUCTLOG_VARS is None or _STRUCTLOG_VARS):
+            context = structlog.contextvars.get_contextvars()  # structlog_context(), inlined
             if context:
                 merge_fields(out, context)
         attributes = record.__dict__
@@ -322,9 +322,10 @@ class ObserveFormatter(logging.Formatter):
     ) -> str:
         """Render a line from parts, as :meth:`format` would render the equivalent record."""
         out = self.base_fields(created, level, logger, message, identity)
-        context = structlog_context()
-        if context:
-            merge_fields(out, context)
+        if _STRUCTLOG_VARS is None or _STRUCTLOG_VARS:  # structlog_context(), inlined
+            context = structlog.contextvars.get_contextvars()
+            if context:
+                merge_fields(out, context)
         out.update(fields)
         return self.render(out)
 

@@ -120,7 +120,12 @@ class HttpMetrics:
 
     def on_start(self, record: RequestRecord) -> None:
         """Count the request as in progress (unless its path is excluded)."""
-        if not self._is_excluded(record):
+        excluded = record.excluded  # _is_excluded(), inlined: the first check of a request
+        if excluded is None:
+            predicate = self._excluded
+            excluded = predicate is not None and predicate(record.environ.get("PATH_INFO", ""))
+            record.excluded = excluded
+        if not excluded:
             self._inc_progress()
 
     def on_finish(self, record: RequestRecord) -> None:
