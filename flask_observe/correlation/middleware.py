@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .._internal import FailureLog, ReportedErrors, environ_key, mark_reported, request_path
-from ..context import _correlation_id, _id_pool, id_validator, reset_correlation_id
+from ..context import _correlation_id, _id_pool, id_validator
 from ..hooks import ENVIRON_KEY, RECORD_KEY, RequestRecord
 
 if TYPE_CHECKING:
@@ -398,5 +398,10 @@ class _ResponseIterable:
         try:
             close()
         finally:
-            reset_correlation_id(token)
-            self._done()
+            try:  # reset_correlation_id(token), inlined
+                _correlation_id.reset(token)
+            except ValueError:
+                _correlation_id.set(None)
+            if not self._finished:  # _done(), inlined
+                self._finished = True
+                self._finish(self._record)

@@ -73,9 +73,7 @@ class AccessLog:
         if len(path) > self._short:
             path = truncate(path, self._limit)
         status = record.status
-        level = (
-            logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
-        )
+        level = _ERROR if status >= 500 else _WARNING if status >= 400 else _INFO
         logger = self.logger
         if not logger.isEnabledFor(level):
             return
@@ -135,7 +133,8 @@ class AccessLog:
             write_line(text, created)
 
 
-_LEVEL_NAMES = {logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error"}
+_INFO, _WARNING, _ERROR = logging.INFO, logging.WARNING, logging.ERROR
+_LEVEL_NAMES = {_INFO: "info", _WARNING: "warning", _ERROR: "error"}
 
 
 def _direct_sinks(logger: logging.Logger, level: int) -> list[logging.Handler] | None:
