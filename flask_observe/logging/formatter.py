@@ -226,8 +226,12 @@ class ObserveFormatter(logging.Formatter):
         if identity is None:
             lookup = self._identity_lookup
             identity = (lookup() if lookup is not None else None) or self.identity
+        second = int(created)
         out: dict[str, Any] = {
-            "timestamp": self.timestamp(created),
+            # timestamp(), inlined for a second already formatted (nearly every line)
+            "timestamp": self._second_text + _MILLIS[int((created - second) * 1000)]
+            if second == self._second
+            else self.timestamp(created),
             "level": level,
             "logger": logger,
             "message": message,
