@@ -121,16 +121,26 @@ class AccessLog:
         level_name = _LEVEL_NAMES[level]
         last_formatter: Any = None
         text = ""
+        made: dict[str, Any] | None = None
+        field_sinks: list[Any] | None = None
         for write_fields, formatter, write_line in sinks:
-            if write_fields is not None:  # a sink of fields, not of lines (OTLP logs)
-                write_fields(created, level, logger.name, message, fields, self._identity)
+            if write_fields is not None:  # a sink of fields, not of lines (OTLP logs): last
+                if field_sinks is None:
+                    field_sinks = []
+                field_sinks.append(write_fields)
                 continue
             if formatter is not last_formatter:  # handlers sharing a formatter share the text
-                text = formatter.format_fields(
+                out = formatter.line_fields(
                     created, level_name, logger.name, message, fields, self._identity
                 )
+                text = formatter.render(out)
                 last_formatter = formatter
+                if made is None and formatter.renders_json:
+                    made = out  # the JSON line's own fields, for the sinks of fields
             write_line(text, created)
+        if field_sinks is not None:
+            for write_fields in field_sinks:
+                write_fields(created, level, logger.name, message, fields, self._identity, made)
 
 
 _INFO, _WARNING, _ERROR = logging.INFO, logging.WARNING, logging.ERROR

@@ -309,7 +309,7 @@ class ObserveFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields = self.event_dict(record)
-        if _SHARING and self._console is None:
+        if _SHARING and self._console is None:  # renders_json
             # Another sink of the same record (OTLP logs) takes these fields instead of making
             # them again (it removes them); JSON rendering leaves them as they are.
             record.__dict__[FIELDS_ATTR] = fields
@@ -325,13 +325,31 @@ class ObserveFormatter(logging.Formatter):
         identity: Mapping[str, Any] | None = None,
     ) -> str:
         """Render a line from parts, as :meth:`format` would render the equivalent record."""
+        return self.render(self.line_fields(created, level, logger, message, fields, identity))
+
+    def line_fields(
+        self,
+        created: float,
+        level: str,
+        logger: str,
+        message: str,
+        fields: Mapping[str, Any],
+        identity: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The fields :meth:`format_fields` renders."""
         out = self.base_fields(created, level, logger, message, identity)
         if _STRUCTLOG_VARS is None or _STRUCTLOG_VARS:  # structlog_context(), inlined
             context = structlog.contextvars.get_contextvars()
             if context:
                 merge_fields(out, context)
         out.update(fields)
-        return self.render(out)
+        return out
+
+    @property
+    def renders_json(self) -> bool:
+        """Whether :meth:`render` leaves the fields as they are (JSON; the console format
+        does not), so another sink may take them."""
+        return self._console is None
 
 
 #: Tracebacks keep their line breaks in the console format.
