@@ -405,9 +405,10 @@ def test_gunicorn_workers_exit_promptly_with_a_hung_collector_and_sentry(tmp_pat
         said = datetime.fromisoformat(report["timestamp"].replace("Z", "+00:00")).timestamp()
         assert said - signalled_at <= 2.0 + 0.3, f"said after {said - signalled_at:.2f} s"
     # Then the teardown and gunicorn's own worker shutdown (its event loop notices the signal):
-    # measured 2.2-2.6 s at load 4-5, 3.5-3.7 s at load 6 with other test suites running.
-    assert workers_exited <= EXIT_BUDGET + 1.5, f"workers: {workers_exited:.2f} s\n{output[-2000:]}"
-    assert elapsed <= EXIT_BUDGET + 2.5, f"master: {elapsed:.2f} s\n{output[-2000:]}"
+    # measured 2.2-2.6 s in all at load 4-5, 3.5-4.9 s with two CPU hogs or other test suites
+    # running beside it (the teardown is CPU-bound: it shares the cores).
+    assert workers_exited <= EXIT_BUDGET + 2.5, f"workers: {workers_exited:.2f} s\n{output[-2000:]}"
+    assert elapsed <= EXIT_BUDGET + 3.5, f"master: {elapsed:.2f} s\n{output[-2000:]}"
 
 
 def test_sentry_receiver_peer_is_reachable_from_a_server_process(tmp_path: Path) -> None:
