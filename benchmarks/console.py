@@ -14,7 +14,7 @@ file, metrics, the log viewer), so the figures differ by tracing and the console
   second *in the same process*, so the loop's figure includes the writer's share of the GIL.
 
 Budget: the span store adds at most 15 % to what tracing costs a request
-(``(tracing+console − tracing) / (tracing − base)``).
+(``(tracing+console - tracing) / (tracing - base)``).
 
 Pages (``pages``): a store filled through the real path (spans recorded by a tracer
 provider, buffered, written by the processor) with 100,000 spans in 10,000 traces (1 in 10
@@ -239,7 +239,7 @@ def report(runs: harness.Runs) -> str:
         rows.append(
             [
                 f"`{name}`",
-                f"{s['median']:.1f} ({s['min']:.1f}–{s['max']:.1f})",
+                f"{s['median']:.1f} ({s['min']:.1f}-{s['max']:.1f})",
                 f"{s['p50_us']:.1f}",
                 f"{s['p99_us']:.1f}",
                 f"{s['cpu_us']:.1f}",
