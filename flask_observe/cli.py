@@ -20,8 +20,9 @@ from .state import current_state
 
 if TYPE_CHECKING:
     from .feature import Feature
+    from .state import ObserveState
 
-__all__ = ["build_cli"]
+__all__ = ["build_cli", "effective_config"]
 
 
 def build_cli(features: Iterable[Feature]) -> AppGroup:
@@ -40,7 +41,13 @@ def build_cli(features: Iterable[Feature]) -> AppGroup:
 def show_config() -> None:
     """Print the effective OBSERVE_* settings as JSON (secrets hidden), and which features
     are on."""
-    state = current_state()
+    out = effective_config(current_state())
+    click.echo(json.dumps(out, indent=2, default=str))
+
+
+def effective_config(state: ObserveState) -> dict[str, Any]:
+    """Every ``OBSERVE_*`` setting of an app by key, secrets shown as ``<set>``, callables by
+    name; and ``features_on``: what ``flask observe config`` prints."""
     config = state.config
     out: dict[str, Any] = {}
     for f in dataclasses.fields(config):
@@ -51,7 +58,7 @@ def show_config() -> None:
             value = f"{getattr(value, '__module__', '?')}:{getattr(value, '__qualname__', value)}"
         out[PREFIX + f.name.upper()] = value
     out["features_on"] = list(state.features)
-    click.echo(json.dumps(out, indent=2, default=str))
+    return out
 
 
 def feature_off(what: str, why: str) -> click.ClickException:

@@ -24,6 +24,7 @@ from .breakers.registry import BreakerRegistry
 from .breakers.setup import FEATURE as BREAKERS
 from .cli import build_cli
 from .config import CoreSettings, compose, config_keys, load_config
+from .console.setup import FEATURE as CONSOLE
 from .correlation.setup import FEATURE as CORRELATION
 from .diagnostics.setup import FEATURE as DIAGNOSTICS
 from .errors.setup import FEATURE as ERRORS
@@ -60,6 +61,7 @@ FEATURES: tuple[Feature, ...] = (
     SLO,  # error budgets from the metrics; a check in health
     ALERTING,  # rules over metrics, memory, breakers and health; the channels
     LOGVIEWER,  # reads the files the logging feature writes
+    CONSOLE,  # traces, errors, runtime controls behind the log viewer's sign-in
     OTLP,  # logs and metrics over OTLP: the log records, the request and outbound hooks
     CORRELATION,  # last: its middleware wraps all of the above and runs their hooks
 )

@@ -69,6 +69,8 @@ DEFAULTS: dict[str, Any] = {
     # Readiness says "not yet" until create_app() has finished (seeding included).
     "OBSERVE_HEALTH_WAIT_FOR_STARTUP": True,
     "OBSERVE_LOGVIEWER_ENABLED": True,
+    # Traces for the console (no collector needed); exported too when an OTLP endpoint is set.
+    "OBSERVE_TRACING_ENABLED": True,
 }
 
 

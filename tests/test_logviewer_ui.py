@@ -288,7 +288,7 @@ def test_in_chromium_a_cookie_put_back_after_sign_out_opens_nothing(
     sign_in(page, f"{viewer_server.url}/observe/logs")
     expect(page.locator("#results tbody tr.line").first).to_be_visible(timeout=10_000)
     jar = [c for c in page.context.cookies() if c["name"] == "flask_observe_logs"]
-    assert {c["path"] for c in jar} == {"/api/logs", "/observe/logs"}
+    assert {c["path"] for c in jar} == {"/api/logs", "/observe/logs", "/observe/console"}
     assert all(c["httpOnly"] and c["sameSite"] == "Strict" and not c["secure"] for c in jar)
     page.click("form.signout button")
     expect(page.locator("#token")).to_be_visible()

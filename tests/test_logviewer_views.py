@@ -205,7 +205,12 @@ def test_sign_in_gives_a_scoped_httponly_cookie_and_sign_out_ends_it(
     response = client.post("/observe/logs/login", data={"token": TOKEN})
     assert response.status_code == 303
     cookies = response.headers.getlist("Set-Cookie")
-    assert {c.split("Path=")[1].split(";")[0] for c in cookies} == {"/api/logs", "/observe/logs"}
+    # The viewer's page and API, and the console behind the same sign-in.
+    assert {c.split("Path=")[1].split(";")[0] for c in cookies} == {
+        "/api/logs",
+        "/observe/logs",
+        "/observe/console",
+    }
     for cookie in cookies:
         assert "HttpOnly" in cookie
         assert "SameSite=Strict" in cookie
@@ -789,7 +794,7 @@ def _sign_in_cookies(client: Any, **kwargs: Any) -> list[str]:
     response = client.post("/observe/logs/login", data={"token": TOKEN}, **kwargs)
     assert response.status_code == 303, response.data
     cookies = response.headers.getlist("Set-Cookie")
-    assert len(cookies) == 2
+    assert len(cookies) == 3  # the viewer's page and API, the console
     return cookies
 
 
@@ -823,7 +828,7 @@ def test_the_cookie_is_secure_behind_a_tls_proxy_with_or_without_proxyfix(
     logout = behind.post("/observe/logs/logout", headers={**via_tls, **SAME_SITE}, **loopback)
     assert logout.status_code == 303
     deletions = logout.headers.getlist("Set-Cookie")
-    assert len(deletions) == 2
+    assert len(deletions) == 3  # the viewer's page and API, the console
     assert _secure(deletions) == {True}
 
 

@@ -12,6 +12,8 @@ import pytest
 from flask import Blueprint, Flask
 
 from flask_observe import ConfigError, Observe
+from flask_observe.console.settings import ConsoleSettings
+from flask_observe.console.setup import claim as console_claim
 from flask_observe.health.settings import HealthSettings
 from flask_observe.health.setup import _claim as health_claim
 from flask_observe.logviewer.settings import LogViewerSettings
@@ -149,7 +151,13 @@ def test_the_claims_name_every_route_we_add(make_app: Callable[..., Flask], tmp_
     )
     config = app.extensions["observe"].config  # one dataclass holding every feature's keys
     assert isinstance(config, (HealthSettings, MetricsSettings, LogViewerSettings))
-    claims = [health_claim(config), metrics_claim(config), *logviewer_claims(config)]
+    assert isinstance(config, ConsoleSettings)
+    claims = [
+        health_claim(config),
+        metrics_claim(config),
+        *logviewer_claims(config),
+        console_claim(config),
+    ]
     claimed = {(path, methods) for claim in claims for path, methods in claim.routes}
     ours = {
         (rule.rule, frozenset(rule.methods or ()) - {"HEAD", "OPTIONS"})

@@ -73,7 +73,7 @@ def _setup(wiring: Wiring) -> None:
     core = wiring.settings(CoreSettings)
     signer = Signer.for_app(core.auth_token, wiring.app.secret_key)
     viewer = LogViewer.from_config(settings, wiring.settings(LoggingSettings), signer)
-    register(wiring.app, wiring.state, settings, viewer)
+    wiring.provide(register(wiring.app, wiring.state, settings, viewer))
     for claim in _claims(settings):
         wiring.on_close(watch(wiring.app, claim))
     wiring.provide(viewer)

@@ -16,10 +16,7 @@ and ``POST login`` / ``POST logout`` for the session cookie (:mod:`.session`).
 
 from __future__ import annotations
 
-import functools
 import ipaddress
-import secrets
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -31,10 +28,11 @@ from werkzeug.exceptions import HTTPException
 
 from .._bodies import read_form, refuse_large_body
 from .._optional import MissingDependencyError
-from ..auth import GRANTED, Decision
 from .positions import Position
 from .query import QueryError
 from .session import COOKIE_NAME, SessionSigner
+from .signin import CSP, SignIn
+from .signin import same_origin as _same_origin
 from .store import BadName, NoSuchFile
 from .streams import sse, stream_refusal
 from .viewer import Busy, LogViewer
@@ -48,10 +46,6 @@ __all__ = ["register"]
 BLUEPRINT = "observe_logviewer"
 STATIC = Path(__file__).parent / "static"
 ASSETS = {"logviewer.js": "text/javascript", "logviewer.css": "text/css"}
-_CSP = (
-    "default-src 'none'; script-src 'self'{nonce}; style-src 'self'{nonce}; img-src 'self' data:; "
-    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
-)
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -69,22 +63,6 @@ def _flag(value: str) -> bool:
     if low in ("0", "false", "no", "off"):
         return False
     raise QueryError("follow: expected true or false")
-
-
-def _same_origin() -> bool:
-    """A form post from this site, not a cross-site one (login CSRF, logout CSRF).
-
-    Browsers say where a request comes from in ``Sec-Fetch-Site``; older ones only in
-    ``Origin``. A client that sends neither is not a browser (curl, a script): nothing to
-    forge there."""
-    site = request.headers.get("Sec-Fetch-Site")
-    if site is not None:
-        return site in ("same-origin", "none")
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return True
-    parts = urlsplit(origin)
-    return f"{parts.scheme}://{parts.netloc}" == request.host_url.rstrip("/")
 
 
 def _loopback(host: str) -> bool:
@@ -110,8 +88,11 @@ def _plain_http_origin() -> bool:
     return parts.scheme == "http" and not _loopback(parts.netloc)
 
 
-def register(app: Flask, state: ObserveState, config: LogViewerSettings, viewer: LogViewer) -> None:
-    """Register the viewer's blueprint (API and page) on ``app``."""
+def register(
+    app: Flask, state: ObserveState, config: LogViewerSettings, viewer: LogViewer
+) -> SignIn:
+    """Register the viewer's blueprint (API and page) on ``app``; returns its sign-in, for
+    the other pages behind it."""
     auth = state.auth
     core = state.config
     signer = (
@@ -120,56 +101,16 @@ def register(app: Flask, state: ObserveState, config: LogViewerSettings, viewer:
         else None
     )
     api, ui = config.logviewer_api_prefix, config.logviewer_ui_path
+    sign_in = SignIn(auth, signer, ui, (api, ui), state.service_name)
+    allowed, guarded = sign_in.allowed, sign_in.guarded
+    sign_in_page, throttled_page = sign_in.sign_in_page, sign_in.throttled_page
     bp = Blueprint(BLUEPRINT, __name__, template_folder="templates")
-
-    def allowed() -> Decision:
-        decision = auth.decide()
-        if decision.granted:
-            return decision
-        if signer is not None and signer.valid(request.cookies.get(COOKIE_NAME), auth.clock.time()):
-            return GRANTED
-        return decision
 
     def cookie_secure() -> bool:
         """``Secure`` unless set otherwise, or plain HTTP on this machine (development)."""
         if config.logviewer_cookie_secure is not None:
             return config.logviewer_cookie_secure
         return request.is_secure or not _loopback(request.host)
-
-    def sign_in_page(
-        status: int, message: str | None = None, retry_after: int | None = None
-    ) -> Response:
-        nonce = secrets.token_urlsafe(12)
-        html = render_template(
-            "observe_logviewer/login.html",
-            ui=ui,
-            can_sign_in=signer is not None,
-            message=message,
-            nonce=nonce,
-            service=state.service_name,
-        )
-        response = Response(html, status=status, mimetype="text/html")
-        response.headers["Content-Security-Policy"] = _CSP.format(nonce=f" 'nonce-{nonce}'")
-        if retry_after is not None:
-            response.headers["Retry-After"] = str(retry_after)
-        return response
-
-    def throttled_page(decision: Decision) -> Response:
-        message = (
-            "Too many wrong tokens from your address. Try again in"
-            f" {decision.retry_after} second{'s' if decision.retry_after != 1 else ''}."
-        )
-        return sign_in_page(429, message, decision.retry_after)
-
-    def guarded(view: Callable[..., ResponseReturnValue]) -> Callable[..., ResponseReturnValue]:
-        @functools.wraps(view)
-        def wrapper(*args: Any, **kwargs: Any) -> ResponseReturnValue:
-            decision = allowed()
-            if not decision.granted:
-                return auth.deny(decision)
-            return view(*args, **kwargs)
-
-        return wrapper
 
     # -- API -------------------------------------------------------------------------------
 
@@ -287,7 +228,7 @@ def register(app: Flask, state: ObserveState, config: LogViewerSettings, viewer:
             service=state.service_name,
         )
         response = Response(html, mimetype="text/html")
-        response.headers["Content-Security-Policy"] = _CSP.format(nonce="")
+        response.headers["Content-Security-Policy"] = CSP.format(nonce="")
         return response
 
     @bp.get(f"{ui}/static/<name>", endpoint="asset")
@@ -304,14 +245,16 @@ def register(app: Flask, state: ObserveState, config: LogViewerSettings, viewer:
             return auth.deny()
         if not _same_origin():
             return _error(403, "cross-site sign-in refused")
-        token = read_form().get("token", "")  # a few KiB at most: 413 beyond
+        form = read_form()  # a few KiB at most: 413 beyond
+        token = form.get("token", "")
+        back = sign_in.safe_next(form.get("next"))
         if not token:
-            return sign_in_page(401)
+            return sign_in_page(401, back=back)
         decision = auth.attempt(token)
         if decision.status == 429:
-            return throttled_page(decision)
+            return throttled_page(decision, back=back)
         if not decision.granted:
-            return sign_in_page(403, "That token is not the right one.")
+            return sign_in_page(403, "That token is not the right one.", back=back)
         secure = cookie_secure()
         if secure and not request.is_secure and _plain_http_origin():
             return sign_in_page(
@@ -320,10 +263,11 @@ def register(app: Flask, state: ObserveState, config: LogViewerSettings, viewer:
                 " browser would not keep it. Open the page over HTTPS (see the deployment"
                 " docs: ProxyFix, X-Forwarded-Proto), or set OBSERVE_LOGVIEWER_COOKIE_SECURE"
                 "=false on a network you trust.",
+                back=back,
             )
-        response = redirect(ui, code=303)
+        response = redirect(back, code=303)
         value = signer.issue(auth.clock.time())
-        for path in (api, ui):
+        for path in sign_in.scopes:
             response.set_cookie(
                 COOKIE_NAME,
                 value,
@@ -343,7 +287,7 @@ def register(app: Flask, state: ObserveState, config: LogViewerSettings, viewer:
         if signer is not None:  # ended on every worker, not only forgotten by this browser
             signer.revoke(request.cookies.get(COOKIE_NAME), auth.clock.time())
         response = redirect(ui, code=303)
-        for path in (api, ui):
+        for path in sign_in.scopes:
             response.delete_cookie(
                 COOKIE_NAME, path=path, secure=cookie_secure(), httponly=True, samesite="Strict"
             )
@@ -388,3 +332,4 @@ def register(app: Flask, state: ObserveState, config: LogViewerSettings, viewer:
         return response
 
     app.register_blueprint(bp)
+    return sign_in

@@ -14,6 +14,8 @@ from opentelemetry.trace import Tracer, TracerProvider
 from .._internal import FailureLog, exit_flushes, run_with_deadline
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import SpanProcessor
+
     from .pipeline import ObserveSpanProcessor, ProcessLocalExporter
 
 __all__ = ["HOOK_POINTS", "TracingSetup"]
@@ -94,6 +96,20 @@ class TracingSetup:
                 hook(*args)
             except Exception:
                 self._hook_failures(f"tracing {point} hook {getattr(hook, '__qualname__', hook)}")
+
+    # -- more span processors ----------------------------------------------------------
+
+    def add_span_processor(self, processor: SpanProcessor) -> bool:
+        """Give every span of this app to ``processor`` as well (beside the exporter's
+        processor): flask_observe's console stores them this way. Only on the provider
+        flask_observe made; the host's own provider is the host's to change.
+
+        :returns: whether it was added (``False`` with the host's provider, or after shutdown).
+        """
+        if not self.owned or self._closed or not isinstance(self.provider, SdkTracerProvider):
+            return False
+        self.provider.add_span_processor(processor)
+        return True
 
     # -- the resource ------------------------------------------------------------------
 

@@ -7,12 +7,13 @@ before the exporter sees it (``OBSERVE_TRACING_REDACT``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
-__all__ = ["redact_span"]
+__all__ = ["PRIVATE_ATTRIBUTES", "redact_attributes", "redact_span"]
 
 #: Attributes of a SERVER span that hold the client's address (old and new conventions).
 _CLIENT_ADDRESS = frozenset(
@@ -31,6 +32,8 @@ _CLIENT_ADDRESS = frozenset(
 #: Attributes holding a URL or target whose query string is removed; ``url.query`` is dropped.
 _WITH_QUERY = frozenset(("http.target", "http.url", "url.full"))
 _PRIVATE = _CLIENT_ADDRESS | _WITH_QUERY | {"url.query"}
+#: Every attribute :func:`redact_span` may remove or shorten.
+PRIVATE_ATTRIBUTES = _PRIVATE
 
 
 def redact_span(span: ReadableSpan) -> ReadableSpan:
@@ -58,6 +61,23 @@ def redact_span(span: ReadableSpan) -> ReadableSpan:
     if kept is None:  # e.g. a client span whose URL has no query string
         return span
     return _with_attributes(span, kept)
+
+
+def redact_attributes(attributes: Mapping[str, Any], server: bool) -> Mapping[str, Any]:
+    """The same removals as :func:`redact_span`, on a span's attributes (``server``: the
+    span is a SERVER span); ``attributes`` itself when there is nothing to remove."""
+    private = _PRIVATE.intersection(attributes)
+    if not private:
+        return attributes
+    kept = dict(attributes)
+    for key in private:
+        if key == "url.query" or (server and key in _CLIENT_ADDRESS):
+            del kept[key]
+        elif key in _WITH_QUERY:
+            value = kept[key]
+            if isinstance(value, str) and "?" in value:
+                kept[key] = value.split("?", 1)[0]
+    return kept
 
 
 # Every server span is redacted (it carries the client's address), on the export thread, where

@@ -1,0 +1,81 @@
+"""The console's background thread: every second, what the request threads buffered goes
+to the store, and the shared logger levels are applied; nothing of it on the request path.
+
+Started by the first thing that needs it in each process (a forked gunicorn worker starts
+its own); stopped at shutdown after one last round, bounded by a deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+
+from .._internal import FailureLog, run_with_deadline
+
+__all__ = ["Flusher"]
+
+logger = logging.getLogger("flask_observe.console")
+
+
+class Flusher:
+    """Runs ``tasks`` every ``interval`` seconds in one daemon thread per process.
+
+    :param interval: seconds between rounds.
+    """
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.tasks: list[tuple[str, Callable[[], object]]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._pid: int | None = None
+        self._failures = FailureLog()
+        self.rounds = 0
+
+    def add(self, name: str, task: Callable[[], object]) -> None:
+        self.tasks.append((name, task))
+
+    def ensure_started(self) -> None:
+        """Start this process's thread if it is not running (cheap when it is)."""
+        pid = os.getpid()
+        if self._pid == pid or self._stop.is_set():
+            return
+        with self._lock:
+            if self._pid == pid or self._stop.is_set():
+                return
+            self._pid = pid
+            self._wake = threading.Event()
+            thread = threading.Thread(target=self._run, name="flask_observe-console", daemon=True)
+            thread.start()
+
+    def run_once(self) -> None:
+        """One round, here and now (tests, shutdown)."""
+        for name, task in self.tasks:
+            try:
+                task()
+            except Exception:
+                self._failures(f"the console's {name}")
+        self.rounds += 1
+
+    def nudge(self) -> None:
+        """Run the next round now rather than at the end of the interval."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            self.run_once()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop, after a last round in this process (at most ``timeout`` seconds)."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._wake.set()
+        run_with_deadline(self.run_once, timeout, "console-flush")

@@ -1,0 +1,255 @@
+"""The console's span store and Traces pages: spans of a real traced app (SQLAlchemy and an
+outgoing ``requests`` call) reach the host's SQLite store off the request path, bounded by
+count and age; the pages list recent, slow and failed traces and draw one trace with its
+attributes, events and links, all behind the sign-in."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import sqlalchemy
+from flask import Flask
+
+from flask_observe import Observe, capture_exception
+from flask_observe.console import Console
+from flask_observe.console.spanstore import SpanStore
+from flask_observe.console.store import ConsoleDB
+from flask_observe.tracing import TracingSetup
+
+from .conftest import LiveServer
+
+TOKEN = "console-nc4wYYxi2uxLGs9du5oF_uNr"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+CONSOLE = "/observe/console"
+
+
+@pytest.fixture
+def peer() -> Iterator[LiveServer]:
+    """A real HTTP server the app calls out to."""
+    other = Flask("peer")
+
+    @other.get("/status/<int:code>")
+    def status(code: int) -> tuple[str, int]:
+        return "peer", code
+
+    with LiveServer(other) as server:
+        yield server
+
+
+@pytest.fixture
+def traced_app(
+    make_app: Callable[..., Flask], tmp_path: Path, peer: LiveServer
+) -> Callable[..., Flask]:
+    def factory(**config: Any) -> Flask:
+        settings: dict[str, Any] = {
+            "log_stdout": False,
+            "log_dir": str(tmp_path / "logs"),
+            "logviewer_enabled": True,
+            "auth_token": TOKEN,
+            "tracing_enabled": True,
+            "tracing_exporter": "none",
+            "console_slow_ms": 50,
+        }
+        settings.update(config)
+        app = make_app("tracedapp", **settings)
+        engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+        from flask_observe.tracing import instrument_engine
+
+        instrument_engine(engine)
+
+        @app.get("/scrape/<name>")
+        def scrape(name: str) -> tuple[str, int]:
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT 1 AS one"))
+            code = 503 if name == "broken" else 200
+            answer = requests.get(f"{peer.url}/status/{code}", timeout=5)
+            if name == "slow":
+                time.sleep(0.4)
+            if answer.status_code >= 500:
+                raise RuntimeError(f"platform {name} answered {answer.status_code}")
+            return "ok", 200
+
+        @app.get("/handled")
+        def handled() -> str:
+            try:
+                raise KeyError("missing")
+            except KeyError as exc:
+                capture_exception(exc)
+            return "handled"
+
+        return app
+
+    return factory
+
+
+def flush(app: Flask) -> Console:
+    console = Observe.handle(Console, app)
+    assert console.flusher is not None
+    console.flusher.run_once()
+    return console
+
+
+def test_a_requests_spans_reach_the_store_and_its_waterfall_shows_sql_and_http(
+    traced_app: Callable[..., Flask],
+) -> None:
+    app = traced_app()
+    client = app.test_client()
+    answer = client.get("/scrape/ok", headers={"X-Request-ID": "req-ok-1"})
+    assert answer.status_code == 200
+    console = flush(app)
+    assert console.spans is not None
+    (row,) = console.spans.recent()
+    assert row.name == "GET /scrape/<name>"
+    assert row.correlation_id == "req-ok-1"
+    assert row.status_code == 200
+    assert row.spans >= 3  # server, SQL, HTTP client
+    page = client.get(f"{CONSOLE}/traces/{row.trace_id}", headers=AUTH)
+    assert page.status_code == 200, page.data
+    html = page.get_data(as_text=True)
+    assert "SELECT 1 AS one" in html  # the SQL span's statement
+    assert re.search(r"GET\s*<span class=\"muted\">client", html)  # the HTTP client span
+    assert 'href="/observe/logs#correlation_id=req-ok-1"' in html
+    assert "Open in Jaeger" not in html  # no tracing UI configured
+    listing = client.get(f"{CONSOLE}/traces", headers=AUTH).get_data(as_text=True)
+    assert f'href="{CONSOLE}/traces/{row.trace_id}"' in listing
+
+
+def test_failed_and_slow_traces_are_listed_and_jaeger_is_linked(
+    traced_app: Callable[..., Flask],
+) -> None:
+    app = traced_app(logviewer_trace_url="http://127.0.0.1:16686/trace/{trace_id}")
+    client = app.test_client()
+    client.get("/scrape/ok")
+    client.get("/scrape/slow", headers={"X-Request-ID": "req-slow-1"})
+    client.get("/scrape/broken", headers={"X-Request-ID": "req-broken-1"})
+    console = flush(app)
+    assert console.spans is not None
+    failed = console.spans.failed()
+    assert [r.correlation_id for r in failed] == ["req-broken-1"]
+    assert failed[0].status_code == 500
+    slow = console.spans.slow(int(50e6))
+    assert slow[0].correlation_id == "req-slow-1"  # the slowest first
+    assert slow[0].duration_ms >= 400
+    assert all(r.duration_ms >= 50 for r in slow)
+    page = client.get(f"{CONSOLE}/traces/failed", headers=AUTH).get_data(as_text=True)
+    assert "req-broken-1" in page
+    trace = client.get(f"{CONSOLE}/traces/{failed[0].trace_id}", headers=AUTH).get_data(
+        as_text=True
+    )
+    assert f'href="http://127.0.0.1:16686/trace/{failed[0].trace_id}"' in trace
+    assert "RuntimeError" in trace  # the exception event on the server span
+    assert "platform broken answered 503" in trace
+    # The error group of that failure links back to this trace.
+    assert f'href="{CONSOLE}/errors/' in trace
+
+
+def test_the_span_store_is_off_the_request_path_and_bounded() -> None:
+    """``on_end`` only buffers; the store keeps at most ``max_spans`` and drops what is past
+    the age cap; a full buffer drops and counts."""
+    import tempfile
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from flask_observe.console.spanstore import StoreSpanProcessor
+
+    with tempfile.TemporaryDirectory() as directory:
+        db = ConsoleDB(directory)
+        store = SpanStore(db, max_spans=1000, max_age=3600)
+        now = [time.time_ns()]
+        processor = StoreSpanProcessor(store, capacity=1500, clock_ns=lambda: now[0])
+        provider = TracerProvider()
+        provider.add_span_processor(processor)
+        tracer = provider.get_tracer("t")
+        half_hour_ago = now[0] - int(1800e9)
+        for i in range(1600):
+            span = tracer.start_span(f"op-{i}", start_time=half_hour_ago + i)
+            span.end(end_time=half_hour_ago + i + 1000)
+        assert processor.buffered() == 1500
+        assert processor.dropped == 100
+        assert store.counts()["spans"] == 0  # nothing written on the request path
+        assert processor.flush() == 1500
+        assert store.counts() == {"spans": 1000, "traces": 1000}
+        assert store.recent(1)[0].name == "op-1499"
+        now[0] += int(1801e9)  # the old spans are now over an hour old; "late" is not
+        with tracer.start_as_current_span("late"):
+            pass
+        processor.flush()
+        assert store.counts() == {"spans": 1, "traces": 1}
+        db.close()
+
+
+def test_a_trace_needs_the_sign_in_and_odd_ids_are_404(traced_app: Callable[..., Flask]) -> None:
+    app = traced_app()
+    client = app.test_client()
+    client.get("/scrape/ok")
+    console = flush(app)
+    assert console.spans is not None
+    trace_id = console.spans.recent()[0].trace_id
+    for path in (
+        "traces",
+        "traces/slow",
+        "traces/failed",
+        f"traces/{trace_id}",
+        "traces?format=json",
+    ):
+        assert client.get(f"{CONSOLE}/{path}").status_code == 401, path
+    assert client.get(f"{CONSOLE}/traces/{'0' * 32}", headers=AUTH).status_code == 404
+    assert client.get(f"{CONSOLE}/traces/../../etc", headers=AUTH).status_code == 404
+    assert client.get(f"{CONSOLE}/traces/x'or'1", headers=AUTH).status_code == 404
+    body = client.get(f"{CONSOLE}/traces?format=json", headers=AUTH).get_json()
+    assert body["traces"][0]["trace_id"] == trace_id
+
+
+def test_without_tracing_the_page_says_how_to_turn_it_on(traced_app: Callable[..., Flask]) -> None:
+    app = traced_app(tracing_enabled=False)
+    page = app.test_client().get(f"{CONSOLE}/traces", headers=AUTH)
+    assert page.status_code == 200
+    assert b"OBSERVE_TRACING_ENABLED=true" in page.data
+
+
+def test_the_store_is_added_to_the_tracing_provider_only_when_it_is_ours(
+    traced_app: Callable[..., Flask],
+) -> None:
+    app = traced_app()
+    setup = Observe.handle(TracingSetup, app)
+    console = Observe.handle(Console, app)
+    processors = setup.provider._active_span_processor._span_processors  # type: ignore[attr-defined]
+    assert console.span_processor in processors
+
+
+def test_a_trace_written_in_several_flushes_is_one_waterfall(tmp_path: Path) -> None:
+    """Children written before their root ends (two flushes, as two workers or two seconds
+    would): one trace, every span, the root's name and duration."""
+    from opentelemetry import trace as api
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from flask_observe.console.spanstore import StoreSpanProcessor
+
+    db = ConsoleDB(tmp_path)
+    store = SpanStore(db, max_spans=10_000, max_age=3600)
+    processor = StoreSpanProcessor(store, capacity=100)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    root = tracer.start_span("POST /api/scrapes", kind=api.SpanKind.SERVER)
+    ctx = api.set_span_in_context(root)
+    for name in ("SELECT", "INSERT"):
+        tracer.start_span(name, context=ctx).end()
+    assert processor.flush() == 2
+    tracer.start_span("GET", context=ctx, kind=api.SpanKind.CLIENT).end()
+    root.end()
+    assert processor.flush() == 2
+    trace_id = format(root.get_span_context().trace_id, "032x")
+    (row,) = store.recent()
+    assert row.name == "POST /api/scrapes"
+    assert row.spans == 4
+    spans = store.spans(trace_id)
+    assert sorted(s["name"] for s in spans) == ["GET", "INSERT", "POST /api/scrapes", "SELECT"]
+    assert store.counts() == {"spans": 4, "traces": 1}
+    db.close()
