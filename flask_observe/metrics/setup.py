@@ -45,6 +45,16 @@ def _check(plan: Plan) -> None:
     refuse_taken(plan.app, _claim(plan.settings(MetricsSettings)))
     if plan.settings(MetricsSettings).metrics_outbound:
         _optional.require("requests", "requests", "OBSERVE_METRICS_OUTBOUND")
+    settings = plan.settings(MetricsSettings)
+    if settings.metrics_celery:
+        _optional.require("celery", "celery", "OBSERVE_METRICS_CELERY")
+    if settings.metrics_celery_broker_url is not None:
+        _optional.require("redis", "redis", "OBSERVE_METRICS_CELERY_BROKER_URL")
+        if not settings.metrics_celery_queues:
+            raise ConfigError(
+                "OBSERVE_METRICS_CELERY_BROKER_URL is set but OBSERVE_METRICS_CELERY_QUEUES is"
+                " empty: name the queues whose length to read"
+            )
     directory = plan.environ.get("PROMETHEUS_MULTIPROC_DIR") or plan.environ.get(
         "prometheus_multiproc_dir"
     )
@@ -93,6 +103,7 @@ def _setup(wiring: Wiring) -> None:
         )
         wiring.provide(outbound)
         wiring.outbound_hook(outbound)
+    _celery(wiring, settings, metrics)
     _count_early_log_deletions(wiring, metrics)
     auth = wiring.state.auth if settings.metrics_auth else None
     register(wiring.app, metrics, settings.metrics_path, auth)
@@ -131,6 +142,46 @@ def _warn_without_multiprocess(wiring: Wiring, path: str) -> None:
         workers - 1,
         extra={"workers": workers},
     )
+
+
+def _celery(wiring: Wiring, settings: MetricsSettings, metrics: Metrics) -> None:
+    """Celery task metrics (recorded where tasks run), queue lengths, a worker's server."""
+    if not switch(
+        settings.metrics_celery, "OBSERVE_METRICS_CELERY", "celery", "celery", what="Celery metrics"
+    ):
+        return
+    from ..hooks import trace_id_lookup
+    from .celery import CeleryMetrics, QueueLengths, connect, disconnect, serve_from_worker
+
+    recorder = CeleryMetrics(
+        metrics,
+        settings.metrics_celery_queues,
+        trace_lookup=trace_id_lookup() if settings.metrics_exemplars else None,
+        exemplars=settings.metrics_exemplars,
+    )
+    wiring.provide(recorder)
+    connect(recorder)
+    wiring.on_close(lambda: disconnect(recorder))
+    if settings.metrics_celery_broker_url is not None:
+        interval = float(wiring.config.sample_interval_seconds)
+        lengths = QueueLengths(
+            settings.metrics_celery_broker_url,
+            settings.metrics_celery_queues,
+            recorder.queue_length,
+            timeout=max(0.05, min(2.0, interval * 0.8)),
+        )
+        recorder.lengths = lengths
+        wiring.ticker.add("celery queue lengths", lengths.sample)
+    if settings.metrics_celery_port:
+        ticker = wiring.state.ticker
+        wiring.on_close(
+            serve_from_worker(
+                metrics,
+                settings.metrics_celery_port,
+                settings.metrics_celery_address,
+                on_ready=ticker.ensure_started if ticker is not None else None,
+            )
+        )
 
 
 def _count_early_log_deletions(wiring: Wiring, metrics: Metrics) -> None:
