@@ -20,10 +20,9 @@ from typing import Any
 
 import structlog
 
+from .._celery import HEADER, PUBLISHED_AT, header_value, incoming_id
 from ..context import (
-    MAX_REQUEST_ID_LENGTH_LIMIT,
     get_correlation_id,
-    id_validator,
     new_correlation_id,
     reset_correlation_id,
     set_correlation_id,
@@ -33,14 +32,7 @@ __all__ = ["HEADER", "PUBLISHED_AT", "connect", "disconnect", "header_value", "i
 
 logger = logging.getLogger("flask_observe")
 
-#: Name of the task message header carrying the correlation ID.
-HEADER = "observe_correlation_id"
-#: Name of the task message header carrying the publish time (Unix seconds).
-PUBLISHED_AT = "observe_published_at"
 _STATE_ATTR = "_flask_observe_bound"
-#: The receivers serve every app of the process: accept what any app may have accepted (its
-#: OBSERVE_REQUEST_ID_MAX_LENGTH is at most this), same characters.
-_is_valid = id_validator(MAX_REQUEST_ID_LENGTH_LIMIT)
 #: Apps using the receivers (all of them, and the one on ``setup_logging``): Celery's signals
 #: are process-wide, so is this count.
 _users = {"tasks": 0, "logging": 0}
@@ -95,27 +87,6 @@ def _on_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
     correlation_id = get_correlation_id()
     if correlation_id is not None and HEADER not in headers:
         headers[HEADER] = correlation_id
-
-
-def header_value(request: Any, name: str) -> object:
-    """The custom message header ``name`` of a task's request (Celery exposes custom headers
-    as attributes of the request, older protocols in ``request.headers``)."""
-    value = getattr(request, name, None)
-    if value is None:
-        headers = getattr(request, "headers", None) or {}
-        value = headers.get(name) if isinstance(headers, dict) else None
-    return value
-
-
-def incoming_id(task: Any) -> str | None:
-    """The valid correlation ID a task's message carries, if any."""
-    request = getattr(task, "request", None)
-    if request is None:
-        return None
-    value = header_value(request, HEADER)
-    if isinstance(value, str) and _is_valid(value):
-        return value
-    return None
 
 
 def _on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:

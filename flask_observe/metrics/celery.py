@@ -31,9 +31,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .._celery import PUBLISHED_AT, header_value, incoming_id
 from .._clock import SYSTEM, Clock
 from .._internal import FailureLog
-from ..correlation.celery import PUBLISHED_AT, header_value, incoming_id
 
 if TYPE_CHECKING:
     from . import Metrics
