@@ -103,6 +103,7 @@ def _setup(wiring: Wiring) -> None:
         )
         wiring.provide(outbound)
         wiring.outbound_hook(outbound)
+    _operations(wiring, settings, metrics)
     _celery(wiring, settings, metrics)
     _count_early_log_deletions(wiring, metrics)
     auth = wiring.state.auth if settings.metrics_auth else None
@@ -142,6 +143,29 @@ def _warn_without_multiprocess(wiring: Wiring, path: str) -> None:
         workers - 1,
         extra={"workers": workers},
     )
+
+
+def _operations(wiring: Wiring, settings: MetricsSettings, metrics: Metrics) -> None:
+    """``flask_observe.timed``: the app's own operations (a span each when tracing is on)."""
+    from ..hooks import trace_id_lookup
+    from .operations import Operations, register
+
+    tracer = None
+    if "tracing" in wiring.state.features:
+        from .._version import __version__
+        from ..tracing.handle import TracingSetup
+
+        tracing = wiring.get(TracingSetup)
+        if tracing is not None:
+            tracer = tracing.tracer(("flask_observe.timed", __version__, None))
+    operations = Operations(
+        metrics,
+        tracer=tracer,
+        trace_lookup=trace_id_lookup() if settings.metrics_exemplars else None,
+        exemplars=settings.metrics_exemplars,
+    )
+    wiring.provide(operations)
+    wiring.on_close(register(operations))
 
 
 def _celery(wiring: Wiring, settings: MetricsSettings, metrics: Metrics) -> None:
