@@ -56,7 +56,7 @@ def test_promtool_checks_the_shipped_rule_files() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 32 rules found" in result.stdout
+    assert "SUCCESS: 33 rules found" in result.stdout
 
 
 @pytest.mark.realtime
