@@ -104,6 +104,7 @@ def _setup(wiring: Wiring) -> None:
         wiring.provide(outbound)
         wiring.outbound_hook(outbound)
     _operations(wiring, settings, metrics)
+    _process(wiring, metrics)
     _celery(wiring, settings, metrics)
     _count_early_log_deletions(wiring, metrics)
     auth = wiring.state.auth if settings.metrics_auth else None
@@ -143,6 +144,19 @@ def _warn_without_multiprocess(wiring: Wiring, path: str) -> None:
         workers - 1,
         extra={"workers": workers},
     )
+
+
+def _process(wiring: Wiring, metrics: Metrics) -> None:
+    """``app_info``; the workers' CPU seconds under a pre-fork server."""
+    from .process import WorkerCpu, app_info
+
+    app_info(metrics, wiring.service_name, wiring.config.service_version, wiring.config.environment)
+    if metrics.multiprocess_dir is None:
+        return
+    cpu = WorkerCpu(metrics)
+    wiring.ticker.add("worker cpu", cpu.sample)
+    metrics.before_render.append(cpu.sample)
+    wiring.at_exit(cpu.sample, 0.5)
 
 
 def _operations(wiring: Wiring, settings: MetricsSettings, metrics: Metrics) -> None:
