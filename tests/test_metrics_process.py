@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import platform
-from importlib.metadata import version
 from collections.abc import Callable
+from importlib.metadata import version
 
 from flask import Flask
 
@@ -26,9 +26,7 @@ def test_app_info_names_the_service_its_version_environment_and_the_stack(
         "version": "1.4.2",
         "environment": "prod",
         "flask_observe_version": flask_observe.__version__,
-        "flask_version": flask.__version__
-        if hasattr(flask, "__version__")
-        else sample.labels["flask_version"],
+        "flask_version": version("flask"),
         "python_version": platform.python_version(),
     }
 
