@@ -4,13 +4,13 @@ workers' CPU time.
 - ``app_info{service, version, environment, flask_observe_version, flask_version,
   python_version}`` (gauge, always 1): join it to any series to see what was deployed
   (``OBSERVE_SERVICE_VERSION``, ``OBSERVE_ENVIRONMENT``; ``unknown`` when not set);
-- ``flask_observe_workers_cpu_seconds_total`` (counter, multiprocess mode only): user + system
-  CPU seconds of every worker process. Each worker adds what it used since its last sample
-  (the background sampler's round, each scrape it answers, and its exit), into its own
-  prometheus_client file; a dead worker's count is merged into the archive
-  (:func:`~.multiprocess.mark_process_dead`), so the total survives recycling and
-  ``rate()`` of it is the service's CPU use. (In single-process mode prometheus_client's own
-  ``process_cpu_seconds_total`` says it.)
+- ``flask_observe_workers_cpu_seconds_total`` (counter): user + system CPU seconds of every
+  worker process. Each worker adds what it used since its last sample (the background
+  sampler's round, each scrape it answers, and its exit); under a pre-fork server each writes
+  its own prometheus_client file and a dead worker's count is merged into the archive
+  (:func:`~.multiprocess.mark_process_dead`), so the total survives recycling and ``rate()``
+  of it is the service's CPU use, where prometheus_client's ``process_cpu_seconds_total`` is
+  not there (its collector reads one process). In a single process the two agree.
 """
 
 from __future__ import annotations

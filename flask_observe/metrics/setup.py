@@ -147,12 +147,10 @@ def _warn_without_multiprocess(wiring: Wiring, path: str) -> None:
 
 
 def _process(wiring: Wiring, metrics: Metrics) -> None:
-    """``app_info``; the workers' CPU seconds under a pre-fork server."""
+    """``app_info``; the CPU seconds of every worker (summed over a pre-fork server's)."""
     from .process import WorkerCpu, app_info
 
     app_info(metrics, wiring.service_name, wiring.config.service_version, wiring.config.environment)
-    if metrics.multiprocess_dir is None:
-        return
     cpu = WorkerCpu(metrics)
     wiring.ticker.add("worker cpu", cpu.sample)
     metrics.before_render.append(cpu.sample)
