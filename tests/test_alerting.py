@@ -589,3 +589,42 @@ def test_the_alerting_counters_count_fired_sent_failed_and_dropped_by_channel(
         assert value("flask_observe_alerts_dropped_total", {"channel": channel}) == 3
         assert value("flask_observe_alerts_fired_total", {"severity": "warning"}) == 2
         held.close()
+
+
+def test_the_alerting_counters_stay_bounded_with_random_alerts(sink: Sink) -> None:
+    """300 alerts with random names, severities and statuses through a queue of 20: the
+    counters' labels are only the four severities, the configured channel and ``<queue>``."""
+    import random
+    import string
+
+    from flask_observe.alerting import SEVERITIES
+    from flask_observe.alerting.setup import _alert_counters
+    from flask_observe.metrics import Metrics
+
+    metrics = Metrics(process_metrics=False)
+    policy = UrlPolicy(allow_http=True, allow_hosts=("127.0.0.1",))
+    router = AlertRouter(
+        build_channels([{"type": "webhook", "url": sink.url + "/r"}], policy, 2.0),
+        queue_size=20,
+        dedup=0,
+        cooldown=0,
+        on_event=_alert_counters(metrics),
+    )
+    rng = random.Random(5)
+    for _ in range(300):
+        name = "".join(rng.choices(string.printable, k=rng.randint(1, 80)))
+        router.notify(
+            Alert(name, rng.choice(SEVERITIES), status=rng.choice(["firing", "resolved"]))
+        )
+    assert router.flush(30)
+    router.close()
+    labels: dict[str, set[str]] = {}
+    for family in metrics.registry.collect():
+        if family.name.startswith("flask_observe_alerts_"):
+            for s in family.samples:
+                labels.setdefault(family.name, set()).update(s.labels.values())
+    assert labels["flask_observe_alerts_fired"] <= set(SEVERITIES)
+    channel = router.channels[0].name
+    for event in ("sent", "dropped"):
+        assert labels.get(f"flask_observe_alerts_{event}", set()) <= {channel, "<queue>"}
+    assert labels["flask_observe_alerts_sent"] == {channel}
