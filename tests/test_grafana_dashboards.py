@@ -497,9 +497,9 @@ def test_every_panel_query_is_valid_promql_with_data_and_errors_read_zero(
     healthy, every library panel query answers ``success`` with data and every error panel
     reads exactly 0 on every series; after requests that fail with 500, the 5xx panels show
     them while the demo platform, which had no error, still reads 0 (not "No data"). Every
-    scraper panel query is valid and has data (the Celery queue is the library's panel
-    now, 0 without a worker). A job or instance that matches nothing leaves every panel empty: each query is
-    scoped by both."""
+    scraper panel query is valid and has data (the Celery queue is the library's panel now,
+    0 without a worker). A job or instance that matches nothing leaves every panel empty: each
+    query is scoped by both."""
     prom: Prometheus = scraped["prometheus"]
     library, scraper = load(LIBRARY), load(SCRAPER)
     titles = {p["title"] for p in panels(library)}
