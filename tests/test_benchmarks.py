@@ -296,3 +296,21 @@ def test_sentry_parts_quick_run_times_each_part() -> None:
     rows = [line for line in proc.stdout.splitlines() if line.startswith(("| wsgi", "| log line"))]
     assert len(rows) == 4, proc.stdout
     assert "per request with one log line: +" in proc.stdout
+
+
+def test_outbound_quick_run_records_every_call_and_query_only_where_instrumented() -> None:
+    """The instrumented children recorded each call and query (warm-up included) into their
+    metrics, the others none; no child wrote to a terminal; both issue-14 budgets judged."""
+    out = run_benchmark(
+        "outbound.py", "--rounds", "1", "--calls", "20", "--queries", "100", "--warmup", "2",
+    )  # fmt: skip
+    summary = out["summary"]
+    assert summary["observe"]["recorded"] == 22
+    assert summary["observe-query"]["recorded"] == 102
+    assert summary["bare"]["recorded"] == summary["otel"]["recorded"] == 0
+    assert summary["bare-query"]["recorded"] == 0
+    assert all(row["stray_output"] == 0 for row in summary.values()), summary
+    assert [v["label"].split(" (")[0] for v in out["budgets"]] == [
+        "issue 14, outbound metrics vs OpenTelemetry's requests instrumentation",
+        "issue 14, query metrics",
+    ]
