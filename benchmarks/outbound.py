@@ -45,13 +45,24 @@ import harness
 from harness import Budget
 
 CALLS = ("bare", "observe", "otel")
+#: The same three with urllib3's connection pool answering from memory: no socket, no server,
+#: so what each instrumentation adds stands out from the loopback round trip's spread.
+STUB_CALLS = ("bare-stub", "observe-stub", "otel-stub")
 QUERIES = ("bare-query", "observe-query")
-CONFIGS = CALLS + QUERIES
+CONFIGS = CALLS + STUB_CALLS + QUERIES
 PACKAGES = ("requests", "SQLAlchemy", "prometheus-client", "opentelemetry-instrumentation-requests")
 BUDGETS = (
     Budget(
         "issue 14, outbound metrics vs OpenTelemetry's requests instrumentation (ratio of what"
-        " each adds per call)",
+        " each adds per call, answered from memory)",
+        "observe-stub",
+        0.10,
+        peer="otel-stub",
+        base="bare-stub",
+        cross_checks=("p50_us", "cpu_us", "min"),
+    ),
+    Budget(
+        "issue 14, the same over loopback HTTP (CPU per call)",
         "observe",
         0.10,
         peer="otel",
@@ -105,8 +116,41 @@ def _app(**config: Any) -> Any:
     return app
 
 
+def _answer_from_memory() -> None:
+    """urllib3's pools answer every request with the local server's answer, from memory (the
+    request is still prepared, sent through every adapter and hook, and its response read)."""
+    from urllib3 import HTTPResponse
+    from urllib3.connectionpool import HTTPConnectionPool
+
+    body = _Ok.body
+    headers = {
+        "Content-Type": "application/json",
+        "Content-Length": str(len(body)),
+        "RateLimit-Remaining": "99",
+    }
+
+    def urlopen(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        import io
+
+        return HTTPResponse(
+            body=io.BytesIO(body),
+            headers=headers,
+            status=200,
+            preload_content=False,
+            decode_content=False,
+            request_method=method,
+            request_url=url,
+        )
+
+    HTTPConnectionPool.urlopen = urlopen  # type: ignore[method-assign]
+
+
 def child_calls(name: str, url: str, n: int, warmup: int) -> dict[str, Any]:
     import requests
+
+    if name.endswith("-stub"):
+        _answer_from_memory()
+        name = name.removesuffix("-stub")
 
     logging.getLogger("urllib3").setLevel(logging.ERROR)
     from opentelemetry.instrumentation.requests import RequestsInstrumentor
@@ -205,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        if args.child in CALLS:
+        if args.child in CALLS + STUB_CALLS:
             harness.child_exit(child_calls(args.child, args.url, args.calls, args.warmup))
         harness.child_exit(child_queries(args.child, args.queries, args.warmup))
     names = harness.select(parser, args.configs, CONFIGS)
