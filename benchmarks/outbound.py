@@ -59,7 +59,7 @@ BUDGETS = (
         0.10,
         peer="otel-stub",
         base="bare-stub",
-        cross_checks=("p50_us", "cpu_us", "min"),
+        cross_checks=("p50_us", "cpu_us", "opcodes", "min"),
     ),
     Budget(
         "issue 14, the same over loopback HTTP (CPU per call)",
@@ -70,7 +70,7 @@ BUDGETS = (
         # The process's CPU time per call: what instrumentation costs the caller, without the
         # network wait a loaded machine spreads by hundreds of µs (the wall figures follow).
         key="cpu_us",
-        cross_checks=("mean_us", "p50_us", "min"),
+        cross_checks=("mean_us", "p50_us", "opcodes", "min"),
     ),
     Budget(
         "issue 14, query metrics (µs added per query)",
@@ -83,6 +83,38 @@ BUDGETS = (
 
 
 # -- the children ---------------------------------------------------------------------------
+
+
+def _opcodes(call: Any) -> tuple[int, dict[str, int]]:
+    """Python bytecodes one ``call`` executes (``sys.settrace`` opcode events, as
+    ``opcount.py`` counts them): a figure the machine's load does not move; and those in
+    flask_observe, OpenTelemetry and prometheus_client by function."""
+    import collections
+    import sys
+
+    counts: collections.Counter[str] = collections.Counter()
+    here = __file__
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if frame.f_code.co_filename == here:
+            return tracer  # the benchmark's own loop
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            code = frame.f_code
+            counts[f"{code.co_filename.rsplit('site-packages/', 1)[-1]}:{code.co_name}"] += 1
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        call()
+    finally:
+        sys.settrace(None)
+    ours = {
+        k: v
+        for k, v in counts.most_common()
+        if any(part in k for part in ("flask_observe", "opentelemetry", "prometheus_client"))
+    }
+    return sum(counts.values()), dict(list(ours.items())[:15])
 
 
 def _timed(call: Any, n: int, warmup: int) -> dict[str, Any]:
@@ -99,7 +131,9 @@ def _timed(call: Any, n: int, warmup: int) -> dict[str, Any]:
         call()
         times[i] = clock() - t0
     timing = harness.Timing(times, clock() - wall_start, time.process_time_ns() - cpu_start)
-    return timing.stats()
+    stats: dict[str, Any] = timing.stats()
+    stats["opcodes"], stats["opcodes_by_function"] = _opcodes(call)
+    return stats
 
 
 def _app(**config: Any) -> Any:
@@ -268,7 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.shutdown()
     summary = harness.summarize(
-        runs, "mean_us", also=("p50_us", "p99_us", "cpu_us"), last=("stray_output",)
+        runs,
+        "mean_us",
+        also=("p50_us", "p99_us", "cpu_us", "opcodes"),
+        last=("stray_output", "opcodes_by_function"),
     )
     for name in summary:
         summary[name]["recorded"] = runs[name][-1]["recorded"]
@@ -280,11 +317,20 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['p50_us']:.1f}",
             f"{row['p99_us']:.1f}",
             f"{row['cpu_us']:.1f}",
+            f"{row['opcodes']:.0f}",
         )
         for name, row in summary.items()
     ]
     text = harness.table(
-        ("configuration", "mean µs (median of rounds)", "range", "p50 µs", "p99 µs", "CPU µs"),
+        (
+            "configuration",
+            "mean µs (median of rounds)",
+            "range",
+            "p50 µs",
+            "p99 µs",
+            "CPU µs",
+            "opcodes",
+        ),
         rows,
     )
     return harness.finish(

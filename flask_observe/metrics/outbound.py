@@ -191,6 +191,8 @@ class OutboundMetrics:
         # (host, method, status class) -> histogram child: a label lookup costs more than the
         # observation. Bounded as the labels are (declared hosts, 8 methods, 6 classes).
         self._children: dict[tuple[str, str, str], Any] = {}
+        #: host -> (remaining gauge child, reset gauge child).
+        self._limits: dict[str, tuple[Any, Any]] = {}
 
     def host_label(self, url: str) -> str:
         return self.hosts.label(url) or OTHER
@@ -226,10 +228,17 @@ class OutboundMetrics:
             self.retries.labels(host).inc(call.retries)
         if call.headers:
             remaining, reset = rate_limit(call.headers, time.time())
-            if remaining is not None:
-                self.remaining.labels(host).set(remaining)
-            if reset is not None:
-                self.reset.labels(host).set(reset)
+            if remaining is not None or reset is not None:
+                gauges = self._limits.get(host)
+                if gauges is None:
+                    gauges = self._limits[host] = (
+                        self.remaining.labels(host),
+                        self.reset.labels(host),
+                    )
+                if remaining is not None:
+                    gauges[0].set(remaining)
+                if reset is not None:
+                    gauges[1].set(reset)
         if host != OTHER:
             # A 4xx is the caller's mistake (a missing account), not the dependency failing.
             failed = kind in ("timeout", "connection", "tls", "5xx", "other")
