@@ -46,6 +46,7 @@ from .retention import (
     FileInfo,
     RetentionPolicy,
     compress,
+    is_pruned,
     prune,
     rotated_files,
     rotated_name,
@@ -326,6 +327,8 @@ class RotatingFileHandler(logging.FileHandler):
             for path in rotated_files(self.path.parent, self.path.name):
                 if path.suffix == ".gz" or self._stopping:
                     continue
+                if is_pruned(path):
+                    continue  # kept as pruned (compressing anew would reset its age)
                 try:
                     idle = self.clock.time() - path.stat().st_mtime
                 except FileNotFoundError:  # compressed by another process meanwhile
