@@ -152,9 +152,12 @@ def _process(wiring: Wiring, metrics: Metrics) -> None:
 
     app_info(metrics, wiring.service_name, wiring.config.service_version, wiring.config.environment)
     cpu = WorkerCpu(metrics)
-    wiring.ticker.add("worker cpu", cpu.sample)
+    # The process answering a scrape brings its own figure up to date first; under a pre-fork
+    # server the other workers add theirs on the ticker's rounds and when they exit.
     metrics.before_render.append(cpu.sample)
-    wiring.at_exit(cpu.sample, 0.5)
+    if metrics.multiprocess_dir is not None:
+        wiring.ticker.add("worker cpu", cpu.sample)
+        wiring.at_exit(cpu.sample, 0.5)
 
 
 def _operations(wiring: Wiring, settings: MetricsSettings, metrics: Metrics) -> None:
