@@ -156,9 +156,25 @@ class RotatingFileHandler(logging.FileHandler):
         interleave inside a line, and nothing is held in a buffer a crash would lose."""
         return open(self.baseFilename, "ab", buffering=0)
 
+    def handle(self, record: logging.LogRecord) -> bool:
+        """``Handler.handle``, without its calls to ``filter``, ``acquire`` and ``release``
+        when the handler has no filters (every line of the app comes through here)."""
+        if self.filters:
+            return super().handle(record)
+        with self.lock:  # type: ignore[union-attr]
+            self.emit(record)
+        return True
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            data = _encode(self.format(record) + self.terminator)
+            formatter = self.formatter
+            text = (
+                formatter.format(record) if formatter is not None else self.format(record)
+            ) + self.terminator
+            try:  # _encode(), inlined
+                data = text.encode("utf-8")
+            except UnicodeEncodeError:
+                data = text.encode("utf-8", "backslashreplace")
         except RecursionError:
             raise
         except Exception:
@@ -168,8 +184,13 @@ class RotatingFileHandler(logging.FileHandler):
 
     def write_line(self, line: str, created: float) -> None:
         """Write an already formatted line (the access log's fast path)."""
+        line += self.terminator
+        try:  # _encode(), inlined
+            data = line.encode("utf-8")
+        except UnicodeEncodeError:
+            data = line.encode("utf-8", "backslashreplace")
         with self.lock:  # type: ignore[union-attr]
-            self._write_or_drop(_encode(line + self.terminator), created)
+            self._write_or_drop(data, created)
 
     def _write_or_drop(self, data: bytes, created: float) -> None:
         try:

@@ -8,10 +8,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from flask.globals import _cv_app
+
 from ..config import ConfigError
 from ..feature import Feature, Plan, Wiring
 from ..hooks import Stage
-from ..state import state_or_none
+from ..state import EXTENSION_KEY
 from .settings import LoggingSettings
 
 __all__ = ["FEATURE"]
@@ -69,7 +71,11 @@ def _check_writable(directory: Path, file_name: str) -> None:
 
 
 def _current_identity() -> Mapping[str, Any] | None:
-    state = state_or_none()
+    # state_or_none(), inlined: this runs for every log line.
+    ctx = _cv_app.get(None)
+    if ctx is None:
+        return None
+    state = ctx.app.extensions.get(EXTENSION_KEY)
     return state.log_identity if state is not None else None
 
 
