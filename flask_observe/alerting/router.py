@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -52,6 +52,10 @@ class AlertRouter:
     :param hold_size: alerts kept per channel while its receiver throttles it (429); beyond,
         the least important are dropped and counted (:attr:`held_dropped`).
     :param clock: what windows, retries and throttling are measured on.
+    :param on_event: called with ``(event, alert, channel name)`` for each ``fired`` (an alert
+        raised firing; channel ``""``), ``sent``, ``failed`` (not delivered) and ``dropped``
+        (queue full: channel ``"<queue>"``; a throttled channel's hold full) — the alerting
+        counters of the metrics; exceptions in it are logged, never raised.
     """
 
     def __init__(
@@ -66,8 +70,10 @@ class AlertRouter:
         backoff: Sequence[float] = _BACKOFF,
         hold_size: int = 100,
         clock: Clock = SYSTEM,
+        on_event: Callable[[str, Alert, str], object] | None = None,
     ) -> None:
         self.channels = list(channels)
+        self._on_event = on_event
         self._backoff = tuple(backoff)
         self.clock = clock
         self.store: DecisionStore = store or MemoryStore(clock)
@@ -108,13 +114,25 @@ class AlertRouter:
             return False
         if not alert.service and self.service:
             alert = replace(alert, service=self.service)
+        if alert.status == FIRING:
+            self._event("fired", alert, "")
         self._ensure_thread()
         try:
             self._queue.put_nowait(alert)
             return True
         except queue.Full:
             self._failures("alert queue full: an alert was dropped")
+            self._event("dropped", alert, "<queue>")
             return False
+
+    def _event(self, event: str, alert: Alert, channel: str) -> None:
+        on_event = self._on_event
+        if on_event is None:
+            return
+        try:
+            on_event(event, alert, channel)
+        except Exception:
+            self._failures("counting alerts")
 
     def _ensure_thread(self) -> None:
         pid = os.getpid()
@@ -261,6 +279,7 @@ class AlertRouter:
                     exc,
                     extra={"alert": alert.name, "channel": channel.name, "attempts": attempt},
                 )
+                self._event("failed", alert, channel.name)
                 return
             logger.warning(
                 "alert delivery failed, will retry: %s",
@@ -272,8 +291,10 @@ class AlertRouter:
             return
         except Exception:
             self._failures(f"alert channel {channel.name}")
+            self._event("failed", alert, channel.name)
             return
         self.sent += 1
+        self._event("sent", alert, channel.name)
         logger.info(
             "alert sent",
             extra={"alert": alert.name, "status": alert.status, "channel": channel.name},
@@ -343,6 +364,7 @@ class AlertRouter:
             return
         for alert, news in posted:
             self.sent += 1
+            self._event("sent", alert, channel.name)
             logger.log(
                 logging.INFO if news else logging.DEBUG,
                 "alert sent" if news else "alert sent again (still firing)",
@@ -361,6 +383,7 @@ class AlertRouter:
         if dropped is None:
             return
         self.held_dropped[name] += 1
+        self._event("dropped", dropped, name)
         extra = {"alert": dropped.name, "channel": name, "dropped": sum(hold.dropped.values())}
         now = self.clock.monotonic()
         if now - self._drop_logged.get(name, -_DROP_LOG_INTERVAL) >= _DROP_LOG_INTERVAL:

@@ -46,11 +46,14 @@ from .retention import (
     FileInfo,
     RetentionPolicy,
     compress,
+    is_pruned,
+    prune,
     rotated_files,
     rotated_name,
     rotated_pattern,
     rotation_stamp,
     select_for_deletion,
+    select_for_pruning,
     stale_partials,
 )
 
@@ -345,6 +348,8 @@ class RotatingFileHandler(logging.FileHandler):
             for path in rotated_files(self.path.parent, self.path.name):
                 if path.suffix == ".gz" or self._stopping:
                     continue
+                if is_pruned(path):
+                    continue  # kept as pruned (compressing anew would reset its age)
                 try:
                     idle = self.clock.time() - path.stat().st_mtime
                 except FileNotFoundError:  # compressed by another process meanwhile
@@ -365,6 +370,16 @@ class RotatingFileHandler(logging.FileHandler):
         self.apply_retention()
         return retry_in
 
+    def _rotated_infos(self) -> list[FileInfo]:
+        infos = []
+        for path in rotated_files(self.path.parent, self.path.name):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            infos.append(FileInfo(path, st.st_size, st.st_mtime))
+        return infos
+
     def apply_retention(self) -> list[Path]:
         """Delete rotated files beyond the age, count and total-size limits (oldest first),
         and partial files compressors left behind; returns what was deleted."""
@@ -374,13 +389,18 @@ class RotatingFileHandler(logging.FileHandler):
         for path in stale:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-        infos = []
-        for path in rotated_files(directory, name):
-            try:
-                st = path.stat()
-            except FileNotFoundError:
-                continue
-            infos.append(FileInfo(path, st.st_size, st.st_mtime))
+        infos = self._rotated_infos()
+        if self.retention.keeps_errors:
+            pruned = False
+            for info in select_for_pruning(infos, self.retention, now):
+                if self._stopping:
+                    break
+                try:
+                    pruned = prune(info.path) is not None or pruned
+                except OSError:  # a full disk: the file stays whole; retention goes on
+                    self._failures(f"keeping only the errors of {info.path.name}")
+            if pruned:
+                infos = self._rotated_infos()
         # Budget the active file at the size it may grow to before its next rotation, so the
         # limit holds between runs too, not just at the moment of this one.
         reserved = max(self._current_size(), self.max_bytes) + live_partial_bytes

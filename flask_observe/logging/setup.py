@@ -27,6 +27,13 @@ def _check(plan: Plan) -> None:
     settings = plan.settings(LoggingSettings)
     if settings.log_dir:
         _check_writable(Path(settings.log_dir), settings.log_file_name)
+    days, error_days = settings.log_retention_days, settings.log_retention_error_days
+    if error_days and (not days or error_days <= days):
+        raise ConfigError(
+            f"OBSERVE_LOG_RETENTION_ERROR_DAYS ({error_days:g}) keeps errors longer than the"
+            f" rest: it must be more than OBSERVE_LOG_RETENTION_DAYS ({days:g}, which must not"
+            " be 0); set it to 0 to keep errors as long as the rest"
+        )
     budget, rotate = settings.log_retention_bytes, settings.log_rotate_bytes
     if budget and rotate and rotate >= budget:
         raise ConfigError(
