@@ -14,7 +14,7 @@ file, metrics, the log viewer), so the figures differ by tracing and the console
   second *in the same process*, so the loop's figure includes the writer's share of the GIL.
 
 Budget: the span store adds at most 15 % to what tracing costs a request
-(``(tracing+console − tracing) / (tracing − base)``).
+(``(tracing+console - tracing) / (tracing - base)``).
 
 Pages (``pages``): a store filled through the real path (spans recorded by a tracer
 provider, buffered, written by the processor) with 100,000 spans in 10,000 traces (1 in 10
@@ -31,7 +31,6 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import harness
@@ -68,7 +67,9 @@ BUDGETS = (
         cross_checks=("p50_us", "cpu_us"),
     ),
     *(
-        Budget(f"console page {page} with 100,000 spans", "pages", 300.0, key=f"{page}_ms", unit="ms")
+        Budget(
+            f"console page {page} with 100,000 spans", "pages", 300.0, key=f"{page}_ms", unit="ms"
+        )
         for page in PAGES
     ),
 )
@@ -213,7 +214,10 @@ def child_pages() -> dict[str, Any]:
         from flask_observe.console import Console
 
         counts = Observe.handle(Console, app).spans.counts()  # type: ignore[union-attr]
-        result: dict[str, Any] = {"fill_s": fill_seconds, **{f"stored_{k}": v for k, v in counts.items()}}
+        result: dict[str, Any] = {
+            "fill_s": fill_seconds,
+            **{f"stored_{k}": v for k, v in counts.items()},
+        }
         for name, path in paths.items():
             times = []
             for _ in range(15):
@@ -229,14 +233,13 @@ def child_pages() -> dict[str, Any]:
 def report(runs: harness.Runs) -> str:
     parts = []
     rows = []
-    for name in REQUEST_CONFIGS:
-        if name not in runs:
-            continue
-        s = harness.summarize(runs, "mean_us", also=("p50_us", "p99_us", "cpu_us"))[name]
+    requests = {name: runs[name] for name in REQUEST_CONFIGS if name in runs}
+    summary = harness.summarize(requests, "mean_us", also=("p50_us", "p99_us", "cpu_us"))
+    for name, s in summary.items():
         rows.append(
             [
                 f"`{name}`",
-                f"{s['median']:.1f} ({s['min']:.1f}–{s['max']:.1f})",
+                f"{s['median']:.1f} ({s['min']:.1f}-{s['max']:.1f})",
                 f"{s['p50_us']:.1f}",
                 f"{s['p99_us']:.1f}",
                 f"{s['cpu_us']:.1f}",

@@ -11,20 +11,22 @@ The public API is what this module exports (docs/api.md); everything else is wir
 from __future__ import annotations
 
 from ._optional import MissingDependencyError
+from ._version import __version__
 from .config import ConfigError
 from .context import bind_correlation_id, get_correlation_id, new_correlation_id
 from .errors.api import capture_exception, capture_message
 from .extension import Observe, ObserveConfig
 from .logging import ObserveFormatter, get_logger
-
-__version__ = "0.1.0"
+from .metrics.operations import FailureStreak, Timing, timed
 
 __all__ = [
     "ConfigError",
+    "FailureStreak",
     "MissingDependencyError",
     "Observe",
     "ObserveConfig",
     "ObserveFormatter",
+    "Timing",
     "__version__",
     "bind_correlation_id",
     "capture_exception",
@@ -32,4 +34,5 @@ __all__ = [
     "get_correlation_id",
     "get_logger",
     "new_correlation_id",
+    "timed",
 ]

@@ -55,22 +55,31 @@ class Stage(enum.IntEnum):
 
 
 class RequestRecord:
-    """What the middleware knows about one request once its response is finished."""
+    """What the middleware knows about one request once its response is finished.
 
-    __slots__ = (
-        "client_wait",
-        "correlation_id",
-        "duration",
-        "environ",
-        "excluded",
-        "failed",
-        "fields",
-        "route",
-        "size",
-        "start",
-        "status",
-        "trace_id",
-    )
+    Only what differs on every request is set when one starts; the rest reads the class's
+    defaults until a hook sets it (a dozen attribute stores fewer per request).
+    """
+
+    #: ``None`` when the middleware only times requests (correlation IDs off).
+    correlation_id: str | None
+    #: The matched URL rule, ``None`` when no route matched.
+    route: str | None = None
+    #: Seconds from the start of the request to the end of its response.
+    duration: float = 0.0
+    #: Of :attr:`duration`, the seconds spent waiting on the client: reading the request
+    #: body it sends, writing the response it reads. A slow client's time, not the server's.
+    client_wait: float = 0.0
+    status: int = 0
+    size: int = 0
+    failed: bool = False
+    #: Trace ID (32 hex digits) of the request's span, when ``trace_lookup`` found one.
+    trace_id: str | None = None
+    #: Whether the path is on the shared exclusion list; ``None`` until a hook checks.
+    excluded: bool | None = None
+    #: Extra access-log fields contributed by finish hooks (e.g. ``db_queries``); a hook
+    #: adding some sets a dict of its own (never updates this shared ``None``).
+    fields: dict[str, Any] | None = None
 
     def __init__(
         self,
@@ -78,23 +87,8 @@ class RequestRecord:
         correlation_id: str | None,
     ) -> None:
         self.environ = environ
-        #: ``None`` when the middleware only times requests (correlation IDs off).
         self.correlation_id = correlation_id
-        self.route: str | None = None
         self.start = time.perf_counter()
-        self.duration = 0.0
-        #: Of :attr:`duration`, the seconds spent waiting on the client: reading the request
-        #: body it sends, writing the response it reads. A slow client's time, not the server's.
-        self.client_wait = 0.0
-        self.status = 0
-        self.size = 0
-        self.failed = False
-        #: Trace ID (32 hex digits) of the request's span, when ``trace_lookup`` found one.
-        self.trace_id: str | None = None
-        #: Whether the path is on the shared exclusion list; ``None`` until a hook checks.
-        self.excluded: bool | None = None
-        #: Extra access-log fields contributed by finish hooks (e.g. ``db_queries``).
-        self.fields: dict[str, Any] | None = None
 
     @property
     def server_time(self) -> float:
@@ -149,6 +143,24 @@ def compose(hooks: Sequence[Hook]) -> Hook | None:
         return hooks[0]
     failures = FailureLog()
     chain = tuple(hooks)
+    if len(chain) == 3:  # the usual chain (metrics, diagnostics, access line), unrolled
+        first, second, third = chain
+
+        def run_three(record: RequestRecord) -> None:
+            try:
+                first(record)
+            except Exception:
+                failures(f"request hook {getattr(first, '__qualname__', first)}")
+            try:
+                second(record)
+            except Exception:
+                failures(f"request hook {getattr(second, '__qualname__', second)}")
+            try:
+                third(record)
+            except Exception:
+                failures(f"request hook {getattr(third, '__qualname__', third)}")
+
+        return run_three
 
     def run_all(record: RequestRecord) -> None:
         for hook in chain:
@@ -169,7 +181,9 @@ def trace_id_lookup() -> Callable[[], str | None] | None:
         return None
     from opentelemetry import trace
 
-    get_current_span = trace.get_current_span
+    from ._spans import current_span_function
+
+    get_current_span = current_span_function(trace)
     invalid = trace.INVALID_SPAN
 
     def lookup() -> str | None:

@@ -93,6 +93,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.config["OBSERVE_PROPAGATE_HOSTS"] = [platform_host]
     # Outbound metrics name the platform's host; any other site called is `other`.
     app.config.setdefault("OBSERVE_METRICS_OUTBOUND_HOSTS", [platform_host])
+    broker = app.config.get("CELERY_BROKER_URL")
+    if broker:
+        # The scrape queue is named in the Celery metrics; with Redis its length is read too.
+        app.config.setdefault(
+            "OBSERVE_METRICS_CELERY_QUEUES", [app.config.get("CELERY_QUEUE", "scraper")]
+        )
+        if str(broker).startswith(("redis://", "rediss://")):
+            app.config.setdefault("OBSERVE_METRICS_CELERY_BROKER_URL", broker)
 
     if not _can_sign_in(app.config):
         # The viewer is never public, and a token made up here would differ in every process

@@ -3,11 +3,15 @@
 Metrics (``/metrics``):
 
 - ``scraper_accounts_scraped_total{platform, status}`` — accounts fetched, ``ok`` or ``failed``;
-- ``scraper_scrape_duration_seconds{platform}`` — time to fetch one account;
+- ``scraper_scrape_duration_seconds{platform, outcome}`` and ``scraper_scrape_total`` — time to
+  fetch one account, from ``flask_observe.timed("scraper_scrape")`` in ``scraper.py`` (with
+  its failure streak, ``operation_consecutive_failures{operation="scraper_scrape"}``);
 - ``scraper_last_success_timestamp_seconds`` — when an account was last scraped successfully
   (data freshness: ``time() - scraper_last_success_timestamp_seconds`` in PromQL);
-- ``scraper_followers{platform, handle}`` — latest followers of each tracked account;
-- ``scraper_queue_depth`` — scrape tasks waiting in the Celery queue (Celery mode only).
+- ``scraper_followers{platform, handle}`` — latest followers of each tracked account.
+
+The Celery queue's length and the tasks' durations, waits and retries are flask_observe's own
+``celery_*`` metrics (``OBSERVE_METRICS_CELERY_*``, set in ``create_app`` from the broker).
 
 Rule: **no successful scrape for ``SCRAPER_STALE_HOURS`` hours** (default 6): fires when no
 account was scraped successfully for that long (read from the database, so every worker and
@@ -28,18 +32,14 @@ from flask_observe.metrics import Metrics
 
 from .models import Account, db, utcnow
 
-__all__ = ["install", "record_account", "record_queue_depth"]
-
-PLATFORM_LABELS = ("platform",)
+__all__ = ["install", "record_account"]
 
 
 def _metrics() -> Metrics | None:
     return Observe.find(Metrics)
 
 
-def record_account(
-    platform: str, handle: str, ok: bool, seconds: float, followers: int | None
-) -> None:
+def record_account(platform: str, handle: str, ok: bool, followers: int | None) -> None:
     """Count one account fetch (called by the scraper for every account)."""
     metrics = _metrics()
     if metrics is None:
@@ -50,11 +50,6 @@ def record_account(
         "Accounts scraped, by platform and outcome.",
         ["platform", "status"],
     ).labels(platform, status).inc()
-    metrics.histogram(
-        "scraper_scrape_duration_seconds",
-        "Time to fetch one account from its platform.",
-        PLATFORM_LABELS,
-    ).labels(platform).observe(seconds)
     if ok:
         metrics.gauge(
             "scraper_last_success_timestamp_seconds",
@@ -68,16 +63,6 @@ def record_account(
                 ["platform", "handle"],
                 multiprocess_mode="mostrecent",
             ).labels(platform, handle).set(followers)
-
-
-def record_queue_depth(depth: int) -> None:
-    metrics = _metrics()
-    if metrics is not None:
-        metrics.gauge(
-            "scraper_queue_depth",
-            "Scrape tasks waiting in the Celery queue.",
-            multiprocess_mode="mostrecent",
-        ).set(depth)
 
 
 def last_success(app: Flask) -> datetime | None:

@@ -19,7 +19,7 @@ import requests
 from flask import current_app
 from sqlalchemy import select
 
-from flask_observe import capture_exception, get_correlation_id
+from flask_observe import capture_exception, get_correlation_id, timed
 
 from .models import Account, ScrapeRun, Snapshot, db, utcnow
 from .monitoring import record_account
@@ -117,20 +117,18 @@ def create_run(
 
 
 def scrape_account(account: Account, run: ScrapeRun) -> Snapshot:
-    """Fetch one account and store a snapshot; raises :class:`PlatformError` on failure."""
+    """Fetch one account and store a snapshot; raises :class:`PlatformError` on failure.
+
+    ``timed`` records ``scraper_scrape_duration_seconds{platform, outcome}``,
+    ``scraper_scrape_total`` and the failure streak, and logs a failure."""
     started = time.perf_counter()
-    try:
-        data = client().fetch_account(account.platform, account.handle)
-    except PlatformError:
-        record_account(account.platform, account.handle, False, time.perf_counter() - started, None)
-        raise
-    record_account(
-        account.platform,
-        account.handle,
-        True,
-        time.perf_counter() - started,
-        int(data["followers"]),
-    )
+    with timed("scraper_scrape", labels={"platform": account.platform}):
+        try:
+            data = client().fetch_account(account.platform, account.handle)
+        except PlatformError:
+            record_account(account.platform, account.handle, False, None)
+            raise
+    record_account(account.platform, account.handle, True, int(data["followers"]))
     snapshot = Snapshot(
         account=account,
         run_id=run.id,

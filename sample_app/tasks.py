@@ -64,19 +64,4 @@ def trigger_scrape(
     result = celery.send_task(TASK_NAME, args=(run.id, platform, handle))
     run.task_id = result.id
     db.session.commit()
-    _report_queue_depth(celery)
     return run
-
-
-def _report_queue_depth(celery: Celery) -> None:
-    """Business gauge: tasks waiting in the scrape queue (best effort)."""
-    from .monitoring import record_queue_depth
-
-    try:
-        with celery.connection_for_read() as conn:
-            declared = conn.default_channel.queue_declare(
-                celery.conf.task_default_queue, passive=True
-            )
-            record_queue_depth(int(declared.message_count))
-    except Exception:  # the broker may not allow passive declares; the metric just lags
-        current_app.logger.debug("queue depth unavailable", exc_info=True)

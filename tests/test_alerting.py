@@ -524,3 +524,107 @@ def test_a_receiver_dripping_its_answer_is_cut_at_the_channel_timeout() -> None:
         thread.join(5)
         server.close()
     assert 0.9 <= elapsed <= 1.5, elapsed
+
+
+def test_the_alerting_counters_count_fired_sent_failed_and_dropped_by_channel(
+    make_app: Callable[..., Flask],
+) -> None:
+    """An app's router counts into its metrics: a firing alert (by severity) delivered to a
+    real receiver is fired + sent on that channel; a receiver answering 500 every time is
+    failed after the attempts; one throttled for an hour (429) with a hold of 1 drops the
+    less important of what it holds."""
+    from flask_observe.alerting.setup import _alert_counters
+    from flask_observe.metrics import Metrics
+
+    with Sink() as ok, Sink(lambda n: (500, {})) as broken:
+        app = alert_app(make_app, [{"type": "webhook", "url": ok.url + "/ok"}])
+        router = Observe.handle(AlertRouter, app)
+        router.notify(Alert("Down", "critical"))
+        router.notify(Alert("Down", "critical", status="resolved"))
+        ok.wait_for(2)
+        assert router.flush(5)
+        registry = Observe.handle(Metrics, app).registry
+        name = router.channels[0].name
+        assert (
+            registry.get_sample_value("flask_observe_alerts_fired_total", {"severity": "critical"})
+            == 1
+        )
+        assert registry.get_sample_value("flask_observe_alerts_sent_total", {"channel": name}) == 2
+
+        metrics = Metrics(process_metrics=False)
+        policy = UrlPolicy(allow_http=True, allow_hosts=("127.0.0.1",))
+        failing = AlertRouter(
+            build_channels([{"type": "webhook", "url": broken.url + "/x"}], policy, 2.0),
+            backoff=(0.01, 0.01),
+            on_event=_alert_counters(metrics),
+        )
+        failing.notify(Alert("Broken", "error"))
+        assert len(broken.wait_for(3)) == 3
+        assert failing.flush(5)
+        failing.close()
+        channel = failing.channels[0].name
+        value = metrics.registry.get_sample_value
+        assert value("flask_observe_alerts_failed_total", {"channel": channel}) == 1
+        assert value("flask_observe_alerts_sent_total", {"channel": channel}) is None
+
+    clock = ManualClock()
+    with Sink(lambda n: (429, {"Retry-After": "3600"})) as throttled:
+        metrics = Metrics(process_metrics=False)
+        held = AlertRouter(
+            build_channels([{"type": "webhook", "url": throttled.url + "/t"}], policy, 2.0),
+            hold_size=1,
+            clock=clock,
+            dedup=0,
+            cooldown=0,
+            on_event=_alert_counters(metrics),
+        )
+        for i, severity in enumerate(["warning", "critical", "info", "warning"]):
+            held.notify(Alert(f"A{i}", severity))
+        assert held.flush(5)
+        channel = held.channels[0].name
+        assert len(throttled.received) == 1
+        value = metrics.registry.get_sample_value
+        # The first is refused (429) and held; of the four held in turn, three are dropped.
+        assert held.held() == {channel: 1}
+        assert value("flask_observe_alerts_dropped_total", {"channel": channel}) == 3
+        assert value("flask_observe_alerts_fired_total", {"severity": "warning"}) == 2
+        held.close()
+
+
+def test_the_alerting_counters_stay_bounded_with_random_alerts(sink: Sink) -> None:
+    """300 alerts with random names, severities and statuses through a queue of 20: the
+    counters' labels are only the four severities, the configured channel and ``<queue>``."""
+    import random
+    import string
+
+    from flask_observe.alerting import SEVERITIES
+    from flask_observe.alerting.setup import _alert_counters
+    from flask_observe.metrics import Metrics
+
+    metrics = Metrics(process_metrics=False)
+    policy = UrlPolicy(allow_http=True, allow_hosts=("127.0.0.1",))
+    router = AlertRouter(
+        build_channels([{"type": "webhook", "url": sink.url + "/r"}], policy, 2.0),
+        queue_size=20,
+        dedup=0,
+        cooldown=0,
+        on_event=_alert_counters(metrics),
+    )
+    rng = random.Random(5)
+    for _ in range(300):
+        name = "".join(rng.choices(string.printable, k=rng.randint(1, 80)))
+        router.notify(
+            Alert(name, rng.choice(SEVERITIES), status=rng.choice(["firing", "resolved"]))
+        )
+    assert router.flush(30)
+    router.close()
+    labels: dict[str, set[str]] = {}
+    for family in metrics.registry.collect():
+        if family.name.startswith("flask_observe_alerts_"):
+            for s in family.samples:
+                labels.setdefault(family.name, set()).update(s.labels.values())
+    assert labels["flask_observe_alerts_fired"] <= set(SEVERITIES)
+    channel = router.channels[0].name
+    for event in ("sent", "dropped"):
+        assert labels.get(f"flask_observe_alerts_{event}", set()) <= {channel, "<queue>"}
+    assert labels["flask_observe_alerts_sent"] == {channel}

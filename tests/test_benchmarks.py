@@ -298,6 +298,31 @@ def test_sentry_parts_quick_run_times_each_part() -> None:
     assert "per request with one log line: +" in proc.stdout
 
 
+def test_outbound_quick_run_records_every_call_and_query_only_where_instrumented() -> None:
+    """The instrumented children recorded each call and query (warm-up included) into their
+    metrics (warm-up, timed loop and the one traced for its bytecodes), the others none; no
+    child wrote to a terminal; the issue-14 budgets are judged; an instrumented call runs
+    more bytecodes than a bare one and fewer than OpenTelemetry's."""
+    out = run_benchmark(
+        "outbound.py", "--rounds", "1", "--calls", "20", "--queries", "100", "--warmup", "2",
+    )  # fmt: skip
+    summary = out["summary"]
+    assert summary["observe"]["recorded"] == 2 + 20 + 1
+    assert summary["observe-stub"]["recorded"] == 2 + 20 + 1
+    assert summary["observe-query"]["recorded"] == 2 + 100 + 1
+    assert summary["bare"]["recorded"] == summary["otel"]["recorded"] == 0
+    assert summary["bare-query"]["recorded"] == 0
+    assert all(row["stray_output"] == 0 for row in summary.values()), summary
+    assert [v["label"].split(" (")[0] for v in out["budgets"]] == [
+        "issue 14, outbound metrics vs OpenTelemetry's requests instrumentation",
+        "issue 14, the same over loopback HTTP",
+        "issue 14, query metrics",
+    ]
+    opcodes = {name: row["opcodes"] for name, row in summary.items()}
+    assert opcodes["bare-stub"] < opcodes["observe-stub"] < opcodes["otel-stub"]
+    assert opcodes["bare-query"] < opcodes["observe-query"]
+
+
 def test_console_quick_run_measures_the_rollups_and_the_pages() -> None:
     """benchmarks/overview.py in a few requests: the rollups' cost on and off, the hook alone,
     each page answered (200) on a store holding 24 h of rollups; every budget judged."""

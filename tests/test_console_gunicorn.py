@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import requests
 
+from flask_observe import Observe
 from sample_app import create_app, observe
 from sample_app.platform import create_platform_app
 
@@ -119,6 +120,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             yield {"server": server, "tmp_path": tmp_path, "workload": workload(server.url)}
         finally:
             server.stop()
+            # The platform's own Observe (its Celery receivers, handlers) goes with it.
+            Observe().shutdown(platform)
 
 
 def workload(base: str) -> dict[str, Any]:

@@ -134,3 +134,28 @@ def test_the_flusher_applies_levels_each_round(
     scraper_logger.setLevel(logging.INFO)
     console.flusher.run_once()
     assert scraper_logger.level == logging.WARNING
+
+
+@pytest.mark.parametrize(
+    ("argv", "master"),
+    [
+        ([b"/srv/venv/bin/gunicorn", b"-w", b"4", b"app:app"], True),
+        ([b"gunicorn: master [app:app]"], True),
+        ([b"/usr/bin/python3", b"-m", b"gunicorn", b"app:app"], True),
+        ([b"python3.11", b"/srv/venv/bin/gunicorn", b"app:app"], True),
+        ([b"uwsgi", b"--ini", b"app.ini"], True),
+        (
+            [b"timeout", b"60", b"python", b"-m", b"pytest", b"tests/test_console_gunicorn.py"],
+            False,
+        ),
+        ([b"python", b"-m", b"pytest", b"-k", b"gunicorn"], False),
+        ([b"bash", b"-c", b"gunicorn app:app"], False),
+        ([b""], False),
+    ],
+)
+def test_a_master_is_the_program_or_the_script_it_runs_not_a_mention(
+    argv: list[bytes], master: bool
+) -> None:
+    from flask_observe.console.levels import _names_a_master
+
+    assert _names_a_master(argv) is master

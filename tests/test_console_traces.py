@@ -221,3 +221,35 @@ def test_the_store_is_added_to_the_tracing_provider_only_when_it_is_ours(
     console = Observe.handle(Console, app)
     processors = setup.provider._active_span_processor._span_processors  # type: ignore[attr-defined]
     assert console.span_processor in processors
+
+
+def test_a_trace_written_in_several_flushes_is_one_waterfall(tmp_path: Path) -> None:
+    """Children written before their root ends (two flushes, as two workers or two seconds
+    would): one trace, every span, the root's name and duration."""
+    from opentelemetry import trace as api
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from flask_observe.console.spanstore import StoreSpanProcessor
+
+    db = ConsoleDB(tmp_path)
+    store = SpanStore(db, max_spans=10_000, max_age=3600)
+    processor = StoreSpanProcessor(store, capacity=100)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    root = tracer.start_span("POST /api/scrapes", kind=api.SpanKind.SERVER)
+    ctx = api.set_span_in_context(root)
+    for name in ("SELECT", "INSERT"):
+        tracer.start_span(name, context=ctx).end()
+    assert processor.flush() == 2
+    tracer.start_span("GET", context=ctx, kind=api.SpanKind.CLIENT).end()
+    root.end()
+    assert processor.flush() == 2
+    trace_id = format(root.get_span_context().trace_id, "032x")
+    (row,) = store.recent()
+    assert row.name == "POST /api/scrapes"
+    assert row.spans == 4
+    spans = store.spans(trace_id)
+    assert sorted(s["name"] for s in spans) == ["GET", "INSERT", "POST /api/scrapes", "SELECT"]
+    assert store.counts() == {"spans": 4, "traces": 1}
+    db.close()

@@ -142,7 +142,9 @@ def test_info_shows_versions_and_the_settings_with_secrets_masked(
     console_app: Callable[..., Flask],
 ) -> None:
     app = console_app(
-        sentry_dsn="https://abcdef0123456789@o1.ingest.sentry.io/42", sentry_enabled=False
+        sentry_dsn="https://abcdef0123456789@o1.ingest.sentry.io/42",
+        sentry_enabled=False,
+        logviewer_trace_url="http://ops:pw-canary-77@jaeger:16686/trace/{trace_id}",
     )
     client = app.test_client()
     page = client.get(f"{CONSOLE}/info", headers=AUTH)
@@ -154,4 +156,6 @@ def test_info_shows_versions_and_the_settings_with_secrets_masked(
     config = client.get(f"{CONSOLE}/info/config.json", headers=AUTH).get_json()
     assert config["OBSERVE_AUTH_TOKEN"] == "<set>"
     assert config["OBSERVE_SENTRY_DSN"] == "<set>"
+    assert config["OBSERVE_LOGVIEWER_TRACE_URL"] == "http://ops:<set>@jaeger:16686/trace/{trace_id}"
+    assert b"pw-canary-77" not in page.data
     assert "console" in config["features_on"]

@@ -20,7 +20,6 @@ from flask_observe.metrics import Metrics
 from flask_observe.slo import ErrorBudgets
 from flask_observe.state import current_state
 from sample_app import create_app, observe
-from sample_app.monitoring import record_queue_depth
 from sample_app.platform import create_platform_app
 
 from .conftest import REQUIRE_SERVICES, LiveServer
@@ -56,7 +55,7 @@ def test_promtool_checks_the_shipped_rule_files() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 32 rules found" in result.stdout
+    assert "SUCCESS: 33 rules found" in result.stdout
 
 
 @pytest.mark.realtime
@@ -107,13 +106,15 @@ def exported_names(tmp_path: Path) -> set[str]:
                 "OBSERVE_LOG_STDOUT": False,
                 "OBSERVE_LOG_DIR": str(tmp_path / "logs"),
                 "OBSERVE_SLOW_QUERY_MS": 0,
+                # Alerting on (a channel), so its counters are exported as in production.
+                "OBSERVE_ALERT_CHANNELS": [{"type": "webhook", "url": "http://127.0.0.1:9/x"}],
+                "OBSERVE_ALERT_ALLOW_HTTP": True,
+                "OBSERVE_ALERT_ALLOW_HOSTS": ["127.0.0.1"],
             }
         )
         try:
             app.test_client_class = ReadingClient
             app.test_client().post("/api/scrapes")
-            with app.app_context():
-                record_queue_depth(0)  # Celery mode's gauge
             state = current_state(app)
             assert state.get(MemoryWatch) is not None
             assert state.get(ErrorBudgets) is not None

@@ -201,6 +201,27 @@ def test_exception_propagates_in_testing_mode(app: Flask) -> None:
         Client(app).get("/id")
 
 
+def test_a_view_exception_flask_re_raises_keeps_its_route(
+    make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    """In testing mode the view's exception leaves the app before any response starts; the
+    access line (and the metrics) still name the matched route, not ``null``."""
+    app = make_app("reraised", log_stdout=False)
+    app.testing = True
+
+    @app.get("/boom/<int:n>")
+    def boom(n: int) -> str:
+        raise ValueError("visible to the test")
+
+    with (
+        caplog.at_level(logging.INFO, logger="flask_observe.access"),
+        pytest.raises(ValueError, match="visible to the test"),
+    ):
+        app.test_client().get("/boom/1")
+    (line,) = [r for r in caplog.records if r.name == "flask_observe.access"]
+    assert (line.route, line.status) == ("/boom/<int:n>", 500)
+
+
 def test_id_is_unbound_after_the_request(app: Flask) -> None:
     """get_correlation_id() is None again once the request is over, even if unread."""
     client = app.test_client()

@@ -76,13 +76,21 @@ def test_worker_logs_carry_the_publishing_requests_id(
         module.observe.shutdown(module.app)
 
 
-def test_publish_outside_a_request_adds_no_header() -> None:
-    """Without a bound ID, the publish hook leaves the headers alone."""
-    from flask_observe.correlation.celery import _on_publish
+def test_publish_outside_a_request_adds_no_id_but_the_publish_time() -> None:
+    """Without a bound ID, the publish hook adds no correlation header; the publish time
+    (for the worker's queue-wait metric) is always added, and an existing one is kept."""
+    import time
+
+    from flask_observe.correlation.celery import PUBLISHED_AT, _on_publish
 
     headers: dict[str, Any] = {}
+    before = time.time()
     _on_publish(headers=headers)
-    assert headers == {}
+    assert list(headers) == [PUBLISHED_AT]
+    assert before <= headers[PUBLISHED_AT] <= time.time()
+    kept = {PUBLISHED_AT: 12.5}
+    _on_publish(headers=kept)
+    assert kept == {PUBLISHED_AT: 12.5}
 
 
 def test_prerun_rejects_unsafe_header_and_postrun_unbinds() -> None:
@@ -137,6 +145,7 @@ def test_receivers_stay_while_an_app_uses_them_and_go_with_the_last(
             signals.before_task_publish.send(sender="task", headers=headers)
         finally:
             reset_correlation_id(token)
+        headers.pop("observe_published_at", None)  # (test_publish_outside_a_request_…)
         return headers
 
     def keeps_logging() -> bool:

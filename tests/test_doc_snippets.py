@@ -313,6 +313,23 @@ def check_own_metric(ns: dict[str, Any], ctx: Context) -> None:
     assert 'scraper_accounts_scraped_total{platform="twitter",status="ok"} 1.0' in text
 
 
+def check_timed_operation(ns: dict[str, Any], ctx: Context) -> None:
+    """The page's runs are on /metrics as it says: one success and one failure of
+    scrape_account (platform label from the call), a marked failure of export_batch, and the
+    streaks."""
+    app = ctx.observed(ns["app"])
+    text = _get(app, "/metrics").get_data(as_text=True)
+    for line in (
+        'scrape_account_total{outcome="success",platform="twitter"} 1.0',
+        'scrape_account_total{outcome="failure",platform="twitter"} 1.0',
+        'scrape_account_duration_seconds_count{outcome="failure",platform="twitter"} 1.0',
+        'export_batch_total{outcome="failure"} 1.0',
+        'operation_consecutive_failures{operation="scrape_account"} 1.0',
+        'operation_consecutive_failures{operation="export_batch"} 1.0',
+    ):
+        assert line in text, line
+
+
 def check_alert_channels(ns: dict[str, Any], ctx: Context) -> None:
     """The three channels of the example pass start-up validation, in order, with the secrets
     taken from the environment."""
@@ -422,6 +439,7 @@ CHECKS: dict[str, Callable[[dict[str, Any], Context], None]] = {
     "readme_hello": check_readme_hello,
     "app_factory": check_app_factory,
     "own_metric": check_own_metric,
+    "timed_operation": check_timed_operation,
     "alert_channels": check_alert_channels,
     "alert_rules": check_alert_rules,
     "alertmanager_channel": check_alertmanager_channel,

@@ -46,8 +46,6 @@ HTTP_ERROR_PANELS = {
 }
 #: Panels counting failing checks and open breakers: 0 while none fails or is open.
 STATE_ERROR_PANELS = {"Failing health checks", "Open circuit breakers"}
-#: The scraper's panels that have no data outside Celery mode (the test runs without a broker).
-CELERY_ONLY = {"Celery queue depth"}
 #: The dashboards' default time range (now-6h) as Grafana turns it into variables; the test's
 #: Prometheus scrapes every second (its data source's scrape interval, ``timeInterval``).
 SCRAPE_SECONDS = 1
@@ -499,9 +497,9 @@ def test_every_panel_query_is_valid_promql_with_data_and_errors_read_zero(
     healthy, every library panel query answers ``success`` with data and every error panel
     reads exactly 0 on every series; after requests that fail with 500, the 5xx panels show
     them while the demo platform, which had no error, still reads 0 (not "No data"). Every
-    scraper panel query is valid and (but for the Celery queue, empty without a broker) has
-    data. A job or instance that matches nothing leaves every panel empty: each query is
-    scoped by both."""
+    scraper panel query is valid and has data (the Celery queue is the library's panel now,
+    0 without a worker). A job or instance that matches nothing leaves every panel empty: each
+    query is scoped by both."""
     prom: Prometheus = scraped["prometheus"]
     library, scraper = load(LIBRARY), load(SCRAPER)
     titles = {p["title"] for p in panels(library)}
@@ -561,8 +559,7 @@ def test_every_panel_query_is_valid_promql_with_data_and_errors_read_zero(
 
     business = evaluate(prom, scraper, all_of(prom, scraper))
     for (title, ref), result in business.items():
-        if title not in CELERY_ONLY:
-            assert result, (title, ref)
+        assert result, (title, ref)
 
     for dashboard in (library, scraper):
         every = all_of(prom, dashboard)

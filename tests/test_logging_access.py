@@ -170,6 +170,53 @@ def test_access_log_fast_path_writes_the_same_line_as_the_slow_path(
     assert (slow["correlation_id"], fast["correlation_id"]) == ("slow", "fast")
 
 
+def test_remembered_sinks_follow_handlers_filters_and_levels_added_later() -> None:
+    """The access log remembers where its line goes only while nothing on the way changed:
+    a handler, a filter, a level or a formatter set later is seen by the very next line."""
+    from flask_observe.logging.access import _Sinks
+    from flask_observe.logging.formatter import ObserveFormatter
+
+    parent = logging.Logger("sinks-test")
+    child = logging.Logger("sinks-test.access")
+    child.parent = parent
+    parent.propagate = False
+
+    class Ours(logging.Handler):
+        def write_line(self, line: str, created: float) -> None:
+            """A direct sink."""
+
+    ours = Ours()
+    ours.setFormatter(ObserveFormatter("svc"))
+    parent.addHandler(ours)
+    sinks = _Sinks(child)
+    first = sinks(logging.INFO)
+    assert first is not None
+    assert [formatter for _, formatter, _ in first] == [ours.formatter]
+    assert sinks(logging.INFO) is first  # nothing changed: remembered
+    foreign = logging.NullHandler()
+    parent.addHandler(foreign)
+    assert sinks(logging.INFO) is None  # someone else listens: the stdlib path
+    parent.removeHandler(foreign)
+    assert sinks(logging.INFO) is not None
+    child.addFilter(lambda record: True)
+    assert sinks(logging.INFO) is None
+    child.filters.clear()
+    ours.setLevel(logging.WARNING)
+    assert sinks(logging.INFO) == ()  # our handler no longer takes INFO
+    ours.setLevel(logging.NOTSET)
+    ours.addFilter(lambda record: True)
+    assert sinks(logging.INFO) is None
+    ours.filters.clear()
+    ours.setFormatter(logging.Formatter())
+    assert sinks(logging.INFO) is None  # not our formatter: the stdlib path formats it
+    ours.setFormatter(ObserveFormatter("svc"))
+    assert sinks(logging.INFO) is not None
+    between = logging.Logger("sinks-test.between")
+    between.parent, child.parent = parent, between
+    between.addHandler(logging.NullHandler())
+    assert sinks(logging.INFO) is None  # a new logger on the way, with a handler of its own
+
+
 def test_access_log_respects_logger_level(make_app: Callable[..., Flask], tmp_path: Path) -> None:
     """Setting flask_observe.access to WARNING keeps only 4xx/5xx access lines."""
     app = make_app(

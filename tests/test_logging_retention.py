@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import json
 import logging
 import os
 import resource
@@ -452,3 +453,124 @@ def test_signals_and_limits_are_available() -> None:
     """The short-write tests need RLIMIT_FSIZE and SIGXFSZ (Linux has both)."""
     assert hasattr(resource, "RLIMIT_FSIZE")
     assert hasattr(signal, "SIGXFSZ")
+
+
+# -- errors kept longer than the rest (OBSERVE_LOG_RETENTION_ERROR_DAYS) --------------------
+
+DAY = 86400.0
+
+
+def _write_day(handler: RotatingFileHandler, day: int, start: float, clock: ManualClock) -> None:
+    """A day of lines (info, warning, error, critical), then a rotation (the clock moved on a
+    little: the rotated file's real modification time must be behind it to be compressed)."""
+    formatter = ObserveFormatter("svc")
+    created = start + day * DAY
+    for i, level in enumerate(["info", "warning", "error", "info", "critical", "debug"]):
+        line = formatter.format_fields(created + i, level, "app", f"day {day} line {i}", {})
+        handler.write_line(line, created + i)
+    handler.rotate(created + 10)
+    clock.advance(2)
+    handler.maintain()
+    assert handler.wait_idle(10)
+
+
+def test_errors_outlive_the_rest_of_a_file_and_go_at_their_own_age(
+    make_handler: Callable[..., RotatingFileHandler], tmp_path: Path, clock: ManualClock
+) -> None:
+    """Retention 30 days, errors 90 (the clock moved by hand, file times set as written): a
+    file past 30 days keeps only its error and critical lines, as ``….errors.log.gz`` with its
+    modification time; a younger one stays whole; at 90 days the errors go too. Pruned files
+    do not count against the file limit (1 here: without that the old one would go)."""
+    handler = make_handler(retention=RetentionPolicy(30, 1, 0, HOUR, 90))
+    for day in (0, 40):
+        _write_day(handler, day, clock.time() - 50 * DAY, clock)
+    now = clock.time()
+    files = rotated_files(tmp_path, "app.log")
+    assert len(files) == 2
+    for path, age in zip(files, (45, 5), strict=True):
+        os.utime(path, (now - age * DAY, now - age * DAY))
+    handler.apply_retention()
+    first, second = rotated_files(tmp_path, "app.log")
+    assert first.name.endswith(".errors.log.gz")
+    assert not second.name.endswith(".errors.log.gz")
+    kept = [json.loads(x) for x in gzip.decompress(first.read_bytes()).splitlines()]
+    assert [(r["level"], r["message"]) for r in kept] == [
+        ("error", "day 0 line 2"),
+        ("critical", "day 0 line 4"),
+    ]
+    assert first.stat().st_mtime == pytest.approx(now - 45 * DAY)
+    assert len(gzip.decompress(second.read_bytes()).splitlines()) == 6
+    # 30 days on: the second (35 days old) is pruned too; the first (75) is still kept.
+    clock.advance(30 * DAY)
+    handler.apply_retention()
+    names = [p.name for p in rotated_files(tmp_path, "app.log")]
+    assert len(names) == 2
+    assert all(n.endswith(".errors.log.gz") for n in names)
+    clock.advance(16 * DAY)  # the first is 91 days old
+    handler.apply_retention()
+    (left,) = rotated_files(tmp_path, "app.log")
+    assert left.name == names[1]
+
+
+def test_without_error_retention_a_file_goes_whole_at_its_age(
+    make_handler: Callable[..., RotatingFileHandler], tmp_path: Path, clock: ManualClock
+) -> None:
+    start = clock.time()
+    handler = make_handler(retention=RetentionPolicy(30, 0, 0, HOUR))
+    _write_day(handler, 0, start - 40 * DAY, clock)
+    (path,) = rotated_files(tmp_path, "app.log")
+    os.utime(path, (start - 40 * DAY, start - 40 * DAY))
+    handler.apply_retention()
+    assert rotated_files(tmp_path, "app.log") == []
+
+
+def test_error_days_must_be_longer_than_the_retention(make_app: Callable[..., Flask]) -> None:
+    with pytest.raises(ConfigError, match="OBSERVE_LOG_RETENTION_ERROR_DAYS"):
+        make_app(log_stdout=False, log_retention_days=30, log_retention_error_days=20)
+    with pytest.raises(ConfigError, match="must not be 0"):
+        make_app(log_stdout=False, log_retention_days=0, log_retention_error_days=20)
+
+
+def test_the_log_viewer_searches_pruned_files_with_the_rest_as_one_log(
+    make_handler: Callable[..., RotatingFileHandler], tmp_path: Path, clock: ManualClock
+) -> None:
+    """After pruning, a search of every level, oldest first, returns the old file's errors
+    then the recent file's lines, in time order, from one stream; a level filter finds the
+    old errors next to the new ones."""
+    from flask_observe.logviewer.query import parse_query
+    from flask_observe.logviewer.search import Limits, run_search
+    from flask_observe.logviewer.signing import Signer
+    from flask_observe.logviewer.store import LogStore
+
+    start = clock.time()
+    handler = make_handler(retention=RetentionPolicy(30, 0, 0, HOUR, 90))
+    for day in (0, 40):
+        _write_day(handler, day, start - 45 * DAY, clock)
+    for path, day in zip(rotated_files(tmp_path, "app.log"), (0, 40), strict=True):
+        written = start - 45 * DAY + day * DAY + 10
+        os.utime(path, (written, written))
+    handler.apply_retention()
+    assert rotated_files(tmp_path, "app.log")[0].name.endswith(".errors.log.gz")
+    signer = Signer(b"retention-test-key-0123456789abc", "token")
+    store = LogStore(tmp_path, ("app.log",))
+    assert {f.stream for f in store.files()} == {"app.log"}
+
+    def search(**args: str) -> list[str]:
+        query = parse_query(
+            {k: [v] for k, v in {"order": "oldest", **args}.items()},
+            max_results=1000,
+            max_pattern_length=256,
+            signer=signer,
+            now=clock.time(),
+        )
+        page = run_search(store, query, Limits(), signer=signer)
+        return [r["record"]["message"] for r in page.results]
+
+    everything = search(since="60d")
+    assert everything == ["day 0 line 2", "day 0 line 4"] + [f"day 40 line {i}" for i in range(6)]
+    assert search(level="error", since="60d") == [
+        "day 0 line 2",
+        "day 0 line 4",
+        "day 40 line 2",
+        "day 40 line 4",
+    ]

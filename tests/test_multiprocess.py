@@ -200,3 +200,37 @@ def test_wipe_removes_metric_files_only(tmp_path: Path) -> None:
     assert (tmp_path / "data" / "counter_1.db").exists()
     multiprocess.wipe(str(tmp_path / "new" / "dir"))
     assert (tmp_path / "new" / "dir").is_dir()
+
+
+def test_workers_cpu_seconds_add_up_across_workers_and_recycles(gunicorn: callable) -> None:  # type: ignore[valid-type]
+    """Under gunicorn (no ProcessCollector there) every scrape shows the CPU seconds of every
+    worker, recycled ones included: the total only grows, and grows by at least the CPU the
+    requests burned; ``app_info`` is 1 once, whatever the number of workers."""
+    server = gunicorn("--max-requests", "20")
+    cpu = ("flask_observe_workers_cpu_seconds_total", ())
+    before = scrape(server.url).get(cpu, 0.0)
+    session = requests.Session()
+    seen = [before]
+    for _ in range(6):
+        for _ in range(10):
+            assert session.get(server.url + "/burn?seconds=0.05", timeout=10).status_code == 200
+        session.close()
+        seen.append(scrape(server.url)[cpu])
+    time.sleep(1.0)  # the master reaps the recycled workers and merges their files
+    seen.append(scrape(server.url)[cpu])
+    assert seen == sorted(seen), seen
+    # 60 requests each burning 50 ms of CPU in the workers.
+    assert seen[-1] - before >= 60 * 0.05 * 0.8, seen
+    info = [k for k in scrape(server.url) if k[0] == "app_info"]
+    assert len(info) == 1
+    labels = dict(info[0][1])
+    assert labels["service"] == "mp-app"
+    assert set(labels) == {
+        "service",
+        "version",
+        "environment",
+        "flask_observe_version",
+        "flask_version",
+        "python_version",
+    }
+    assert scrape(server.url)[info[0]] == 1

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -197,7 +198,7 @@ def test_sigterm_exits_within_the_shared_deadline_with_a_hung_collector(tmp_path
                 for _ in range(300):
                     assert session.get(f"{url}/work", timeout=5).status_code == 200
             assert wait_for(lambda: hung.accepted >= 1, 10)
-            started = time.monotonic()
+            started, signalled_at = time.monotonic(), time.time()
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
             elapsed = time.monotonic() - started
@@ -206,6 +207,16 @@ def test_sigterm_exits_within_the_shared_deadline_with_a_hung_collector(tmp_path
                 proc.kill()
     output = proc.stdout.read() if proc.stdout else ""
     assert proc.returncode == 0, output
-    assert elapsed <= EXIT_BUDGET, f"exit took {elapsed:.2f} s\n{output[-2000:]}"
-    messages = [line["message"] for line in read_json_lines(tmp_path / "app.log")]
+    lines = read_json_lines(tmp_path / "app.log")
+    messages = [line["message"] for line in lines]
     assert any("log lines were not exported" in m for m in messages), messages[-10:]
+    # The flushes gave up at the shared deadline: what they could not send is said within 2 s
+    # of the signal (the process's own clock, before the interpreter's teardown).
+    said = [
+        datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp()
+        for line in lines
+        if "not exported" in line["message"]
+    ]
+    assert max(said) - signalled_at <= 2.0 + 0.3, f"said after {max(said) - signalled_at:.2f} s"
+    # Then the teardown, which a loaded machine slows (C-level finalization, 0.2-3 s).
+    assert elapsed <= EXIT_BUDGET + 1.5, f"exit took {elapsed:.2f} s\n{output[-2000:]}"

@@ -7,6 +7,10 @@ their parameters, the records they read (``(key, value, timestamp, position)``),
 file-name convention (``<kind>_<pid>.db``, ``gauge_<mode>_<pid>.db``) under which the public
 ``MultiProcessCollector`` reads what the merge writes. setup.cfg bounds prometheus_client to the
 releases these tests passed on; raise the bound only after running them on the new release.
+
+The request metrics (``flask_observe.metrics.http``) also record through a child's private
+values (``_value``, ``_sum``, ``_upper_bounds``, ``_buckets``) where they have that shape, and
+must write exactly what the public ``inc()`` and ``observe()`` write.
 """
 
 from __future__ import annotations
@@ -130,3 +134,55 @@ def test_a_real_workers_files_merge_into_archives_the_collector_reads(tmp_path: 
     merged = sorted(p.name for p in directory.glob("*.db"))
     assert merged == ["counter_archive.db", "gauge_max_archive.db", "histogram_archive.db"]
     assert _samples(directory) == before
+
+
+def _http_samples(registry: CollectorRegistry) -> list[tuple[str, dict[str, str], float, Any]]:
+    return [
+        (
+            sample.name,
+            sample.labels,
+            sample.value,
+            None if sample.exemplar is None else (sample.exemplar.labels, sample.exemplar.value),
+        )
+        for family in registry.collect()
+        for sample in family.samples
+        if not sample.name.endswith("_created") and not sample.name.startswith("http_requests_in")
+    ]
+
+
+def test_request_metrics_write_through_the_private_values_what_the_public_calls_write() -> None:
+    """The same requests recorded by ``HttpMetrics`` (through the children's private values)
+    and by ``Counter.inc()`` / ``Histogram.observe(amount, exemplar)`` on metrics of the same
+    names give the same samples: counts, sums, every bucket (on a bound, between, above the
+    last finite one) and the exemplars."""
+    from prometheus_client import Counter, Histogram
+
+    from flask_observe.hooks import RequestRecord
+    from flask_observe.metrics.http import HttpMetrics
+
+    buckets = (0.005, 0.05, 0.5, 5.0)
+    fast_registry, public_registry = CollectorRegistry(), CollectorRegistry()
+    fast = HttpMetrics(fast_registry, buckets, exemplars=True)
+    labels = ("method", "route", "status")
+    requests = Counter("http_requests", "x", labels, registry=public_registry)
+    duration = Histogram(
+        "http_request_duration_seconds",
+        "x",
+        labels[:2],
+        buckets=buckets,
+        registry=public_registry,
+    )
+    trace = "0af7651916cd43dd8448eb211c80319c"
+    cases = [(0.0, None), (0.005, trace), (0.02, None), (0.5, trace), (7.5, trace), (0.0049, None)]
+    for seconds, trace_id in cases:
+        record = RequestRecord({"REQUEST_METHOD": "GET", "PATH_INFO": "/users/1"}, None)
+        record.route, record.status, record.duration = "/users/<int:id>", 200, seconds
+        record.trace_id = trace_id
+        fast.on_start(record)
+        fast.on_finish(record)
+        requests.labels("GET", "/users/<int:id>", "200").inc()
+        child = duration.labels("GET", "/users/<int:id>")
+        child.observe(seconds, {"trace_id": trace_id} if trace_id else None)
+    (recorders,) = fast._children.values()
+    assert recorders[2] is not None, "the private shape was not recognised: the public calls ran"
+    assert _http_samples(fast_registry) == _http_samples(public_registry)

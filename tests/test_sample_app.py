@@ -653,7 +653,9 @@ def test_business_metrics_on_metrics_endpoint(make_scraper: Callable[..., Flask]
     assert 'scraper_accounts_scraped_total{platform="instagram",status="failed"} 1.0' in text
     assert "scraper_last_success_timestamp_seconds " in text
     assert 'scraper_followers{handle="nasa",platform="twitter"}' in text
-    assert 'scraper_scrape_duration_seconds_count{platform="youtube"} 1.0' in text
+    assert 'scraper_scrape_duration_seconds_count{outcome="success",platform="youtube"} 1.0' in text
+    assert 'scraper_scrape_total{outcome="failure",platform="instagram"} 1.0' in text
+    assert 'operation_consecutive_failures{operation="scraper_scrape"}' in text
     assert 'http_requests_total{method="POST",route="/api/scrapes",status="201"} 1.0' in text
 
 

@@ -701,7 +701,13 @@ def test_sample_scrape_is_one_trace_across_scraper_db_and_platform(
 
     calls = [s for s in trace if s["kind"] == "CLIENT" and s["name"] == "GET"]
     assert len(calls) == len(DEMO_ACCOUNTS)
-    assert all(s["parent_span_id"] == root["span_id"] for s in calls)
+    # Each account's scrape is timed (flask_observe.timed): a span under the request's, the
+    # platform call under it; the account the platform does not know is the one in error.
+    scrapes = [s for s in trace if s["name"] == "scraper_scrape"]
+    assert len(scrapes) == len(DEMO_ACCOUNTS)
+    assert all(s["parent_span_id"] == root["span_id"] for s in scrapes)
+    assert all(s["parent_span_id"] in {x["span_id"] for x in scrapes} for s in calls)
+    assert sorted(s["status"] for s in scrapes) == [0] * (len(DEMO_ACCOUNTS) - 1) + [2]
     platform_servers = [s for s in trace if s["kind"] == "SERVER" and s is not root]
     assert len(platform_servers) == len(DEMO_ACCOUNTS)
     call_ids = {s["span_id"] for s in calls}

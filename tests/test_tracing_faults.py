@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -383,7 +384,7 @@ def test_gunicorn_workers_exit_promptly_with_a_hung_collector_and_sentry(tmp_pat
                 path = "/fail" if i % 12 == 0 else "/work"
                 requests.get(f"{url}{path}", timeout=5, headers={"Connection": "close"})
             assert wait_for(lambda: hung.accepted >= 2, 5), "the exporters never reached the peer"
-            started = time.monotonic()
+            started, signalled_at = time.monotonic(), time.time()
             proc.send_signal(signal.SIGTERM)
             psutil.wait_procs(workers, timeout=30)
             workers_exited = time.monotonic() - started
@@ -394,13 +395,20 @@ def test_gunicorn_workers_exit_promptly_with_a_hung_collector_and_sentry(tmp_pat
                 proc.kill()
         output = proc.stdout.read() if proc.stdout else ""
     assert proc.returncode == 0, output[-2000:]
-    # gunicorn's own worker shutdown (its event loop notices the signal) comes on top.
-    assert workers_exited <= EXIT_BUDGET + 0.5, f"workers: {workers_exited:.2f} s\n{output[-2000:]}"
-    assert elapsed <= EXIT_BUDGET + 1.5, f"master: {elapsed:.2f} s\n{output[-2000:]}"
     reports = [
         x for x in read_json_lines(tmp_path / "app.log") if "were not exported" in x["message"]
     ]
     assert reports, "no worker said spans were pending"
+    # The flushes gave up at the shared deadline: each worker says so within 2 s of the signal
+    # (its own clock, written before the interpreter's teardown, which a loaded machine slows).
+    for report in reports:
+        said = datetime.fromisoformat(report["timestamp"].replace("Z", "+00:00")).timestamp()
+        assert said - signalled_at <= 2.0 + 0.3, f"said after {said - signalled_at:.2f} s"
+    # Then the teardown and gunicorn's own worker shutdown (its event loop notices the signal):
+    # measured 2.2-2.6 s in all at load 4-5, 3.5-4.9 s with two CPU hogs or other test suites
+    # running beside it (the teardown is CPU-bound: it shares the cores).
+    assert workers_exited <= EXIT_BUDGET + 2.5, f"workers: {workers_exited:.2f} s\n{output[-2000:]}"
+    assert elapsed <= EXIT_BUDGET + 3.5, f"master: {elapsed:.2f} s\n{output[-2000:]}"
 
 
 def test_sentry_receiver_peer_is_reachable_from_a_server_process(tmp_path: Path) -> None:

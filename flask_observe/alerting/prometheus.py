@@ -56,6 +56,8 @@ class RulesSpec:
     memory_growth_mb_per_hour: float = 100.0
     disk_free: float = 0.05
     slow_queries_per_second: float = 0.1
+    #: Failures in a row of a timed operation (``operation_consecutive_failures``).
+    operation_failures: int = 5
     budget_warn: float = 0.1
     runbook_base: str = DEFAULT_RUNBOOK_BASE
 
@@ -307,6 +309,14 @@ def _app_alerts(spec: RulesSpec, sel: str) -> list[tuple[str, str, str, str, str
             "10m",
             "warning",
             "{{ $labels.job }}: {{ $value | humanize }} slow SQL queries per second",
+        ),
+        (
+            "FlaskObserveOperationFailing",
+            f"max by (job, operation) (operation_consecutive_failures{{{sel}}})"
+            f" >= {spec.operation_failures:d}",
+            "1m",
+            "error",
+            "{{ $labels.job }}: {{ $labels.operation }} failed {{ $value }} times in a row",
         ),
     ]
     if spec.availability or spec.latency:

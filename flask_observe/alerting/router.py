@@ -58,6 +58,10 @@ class AlertRouter:
     :param hold_size: alerts kept per channel while its receiver throttles it (429); beyond,
         the least important are dropped and counted (:attr:`held_dropped`).
     :param clock: what windows, retries and throttling are measured on.
+    :param on_event: called with ``(event, alert, channel name)`` for each ``fired`` (an alert
+        raised firing; channel ``""``), ``sent``, ``failed`` (not delivered) and ``dropped``
+        (queue full: channel ``"<queue>"``; a throttled channel's hold full) — the alerting
+        counters of the metrics; exceptions in it are logged, never raised.
     """
 
     def __init__(
@@ -72,8 +76,10 @@ class AlertRouter:
         backoff: Sequence[float] = _BACKOFF,
         hold_size: int = 100,
         clock: Clock = SYSTEM,
+        on_event: Callable[[str, Alert, str], object] | None = None,
     ) -> None:
         self.channels = list(channels)
+        self._on_event = on_event
         self._backoff = tuple(backoff)
         self.clock = clock
         self.store: DecisionStore = store or MemoryStore(clock)
@@ -135,15 +141,27 @@ class AlertRouter:
             return False
         if not alert.service and self.service:
             alert = replace(alert, service=self.service)
+        if alert.status == FIRING:
+            self._event("fired", alert, "")
         self._ensure_thread()
         try:
             self._queue.put_nowait(alert)
         except queue.Full:
             self._failures("alert queue full: an alert was dropped")
             self._tell("dropped", alert, None, "the alert queue is full")
+            self._event("dropped", alert, "<queue>")
             return False
         self._tell("queued", alert)
         return True
+
+    def _event(self, event: str, alert: Alert, channel: str) -> None:
+        on_event = self._on_event
+        if on_event is None:
+            return
+        try:
+            on_event(event, alert, channel)
+        except Exception:
+            self._failures("counting alerts")
 
     def _ensure_thread(self) -> None:
         pid = os.getpid()
@@ -292,6 +310,7 @@ class AlertRouter:
                     extra={"alert": alert.name, "channel": channel.name, "attempts": attempt},
                 )
                 self._tell("failed", alert, channel.name, f"{exc} (after {attempt} attempts)")
+                self._event("failed", alert, channel.name)
                 return
             logger.warning(
                 "alert delivery failed, will retry: %s",
@@ -305,9 +324,11 @@ class AlertRouter:
         except Exception as exc:
             self._failures(f"alert channel {channel.name}")
             self._tell("failed", alert, channel.name, f"{type(exc).__name__}: {exc}")
+            self._event("failed", alert, channel.name)
             return
         self.sent += 1
         self._tell("sent", alert, channel.name)
+        self._event("sent", alert, channel.name)
         logger.info(
             "alert sent",
             extra={"alert": alert.name, "status": alert.status, "channel": channel.name},
@@ -379,6 +400,7 @@ class AlertRouter:
             self.sent += 1
             if news:
                 self._tell("sent", alert, channel.name)
+            self._event("sent", alert, channel.name)
             logger.log(
                 logging.INFO if news else logging.DEBUG,
                 "alert sent" if news else "alert sent again (still firing)",
@@ -400,6 +422,7 @@ class AlertRouter:
             return
         self.held_dropped[name] += 1
         self._tell("dropped", dropped, name, "its channel is throttled and its hold is full")
+        self._event("dropped", dropped, name)
         extra = {"alert": dropped.name, "channel": name, "dropped": sum(hold.dropped.values())}
         now = self.clock.monotonic()
         if now - self._drop_logged.get(name, -_DROP_LOG_INTERVAL) >= _DROP_LOG_INTERVAL:

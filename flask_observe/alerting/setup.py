@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -40,6 +40,35 @@ def _check(plan: Plan) -> None:
         _optional.require("redis", "redis", "OBSERVE_ALERT_REDIS_URL")
 
 
+def _alert_counters(metrics: Any) -> Any:
+    """``flask_observe_alerts_{fired,sent,failed,dropped}_total``: what the router did."""
+    if metrics is None:
+        return None
+    fired = metrics.counter(
+        "flask_observe_alerts_fired_total", "Alerts raised firing, by severity.", ["severity"]
+    )
+    by_channel = {
+        event: metrics.counter(
+            f"flask_observe_alerts_{event}_total",
+            f"Alert notifications {text}, by channel.",
+            ["channel"],
+        )
+        for event, text in (
+            ("sent", "delivered"),
+            ("failed", "not delivered (attempts used up, or the channel broke)"),
+            ("dropped", "dropped (queue full: channel <queue>; a throttled channel's hold full)"),
+        )
+    }
+
+    def count(event: str, alert: Any, channel: str) -> None:
+        if event == "fired":
+            fired.labels(alert.severity).inc()
+        else:
+            by_channel[event].labels(channel).inc()
+
+    return count
+
+
 def _setup(wiring: Wiring) -> None:
     from ..breakers.registry import BreakerRegistry
     from ..diagnostics.memory import MemoryWatch
@@ -69,6 +98,7 @@ def _setup(wiring: Wiring) -> None:
         cooldown=settings.alert_cooldown_seconds,
         queue_size=settings.alert_queue_size,
         hold_size=settings.alert_hold_size,
+        on_event=_alert_counters(wiring.get(Metrics)),
     )
     wiring.provide(router)
     wiring.on_close(router.close)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import threading
@@ -45,6 +46,16 @@ LIBRARIES = (
 )
 #: Variables deployment tools set to the revision being run.
 REVISION_VARS = ("GIT_COMMIT", "GIT_SHA", "SOURCE_VERSION", "COMMIT_SHA", "REVISION")
+
+
+#: A password in a URL (``scheme://user:password@host``): shown as ``<set>`` as well.
+_URL_PASSWORD = re.compile(r"(://[^/\s:@]+:)[^/\s@]+(@)")
+
+
+def masked(config: dict[str, Any]) -> dict[str, Any]:
+    """``flask observe config``'s settings, with passwords in URLs hidden too."""
+    text = json.dumps(config, default=str)
+    return json.loads(_URL_PASSWORD.sub(r"\1<set>\2", text))  # type: ignore[no-any-return]
 
 
 def library_versions() -> list[tuple[str, str]]:
@@ -97,9 +108,9 @@ def pages(wiring: Wiring, console: Console) -> list[Page]:
     def info(rest: str) -> ResponseReturnValue:
         if rest not in ("", "config.json"):
             abort(404)
-        config = effective_config(state)
+        config = masked(effective_config(state))
         if rest == "config.json":
-            return console.json(json.loads(json.dumps(config, default=str)))
+            return console.json(config)
         known = facts()
         settings = [
             (name, json.dumps(value, default=str))

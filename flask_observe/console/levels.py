@@ -53,7 +53,27 @@ def _is_master(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return any(name in cmdline for name in _MASTERS)
+    return _names_a_master(cmdline.split(b"\0"))
+
+
+def _names_a_master(argv: list[bytes]) -> bool:
+    """Whether a command line runs gunicorn or uWSGI: its program (``gunicorn``, ``uwsgi``),
+    or the script or ``-m`` module a Python runs; not a mention anywhere in its arguments
+    (``timeout 60 python -m pytest tests/test_gunicorn.py`` is no master)."""
+    program = [arg for arg in argv if arg][:1]
+    if not program:
+        return False
+    names = [os.path.basename(program[0])]
+    if names[0].startswith(b"python"):
+        rest = argv[1:]
+        for i, arg in enumerate(rest):
+            if arg == b"-m" and i + 1 < len(rest):
+                names.append(rest[i + 1])
+                break
+            if not arg.startswith(b"-"):
+                names.append(os.path.basename(arg))
+                break
+    return any(name.startswith(master) for name in names for master in _MASTERS)
 
 
 def boot_id() -> str:

@@ -65,7 +65,8 @@ _INSERT = """INSERT INTO traces (trace_id, name, start_ns, duration_ns, spans, e
     ON CONFLICT(trace_id) DO UPDATE SET
         spans = spans + excluded.spans,
         errors = errors + excluded.errors,
-        data = CASE WHEN spans >= 2000 THEN data ELSE data || x'0a' || excluded.data END,
+        data = CASE WHEN spans >= 2000 THEN data
+            ELSE CAST(data || x'0a' || excluded.data AS BLOB) END,
         start_ns = min(start_ns, excluded.start_ns),
         name = CASE WHEN excluded.has_root OR NOT has_root THEN excluded.name ELSE name END,
         duration_ns = CASE WHEN excluded.has_root THEN excluded.duration_ns
@@ -360,7 +361,8 @@ class SpanStore:
         """The stored spans of one trace, by start time, attributes and events decoded."""
         rows = self.db.read("SELECT data FROM traces WHERE trace_id = ?", (trace_id,))
         out: list[dict[str, Any]] = []
-        lines = rows[0][0].split(b"\n") if rows else []
+        raw = rows[0][0] if rows else b""
+        lines = (raw.encode() if isinstance(raw, str) else raw).split(b"\n") if raw else []
         for line in lines:
             service, pid, *items = orjson.loads(line)
             for item in items:

@@ -1,7 +1,8 @@
 """Celery: tasks published during a request carry its correlation ID; workers bind it.
 
 On publish, the current ID goes into the task message's headers
-(``observe_correlation_id``; Celery's own ``correlation_id`` is the task ID). In the
+(``observe_correlation_id``; Celery's own ``correlation_id`` is the task ID), with the time of
+publishing (``observe_published_at``, Unix seconds: the worker's queue-wait metric). In the
 worker, ``task_prerun`` binds it (validated like an incoming HTTP header; a task without a
 valid one gets a fresh ID) together with ``task_id`` and ``task_name`` as structlog context
 variables, so every log line the task writes carries them; ``task_postrun`` unbinds them.
@@ -14,29 +15,24 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import structlog
 
+from .._celery import HEADER, PUBLISHED_AT, header_value, incoming_id
 from ..context import (
-    MAX_REQUEST_ID_LENGTH_LIMIT,
     get_correlation_id,
-    id_validator,
     new_correlation_id,
     reset_correlation_id,
     set_correlation_id,
 )
 
-__all__ = ["HEADER", "connect", "disconnect"]
+__all__ = ["HEADER", "PUBLISHED_AT", "connect", "disconnect", "header_value", "incoming_id"]
 
 logger = logging.getLogger("flask_observe")
 
-#: Name of the task message header carrying the correlation ID.
-HEADER = "observe_correlation_id"
 _STATE_ATTR = "_flask_observe_bound"
-#: The receivers serve every app of the process: accept what any app may have accepted (its
-#: OBSERVE_REQUEST_ID_MAX_LENGTH is at most this), same characters.
-_is_valid = id_validator(MAX_REQUEST_ID_LENGTH_LIMIT)
 #: Apps using the receivers (all of them, and the one on ``setup_logging``): Celery's signals
 #: are process-wide, so is this count.
 _users = {"tasks": 0, "logging": 0}
@@ -84,28 +80,19 @@ def _keep_logging(**_: Any) -> None:
 
 
 def _on_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    if headers is None:
+        return
+    if PUBLISHED_AT not in headers:
+        headers[PUBLISHED_AT] = time.time()
     correlation_id = get_correlation_id()
-    if correlation_id is not None and headers is not None and HEADER not in headers:
+    if correlation_id is not None and HEADER not in headers:
         headers[HEADER] = correlation_id
-
-
-def _incoming(task: Any) -> str | None:
-    request = getattr(task, "request", None)
-    if request is None:
-        return None
-    value = getattr(request, HEADER, None)
-    if value is None:
-        headers = getattr(request, "headers", None) or {}
-        value = headers.get(HEADER) if isinstance(headers, dict) else None
-    if isinstance(value, str) and _is_valid(value):
-        return value
-    return None
 
 
 def _on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     try:
         # An eagerly run task executes inside the publishing request: keep its ID.
-        correlation_id = _incoming(task) or get_correlation_id() or new_correlation_id()
+        correlation_id = incoming_id(task) or get_correlation_id() or new_correlation_id()
         token = set_correlation_id(correlation_id)
         tokens = structlog.contextvars.bind_contextvars(
             task_id=task_id, task_name=getattr(task, "name", None)

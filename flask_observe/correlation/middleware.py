@@ -14,13 +14,14 @@ caller-supplied byte outside that set reaches a log line or a response header.
 from __future__ import annotations
 
 import logging
+import operator
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .._internal import FailureLog, ReportedErrors, environ_key, mark_reported, request_path
-from ..context import _correlation_id, id_validator, new_correlation_id, reset_correlation_id
+from ..context import _correlation_id, _id_pool, id_validator
 from ..hooks import ENVIRON_KEY, RECORD_KEY, RequestRecord
 
 if TYPE_CHECKING:
@@ -31,6 +32,11 @@ if TYPE_CHECKING:
 __all__ = ["CorrelationMiddleware"]
 
 logger = logging.getLogger("flask_observe")
+
+#: ``new_correlation_id``, without the call through it (once a request).
+_new_id = _id_pool.take
+_first = operator.itemgetter(0)
+_lower = str.lower
 
 
 class CorrelationMiddleware:
@@ -103,7 +109,15 @@ class CorrelationMiddleware:
         correlation_id: str | None = None
         token = None
         if self._ids:
-            correlation_id = self.incoming_id(environ) or new_correlation_id()
+            # incoming_id(), inlined (it runs on every request)
+            is_valid = self._is_valid
+            for key in self._environ_keys:
+                value = environ.get(key)
+                if value is not None and is_valid(value):
+                    correlation_id = str(value)
+                    break
+            else:
+                correlation_id = _new_id()
             environ[ENVIRON_KEY] = correlation_id
             token = _correlation_id.set(correlation_id)
         record = RequestRecord(environ, correlation_id)
@@ -129,7 +143,13 @@ class CorrelationMiddleware:
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Callable[[bytes], object]:
             if id_header is not None:
-                headers[:] = [h for h in headers if h[0].lower() != header_lower]
+                try:
+                    # The names are looked through in C; most responses have no such header.
+                    present = header_lower in map(_lower, map(_first, headers))
+                except TypeError:  # a name that is not a str (PEP 3333 says it is)
+                    present = True
+                if present:
+                    headers[:] = [h for h in headers if h[0].lower() != header_lower]
                 headers.append(id_header)
             try:
                 record.status = int(status[:3])
@@ -161,7 +181,10 @@ class CorrelationMiddleware:
             # handed back (a test client, the server) never sees a stale ID. The body
             # iterator and the finish hook bind it again while they run.
             if token is not None:
-                reset_correlation_id(token)
+                try:  # reset_correlation_id(token), inlined
+                    _correlation_id.reset(token)
+                except ValueError:
+                    _correlation_id.set(None)
         return _ResponseIterable(record, iterable, self._finish)
 
     def _error_response(
@@ -207,21 +230,26 @@ class CorrelationMiddleware:
         record.duration = time.perf_counter() - record.start
         # environ -> record -> environ is a cycle: break it so both go with their last reference.
         record.environ.pop(RECORD_KEY, None)
-        if self._on_finish is None:
+        on_finish = self._on_finish
+        if on_finish is None:
             return
-        if record.correlation_id is None:  # timing only: nothing to bind
+        correlation_id = record.correlation_id
+        if correlation_id is None:  # timing only: nothing to bind
             try:
-                self._on_finish(record)
+                on_finish(record)
             except Exception:
                 self._failures("request finish hook (metrics)")
             return
-        token = _correlation_id.set(record.correlation_id)
+        token = _correlation_id.set(correlation_id)
         try:
-            self._on_finish(record)
+            on_finish(record)
         except Exception:
             self._failures("request finish hook (access log, metrics)")
         finally:
-            reset_correlation_id(token)
+            try:  # reset_correlation_id(token), inlined
+                _correlation_id.reset(token)
+            except ValueError:  # finished in another context (some async servers)
+                _correlation_id.set(None)
 
 
 class _TimedInput:
@@ -345,7 +373,9 @@ class _ResponseIterable:
                 raise
             finally:
                 var.reset(token)
-        self._done()
+        if not self._finished:  # _done(), inlined
+            self._finished = True
+            self._finish(record)
 
     def _done(self) -> None:
         if not self._finished:
@@ -353,19 +383,25 @@ class _ResponseIterable:
             self._finish(self._record)
 
     def close(self) -> None:
-        if self._record.correlation_id is None:
+        close = getattr(self._iterable, "close", None)
+        if close is None:
+            self._done()
+            return
+        correlation_id = self._record.correlation_id
+        if correlation_id is None:
             try:
-                close = getattr(self._iterable, "close", None)
-                if close is not None:
-                    close()
+                close()
             finally:
                 self._done()
             return
-        token = _correlation_id.set(self._record.correlation_id)
+        token = _correlation_id.set(correlation_id)
         try:
-            close = getattr(self._iterable, "close", None)
-            if close is not None:
-                close()
+            close()
         finally:
-            reset_correlation_id(token)
-            self._done()
+            try:  # reset_correlation_id(token), inlined
+                _correlation_id.reset(token)
+            except ValueError:
+                _correlation_id.set(None)
+            if not self._finished:  # _done(), inlined
+                self._finished = True
+                self._finish(self._record)

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from flask import got_request_exception
 from flask.globals import _cv_app, _cv_request
 
 from .. import _optional
@@ -98,15 +99,15 @@ def _install_middleware(wiring: Wiring, settings: CorrelationSettings) -> None:
     app.wsgi_app = middleware  # type: ignore[method-assign]
     wiring.provide(middleware)
     # An exception Flask re-raises (debug mode, PROPAGATE_EXCEPTIONS) leaves the app before
-    # any response starts: the route is noted while its request context is torn down.
-    app.teardown_request(_note_route_on_error)
+    # any response starts: the route is noted when Flask announces the exception, while its
+    # request context is still there. (A signal sent only then, where a teardown function
+    # would cost every request Flask's coroutine check of it.)
+    got_request_exception.connect(_note_route_on_error, app, weak=False)
 
     def unwrap() -> None:
         if app.wsgi_app is middleware:
             app.wsgi_app = original  # type: ignore[method-assign]
-        funcs = app.teardown_request_funcs.get(None, [])
-        if _note_route_on_error in funcs:
-            funcs.remove(_note_route_on_error)
+        got_request_exception.disconnect(_note_route_on_error, app)
 
     wiring.on_close(unwrap)
 
@@ -124,10 +125,12 @@ def _matched_route() -> str | None:
     return rule.rule if rule is not None else None
 
 
-def _note_route_on_error(exc: BaseException | None) -> None:
-    """Teardown of a request that raised: its :class:`RequestRecord` gets the matched route
-    (the request context goes before the middleware sees the exception)."""
-    if exc is None:
+def _note_route_on_error(
+    sender: object, exception: BaseException | None = None, **_: object
+) -> None:
+    """A request raised (``got_request_exception``): its :class:`RequestRecord` gets the
+    matched route (the request context goes before the middleware sees the exception)."""
+    if exception is None:
         return
     ctx = _cv_request.get(None)
     if ctx is None:

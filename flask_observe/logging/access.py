@@ -13,6 +13,7 @@ first bytes of the path when no route matched.
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -56,11 +57,15 @@ class AccessLog:
         self._short = max_field_bytes >> 2
         # The line is written after the app context is gone: name the app explicitly.
         self._identity = identity
+        self._sinks = _Sinks(self.logger)
 
     def __call__(self, record: RequestRecord) -> None:
         environ = record.environ
         path = environ.get("PATH_INFO", "")
-        if self._excluded is not None and self._excluded(path):
+        excluded = record.excluded  # the same shared list: metrics may have checked already
+        if excluded is None:
+            excluded = record.excluded = self._excluded is not None and self._excluded(path)
+        if excluded:
             return
         if not path.isascii():
             path = request_path(environ)
@@ -68,9 +73,7 @@ class AccessLog:
         if len(path) > self._short:
             path = truncate(path, self._limit)
         status = record.status
-        level = (
-            logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
-        )
+        level = _ERROR if status >= 500 else _WARNING if status >= 400 else _INFO
         logger = self.logger
         if not logger.isEnabledFor(level):
             return
@@ -104,7 +107,7 @@ class AccessLog:
         if route is None:
             route = truncate(full_path, _MESSAGE_PATH_BYTES)
         message = f"{method} {route} {status}"
-        sinks = _direct_sinks(logger, level)
+        sinks = self._sinks(level)
         if sinks is None:
             # Someone else listens (a host handler, a filter, pytest's caplog): go through
             # stdlib logging so they see the line.
@@ -116,24 +119,32 @@ class AccessLog:
             return
         created = time.time()
         level_name = _LEVEL_NAMES[level]
-        rendered: dict[int, str] = {}
-        for handler in sinks:
-            write_fields = getattr(handler, "write_fields", None)
-            if write_fields is not None:  # a sink of fields, not of lines (OTLP logs)
-                write_fields(created, level, logger.name, message, fields, self._identity)
+        last_formatter: Any = None
+        text = ""
+        made: dict[str, Any] | None = None
+        field_sinks: list[Any] | None = None
+        for write_fields, formatter, write_line in sinks:
+            if write_fields is not None:  # a sink of fields, not of lines (OTLP logs): last
+                if field_sinks is None:
+                    field_sinks = []
+                field_sinks.append(write_fields)
                 continue
-            formatter = handler.formatter
-            key = id(formatter)
-            text = rendered.get(key)
-            if text is None:
-                text = formatter.format_fields(  # type: ignore[union-attr]
+            if formatter is not last_formatter:  # handlers sharing a formatter share the text
+                out = formatter.line_fields(
                     created, level_name, logger.name, message, fields, self._identity
                 )
-                rendered[key] = text
-            handler.write_line(text, created)  # type: ignore[attr-defined]
+                text = formatter.render(out)
+                last_formatter = formatter
+                if made is None and formatter.renders_json:
+                    made = out  # the JSON line's own fields, for the sinks of fields
+            write_line(text, created)
+        if field_sinks is not None:
+            for write_fields in field_sinks:
+                write_fields(created, level, logger.name, message, fields, self._identity, made)
 
 
-_LEVEL_NAMES = {logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error"}
+_INFO, _WARNING, _ERROR = logging.INFO, logging.WARNING, logging.ERROR
+_LEVEL_NAMES = {_INFO: "info", _WARNING: "warning", _ERROR: "error"}
 
 
 def _direct_sinks(logger: logging.Logger, level: int) -> list[logging.Handler] | None:
@@ -163,3 +174,56 @@ def _direct_sinks(logger: logging.Logger, level: int) -> list[logging.Handler] |
             break
         current = current.parent
     return sinks
+
+
+#: What :func:`_direct_sinks` reads of each logger on the way, and of each of their handlers.
+_LOGGER_STATE = operator.attrgetter("filters", "handlers", "propagate", "parent")
+_HANDLER_STATE = operator.attrgetter("filters", "level", "formatter")
+
+#: One direct sink: its ``write_fields`` (or ``None``), its formatter and its ``write_line``.
+_Sink = tuple[Any, Any, Any]
+
+
+class _Sinks:
+    """:func:`_direct_sinks` of one logger by level, remembered while every logger on the way
+    and every handler of theirs is as it was (the same filters, handlers, propagation and
+    parent; the same filters, level and formatter): checking that is two ``map`` calls in C,
+    the walk itself a loop of attribute tests in Python on every request."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+        self._known: dict[int, tuple[Any, Any, Any, tuple[_Sink, ...] | None]] = {}
+
+    def __call__(self, level: int) -> tuple[_Sink, ...] | None:
+        known = self._known.get(level)
+        if known is not None:
+            chain, handlers, state, sinks = known
+            if (list(map(_LOGGER_STATE, chain)), list(map(_HANDLER_STATE, handlers))) == state:
+                return sinks
+        return self._look(level)
+
+    def _look(self, level: int) -> tuple[_Sink, ...] | None:
+        chain: list[logging.Logger] = []
+        current: logging.Logger | None = self._logger
+        while current is not None:
+            chain.append(current)
+            if not current.propagate:
+                break
+            current = current.parent
+        handlers = [handler for logger in chain for handler in logger.handlers]
+        # Copies of the lists: the loggers' own ones change in place.
+        state = (
+            [(list(f), list(h), p, parent) for f, h, p, parent in map(_LOGGER_STATE, chain)],
+            [(list(f), lvl, fmt) for f, lvl, fmt in map(_HANDLER_STATE, handlers)],
+        )
+        found = _direct_sinks(self._logger, level)
+        sinks = (
+            None
+            if found is None
+            else tuple(
+                (getattr(h, "write_fields", None), h.formatter, getattr(h, "write_line", None))
+                for h in found
+            )
+        )
+        self._known[level] = (chain, handlers, state, sinks)
+        return sinks

@@ -46,11 +46,14 @@ from .retention import (
     FileInfo,
     RetentionPolicy,
     compress,
+    is_pruned,
+    prune,
     rotated_files,
     rotated_name,
     rotated_pattern,
     rotation_stamp,
     select_for_deletion,
+    select_for_pruning,
     stale_partials,
 )
 
@@ -153,9 +156,25 @@ class RotatingFileHandler(logging.FileHandler):
         interleave inside a line, and nothing is held in a buffer a crash would lose."""
         return open(self.baseFilename, "ab", buffering=0)
 
+    def handle(self, record: logging.LogRecord) -> bool:
+        """``Handler.handle``, without its calls to ``filter``, ``acquire`` and ``release``
+        when the handler has no filters (every line of the app comes through here)."""
+        if self.filters:
+            return super().handle(record)
+        with self.lock:  # type: ignore[union-attr]
+            self.emit(record)
+        return True
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            data = _encode(self.format(record) + self.terminator)
+            formatter = self.formatter
+            text = (
+                formatter.format(record) if formatter is not None else self.format(record)
+            ) + self.terminator
+            try:  # _encode(), inlined
+                data = text.encode("utf-8")
+            except UnicodeEncodeError:
+                data = text.encode("utf-8", "backslashreplace")
         except RecursionError:
             raise
         except Exception:
@@ -165,8 +184,13 @@ class RotatingFileHandler(logging.FileHandler):
 
     def write_line(self, line: str, created: float) -> None:
         """Write an already formatted line (the access log's fast path)."""
+        line += self.terminator
+        try:  # _encode(), inlined
+            data = line.encode("utf-8")
+        except UnicodeEncodeError:
+            data = line.encode("utf-8", "backslashreplace")
         with self.lock:  # type: ignore[union-attr]
-            self._write_or_drop(_encode(line + self.terminator), created)
+            self._write_or_drop(data, created)
 
     def _write_or_drop(self, data: bytes, created: float) -> None:
         try:
@@ -324,6 +348,8 @@ class RotatingFileHandler(logging.FileHandler):
             for path in rotated_files(self.path.parent, self.path.name):
                 if path.suffix == ".gz" or self._stopping:
                     continue
+                if is_pruned(path):
+                    continue  # kept as pruned (compressing anew would reset its age)
                 try:
                     idle = self.clock.time() - path.stat().st_mtime
                 except FileNotFoundError:  # compressed by another process meanwhile
@@ -344,6 +370,16 @@ class RotatingFileHandler(logging.FileHandler):
         self.apply_retention()
         return retry_in
 
+    def _rotated_infos(self) -> list[FileInfo]:
+        infos = []
+        for path in rotated_files(self.path.parent, self.path.name):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            infos.append(FileInfo(path, st.st_size, st.st_mtime))
+        return infos
+
     def apply_retention(self) -> list[Path]:
         """Delete rotated files beyond the age, count and total-size limits (oldest first),
         and partial files compressors left behind; returns what was deleted."""
@@ -353,13 +389,18 @@ class RotatingFileHandler(logging.FileHandler):
         for path in stale:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-        infos = []
-        for path in rotated_files(directory, name):
-            try:
-                st = path.stat()
-            except FileNotFoundError:
-                continue
-            infos.append(FileInfo(path, st.st_size, st.st_mtime))
+        infos = self._rotated_infos()
+        if self.retention.keeps_errors:
+            pruned = False
+            for info in select_for_pruning(infos, self.retention, now):
+                if self._stopping:
+                    break
+                try:
+                    pruned = prune(info.path) is not None or pruned
+                except OSError:  # a full disk: the file stays whole; retention goes on
+                    self._failures(f"keeping only the errors of {info.path.name}")
+            if pruned:
+                infos = self._rotated_infos()
         # Budget the active file at the size it may grow to before its next rotation, so the
         # limit holds between runs too, not just at the moment of this one.
         reserved = max(self._current_size(), self.max_bytes) + live_partial_bytes

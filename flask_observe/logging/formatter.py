@@ -29,7 +29,8 @@ import orjson
 import structlog
 
 from .._internal import escape_control
-from ..context import get_correlation_id
+from .._spans import current_span_function
+from ..context import _correlation_id
 
 __all__ = [
     "ConsoleFormat",
@@ -81,6 +82,10 @@ def strip_styles(text: str) -> str:
     """``text`` without ANSI colour/style sequences (other control characters are left for
     the renderer to escape)."""
     return _STYLE.sub("", text) if "\x1b" in text else text
+
+
+#: ``.000Z`` to ``.999Z``: the end of a timestamp, by millisecond.
+_MILLIS = tuple(f".{millis:03d}Z" for millis in range(1000))
 
 
 def _message(record: logging.LogRecord) -> str:
@@ -194,6 +199,7 @@ class ObserveFormatter(logging.Formatter):
         self._second = -1
         self._second_text = ""
         self._current_span: Callable[[], Any] | None = None
+        self._no_span: Any = None
         self._console: ConsoleFormat | None = None
         if fmt == "console":
             if colors is None:
@@ -206,8 +212,7 @@ class ObserveFormatter(logging.Formatter):
         if second != self._second:
             self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = second
-        millis = int((created - second) * 1000)
-        return f"{self._second_text}.{millis:03d}Z"
+        return self._second_text + _MILLIS[int((created - second) * 1000)]
 
     def base_fields(
         self,
@@ -221,14 +226,18 @@ class ObserveFormatter(logging.Formatter):
         if identity is None:
             lookup = self._identity_lookup
             identity = (lookup() if lookup is not None else None) or self.identity
+        second = int(created)
         out: dict[str, Any] = {
-            "timestamp": self.timestamp(created),
+            # timestamp(), inlined for a second already formatted (nearly every line)
+            "timestamp": self._second_text + _MILLIS[int((created - second) * 1000)]
+            if second == self._second
+            else self.timestamp(created),
             "level": level,
             "logger": logger,
             "message": message,
         }
         out.update(identity)
-        correlation_id = get_correlation_id()
+        correlation_id = _correlation_id.get()  # get_correlation_id(), one call shorter
         if correlation_id is not None:
             out["correlation_id"] = correlation_id
         current_span = self._current_span
@@ -238,8 +247,12 @@ class ObserveFormatter(logging.Formatter):
             module = sys.modules.get(_OTEL_TRACE_MODULE)
             if module is None:
                 return out
-            current_span = self._current_span = module.get_current_span
-        context = current_span().get_span_context()
+            current_span = self._current_span = current_span_function(module)
+            self._no_span = module.INVALID_SPAN
+        span = current_span()
+        if span is self._no_span:
+            return out
+        context = span.get_span_context()
         if context.trace_flags & 1:  # sampled: the trace exists in the backend
             out["trace_id"] = f"{context.trace_id:032x}"
             out["span_id"] = f"{context.span_id:016x}"
@@ -252,6 +265,8 @@ class ObserveFormatter(logging.Formatter):
         if isinstance(msg, dict):  # from a structlog logger (wrap_for_formatter)
             structured = dict(msg)
             message = str(structured.pop("event", ""))
+        elif msg.__class__ is str and not record.args and "\x1b" not in msg:
+            message = msg  # what getMessage() returns for it, and nothing to strip
         else:
             message = _message(record)
         out = self.base_fields(
@@ -261,8 +276,8 @@ class ObserveFormatter(logging.Formatter):
             message,
             getattr(record, IDENTITY_ATTR, None),
         )
-        if structured is None:
-            context = structlog_context()
+        if structured is None and (_STRUCTLOG_VARS is None or _STRUCTLOG_VARS):
+            context = structlog.contextvars.get_contextvars()  # structlog_context(), inlined
             if context:
                 merge_fields(out, context)
         attributes = record.__dict__
@@ -294,7 +309,7 @@ class ObserveFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields = self.event_dict(record)
-        if _SHARING and self._console is None:
+        if _SHARING and self._console is None:  # renders_json
             # Another sink of the same record (OTLP logs) takes these fields instead of making
             # them again (it removes them); JSON rendering leaves them as they are.
             record.__dict__[FIELDS_ATTR] = fields
@@ -310,12 +325,31 @@ class ObserveFormatter(logging.Formatter):
         identity: Mapping[str, Any] | None = None,
     ) -> str:
         """Render a line from parts, as :meth:`format` would render the equivalent record."""
+        return self.render(self.line_fields(created, level, logger, message, fields, identity))
+
+    def line_fields(
+        self,
+        created: float,
+        level: str,
+        logger: str,
+        message: str,
+        fields: Mapping[str, Any],
+        identity: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The fields :meth:`format_fields` renders."""
         out = self.base_fields(created, level, logger, message, identity)
-        context = structlog_context()
-        if context:
-            merge_fields(out, context)
+        if _STRUCTLOG_VARS is None or _STRUCTLOG_VARS:  # structlog_context(), inlined
+            context = structlog.contextvars.get_contextvars()
+            if context:
+                merge_fields(out, context)
         out.update(fields)
-        return self.render(out)
+        return out
+
+    @property
+    def renders_json(self) -> bool:
+        """Whether :meth:`render` leaves the fields as they are (JSON; the console format
+        does not), so another sink may take them."""
+        return self._console is None
 
 
 #: Tracebacks keep their line breaks in the console format.

@@ -238,6 +238,7 @@ class LoggingSetup:
                 config.log_retention_files,
                 config.log_retention_bytes,
                 config.log_retention_min_seconds,
+                config.log_retention_error_days,
             )
             settings = {
                 **settings,

@@ -6,6 +6,13 @@ many files there are: a flood of requests that makes many files cannot push the 
 lines out. Only the disk budget may delete a file younger than the minimum age; that is an
 *early* deletion, counted and logged by the handler (:mod:`.files`).
 
+With ``error_age_days`` longer than ``max_age_days`` (``OBSERVE_LOG_RETENTION_ERROR_DAYS``), a
+rotated file that reaches ``max_age_days`` is not deleted but *pruned*: rewritten as
+``app.<UTC time>.errors.log[.gz]`` with only its ``error`` and ``critical`` lines, its
+modification time kept, and deleted at ``error_age_days``. The errors stay in the same
+stream, in the same order, so the log viewer searches them with the rest as one log. Pruned
+files do not count against ``max_files`` (they are bounded by their age and the disk budget).
+
 Several processes share one log directory (gunicorn workers), and each runs compression and
 retention. One compressor works on a rotated file at a time: it holds an exclusive ``flock``
 on the file while it writes ``<file>.gz.partial-<pid>``, and a process that cannot take the
@@ -23,6 +30,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .locks import claimed
 
@@ -30,9 +38,12 @@ __all__ = [
     "FileInfo",
     "RetentionPolicy",
     "compress",
+    "is_pruned",
+    "prune",
     "rotated_files",
     "rotated_pattern",
     "select_for_deletion",
+    "select_for_pruning",
     "stale_partials",
 ]
 
@@ -58,6 +69,13 @@ class RetentionPolicy:
     max_files: int = 50
     max_total_bytes: int = 1024 * 1024 * 1024
     min_age_seconds: float = 3600.0
+    #: Keep the ``error`` and ``critical`` lines of rotated files this long (longer than
+    #: ``max_age_days``, else 0: errors go with the rest).
+    error_age_days: float = 0.0
+
+    @property
+    def keeps_errors(self) -> bool:
+        return bool(self.max_age_days) and self.error_age_days > self.max_age_days
 
 
 @dataclass(frozen=True)
@@ -73,13 +91,21 @@ def rotated_pattern(active_name: str) -> re.Pattern[str]:
     """The names rotated from ``active_name`` take, compressed or not."""
     stem, ext = _split(active_name)
     ext = re.escape(ext)
-    return re.compile(rf"{re.escape(stem)}\.(\d{{8}}T\d{{6}}-\d{{3}})(?:-(\d+))?{ext}(\.gz)?\Z")
+    return re.compile(
+        rf"{re.escape(stem)}\.(\d{{8}}T\d{{6}}-\d{{3}})(?:-(\d+))?(\.errors)?{ext}(\.gz)?\Z"
+    )
+
+
+def is_pruned(path: Path) -> bool:
+    """Whether a rotated file holds only the errors of its time (``….errors.log[.gz]``)."""
+    return ".errors." in path.name
 
 
 def _partial_pattern(active_name: str) -> re.Pattern[str]:
     stem, ext = _split(active_name)
     return re.compile(
-        rf"{re.escape(stem)}\.\d{{8}}T\d{{6}}-\d{{3}}(?:-\d+)?{re.escape(ext)}\.gz\.partial-(\d+)\Z"
+        rf"{re.escape(stem)}\.\d{{8}}T\d{{6}}-\d{{3}}(?:-\d+)?(?:\.errors)?{re.escape(ext)}"
+        rf"(?:\.gz)?\.partial-(\d+)\Z"
     )
 
 
@@ -134,11 +160,16 @@ def select_for_deletion(
     kept = files
     if policy.max_age_days:
         cutoff = min(now - policy.max_age_days * 86400, young_since)
+        if policy.keeps_errors:
+            # Past max_age_days a file is pruned to its errors (select_for_pruning), not
+            # deleted: it goes at error_age_days.
+            cutoff = min(now - policy.error_age_days * 86400, young_since)
         doomed = [f for f in kept if f.mtime < cutoff]
         kept = [f for f in kept if f.mtime >= cutoff]
-    if policy.max_files and len(kept) > policy.max_files:
-        excess = len(kept) - policy.max_files
-        old = set([f for f in kept if f.mtime < young_since][:excess])
+    counted = [f for f in kept if not is_pruned(f.path)]
+    if policy.max_files and len(counted) > policy.max_files:
+        excess = len(counted) - policy.max_files
+        old = set([f for f in counted if f.mtime < young_since][:excess])
         doomed += [f for f in kept if f in old]
         kept = [f for f in kept if f not in old]
     early: list[FileInfo] = []
@@ -152,6 +183,80 @@ def select_for_deletion(
             if info.mtime >= young_since:
                 early.append(info)
     return doomed, early
+
+
+def select_for_pruning(
+    files: list[FileInfo], policy: RetentionPolicy, now: float
+) -> list[FileInfo]:
+    """The rotated files past ``max_age_days`` (and the minimum age) to keep only the errors
+    of, when the policy keeps errors longer; oldest first."""
+    if not policy.keeps_errors:
+        return []
+    cutoff = min(now - policy.max_age_days * 86400, now - policy.min_age_seconds)
+    return [f for f in files if f.mtime < cutoff and not is_pruned(f.path)]
+
+
+#: The levels pruning keeps (as the JSON lines write them).
+KEPT_LEVELS = frozenset(("error", "critical", "fatal"))
+
+
+def _is_error_line(line: bytes) -> bool:
+    import json
+
+    if b'"level"' not in line:
+        return False
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and record.get("level") in KEPT_LEVELS
+
+
+def pruned_name(path: Path) -> Path:
+    """``app.<stamp>.log.gz`` → ``app.<stamp>.errors.log.gz``."""
+    name = path.name
+    gz = name.endswith(".gz")
+    base = name[:-3] if gz else name
+    stem, ext = _split(base)
+    return path.with_name(f"{stem}.errors{ext}{'.gz' if gz else ''}")
+
+
+def prune(path: Path) -> tuple[Path, int] | None:
+    """Rewrite the rotated file ``path`` with only its error lines (compressed as it was),
+    keeping its modification time, then remove ``path``; returns the new file and the number
+    of lines kept, or ``None`` if it was not pruned here (gone, or another process is at it).
+
+    The claim is the compressor's (an exclusive ``flock`` on ``path``); a failure removes the
+    partial file and leaves ``path`` as it was.
+    """
+    target = pruned_name(path)
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    try:
+        src = open(path, "rb")  # noqa: SIM115 - held (with its lock) to the end
+    except FileNotFoundError:
+        return None
+    with src, claimed(src) as mine:
+        st = os.fstat(src.fileno())
+        if not mine or st.st_nlink == 0:
+            return None
+        kept = 0
+        try:
+            reader: Any = gzip.GzipFile(fileobj=src) if path.name.endswith(".gz") else src
+            opener: Any = gzip.open if target.name.endswith(".gz") else open
+            with opener(partial, "wb") as dst:
+                for line in reader:
+                    if _is_error_line(line):
+                        dst.write(line if line.endswith(b"\n") else line + b"\n")
+                        kept += 1
+            os.utime(partial, (st.st_atime, st.st_mtime))
+            os.replace(partial, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            raise
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    return target, kept
 
 
 def stale_partials(directory: Path, active_name: str, now: float) -> tuple[list[Path], int]:
@@ -188,7 +293,7 @@ def stale_partials(directory: Path, active_name: str, now: float) -> tuple[list[
 def _being_compressed(partial: Path) -> bool:
     """Whether a compressor of this process holds the claim on ``partial``'s source (another
     thread calling :func:`compress` while retention runs)."""
-    source = partial.with_name(partial.name.split(".gz.partial-", 1)[0])
+    source = partial.with_name(partial.name.split(".gz.partial-", 1)[0].split(".partial-")[0])
     try:
         handle = open(source, "rb")  # noqa: SIM115 - closed below, lock with it
     except FileNotFoundError:

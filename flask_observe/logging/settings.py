@@ -72,6 +72,9 @@ class LoggingSettings:
     #: Lines younger than this are never deleted for the number of files (only the disk
     #: budget may delete them, and that is logged and counted).
     log_retention_min_seconds: float = key(3600.0, number(0.0))
+    #: Keep the error and critical lines of rotated files this many days (longer than
+    #: ``log_retention_days``); past ``log_retention_days`` a file keeps only those. 0: off.
+    log_retention_error_days: float = key(0.0, number(0.0))
     #: Per-logger levels, e.g. ``{"sqlalchemy.engine": "WARNING"}``.
     log_levels: Mapping[str, str] = key({}, level_map)
     access_log: bool = key(True, boolean)

@@ -8,10 +8,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from flask.globals import _cv_app
+
 from ..config import ConfigError
 from ..feature import Feature, Plan, Wiring
 from ..hooks import Stage
-from ..state import state_or_none
+from ..state import EXTENSION_KEY
 from .settings import LoggingSettings
 
 __all__ = ["FEATURE"]
@@ -25,6 +27,13 @@ def _check(plan: Plan) -> None:
     settings = plan.settings(LoggingSettings)
     if settings.log_dir:
         _check_writable(Path(settings.log_dir), settings.log_file_name)
+    days, error_days = settings.log_retention_days, settings.log_retention_error_days
+    if error_days and (not days or error_days <= days):
+        raise ConfigError(
+            f"OBSERVE_LOG_RETENTION_ERROR_DAYS ({error_days:g}) keeps errors longer than the"
+            f" rest: it must be more than OBSERVE_LOG_RETENTION_DAYS ({days:g}, which must not"
+            " be 0); set it to 0 to keep errors as long as the rest"
+        )
     budget, rotate = settings.log_retention_bytes, settings.log_rotate_bytes
     if budget and rotate and rotate >= budget:
         raise ConfigError(
@@ -62,7 +71,11 @@ def _check_writable(directory: Path, file_name: str) -> None:
 
 
 def _current_identity() -> Mapping[str, Any] | None:
-    state = state_or_none()
+    # state_or_none(), inlined: this runs for every log line.
+    ctx = _cv_app.get(None)
+    if ctx is None:
+        return None
+    state = ctx.app.extensions.get(EXTENSION_KEY)
     return state.log_identity if state is not None else None
 
 

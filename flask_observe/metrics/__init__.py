@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .._internal import FailureLog
 from .multiprocess import collect_registry, multiprocess_dir
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ _NON_BASE_UNITS = {
     "percent": "ratio",
 }
 _RESERVED_LABELS = frozenset(("le", "quantile"))
+_render_failures = FailureLog()
 
 
 class MetricNameError(ValueError):
@@ -114,6 +116,8 @@ class Metrics:
             PlatformCollector(registry=self.registry)
         self._defined: dict[str, tuple[str, tuple[str, ...], Any]] = {}
         self._lock = threading.Lock()
+        #: Called (guarded) before each exposition: samplers that bring a value up to date.
+        self.before_render: list[Callable[[], object]] = []
 
     # -- business-metric API ---------------------------------------------------------------
 
@@ -203,6 +207,11 @@ class Metrics:
         from prometheus_client.exposition import choose_encoder
 
         encoder, content_type = choose_encoder(accept or "")
+        for sample in self.before_render:
+            try:
+                sample()
+            except Exception:
+                _render_failures("a metrics sampler before a scrape")
         source: Any = self.registry
         if self.multiprocess_dir is not None:
             source = collect_registry(self.multiprocess_dir)

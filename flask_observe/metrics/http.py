@@ -16,8 +16,15 @@ outside the standard set becomes ``OTHER``; a status outside 100-599 becomes ``"
 from __future__ import annotations
 
 import itertools
+import time
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
+
+try:  # where the import of this module does not need prometheus_client (UNMATCHED)
+    from prometheus_client.samples import Exemplar
+except ImportError:  # pragma: no cover - the metrics feature needs it anyway
+    Exemplar = None  # type: ignore[assignment,misc]
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -77,9 +84,10 @@ class HttpMetrics:
         )
         self._excluded = excluded
         self._exemplars = exemplars
-        # (method, route, status) -> (counter child, histogram child): label lookups cost more
-        # than the increments themselves. Bounded by the labels being bounded.
-        self._children: dict[tuple[str, str | None, int], tuple[Any, Any]] = {}
+        # (method, route, status) -> what records one request in those labels (see
+        # _recorders): label lookups cost more than the increments themselves. Bounded by the
+        # labels being bounded.
+        self._children: dict[tuple[str, str | None, int], _Children] = {}
         if multiprocess:
             self._inc_progress: Callable[[], object] = self.in_progress.inc
             self._dec_progress: Callable[[], object] = self.in_progress.dec
@@ -112,12 +120,18 @@ class HttpMetrics:
 
     def on_start(self, record: RequestRecord) -> None:
         """Count the request as in progress (unless its path is excluded)."""
-        if not self._is_excluded(record):
+        excluded = record.excluded  # _is_excluded(), inlined: the first check of a request
+        if excluded is None:
+            predicate = self._excluded
+            excluded = predicate is not None and predicate(record.environ.get("PATH_INFO", ""))
+            record.excluded = excluded
+        if not excluded:
             self._inc_progress()
 
     def on_finish(self, record: RequestRecord) -> None:
         """Count and time a finished request."""
-        if self._is_excluded(record):
+        excluded = record.excluded  # on_start checked it
+        if excluded if excluded is not None else self._is_excluded(record):
             return
         self._dec_progress()
         method = record.environ.get("REQUEST_METHOD", "")
@@ -125,22 +139,34 @@ class HttpMetrics:
         children = self._children.get(key)
         if children is None:
             children = self._new_children(key)
-        counter, histogram = children
-        counter.inc()
+        count, total, bounds, buckets, histogram = children
+        # Where prometheus_client's children have the known shape, what Counter.inc() and
+        # Histogram.observe() do to them, less their checks that the child is one (it is)
+        # and that the exemplar is valid (a trace ID of 32 hex digits always is).
+        count(1)
         trace_id = record.trace_id
         # What the server controls: a slow upload or download is the client's time.
         seconds = record.duration - record.client_wait
         if trace_id is not None and self._exemplars:
-            histogram.observe(seconds, {"trace_id": trace_id})
-        else:
+            if bounds is None or len(trace_id) != 32:
+                histogram.observe(seconds, {"trace_id": trace_id})
+                return
+            total(seconds)
+            bucket = buckets[bisect_left(bounds, seconds)]
+            bucket.inc(1)
+            bucket.set_exemplar(Exemplar({"trace_id": trace_id}, seconds, time.time()))
+        elif bounds is None:
             histogram.observe(seconds)
+        else:
+            total(seconds)
+            buckets[bisect_left(bounds, seconds)].inc(1)
 
-    def _new_children(self, key: tuple[str, str | None, int]) -> tuple[Any, Any]:
+    def _new_children(self, key: tuple[str, str | None, int]) -> _Children:
         method, route, status = key
         method_label = method if method in METHODS else "OTHER"
         route_label = route if route is not None else UNMATCHED
         status_label = _STATUS.get(status, "0")
-        children = (
+        children = _recorders(
             self.requests.labels(method_label, route_label, status_label),
             self.duration.labels(method_label, route_label),
         )
@@ -148,3 +174,33 @@ class HttpMetrics:
             # Invented methods are not cached under their own name (unbounded keys).
             self._children[key] = children
         return children
+
+
+#: A request's recorders in one set of labels: the counter's increment, the histogram's sum
+#: increment, its upper bounds, its bucket values, and the histogram child itself; the
+#: middle three are ``None`` where prometheus_client's public calls are used instead.
+_Children = tuple[Callable[..., object], Any, Any, Any, Any]
+
+
+def _recorders(counter: Any, histogram: Any) -> _Children:
+    """The values behind a counter child and a histogram child, where they have the shape
+    prometheus_client 0.20-0.26 gives them (``_value``, ``_sum``, ``_upper_bounds``,
+    ``_buckets``: tests/test_prometheus_client_private.py), else their public methods."""
+    value = getattr(counter, "_value", None)
+    total = getattr(histogram, "_sum", None)
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    if (
+        Exemplar is not None
+        and callable(getattr(value, "inc", None))
+        and callable(getattr(total, "inc", None))
+        and isinstance(bounds, list)
+        and isinstance(buckets, list)
+        and len(bounds) == len(buckets) > 0
+        and bounds[-1] == float("inf")
+        and bounds == sorted(bounds)
+        and all(callable(getattr(b, "inc", None)) for b in buckets)
+        and all(callable(getattr(b, "set_exemplar", None)) for b in buckets)
+    ):
+        return value.inc, total.inc, bounds, buckets, histogram  # type: ignore[union-attr]
+    return counter.inc, None, None, None, histogram

@@ -188,6 +188,11 @@ class OutboundMetrics:
         )
         self._windows: dict[str, HostWindow] = {}
         self._windows_lock = threading.Lock()
+        # (host, method, status class) -> histogram child: a label lookup costs more than the
+        # observation. Bounded as the labels are (declared hosts, 8 methods, 6 classes).
+        self._children: dict[tuple[str, str, str], Any] = {}
+        #: host -> (remaining gauge child, reset gauge child).
+        self._limits: dict[str, tuple[Any, Any]] = {}
 
     def host_label(self, url: str) -> str:
         return self.hosts.label(url) or OTHER
@@ -208,7 +213,10 @@ class OutboundMetrics:
             f"{status // 100}xx" if status is not None and call.error is None else "error"
         )
         trace_id = self._trace_lookup() if self._trace_lookup is not None else None
-        histogram = self.duration.labels(host, method, status_class)
+        key = (host, method, status_class)
+        histogram = self._children.get(key)
+        if histogram is None:
+            histogram = self._children[key] = self.duration.labels(host, method, status_class)
         if trace_id is not None:
             histogram.observe(call.duration, {"trace_id": trace_id})
         else:
@@ -220,10 +228,17 @@ class OutboundMetrics:
             self.retries.labels(host).inc(call.retries)
         if call.headers:
             remaining, reset = rate_limit(call.headers, time.time())
-            if remaining is not None:
-                self.remaining.labels(host).set(remaining)
-            if reset is not None:
-                self.reset.labels(host).set(reset)
+            if remaining is not None or reset is not None:
+                gauges = self._limits.get(host)
+                if gauges is None:
+                    gauges = self._limits[host] = (
+                        self.remaining.labels(host),
+                        self.reset.labels(host),
+                    )
+                if remaining is not None:
+                    gauges[0].set(remaining)
+                if reset is not None:
+                    gauges[1].set(reset)
         if host != OTHER:
             # A 4xx is the caller's mistake (a missing account), not the dependency failing.
             failed = kind in ("timeout", "connection", "tls", "5xx", "other")

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import boolean, key, opt_boolean, str_tuple, url_path
+from ..config import boolean, integer, key, opt_boolean, opt_text, str_tuple, text, url_path
 
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -42,6 +42,22 @@ def host_patterns(value: Any) -> tuple[str, ...]:
     return found
 
 
+def broker_url(value: Any) -> str | None:
+    """A Redis broker URL (``redis://``, ``rediss://``, ``unix://``) or nothing."""
+    found = opt_text(value)
+    if found is not None and not found.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("expected a redis://, rediss:// or unix:// URL (the Celery broker)")
+    return found
+
+
+def queue_names(value: Any) -> tuple[str, ...]:
+    found = str_tuple(value)
+    for name in found:
+        if len(name) > 200 or not name.isprintable():
+            raise ValueError(f"{name[:40]!r}… is not a queue name")
+    return found
+
+
 @dataclass(frozen=True)
 class MetricsSettings:
     """Keys of the metrics feature (docs/metrics.md)."""
@@ -60,3 +76,15 @@ class MetricsSettings:
     #: The hosts outbound metrics name (``api.example.com``, ``api.example.com:8443``,
     #: ``*.example.com``); every other host is ``other``, so the labels stay bounded.
     metrics_outbound_hosts: tuple[str, ...] = key((), host_patterns)
+    #: Metrics of the Celery tasks this process runs (a worker); ``None``: on when Celery is
+    #: installed.
+    metrics_celery: bool | None = key(None, opt_boolean)
+    #: The Celery queues named in the metrics (the rest are ``other``) and whose length is read
+    #: from the broker.
+    metrics_celery_queues: tuple[str, ...] = key((), queue_names)
+    #: The Redis broker the queue lengths are read from (never shown); unset: not read.
+    metrics_celery_broker_url: str | None = key(None, broker_url, secret=True)
+    #: A Celery worker serves its metrics over HTTP on this port (0: it does not).
+    metrics_celery_port: int = key(0, integer(0, 65535))
+    #: The address the worker's metrics server listens on.
+    metrics_celery_address: str = key("127.0.0.1", text)

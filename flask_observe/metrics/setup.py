@@ -45,6 +45,16 @@ def _check(plan: Plan) -> None:
     refuse_taken(plan.app, _claim(plan.settings(MetricsSettings)))
     if plan.settings(MetricsSettings).metrics_outbound:
         _optional.require("requests", "requests", "OBSERVE_METRICS_OUTBOUND")
+    settings = plan.settings(MetricsSettings)
+    if settings.metrics_celery:
+        _optional.require("celery", "celery", "OBSERVE_METRICS_CELERY")
+    if settings.metrics_celery_broker_url is not None:
+        _optional.require("redis", "redis", "OBSERVE_METRICS_CELERY_BROKER_URL")
+        if not settings.metrics_celery_queues:
+            raise ConfigError(
+                "OBSERVE_METRICS_CELERY_BROKER_URL is set but OBSERVE_METRICS_CELERY_QUEUES is"
+                " empty: name the queues whose length to read"
+            )
     directory = plan.environ.get("PROMETHEUS_MULTIPROC_DIR") or plan.environ.get(
         "prometheus_multiproc_dir"
     )
@@ -93,6 +103,9 @@ def _setup(wiring: Wiring) -> None:
         )
         wiring.provide(outbound)
         wiring.outbound_hook(outbound)
+    _operations(wiring, settings, metrics)
+    _process(wiring, metrics)
+    _celery(wiring, settings, metrics)
     _count_early_log_deletions(wiring, metrics)
     auth = wiring.state.auth if settings.metrics_auth else None
     register(wiring.app, metrics, settings.metrics_path, auth)
@@ -131,6 +144,83 @@ def _warn_without_multiprocess(wiring: Wiring, path: str) -> None:
         workers - 1,
         extra={"workers": workers},
     )
+
+
+def _process(wiring: Wiring, metrics: Metrics) -> None:
+    """``app_info``; the CPU seconds of every worker (summed over a pre-fork server's)."""
+    from .process import WorkerCpu, app_info
+
+    app_info(metrics, wiring.service_name, wiring.config.service_version, wiring.config.environment)
+    cpu = WorkerCpu(metrics)
+    # The process answering a scrape brings its own figure up to date first; under a pre-fork
+    # server the other workers add theirs on the ticker's rounds and when they exit.
+    metrics.before_render.append(cpu.sample)
+    if metrics.multiprocess_dir is not None:
+        wiring.ticker.add("worker cpu", cpu.sample)
+        wiring.at_exit(cpu.sample, 0.5)
+
+
+def _operations(wiring: Wiring, settings: MetricsSettings, metrics: Metrics) -> None:
+    """``flask_observe.timed``: the app's own operations (a span each when tracing is on)."""
+    from ..hooks import trace_id_lookup
+    from .operations import Operations, register
+
+    tracer = None
+    if "tracing" in wiring.state.features:
+        from .._version import __version__
+        from ..tracing.handle import TracingSetup
+
+        tracing = wiring.get(TracingSetup)
+        if tracing is not None:
+            tracer = tracing.tracer(("flask_observe.timed", __version__, None))
+    operations = Operations(
+        metrics,
+        tracer=tracer,
+        trace_lookup=trace_id_lookup() if settings.metrics_exemplars else None,
+        exemplars=settings.metrics_exemplars,
+    )
+    wiring.provide(operations)
+    wiring.on_close(register(operations))
+
+
+def _celery(wiring: Wiring, settings: MetricsSettings, metrics: Metrics) -> None:
+    """Celery task metrics (recorded where tasks run), queue lengths, a worker's server."""
+    if not switch(
+        settings.metrics_celery, "OBSERVE_METRICS_CELERY", "celery", "celery", what="Celery metrics"
+    ):
+        return
+    from ..hooks import trace_id_lookup
+    from .celery import CeleryMetrics, QueueLengths, connect, disconnect, serve_from_worker
+
+    recorder = CeleryMetrics(
+        metrics,
+        settings.metrics_celery_queues,
+        trace_lookup=trace_id_lookup() if settings.metrics_exemplars else None,
+        exemplars=settings.metrics_exemplars,
+    )
+    wiring.provide(recorder)
+    connect(recorder)
+    wiring.on_close(lambda: disconnect(recorder))
+    if settings.metrics_celery_broker_url is not None:
+        interval = float(wiring.config.sample_interval_seconds)
+        lengths = QueueLengths(
+            settings.metrics_celery_broker_url,
+            settings.metrics_celery_queues,
+            recorder.queue_length,
+            timeout=max(0.05, min(2.0, interval * 0.8)),
+        )
+        recorder.lengths = lengths
+        wiring.ticker.add("celery queue lengths", lengths.sample)
+    if settings.metrics_celery_port:
+        ticker = wiring.state.ticker
+        wiring.on_close(
+            serve_from_worker(
+                metrics,
+                settings.metrics_celery_port,
+                settings.metrics_celery_address,
+                on_ready=ticker.ensure_started if ticker is not None else None,
+            )
+        )
 
 
 def _count_early_log_deletions(wiring: Wiring, metrics: Metrics) -> None:

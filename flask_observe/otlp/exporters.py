@@ -65,13 +65,86 @@ def log_exporter_factory(name: str, endpoint: str | None) -> Callable[[], Any] |
 
         return lambda: ConsoleLogRecordExporter(out=sys.stderr)  # stdout carries the JSON lines
     if name == "otlp-grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-
-        return lambda: OTLPLogExporter(endpoint=endpoint) if endpoint else OTLPLogExporter()
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as Http
-
+        grpc = _grpc_log_exporter()
+        return lambda: grpc(endpoint=endpoint) if endpoint else grpc()
+    http = _http_log_exporter()
     url = _http_endpoint("logs", endpoint)
-    return lambda: Http(endpoint=url) if url else Http()
+    return lambda: http(endpoint=url) if url else http()
+
+
+def _grpc_log_exporter() -> type:
+    """The SDK's OTLP/gRPC log exporter, also sending a batch already encoded
+    (:class:`~flask_observe.otlp.encoding.Encoded`) as it is: through the exporter's own
+    channel, headers, timeout and retries, with a stub that sends the bytes instead of
+    serializing a message (when this SDK builds its stub the way it is known to)."""
+    from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+        ExportLogsServiceResponse,
+    )
+
+    from .encoding import Encoded
+
+    class RawLogsStub:
+        """``LogsServiceStub`` taking the request serialized already."""
+
+        def __init__(self, channel: Any) -> None:
+            self.Export = channel.unary_unary(
+                "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+                request_serializer=None,  # bytes, sent as they are
+                response_deserializer=ExportLogsServiceResponse.FromString,
+            )
+
+    class GrpcLogExporter(OTLPLogExporter):
+        # OTLPExporterMixin._export asks _translate_data for the request it sends.
+        takes_encoded = hasattr(OTLPLogExporter, "_translate_data")
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # The mixin makes its client from _stub (again after a reconnection).
+            if getattr(self, "_stub", None) is not None and hasattr(self, "_channel"):
+                self._stub = RawLogsStub
+                self._client = RawLogsStub(self._channel)  # type: ignore[assignment]
+
+        def _translate_data(self, data: Any) -> Any:
+            raw = isinstance(getattr(self, "_client", None), RawLogsStub)
+            if isinstance(data, Encoded):
+                return data.data if raw else data.request
+            request = encode_logs(data)
+            return request.SerializeToString() if raw else request
+
+        def _count_data(self, data: Any) -> int:
+            return len(data)
+
+    return GrpcLogExporter
+
+
+def _http_log_exporter() -> type:
+    """The SDK's OTLP/HTTP log exporter, also sending a batch already encoded through its own
+    client (compression, headers, timeout, retries), when this SDK has that client."""
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.sdk._logs.export import LogRecordExportResult
+
+    from .encoding import Encoded
+
+    class HttpLogExporter(OTLPLogExporter):
+        takes_encoded = False
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            client = getattr(self, "_client", None)
+            self.takes_encoded = callable(getattr(client, "export", None))
+
+        def export(self, batch: Any) -> LogRecordExportResult:
+            if not isinstance(batch, Encoded):
+                return super().export(batch)
+            if getattr(self, "_shutdown", False):
+                return LogRecordExportResult.FAILURE
+            sent = self._client.export(batch.data)
+            ok = bool(getattr(sent, "success", False))
+            return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
+
+    return HttpLogExporter
 
 
 def metric_exporter_factory(name: str, endpoint: str | None) -> Callable[[], Any] | None:

@@ -87,6 +87,8 @@ OTHER = "_OTHER"
 SCOPE = InstrumentationScope("flask_observe", None)
 _DB_SYSTEMS = {"mssql": "microsoft.sql_server", "oracle": "oracle.db", "postgresql": "postgresql"}
 _PORTS = {"http": 80, "https": 443}
+#: Environ key of a request's active-requests counts (set by on_start, read by on_finish).
+_ACTIVE_KEY = "flask_observe.otlp.active"
 _BREAKER_STATES = {"closed": 0, "half-open": 1, "half_open": 1, "open": 2}
 
 
@@ -321,37 +323,58 @@ class MetricsPipeline:
         return excluded
 
     def on_start(self, record: RequestRecord) -> None:
-        if self._is_excluded(record):
-            return
+        excluded = record.excluded
         environ = record.environ
+        if excluded is None:  # the first hook of the request to ask (_is_excluded, inline)
+            predicate = self.excluded
+            excluded = predicate is not None and predicate(environ.get("PATH_INFO", ""))
+            record.excluded = excluded
+        if excluded:
+            return
         method = environ.get("REQUEST_METHOD", "")
-        started, _, last = self.active.of(
-            (method if method in METHODS else OTHER, environ.get("wsgi.url_scheme", "http"))
-        )
-        last[0] = next(started)
+        key = (method if method in METHODS else OTHER, environ.get("wsgi.url_scheme", "http"))
+        active = self.active
+        found = active.counts.get(key)
+        if found is None:
+            found = active.of(key)
+        found[2][0] = next(found[0])
+        # For on_finish: the same counts and attribute values, not looked up again.
+        environ[_ACTIVE_KEY] = (found, key)
 
     def on_finish(self, record: RequestRecord) -> None:
-        if self._is_excluded(record):
+        excluded = record.excluded  # on_start checked it
+        if excluded if excluded is not None else self._is_excluded(record):
             return
         environ = record.environ
-        method = environ.get("REQUEST_METHOD", "")
-        if method not in METHODS:
-            method = OTHER
-        scheme = environ.get("wsgi.url_scheme", "http")
-        _, finished, last = self.active.of((method, scheme))
-        last[1] = next(finished)
-        status = record.status
-        protocol = environ.get("SERVER_PROTOCOL", "")
-        key = (method, record.route, status, scheme, protocol)
-        cell = self.server.cells.get(key)
+        started = environ.get(_ACTIVE_KEY)
+        if started is not None:  # (counts of before a fork are the parent's: left alone)
+            found, (method, scheme) = started
+        else:  # not started through this pipeline
+            method = environ.get("REQUEST_METHOD", "")
+            if method not in METHODS:
+                method = OTHER
+            scheme = environ.get("wsgi.url_scheme", "http")
+            found = self.active.of((method, scheme))
+        found[2][1] = next(found[1])
+        key = (method, record.route, record.status, scheme, environ.get("SERVER_PROTOCOL", ""))
+        server = self.server
+        cell = server.cells.get(key)
         if cell is None:
-            cell = self.server.cell(key, lambda: _server_attributes(*key))
+            cell = server.cell(key, lambda: _server_attributes(*key))
+        # Histogram_.record, inline (one call less a request).
+        value = record.duration - record.client_wait
+        index = bisect.bisect_left(server.bounds, value)
         span = environ.get(SPAN_CONTEXT_KEY)
-        self.server.record(
-            cell,
-            record.duration - record.client_wait,
-            span if span is not None and span.trace_flags & 1 else None,
-        )
+        with cell.lock:
+            cell.counts[index] += 1
+            cell.count += 1
+            cell.sum += value
+            if value < cell.min:
+                cell.min = value
+            if value > cell.max:
+                cell.max = value
+            if span is not None and span.trace_flags & 1:
+                cell.exemplar = (value, time.time_ns(), span.trace_id, span.span_id)
 
     def on_outbound(self, call: OutboundCall) -> None:
         method = call.method if call.method in METHODS else OTHER

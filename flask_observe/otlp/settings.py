@@ -46,7 +46,8 @@ class OtlpSettings:
     otlp_logs_endpoint: str | None = key(None, opt_text)
     #: Lowest level exported; ``None``: ``OBSERVE_LOG_LEVEL``.
     otlp_logs_level: str | None = key(None, opt_level)
-    #: Log lines waiting to be handed to the SDK's batch processor; beyond, lines are dropped
+    #: Log lines queued for export (the SDK batch processor's queue, so at most
+    #: ``OTEL_BLRP_MAX_QUEUE_SIZE`` too); beyond, lines are dropped
     #: (counted, and the count logged once a minute), never waited for.
     otlp_logs_queue_size: int = key(2048, integer(1))
     #: Request, outbound, SQL and process metrics through the OpenTelemetry metrics pipeline

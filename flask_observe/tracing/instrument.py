@@ -164,8 +164,10 @@ def instrument_flask(
 def _split_server_address(span: Span) -> None:
     """``server.address`` taken from a ``Host: name:port`` header keeps the name; the port
     is ``server.port`` (the WSGI instrumentation writes both into the address)."""
-    attributes = getattr(span, "attributes", None)
-    address = attributes.get("server.address") if attributes else None
+    try:  # one lookup (the SDK's attributes are a Python mapping: get() and len() cost)
+        address = span.attributes["server.address"]  # type: ignore[attr-defined]
+    except (AttributeError, KeyError, TypeError):
+        return
     if not isinstance(address, str) or not address or address[-1] == "]":
         return
     host, colon, port = address.rpartition(":")
