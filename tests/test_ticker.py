@@ -243,6 +243,7 @@ def test_rounds_follow_the_tickers_clock_and_a_stuck_task_is_skipped_not_stacked
         ticker.ensure_started()
         try:
             assert wait_for(lambda: calls == {"quick": 1, "stuck": 1}, 5)  # at start
+            clock.settle()  # the round has read its deadline (after starting its tasks)
             clock.advance(14.9)
             clock.settle()
             # the round waits for "stuck" until its deadline, and no other round starts
