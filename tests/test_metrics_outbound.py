@@ -213,3 +213,49 @@ def test_a_hosts_window_forgets_calls_older_than_five_minutes() -> None:
     assert outbound.window("api.example.com").totals() == (4, 2, 1)
     clock.advance(150)
     assert outbound.window("api.example.com").totals() == (1, 0, 1)
+
+
+def test_an_outgoing_call_inside_a_span_carries_its_trace_id_as_an_exemplar(
+    make_app: Callable[..., Flask], upstream: tuple[LiveServer, dict[str, Any]]
+) -> None:
+    """The call's duration bucket carries the current span's trace ID (OpenMetrics only); a
+    call with no current span carries none."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    server, _ = upstream
+    host = server.url.removeprefix("http://")
+    app = caller(make_app, [host])
+    provider = TracerProvider()
+    tracer = provider.get_tracer("test")
+    url = f"{server.url}/v1/users/nasa"
+    try:
+        with app.test_request_context(), tracer.start_as_current_span("scrape") as span:
+            requests.get(url, timeout=5)
+            seen = format(span.get_span_context().trace_id, "032x")
+        assert trace.get_current_span() is trace.INVALID_SPAN
+        with app.test_request_context():
+            requests.get(url, timeout=5)  # no span: no exemplar
+    finally:
+        provider.shutdown()
+    client = app.test_client()
+    om = client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    lines = [
+        line
+        for line in om.get_data(as_text=True).splitlines()
+        if line.startswith("http_client_request_duration_seconds_bucket")
+        and f'host="{host}"' in line
+        and " # " in line
+    ]
+    assert [line.split('trace_id="')[1][:32] for line in lines] == [seen]
+    assert (
+        value(
+            app,
+            "http_client_request_duration_seconds_count",
+            host=host,
+            method="GET",
+            status_class="2xx",
+        )
+        == 2.0
+    )
+    assert "trace_id" not in client.get("/metrics").get_data(as_text=True)
