@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._clock import SYSTEM, Clock
 
@@ -279,3 +280,34 @@ class ReportedErrors:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+_T = TypeVar("_T")
+
+
+class PerProcess(Generic[_T]):
+    """What ``factory`` builds, made on first use in each process: after a fork (gunicorn
+    ``--preload``) the child builds its own (a gRPC channel, an HTTP session) instead of using
+    the parent's."""
+
+    def __init__(self, factory: Callable[[], _T]) -> None:
+        self._factory = factory
+        self._made: _T | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def get(self) -> _T:
+        pid = os.getpid()
+        made = self._made
+        if made is None or self._pid != pid:
+            with self._lock:
+                if self._made is None or self._pid != pid:
+                    self._made = self._factory()
+                    self._pid = pid
+                made = self._made
+        return made
+
+    def built_here(self) -> _T | None:
+        """What this process made, if it made it (never the parent's)."""
+        made = self._made
+        return made if made is not None and self._pid == os.getpid() else None

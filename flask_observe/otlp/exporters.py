@@ -8,14 +8,13 @@ choice between them follows the SDK's switches: ``OTEL_LOGS_EXPORTER`` /
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
-from .._internal import FailureLog
+from .._internal import FailureLog, PerProcess
 
 __all__ = ["ProcessLocal", "choose_exporter", "log_exporter_factory", "metric_exporter_factory"]
 
@@ -177,11 +176,8 @@ class ProcessLocal(Generic[T]):
     """
 
     def __init__(self, factory: Callable[[], T], what: str) -> None:
-        self._factory = factory
+        self._made = PerProcess(factory)
         self._what = what
-        self._exporter: T | None = None
-        self._pid = 0
-        self._lock = threading.Lock()
         self._counts = threading.Lock()
         self.exported = 0
         self.failed = 0
@@ -189,20 +185,11 @@ class ProcessLocal(Generic[T]):
         self.failures = FailureLog()
 
     def current(self) -> T:
-        pid = os.getpid()
-        exporter = self._exporter
-        if exporter is None or self._pid != pid:
-            with self._lock:
-                if self._exporter is None or self._pid != pid:
-                    self._exporter = self._factory()
-                    self._pid = pid
-                exporter = self._exporter
-        return exporter
+        return self._made.get()
 
     def built_here(self) -> T | None:
         """The exporter of this process, if it made one."""
-        exporter = self._exporter
-        return exporter if exporter is not None and self._pid == os.getpid() else None
+        return self._made.built_here()
 
     def begin(self, count: int) -> None:
         with self._counts:

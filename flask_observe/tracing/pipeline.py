@@ -45,7 +45,7 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import Link, SpanKind, TraceState, get_current_span
 from opentelemetry.util.types import Attributes
 
-from .._internal import FailureLog
+from .._internal import FailureLog, PerProcess
 from .redact import redact_span
 
 __all__ = [
@@ -209,11 +209,8 @@ class ProcessLocalExporter(SpanExporter):
     """
 
     def __init__(self, factory: Callable[[], SpanExporter], redact: bool = True) -> None:
-        self._factory = factory
         self._redact = redact
-        self._exporter: SpanExporter | None = None
-        self._pid = 0
-        self._lock = threading.Lock()
+        self._made = PerProcess(factory)
         self._counts = threading.Lock()
         self.exported = 0
         self.failed = 0
@@ -224,15 +221,7 @@ class ProcessLocalExporter(SpanExporter):
         self._failures = FailureLog()
 
     def _current(self) -> SpanExporter:
-        pid = os.getpid()
-        exporter = self._exporter
-        if exporter is None or self._pid != pid:
-            with self._lock:
-                if self._exporter is None or self._pid != pid:
-                    self._exporter = self._factory()
-                    self._pid = pid
-                exporter = self._exporter
-        return exporter
+        return self._made.get()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         count = len(spans)
@@ -259,8 +248,8 @@ class ProcessLocalExporter(SpanExporter):
         return result
 
     def shutdown(self, timeout_millis: float = 30_000, **_: Any) -> None:
-        exporter = self._exporter
-        if exporter is None or self._pid != os.getpid():
+        exporter = self._made.built_here()
+        if exporter is None:
             return
         try:
             exporter.shutdown(timeout_millis=timeout_millis)  # type: ignore[call-arg]
@@ -268,8 +257,8 @@ class ProcessLocalExporter(SpanExporter):
             exporter.shutdown()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        exporter = self._exporter
-        if exporter is None or self._pid != os.getpid():
+        exporter = self._made.built_here()
+        if exporter is None:
             return True
         return exporter.force_flush(timeout_millis)
 
