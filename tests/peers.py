@@ -463,3 +463,30 @@ class PrivateRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+#: The repository root (the traced server's working directory and PYTHONPATH).
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def server_env(**extra: str) -> dict[str, str]:
+    """The environment of ``tests.apps.traced_server`` run as its own process."""
+    return dict(os.environ, PYTHONPATH=str(ROOT), GRPC_VERBOSITY="ERROR", **extra)
+
+
+def start_server(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    """``python -m tests.apps.traced_server`` (werkzeug on a free port) and its URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.apps.traced_server"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("READY "):
+        proc.kill()
+        pytest.fail(f"server did not start: {line}{proc.stdout.read()}")
+    return proc, f"http://127.0.0.1:{line.split()[1]}"

@@ -8,8 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -26,11 +24,9 @@ from flask_observe.otlp.metrics import OtlpMetrics
 from flask_observe.state import current_state
 
 from .conftest import HungServer, read_json_lines
-from .peers import OtlpReceiver, wait_for
+from .peers import OtlpReceiver, server_env, start_server, wait_for
 
 pytestmark = pytest.mark.realtime
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(params=["stopped", "hung", "hung-grpc"])
@@ -149,27 +145,6 @@ def test_a_dead_collector_costs_requests_nothing_and_log_lines_are_dropped_and_c
         if "were not exported" in line["message"]
     ]
     assert lost, "shutdown did not say what was lost"
-
-
-def server_env(**extra: str) -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(ROOT), GRPC_VERBOSITY="ERROR", **extra)
-
-
-def start_server(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.apps.traced_server"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("READY "):
-        proc.kill()
-        pytest.fail(f"server did not start: {line}{proc.stdout.read()}")
-    return proc, f"http://127.0.0.1:{line.split()[1]}"
 
 
 #: As for traces: every exit flush shares one deadline (2 s by default), less a reserve for the

@@ -28,13 +28,19 @@ from flask_observe.state import current_state
 from flask_observe.tracing.handle import TracingSetup
 
 from .conftest import HungServer, read_json_lines
-from .peers import OtlpReceiver, SentryReceiver, refused_port, wait_for
+from .peers import (
+    ROOT,
+    OtlpReceiver,
+    SentryReceiver,
+    refused_port,
+    server_env,
+    start_server,
+    wait_for,
+)
 
 #: Real time and real processes (hung collectors, SIGTERM timings, gunicorn workers):
 #: CI runs these in a step of their own.
 pytestmark = pytest.mark.realtime
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(params=["stopped", "hung", "hung-grpc"])
@@ -209,27 +215,6 @@ def test_shutdown_with_a_stuck_export_cancels_it_and_says_what_was_lost(
 
 
 # -- whole processes ------------------------------------------------------------------------
-
-
-def server_env(**extra: str) -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(ROOT), GRPC_VERBOSITY="ERROR", **extra)
-
-
-def start_server(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.apps.traced_server"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("READY "):
-        proc.kill()
-        pytest.fail(f"server did not start: {line}{proc.stdout.read()}")
-    return proc, f"http://127.0.0.1:{line.split()[1]}"
 
 
 #: Every exit flush shares one deadline, the longest shutdown timeout (2 s by default), less a
