@@ -14,6 +14,7 @@ from flask import Flask, request
 from flask_observe import Observe, capture_exception
 from flask_observe.console import Console
 from flask_observe.console.errors import sentry_issues_url
+from flask_observe.errors.scrub import MAX_TEXT
 
 TOKEN = "console-nc4wYYxi2uxLGs9du5oF_uNr"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -180,3 +181,24 @@ def test_the_groups_are_bounded(error_app: Callable[..., Flask]) -> None:
 )
 def test_the_sentry_link_names_the_project_never_the_key(dsn: str | None, url: str | None) -> None:
     assert sentry_issues_url(dsn) == url
+
+
+def test_a_huge_message_is_kept_capped(error_app: Callable[..., Flask]) -> None:
+    """An exception's text may carry what a client sent: the group keeps what the scrubber
+    keeps of it (its first 4 KiB, errors.scrub.MAX_TEXT), as the Sentry path does."""
+    app = error_app()
+
+    @app.get("/echo")
+    def echo() -> str:
+        try:
+            raise ValueError("bad id " + request.args["id"])
+        except ValueError as exc:
+            capture_exception(exc)
+        return "handled"
+
+    assert app.test_client().get("/echo", query_string={"id": "x" * 100_000}).status_code == 200
+    console = flush(app)
+    assert console.errors is not None
+    (group,) = [g for g in console.errors.groups() if g.exc_type == "ValueError"]
+    assert group.message.startswith("bad id xxx")
+    assert len(group.message) <= MAX_TEXT + 1  # and the ellipsis
