@@ -237,3 +237,27 @@ def test_the_console_exporter_gets_the_sdks_records(
     err = capfd.readouterr().err
     assert '"body": "to the console"' in err
     assert '"k": "v"' in err
+
+
+def test_http_exporter_refuses_an_encoded_batch_over_the_size_limit() -> None:
+    """The HTTP fast path keeps the SDK's request-size bound: an encoded batch over the limit
+    is reported failed and never handed to the client; one under it is sent."""
+    from flask_observe.otlp.encoding import Encoded
+    from flask_observe.otlp.exporters import MAX_REQUEST_BYTES, _http_log_exporter
+    from opentelemetry.sdk._logs.export import LogRecordExportResult
+
+    assert MAX_REQUEST_BYTES == 64 * 1024 * 1024
+    exporter = _http_log_exporter()(endpoint="http://127.0.0.1:9/v1/logs")
+    sent: list[bytes] = []
+
+    class Client:
+        def export(self, data: bytes) -> object:
+            sent.append(data)
+            return type("Sent", (), {"success": True})()
+
+    exporter._client = Client()
+    exporter.max_request_bytes = 100
+    assert exporter.export(Encoded(b"x" * 101, 1)) is LogRecordExportResult.FAILURE
+    assert sent == []
+    assert exporter.export(Encoded(b"x" * 100, 1)) is LogRecordExportResult.SUCCESS
+    assert sent == [b"x" * 100]

@@ -118,6 +118,9 @@ def _grpc_log_exporter() -> type:
     return GrpcLogExporter
 
 
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+
+
 def _http_log_exporter() -> type:
     """The SDK's OTLP/HTTP log exporter, also sending a batch already encoded through its own
     client (compression, headers, timeout, retries), when this SDK has that client."""
@@ -128,6 +131,8 @@ def _http_log_exporter() -> type:
 
     class HttpLogExporter(OTLPLogExporter):
         takes_encoded = False
+        #: An encoded batch larger than this is not sent (the SDK's limit: 64 MiB).
+        max_request_bytes: int = MAX_REQUEST_BYTES
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
@@ -138,6 +143,10 @@ def _http_log_exporter() -> type:
             if not isinstance(batch, Encoded):
                 return super().export(batch)
             if getattr(self, "_shutdown", False):
+                return LogRecordExportResult.FAILURE
+            if len(batch.data) > self.max_request_bytes:
+                # The SDK's own size check (its encoder's path refuses these too): a request
+                # this large is never sent, so what goes out stays bounded.
                 return LogRecordExportResult.FAILURE
             sent = self._client.export(batch.data)
             ok = bool(getattr(sent, "success", False))
