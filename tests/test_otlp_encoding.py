@@ -241,23 +241,42 @@ def test_the_console_exporter_gets_the_sdks_records(
 
 def test_http_exporter_refuses_an_encoded_batch_over_the_size_limit() -> None:
     """The HTTP fast path keeps the SDK's request-size bound: an encoded batch over the limit
-    is reported failed and never handed to the client; one under it is sent."""
-    from flask_observe.otlp.encoding import Encoded
-    from flask_observe.otlp.exporters import MAX_REQUEST_BYTES, _http_log_exporter
+    is reported failed and never reaches the receiver; one at the limit is POSTed as it is."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
     from opentelemetry.sdk._logs.export import LogRecordExportResult
 
+    from flask_observe.otlp.encoding import Encoded
+    from flask_observe.otlp.exporters import MAX_REQUEST_BYTES, _http_log_exporter
+
     assert MAX_REQUEST_BYTES == 64 * 1024 * 1024
-    exporter = _http_log_exporter()(endpoint="http://127.0.0.1:9/v1/logs")
-    sent: list[bytes] = []
+    bodies: list[bytes] = []
 
-    class Client:
-        def export(self, data: bytes) -> object:
-            sent.append(data)
-            return type("Sent", (), {"success": True})()
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
-    exporter._client = Client()
-    exporter.max_request_bytes = 100
-    assert exporter.export(Encoded(b"x" * 101, 1)) is LogRecordExportResult.FAILURE
-    assert sent == []
-    assert exporter.export(Encoded(b"x" * 100, 1)) is LogRecordExportResult.SUCCESS
-    assert sent == [b"x" * 100]
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}/v1/logs"
+        exporter = _http_log_exporter()(endpoint=endpoint, timeout=5)
+        assert exporter.takes_encoded, "this SDK's client cannot send an encoded batch"
+        exporter.max_request_bytes = 100
+        assert exporter.export(Encoded(b"x" * 101, 1)) is LogRecordExportResult.FAILURE
+        assert bodies == []
+        assert exporter.export(Encoded(b"x" * 100, 1)) is LogRecordExportResult.SUCCESS
+        assert bodies == [b"x" * 100]
+        exporter.shutdown()
+    finally:
+        server.shutdown()
+        server.server_close()
