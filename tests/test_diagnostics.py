@@ -274,3 +274,72 @@ def test_the_db_commands_print_statistics_and_slow_queries(db_app: Flask) -> Non
     slow = runner.invoke(args=["observe", "db", "slow"])
     assert slow.exit_code == 0
     assert "SELECT email FROM users WHERE email = ? OR id = ?" in slow.output
+
+
+def test_random_statements_keep_every_db_family_bounded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """10,000 random statements (random verbs, comments, literals, identifiers, junk) and
+    200 routes' worth of requests: ``db_query_duration_seconds`` takes only the known verbs and
+    ``OTHER``; the statistics, the statement cache, the recent slow queries and the logged-once
+    set stay at their bounds; the pool gauges take one series per engine the app itself
+    created (six real SQLite engines), never anything from the statements."""
+    import random
+    import string
+
+    from flask_observe.diagnostics import queries
+    from flask_observe.metrics import Metrics
+
+    caplog.set_level(logging.ERROR, logger="flask_observe.diagnostics")
+    rng = random.Random(11)
+    metrics = Metrics(buckets=(0.1, 1.0))
+    diagnostics = QueryDiagnostics(metrics, threshold=0.0)  # every query is slow
+    engines = [create_engine(f"sqlite:///{tmp_path / f'e{n}.db'}") for n in range(6)]
+    verbs = [*sorted(queries.OPERATIONS), "WITH", "VACUUM", "GRANT", "select", "Insert"]
+
+    def word(k: int) -> str:
+        return "".join(rng.choices(string.ascii_letters + string.digits + "_", k=k))
+
+    try:
+        for n in range(10_000):
+            verb = rng.choice([*verbs, word(rng.randint(1, 12))])
+            prefix = rng.choice(["", "  ", "/* " + word(8) + " */ ", "-- " + word(5) + "\n"])
+            body = " ".join(
+                rng.choice([word(6), f"'{word(10)}'", str(rng.randint(0, 10**9)), "(", ")", "?"])
+                for _ in range(rng.randint(0, 12))
+            )
+            engine = rng.choice(engines)
+            diagnostics.after_query(f"{prefix}{verb} {body} t_{n}", rng.random() / 10, engine)
+        for engine in engines:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        diagnostics.sample_pools()
+
+        def labels(family_name: str, label: str) -> set[str]:
+            return {
+                s.labels[label]
+                for family in metrics.registry.collect()
+                if family.name == family_name
+                for s in family.samples
+                if label in s.labels
+            }
+
+        assert labels("db_query_duration_seconds", "operation") <= queries.OPERATIONS | {"OTHER"}
+        assert "OTHER" in labels("db_query_duration_seconds", "operation")
+        assert len(diagnostics.statistics(top=100_000)) == queries.MAX_FINGERPRINTS
+        assert len(diagnostics._statements) <= queries._STATEMENT_CACHE
+        assert len(diagnostics.recent_slow()) == queries.RECENT_SLOW
+        assert len(diagnostics._seen) <= queries._SEEN_MAX
+        assert sample_value_of(metrics, "db_slow_queries_total") == 10_000.0
+        own = {queries._engine_label(engine) for engine in engines}
+        assert len(own) == len(engines)
+        for family_name in ("db_pool_connections_in_use", "db_pool_overflow", "db_pool_size"):
+            assert labels(family_name, "engine") == own
+        assert all(len(row["statement"]) <= 2000 for row in diagnostics.statistics(top=10))
+    finally:
+        for engine in engines:
+            engine.dispose()
+
+
+def sample_value_of(metrics: Any, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
