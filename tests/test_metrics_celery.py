@@ -306,3 +306,71 @@ def test_a_broker_url_without_queues_is_refused(make_app: Callable[..., Flask]) 
         make_app(metrics_celery_broker_url=BROKER)
     with pytest.raises(ConfigError, match="OBSERVE_METRICS_CELERY_BROKER_URL"):
         make_app(metrics_celery_broker_url="http://broker", metrics_celery_queues=["q"])
+
+
+AMQP_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+@pytest.mark.services
+def test_queue_lengths_from_a_real_rabbitmq_broker(make_app: Callable[..., Flask]) -> None:
+    """Three messages published to a RabbitMQ queue through kombu (as Celery publishes): the
+    gauge reads 3; a declared queue that does not exist reads 0 and is not created; the setting
+    takes an ``amqp://`` URL."""
+    need_service("RabbitMQ", "127.0.0.1", 5672)
+    from kombu import Connection, Exchange, Producer, Queue
+
+    name = f"fo-amqp-{uuid.uuid4().hex[:8]}"
+    missing = f"fo-amqp-missing-{uuid.uuid4().hex[:8]}"
+    with Connection(AMQP_BROKER, connect_timeout=5) as conn:
+        queue = Queue(name, Exchange(name, type="direct"), routing_key=name, auto_delete=False)
+        channel = conn.channel()
+        queue(channel).declare()
+        try:
+            producer = Producer(channel, exchange=queue.exchange, routing_key=name)
+            for n in range(3):
+                producer.publish({"n": n}, serializer="json")
+            metrics = Metrics(process_metrics=False)
+            recorder = CeleryMetrics(metrics, [name, missing])
+            lengths = QueueLengths(AMQP_BROKER, [name, missing], recorder.queue_length)
+            value = metrics.registry.get_sample_value
+            deadline = time.monotonic() + 5
+            while True:  # publishing is asynchronous: the broker counts when it has routed
+                lengths.sample()
+                if value("celery_queue_length", {"queue": name}) == 3 or (
+                    time.monotonic() > deadline
+                ):
+                    break
+                time.sleep(0.05)
+            assert value("celery_queue_length", {"queue": name}) == 3
+            assert value("celery_queue_length", {"queue": missing}) == 0
+            with pytest.raises(Exception, match="NOT_FOUND"):
+                conn.channel().queue_declare(missing, passive=True)
+        finally:
+            queue(conn.channel()).delete()
+    app = make_app(metrics_celery_broker_url=AMQP_BROKER, metrics_celery_queues=[name])
+    wired = Observe.handle(CeleryMetrics, app).lengths
+    assert isinstance(wired, QueueLengths)
+    assert wired.queues == (name,)
+    assert "guest" not in repr(wired)
+
+
+@pytest.mark.realtime
+def test_a_hung_amqp_broker_costs_one_deadline_and_keeps_the_last_lengths(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An AMQP broker that accepts and never answers: each read gives up at its deadline and
+    the gauge keeps its last value, as with Redis."""
+    metrics = Metrics(process_metrics=False)
+    recorder = CeleryMetrics(metrics, ["q"])
+    recorder.queue_length.labels("q").set(4)
+    with HungServer() as hung:
+        lengths = QueueLengths(
+            f"amqp://guest:guest@127.0.0.1:{hung.port}//", ["q"], recorder.queue_length, timeout=0.3
+        )
+        started = time.monotonic()
+        lengths.sample()
+        lengths.sample()
+        took = time.monotonic() - started
+    assert took < 2 * 0.3 + 0.6
+    assert metrics.registry.get_sample_value("celery_queue_length", {"queue": "q"}) == 4
+    assert sum("Celery queue lengths" in r.getMessage() for r in caplog.records) == 1

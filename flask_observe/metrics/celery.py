@@ -10,7 +10,8 @@
   task with an ETA or countdown waits from its ETA;
 - ``celery_tasks_in_progress{task}`` (gauge, summed over live worker processes);
 - ``celery_queue_length{queue}`` (gauge): messages waiting in each declared queue, read from the
-  broker (Redis list lengths) by the background ticker with a deadline, never on a request.
+  broker (Redis list lengths, or RabbitMQ's message count of each queue) by the background
+  ticker with a deadline, never on a request.
 
 ``task`` is the task's name, up to :data:`MAX_TASK_NAMES` distinct names per process (the rest
 are ``other``); ``queue`` is a declared queue (``OBSERVE_METRICS_CELERY_QUEUES``) or ``other``.
@@ -192,14 +193,20 @@ class CeleryMetrics:
         return out or None
 
 
+#: Broker URL schemes read over AMQP (RabbitMQ); the rest are Redis.
+AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
+
+
 class QueueLengths:
-    """Reads the length of each declared queue from a Redis broker, with a deadline.
+    """Reads the length of each declared queue from a Redis or RabbitMQ broker, with a deadline.
 
     Retries are off and each read uses a fresh connection with socket timeouts, as
     :class:`~flask_observe.health.RedisCheck` does: a broker that accepts and never answers
-    costs one deadline, on the ticker's thread.
+    costs one deadline, on the ticker's thread. On RabbitMQ (``amqp://``, ``amqps://``,
+    ``pyamqp://``) each queue is declared passively, which reads its ready message count and
+    never creates it; a queue that does not exist (yet) is 0.
 
-    :param url: the broker's ``redis://`` URL (never shown).
+    :param url: the broker's ``redis://`` or ``amqp://`` URL (never shown).
     :param queues: the queue names (kombu's priority lists are added in).
     :param timeout: seconds for connecting and for the answer.
     """
@@ -222,10 +229,14 @@ class QueueLengths:
         return f"QueueLengths(queues={self.queues!r}, timeout={self.timeout})"
 
     def read(self) -> dict[str, int]:
-        """Each queue's length now (``LLEN`` of its list and its priority lists).
+        """Each queue's length now (``LLEN`` of its list and its priority lists on Redis, the
+        passive declare's message count on RabbitMQ).
 
-        :raises redis.RedisError: the broker did not answer within the deadline.
+        :raises redis.RedisError: the Redis broker did not answer within the deadline.
+        :raises OSError: the RabbitMQ broker did not answer within the deadline.
         """
+        if self._url.startswith(AMQP_SCHEMES):
+            return self._read_amqp()
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
@@ -252,6 +263,37 @@ class QueueLengths:
         return {
             queue: int(sum(answers[i * per : (i + 1) * per])) for i, queue in enumerate(self.queues)
         }
+
+    def _read_amqp(self) -> dict[str, int]:
+        import amqp
+        from kombu.utils.url import parse_url
+
+        parts = parse_url(self._url)
+        ssl = parts["transport"] == "amqps"
+        port = parts["port"] or (5671 if ssl else 5672)
+        connection = amqp.Connection(
+            host=f"{parts['hostname'] or 'localhost'}:{port}",
+            userid=parts["userid"] or "guest",
+            password=parts["password"] or "guest",
+            virtual_host=parts["virtual_host"] or "/",
+            ssl=ssl,
+            connect_timeout=self.timeout,
+            read_timeout=self.timeout,
+            write_timeout=self.timeout,
+        )
+        lengths: dict[str, int] = {}
+        try:
+            connection.connect()
+            channel = connection.channel()
+            for queue in self.queues:
+                try:
+                    lengths[queue] = int(channel.queue_declare(queue, passive=True).message_count)
+                except amqp.exceptions.NotFound:
+                    lengths[queue] = 0  # the broker closed the channel: open another
+                    channel = connection.channel()
+        finally:
+            connection.collect()  # drops the socket without waiting for the broker's goodbye
+        return lengths
 
     def sample(self) -> None:
         """Read the lengths into the gauge (a ticker task); a failure is logged, rate-limited,

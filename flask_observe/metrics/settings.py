@@ -43,10 +43,15 @@ def host_patterns(value: Any) -> tuple[str, ...]:
 
 
 def broker_url(value: Any) -> str | None:
-    """A Redis broker URL (``redis://``, ``rediss://``, ``unix://``) or nothing."""
+    """A Redis (``redis://``, ``rediss://``, ``unix://``) or RabbitMQ (``amqp://``,
+    ``amqps://``, ``pyamqp://``) broker URL, or nothing."""
     found = opt_text(value)
-    if found is not None and not found.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("expected a redis://, rediss:// or unix:// URL (the Celery broker)")
+    schemes = ("redis://", "rediss://", "unix://", "amqp://", "amqps://", "pyamqp://")
+    if found is not None and not found.startswith(schemes):
+        raise ValueError(
+            "expected a redis://, rediss://, unix://, amqp://, amqps:// or pyamqp:// URL"
+            " (the Celery broker)"
+        )
     return found
 
 
@@ -82,7 +87,7 @@ class MetricsSettings:
     #: The Celery queues named in the metrics (the rest are ``other``) and whose length is read
     #: from the broker.
     metrics_celery_queues: tuple[str, ...] = key((), queue_names)
-    #: The Redis broker the queue lengths are read from (never shown); unset: not read.
+    #: The Redis or RabbitMQ broker the queue lengths are read from (never shown); unset: not read.
     metrics_celery_broker_url: str | None = key(None, broker_url, secret=True)
     #: A Celery worker serves its metrics over HTTP on this port (0: it does not).
     metrics_celery_port: int = key(0, integer(0, 65535))
