@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from .._celery import PUBLISHED_AT, header_value, incoming_id
 from .._clock import SYSTEM, Clock
 from .._internal import FailureLog
+from .settings import AMQP_SCHEMES
 
 if TYPE_CHECKING:
     from . import Metrics
@@ -191,10 +192,6 @@ class CeleryMetrics:
         if correlation_id is not None and len("correlation_id") + len(correlation_id) <= budget:
             out["correlation_id"] = correlation_id
         return out or None
-
-
-#: Broker URL schemes read over AMQP (RabbitMQ); the rest are Redis.
-AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
 
 
 class QueueLengths:

@@ -42,12 +42,16 @@ def host_patterns(value: Any) -> tuple[str, ...]:
     return found
 
 
+#: Broker URL schemes read over AMQP (RabbitMQ); the others a Redis broker's.
+AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
 def broker_url(value: Any) -> str | None:
     """A Redis (``redis://``, ``rediss://``, ``unix://``) or RabbitMQ (``amqp://``,
     ``amqps://``, ``pyamqp://``) broker URL, or nothing."""
     found = opt_text(value)
-    schemes = ("redis://", "rediss://", "unix://", "amqp://", "amqps://", "pyamqp://")
-    if found is not None and not found.startswith(schemes):
+    if found is not None and not found.startswith(REDIS_SCHEMES + AMQP_SCHEMES):
         raise ValueError(
             "expected a redis://, rediss://, unix://, amqp://, amqps:// or pyamqp:// URL"
             " (the Celery broker)"
