@@ -178,6 +178,7 @@ def test_ten_thousand_random_hosts_are_one_other_series() -> None:
         if s.name.endswith("_count")
     ]
     assert len(series) <= 3 * 8 * 6  # hosts x methods (7 + OTHER) x status classes
+    assert len(outbound._entries) <= 4096  # the (host, answer) cache is bounded too
 
 
 def test_a_dependency_check_warns_from_recent_calls_without_calling(
@@ -259,3 +260,51 @@ def test_an_outgoing_call_inside_a_span_carries_its_trace_id_as_an_exemplar(
         == 2.0
     )
     assert "trace_id" not in client.get("/metrics").get_data(as_text=True)
+
+
+def test_a_hosts_window_over_twenty_minutes_of_calls_matches_a_recount() -> None:
+    """A call every 7 s for 20 minutes, every tenth failed and every 13th throttled: after each
+    call, the window's totals over 60 s and 300 s are those recounted from the calls' times
+    (a call counts while the end of its 10-second slice is inside the span asked)."""
+    clock = ManualClock(start=1_800_000_000.0)
+    clock.advance(12_345.6)  # the monotonic clock does not start on a slice's edge
+    outbound = OutboundMetrics(Metrics(buckets=(0.1,)), ["api.example.com"], clock=clock)
+    made: list[tuple[float, bool, bool]] = []
+    for i in range(20 * 60 // 7):
+        clock.advance(7)
+        failed, throttled = i % 10 == 0, i % 13 == 0
+        status = 503 if failed else 429 if throttled else 200
+        outbound(OutboundCall("GET", "https://api.example.com/x", status, None, 0.01, {}, 0))
+        made.append((clock.monotonic(), failed, throttled and not failed))
+        for seconds in (60.0, 300.0):
+            since = clock.monotonic() - seconds
+            kept = [c for c in made if c[0] - c[0] % 10 + 10 > since]
+            expected = (len(kept), sum(c[1] for c in kept), sum(c[2] for c in kept))
+            assert outbound.window("api.example.com").totals(seconds) == expected, (i, seconds)
+
+
+def test_rate_limit_gauges_follow_each_answer_and_the_time_for_unix_resets() -> None:
+    """The same headers twice set the same figures; a reset given as a Unix time is
+    recomputed at each answer (it depends on the time), and a new remaining count replaces
+    the last."""
+    clock = ManualClock(start=1_800_000_000.0)
+    metrics = Metrics(buckets=(0.1,))
+    outbound = OutboundMetrics(metrics, ["api.example.com"], clock=clock)
+
+    def answer(headers: dict[str, str]) -> tuple[float | None, float | None]:
+        store = requests.structures.CaseInsensitiveDict(headers)
+        outbound(OutboundCall("GET", "https://api.example.com/x", 200, None, 0.01, store, 0))
+        labels = {"host": "api.example.com"}
+        return (
+            metrics.registry.get_sample_value("http_client_rate_limit_remaining", labels),
+            metrics.registry.get_sample_value("http_client_rate_limit_reset_seconds", labels),
+        )
+
+    assert answer({"RateLimit-Remaining": "99", "RateLimit-Reset": "30"}) == (99.0, 30.0)
+    assert answer({"RateLimit-Remaining": "99", "RateLimit-Reset": "30"}) == (99.0, 30.0)
+    assert answer({"ratelimit-remaining": "98", "RateLimit-Reset": "30"}) == (98.0, 30.0)
+    unix = {"X-RateLimit-Remaining": "5", "X-RateLimit-Reset": str(1_800_000_090)}
+    assert answer(unix) == (5.0, 90.0)
+    clock.advance(60)
+    assert answer(unix) == (5.0, 30.0)
+    assert answer({"Content-Type": "application/json"}) == (5.0, 30.0)  # no figures: kept

@@ -186,3 +186,47 @@ def test_request_metrics_write_through_the_private_values_what_the_public_calls_
     (recorders,) = fast._children.values()
     assert recorders[2] is not None, "the private shape was not recognised: the public calls ran"
     assert _http_samples(fast_registry) == _http_samples(public_registry)
+
+
+def test_outbound_metrics_write_through_the_private_values_what_the_public_calls_write() -> None:
+    """Outgoing calls recorded by ``OutboundMetrics`` (through the children's private values)
+    and by ``Histogram.observe(amount, exemplar)`` / ``Gauge.set()`` on metrics of the same
+    names give the same samples: every bucket, the sums, the exemplars, the gauges."""
+    from prometheus_client import Gauge, Histogram
+    from requests.structures import CaseInsensitiveDict
+
+    from flask_observe.hooks import OutboundCall
+    from flask_observe.metrics import Metrics
+    from flask_observe.metrics.outbound import OutboundMetrics
+
+    buckets = (0.01, 0.1, 1.0)
+    trace = "0af7651916cd43dd8448eb211c80319c"
+    traces = iter([None, trace, trace, None, trace])
+    metrics = Metrics(buckets=buckets)
+    fast = OutboundMetrics(
+        metrics, ["api.example.com"], buckets=buckets, trace_lookup=lambda: next(traces)
+    )
+    public_registry = CollectorRegistry()
+    labels = ("host", "method", "status_class")
+    duration = Histogram(
+        "http_client_request_duration_seconds",
+        "x",
+        labels,
+        buckets=buckets,
+        registry=public_registry,
+    )
+    remaining = Gauge("http_client_rate_limit_remaining", "x", ["host"], registry=public_registry)
+    cases = [(0.0, "2xx", None), (0.01, "2xx", trace), (0.05, "2xx", trace), (3.0, "2xx", None)]
+    cases.append((0.5, "5xx", trace))
+    for seconds, status_class, trace_id in cases:
+        status = 200 if status_class == "2xx" else 503
+        headers = CaseInsensitiveDict({"RateLimit-Remaining": str(int(seconds * 10))})
+        fast(OutboundCall("GET", "https://api.example.com/x", status, None, seconds, headers, 0))
+        child = duration.labels("api.example.com", "GET", status_class)
+        child.observe(seconds, {"trace_id": trace_id} if trace_id else None)
+        remaining.labels("api.example.com").set(int(seconds * 10))
+    cells = next(iter(fast._children.values()))
+    assert cells[1] is not None, "the private shape was not recognised: the public calls ran"
+    names = {"http_client_request_duration_seconds", "http_client_rate_limit_remaining"}
+    kept = [s for s in _http_samples(metrics.registry) if s[0].startswith(tuple(names))]
+    assert kept == _http_samples(public_registry)

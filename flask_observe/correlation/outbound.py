@@ -9,9 +9,9 @@ redirects included: a redirect from an allowed host to another one drops the hea
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from .._internal import FailureLog
@@ -43,6 +43,11 @@ class OutboundRules:
     current_fields: Callable[[], Iterable[str]] | None = None
     #: Told of each finished call (outbound metrics); ``None``: calls are not timed.
     observe: OutboundHook | None = None
+    #: Whether any header is added or removed (else the host is not even looked up).
+    guards: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "guards", self.header is not None or bool(self.trace_fields))
 
 
 #: Returned by the rules lookup outside any app context.
@@ -93,19 +98,44 @@ class RequestsPropagation:
                     current = rules()
                     if current is OUTSIDE_APP:
                         current = fallback[0] if fallback else None
-                    _apply(request, current)
+                    if current is not None and current.guards:
+                        _apply(request, current)
                 except Exception:
                     failures("applying the outbound header rules to an outgoing request")
                 observe = current.observe if current is not None else None
                 if observe is None:
                     return original(adapter, request, *args, **kwargs)
-                started = time.perf_counter()
+                started = perf_counter()
                 try:
                     response = original(adapter, request, *args, **kwargs)
                 except BaseException as exc:
-                    _tell(observe, request, None, exc, time.perf_counter() - started, failures)
+                    duration = perf_counter() - started
+                    try:
+                        observe(
+                            OutboundCall(
+                                request.method or "", request.url or "", None, exc, duration, {}, 0
+                            )
+                        )
+                    except Exception:
+                        failures(_HOOK_FAILED)
                     raise
-                _tell(observe, request, response, None, time.perf_counter() - started, failures)
+                duration = perf_counter() - started
+                try:  # a failing hook never fails the call
+                    history = getattr(response.raw, "retries", None)
+                    history = getattr(history, "history", None) if history is not None else None
+                    observe(
+                        OutboundCall(
+                            request.method or "",
+                            request.url or "",
+                            response.status_code,
+                            None,
+                            duration,
+                            response.headers,
+                            len(history) if history else 0,
+                        )
+                    )
+                except Exception:
+                    failures(_HOOK_FAILED)
                 return response
 
             setattr(send_with_rules, self._ATTR, original)
@@ -134,32 +164,7 @@ class RequestsPropagation:
             HTTPAdapter.send = original  # type: ignore[method-assign]
 
 
-def _tell(
-    observe: OutboundHook,
-    request: Any,
-    response: Any,
-    error: BaseException | None,
-    duration: float,
-    failures: FailureLog,
-) -> None:
-    """Hand a finished call to the hooks (guarded: a failing hook never fails the call)."""
-    try:
-        retries = 0
-        if response is not None:
-            history = getattr(getattr(response.raw, "retries", None), "history", None)
-            retries = len(history) if history else 0
-        call = OutboundCall(
-            request.method or "",
-            request.url or "",
-            response.status_code if response is not None else None,
-            error,
-            duration,
-            response.headers if response is not None else {},
-            retries,
-        )
-        observe(call)
-    except Exception:
-        failures("an outbound call hook (outbound metrics)")
+_HOOK_FAILED = "an outbound call hook (outbound metrics)"
 
 
 def _apply(request: Any, rules: OutboundRules | None) -> None:

@@ -21,7 +21,7 @@ from ..config import ConfigError
 from ..feature import Feature, Plan, Wiring, switch
 from ..hooks import RECORD_KEY, OutboundCall, OutboundHook, Stage, compose, trace_id_lookup
 from ..logging.settings import LoggingSettings
-from ..state import state_or_none
+from ..state import EXTENSION_KEY
 from .settings import CorrelationSettings
 
 __all__ = ["FEATURE"]
@@ -175,10 +175,12 @@ def _install_outbound(wiring: Wiring, settings: CorrelationSettings) -> None:
     wiring.provide(rules)
 
     def current_rules() -> OutboundRules | None:
-        if _cv_app.get(None) is None:
+        # state_or_none() and its get(), inlined: this runs on every outgoing call.
+        ctx = _cv_app.get(None)
+        if ctx is None:
             return OUTSIDE_APP
-        state = state_or_none()
-        return state.get(OutboundRules) if state is not None else None
+        state = ctx.app.extensions.get(EXTENSION_KEY)
+        return state.handles.get(OutboundRules) if state is not None else None
 
     RequestsPropagation(current_rules).install(rules)
     wiring.on_close(lambda: RequestsPropagation.uninstall(rules))

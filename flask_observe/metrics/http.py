@@ -176,23 +176,36 @@ class HttpMetrics:
         return children
 
 
-#: A request's recorders in one set of labels: the counter's increment, the histogram's sum
-#: increment, its upper bounds, its bucket values, and the histogram child itself; the
-#: middle three are ``None`` where prometheus_client's public calls are used instead.
+#: A request's recorders in one set of labels: the counter's increment, then the
+#: :data:`HistogramCells` of its duration histogram.
 _Children = tuple[Callable[..., object], Any, Any, Any, Any]
+
+#: What :func:`observe` writes into one histogram child: its sum's increment, its upper
+#: bounds, its bucket values, and the child itself; the first three are ``None`` where
+#: prometheus_client's public ``observe()`` is used instead.
+HistogramCells = tuple[Any, Any, Any, Any]
 
 
 def _recorders(counter: Any, histogram: Any) -> _Children:
-    """The values behind a counter child and a histogram child, where they have the shape
-    prometheus_client 0.20-0.26 gives them (``_value``, ``_sum``, ``_upper_bounds``,
-    ``_buckets``: tests/test_prometheus_client_private.py), else their public methods."""
+    """The value behind a counter child and the cells of a histogram child, where they have
+    the shape prometheus_client 0.20-0.26 gives them (``_value``: see :func:`histogram_cells`),
+    else their public methods."""
+    cells = histogram_cells(histogram)
     value = getattr(counter, "_value", None)
+    if cells[1] is not None and callable(getattr(value, "inc", None)):
+        return (value.inc, *cells)  # type: ignore[union-attr]
+    return counter.inc, None, None, None, histogram
+
+
+def histogram_cells(histogram: Any) -> HistogramCells:
+    """The values behind a histogram child (``_sum``, ``_upper_bounds``, ``_buckets``:
+    tests/test_prometheus_client_private.py) where they have the shape prometheus_client
+    0.20-0.26 gives them, else only the child (its public ``observe()``)."""
     total = getattr(histogram, "_sum", None)
     bounds = getattr(histogram, "_upper_bounds", None)
     buckets = getattr(histogram, "_buckets", None)
     if (
         Exemplar is not None
-        and callable(getattr(value, "inc", None))
         and callable(getattr(total, "inc", None))
         and isinstance(bounds, list)
         and isinstance(buckets, list)
@@ -202,5 +215,20 @@ def _recorders(counter: Any, histogram: Any) -> _Children:
         and all(callable(getattr(b, "inc", None)) for b in buckets)
         and all(callable(getattr(b, "set_exemplar", None)) for b in buckets)
     ):
-        return value.inc, total.inc, bounds, buckets, histogram  # type: ignore[union-attr]
-    return counter.inc, None, None, None, histogram
+        return total.inc, bounds, buckets, histogram  # type: ignore[union-attr]
+    return None, None, None, histogram
+
+
+def observe(cells: HistogramCells, seconds: float, trace_id: str | None) -> None:
+    """What ``Histogram.observe(seconds, {"trace_id": trace_id})`` does to a child (no
+    exemplar when ``trace_id`` is ``None``), less its checks that the child is one and that
+    the exemplar is valid (a trace ID of 32 hex digits always is)."""
+    total, bounds, buckets, histogram = cells
+    if bounds is None or (trace_id is not None and len(trace_id) != 32):
+        histogram.observe(seconds, {"trace_id": trace_id} if trace_id is not None else None)
+        return
+    total(seconds)
+    bucket = buckets[bisect_left(bounds, seconds)]
+    bucket.inc(1)
+    if trace_id is not None:
+        bucket.set_exemplar(Exemplar({"trace_id": trace_id}, seconds, time.time()))

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import email.utils
 import threading
-import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from .._clock import SYSTEM, Clock
 from ..hooks import OutboundCall
 from ..hosts import HostAllowlist
+from .http import HistogramCells, histogram_cells, observe
 
 if TYPE_CHECKING:
     from . import Metrics
@@ -38,11 +38,15 @@ __all__ = ["OTHER", "HostWindow", "OutboundMetrics"]
 #: The ``host`` label of every host the app did not declare.
 OTHER = "other"
 _METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"))
+#: Error types that count against a dependency's health (a 4xx is the caller's mistake).
+_DEPENDENCY_FAILURES = frozenset(("timeout", "connection", "tls", "5xx", "other"))
 #: Buckets of outbound call durations (seconds): third-party APIs are slower than our views.
 OUTBOUND_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 #: Seconds of calls a host's window keeps, in slices of this many seconds.
 WINDOW_SECONDS = 300.0
 _SLICE = 10.0
+#: Slots of a host's ring: the window's slices and the one being filled.
+_SLOTS = int(WINDOW_SECONDS // _SLICE) + 1
 
 
 def error_type(call: OutboundCall) -> str | None:
@@ -72,70 +76,119 @@ def _number(value: str | None) -> float | None:
     if value is None:
         return None
     try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
         # RateLimit-Remaining can list several policies ("10, 100;w=60"): the first counts.
         return float(value.split(",")[0].split(";")[0].strip())
     except ValueError:
         return None
 
 
+#: The response headers :func:`rate_limit` reads, lower-cased.
+RATE_LIMIT_HEADERS = frozenset(
+    (
+        "ratelimit-remaining",
+        "x-ratelimit-remaining",
+        "ratelimit-reset",
+        "x-ratelimit-reset",
+        "retry-after",
+    )
+)
+
+
 def rate_limit(headers: Any, now: float) -> tuple[float | None, float | None]:
     """(requests remaining, seconds until the limit resets) from a response's headers:
     the IETF ``RateLimit-*`` fields, the common ``X-RateLimit-*`` ones (their reset is often a
     Unix time), or ``Retry-After`` (seconds or an HTTP date)."""
-    remaining = _number(headers.get("RateLimit-Remaining") or headers.get("X-RateLimit-Remaining"))
-    reset = _number(headers.get("RateLimit-Reset") or headers.get("X-RateLimit-Reset"))
+    remaining, reset, _ = _rate_limit(_rate_limit_fields(headers), now)
+    return remaining, reset
+
+
+def _rate_limit_fields(headers: Any) -> dict[str, str]:
+    """The rate-limit fields of ``headers`` (any mapping), by lower-cased name; read straight
+    from the store of ``requests``' case-insensitive headers (one set intersection when a
+    response has none: most have none)."""
+    store = getattr(headers, "_store", None)
+    if isinstance(store, dict):
+        # requests.structures.CaseInsensitiveDict: {lower-cased name: (name, value)}.
+        return {name: store[name][1] for name in store.keys() & RATE_LIMIT_HEADERS}
+    return {
+        name.lower(): value for name, value in headers.items() if name.lower() in RATE_LIMIT_HEADERS
+    }
+
+
+def _rate_limit(fields: dict[str, str], now: float) -> tuple[float | None, float | None, bool]:
+    """:func:`rate_limit` of fields by lower-cased name, and whether the figures depend on
+    ``now`` (a reset given as a Unix time or a date)."""
+    get = fields.get
+    timed = False
+    remaining = _number(get("ratelimit-remaining") or get("x-ratelimit-remaining"))
+    reset = _number(get("ratelimit-reset") or get("x-ratelimit-reset"))
     if reset is not None and reset > 1e9:  # a Unix time, not a delay
         reset = max(0.0, reset - now)
-    retry_after = headers.get("Retry-After")
+        timed = True
+    retry_after = get("retry-after")
     if retry_after is not None:
         after = _number(retry_after)
         if after is None:
             try:
                 when = email.utils.parsedate_to_datetime(retry_after).timestamp()
                 after = max(0.0, when - now)
+                timed = True
             except (TypeError, ValueError):
                 after = None
         if after is not None:
             reset = after if reset is None else max(reset, after)
             if remaining is None:
                 remaining = 0.0
-    return remaining, reset
+    return remaining, reset, timed
 
 
 class HostWindow:
-    """The calls of one host over the last :data:`WINDOW_SECONDS`: counts per slice."""
+    """The calls of one host over the last :data:`WINDOW_SECONDS`: counts per slice of
+    :data:`_SLICE` seconds, in a ring indexed by the slice's number."""
 
-    __slots__ = ("_clock", "_lock", "_slices")
+    __slots__ = ("_clock", "_current", "_lock", "_slices", "_tick", "_ticks")
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
-        #: ``[slice start, calls, errors, throttled]``, oldest first.
-        self._slices: deque[list[float]] = deque()
+        #: Slice number (monotonic seconds // _SLICE) of each ring slot; -1: never used.
+        self._ticks = [-1.0] * _SLOTS
+        #: ``[calls, errors, throttled]`` of each slot.
+        self._slices = [[0, 0, 0] for _ in range(_SLOTS)]
+        #: The slice being filled, and its number.
+        self._current = self._slices[0]
+        self._tick = -1.0
         self._lock = threading.Lock()
 
     def add(self, failed: bool, throttled: bool) -> None:
-        now = self._clock.monotonic()
-        start = now - now % _SLICE
+        tick = self._clock.monotonic() // _SLICE
         with self._lock:
-            if not self._slices or self._slices[-1][0] != start:
-                self._slices.append([start, 0.0, 0.0, 0.0])
-                while self._slices and self._slices[0][0] <= now - WINDOW_SECONDS - _SLICE:
-                    self._slices.popleft()
-            current = self._slices[-1]
-            current[1] += 1
-            current[2] += failed
-            current[3] += throttled
+            if tick != self._tick:
+                slot = int(tick) % _SLOTS
+                self._ticks[slot] = self._tick = tick
+                self._slices[slot] = self._current = [0, 0, 0]
+            counts = self._current
+            counts[0] += 1
+            if failed:
+                counts[1] += 1
+            if throttled:
+                counts[2] += 1
 
     def totals(self, seconds: float = WINDOW_SECONDS) -> tuple[int, int, int]:
         """(calls, failed, throttled) of the last ``seconds`` (at most the window)."""
         since = self._clock.monotonic() - min(seconds, WINDOW_SECONDS)
+        calls = failed = throttled = 0
         with self._lock:
-            slices = [s for s in self._slices if s[0] + _SLICE > since]
-        return (
-            int(sum(s[1] for s in slices)),
-            int(sum(s[2] for s in slices)),
-            int(sum(s[3] for s in slices)),
-        )
+            # A slot overwritten 31 slices ago or more ends before ``since``: never counted.
+            for tick, counts in zip(self._ticks, self._slices, strict=True):
+                if tick >= 0 and (tick + 1) * _SLICE > since:
+                    calls += counts[0]
+                    failed += counts[1]
+                    throttled += counts[2]
+        return calls, failed, throttled
 
 
 class OutboundMetrics:
@@ -188,11 +241,19 @@ class OutboundMetrics:
         )
         self._windows: dict[str, HostWindow] = {}
         self._windows_lock = threading.Lock()
-        # (host, method, status class) -> histogram child: a label lookup costs more than the
-        # observation. Bounded as the labels are (declared hosts, 8 methods, 6 classes).
-        self._children: dict[tuple[str, str, str], Any] = {}
-        #: host -> (remaining gauge child, reset gauge child).
-        self._limits: dict[str, tuple[Any, Any]] = {}
+        self._timeless = False
+        # (host, method, status class) -> the histogram child's cells: a label lookup costs
+        # more than the observation. Bounded as the labels are (declared hosts, 8 methods, 6
+        # classes): a method outside the standard ones is not cached under its own name.
+        self._children: dict[tuple[str, str, str], HistogramCells] = {}
+        # (scheme, host:port, method, status) -> what a call answered so records, all but its
+        # duration: its declared host's label, its cells, counters and window.
+        self._entries: dict[tuple[str, str, str, int], _Entry] = {}
+        #: host -> the setters of its (remaining, reset) gauge children.
+        self._limits: dict[str, tuple[Callable[[float], None], Callable[[float], None]]] = {}
+        #: host -> the rate-limit fields last set, where setting them again would write the
+        #: same values (they do not depend on the time, and the gauges keep no timestamp).
+        self._last_limits: dict[str, dict[str, str]] = {}
 
     def host_label(self, url: str) -> str:
         return self.hosts.label(url) or OTHER
@@ -206,40 +267,97 @@ class OutboundMetrics:
         return window
 
     def __call__(self, call: OutboundCall) -> None:
-        host = self.host_label(call.url)
-        method = call.method if call.method in _METHODS else "OTHER"
+        parts = urlsplit(call.url)  # cached by urllib: the host label's lookup costs no parse
         status = call.status
+        key = (parts.scheme, parts.netloc, call.method, status)
+        entry = self._entries.get(key) if status is not None else None  # type: ignore[arg-type]
+        if entry is None:
+            entry = self._entry(key, call)
+        host, cells, errors, window, failed, throttled = entry
+        observe(cells, call.duration, self._trace_lookup() if self._trace_lookup else None)
+        if errors is not None:
+            errors.inc()
+        if call.retries:
+            self.retries.labels(host).inc(call.retries)
+        headers = call.headers
+        store = getattr(headers, "_store", None)
+        if isinstance(store, dict):  # _rate_limit_fields(), inlined for requests' headers
+            names = store.keys() & RATE_LIMIT_HEADERS
+            fields = {name: store[name][1] for name in names} if names else None
+        else:
+            fields = _rate_limit_fields(headers)
+        if fields and fields != self._last_limits.get(host):
+            self._set_limits(host, fields)
+        if window is not None:
+            window.add(failed, throttled)
+
+    def _entry(self, key: tuple[str, str, str, int | None], call: OutboundCall) -> _Entry:
+        """What a call to this host with this answer records (cached for the answers of
+        standard methods; at most :data:`_ENTRIES` of them, then the cache starts over)."""
+        host = self.hosts.label(call.url) or OTHER
+        method, status = call.method, call.status
+        known = method in _METHODS
         status_class = (
             f"{status // 100}xx" if status is not None and call.error is None else "error"
         )
-        trace_id = self._trace_lookup() if self._trace_lookup is not None else None
-        key = (host, method, status_class)
-        histogram = self._children.get(key)
-        if histogram is None:
-            histogram = self._children[key] = self.duration.labels(host, method, status_class)
-        if trace_id is not None:
-            histogram.observe(call.duration, {"trace_id": trace_id})
-        else:
-            histogram.observe(call.duration)
         kind = error_type(call)
-        if kind is not None:
-            self.errors.labels(host, kind).inc()
-        if call.retries:
-            self.retries.labels(host).inc(call.retries)
-        if call.headers:
-            remaining, reset = rate_limit(call.headers, time.time())
-            if remaining is not None or reset is not None:
-                gauges = self._limits.get(host)
-                if gauges is None:
-                    gauges = self._limits[host] = (
-                        self.remaining.labels(host),
-                        self.reset.labels(host),
-                    )
-                if remaining is not None:
-                    gauges[0].set(remaining)
-                if reset is not None:
-                    gauges[1].set(reset)
-        if host != OTHER:
+        entry = (
+            host,
+            self._cells((host, method if known else "OTHER", status_class)),
+            self.errors.labels(host, kind) if kind is not None else None,
+            self.window(host) if host != OTHER else None,
             # A 4xx is the caller's mistake (a missing account), not the dependency failing.
-            failed = kind in ("timeout", "connection", "tls", "5xx", "other")
-            self.window(host).add(failed, kind == "429")
+            kind in _DEPENDENCY_FAILURES,
+            kind == "429",
+        )
+        if known and call.error is None and status is not None and 100 <= status <= 599:
+            if len(self._entries) >= _ENTRIES:
+                self._entries.clear()
+            self._entries[key] = entry  # type: ignore[index]
+        return entry
+
+    def _cells(self, key: tuple[str, str, str]) -> HistogramCells:
+        cells = self._children.get(key)
+        if cells is None:
+            cells = self._children[key] = histogram_cells(self.duration.labels(*key))
+        return cells
+
+    def _set_limits(self, host: str, fields: dict[str, str]) -> None:
+        remaining, reset, timed = _rate_limit(fields, self._clock.time())
+        if remaining is None and reset is None:
+            return
+        setters = self._limits.get(host)
+        if setters is None:
+            remaining_gauge, reset_gauge = self.remaining.labels(host), self.reset.labels(host)
+            setters = self._limits[host] = (_setter(remaining_gauge), _setter(reset_gauge))
+            self._timeless = _keeps_no_timestamp(remaining_gauge)
+        if remaining is not None:
+            setters[0](remaining)
+        if reset is not None:
+            setters[1](reset)
+        if not timed and self._timeless:
+            self._last_limits[host] = fields
+
+
+#: A call's recorders by its host and answer: the declared host (its label), the histogram
+#: cells of its labels, the error counter's child (``None``: not an error), the host's window
+#: (``None``: an undeclared host), and whether the call failed the dependency and was
+#: throttled.
+_Entry = tuple[str, HistogramCells, Any, "HostWindow | None", bool, bool]
+#: At most this many (host, answer) entries are kept: a scraper calls thousands of hosts.
+_ENTRIES = 4096
+
+
+def _keeps_no_timestamp(gauge: Any) -> bool:
+    from prometheus_client.values import MutexValue
+
+    return type(getattr(gauge, "_value", None)) is MutexValue
+
+
+def _setter(gauge: Any) -> Callable[[float], None]:
+    """What ``gauge.set`` does, less its checks, where the child keeps its value in
+    prometheus_client's in-process ``MutexValue`` (which has no timestamp to keep); a gauge of
+    a multiprocess registry keeps ``gauge.set`` (``mostrecent`` stamps each value)."""
+    if _keeps_no_timestamp(gauge):
+        return gauge._value.set  # type: ignore[no-any-return]
+    return gauge.set  # type: ignore[no-any-return]
