@@ -308,3 +308,7 @@ def test_rate_limit_gauges_follow_each_answer_and_the_time_for_unix_resets() -> 
     clock.advance(60)
     assert answer(unix) == (5.0, 30.0)
     assert answer({"Content-Type": "application/json"}) == (5.0, 30.0)  # no figures: kept
+    # Fields seen before, after an answer whose figures depended on the time: set again.
+    assert answer({"RateLimit-Remaining": "99", "RateLimit-Reset": "30"}) == (99.0, 30.0)
+    assert answer({"Retry-After": "Fri, 15 Jan 2027 08:00:05 GMT"}) == (0.0, 0.0)  # 55 s ago
+    assert answer({"RateLimit-Remaining": "99", "RateLimit-Reset": "30"}) == (99.0, 30.0)

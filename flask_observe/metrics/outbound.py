@@ -254,6 +254,7 @@ class OutboundMetrics:
         #: host -> the rate-limit fields last set, where setting them again would write the
         #: same values (they do not depend on the time, and the gauges keep no timestamp).
         self._last_limits: dict[str, dict[str, str]] = {}
+        self._limits_lock = threading.Lock()
 
     def host_label(self, url: str) -> str:
         return self.hosts.label(url) or OTHER
@@ -323,20 +324,25 @@ class OutboundMetrics:
         return cells
 
     def _set_limits(self, host: str, fields: dict[str, str]) -> None:
+        """Set the host's rate-limit gauges from ``fields`` (when they give a figure), and
+        remember ``fields`` when the same fields would set the same values again."""
         remaining, reset, timed = _rate_limit(fields, self._clock.time())
         if remaining is None and reset is None:
             return
-        setters = self._limits.get(host)
-        if setters is None:
-            remaining_gauge, reset_gauge = self.remaining.labels(host), self.reset.labels(host)
-            setters = self._limits[host] = (_setter(remaining_gauge), _setter(reset_gauge))
-            self._timeless = _keeps_no_timestamp(remaining_gauge)
-        if remaining is not None:
-            setters[0](remaining)
-        if reset is not None:
-            setters[1](reset)
-        if not timed and self._timeless:
-            self._last_limits[host] = fields
+        with self._limits_lock:  # the gauges and the fields they show, changed together
+            setters = self._limits.get(host)
+            if setters is None:
+                remaining_gauge, reset_gauge = self.remaining.labels(host), self.reset.labels(host)
+                setters = self._limits[host] = (_setter(remaining_gauge), _setter(reset_gauge))
+                self._timeless = _keeps_no_timestamp(remaining_gauge)
+            if remaining is not None:
+                setters[0](remaining)
+            if reset is not None:
+                setters[1](reset)
+            if not timed and self._timeless:
+                self._last_limits[host] = fields
+            else:  # the next answer sets its figures whatever its fields
+                self._last_limits.pop(host, None)
 
 
 #: A call's recorders by its host and answer: the declared host (its label), the histogram
