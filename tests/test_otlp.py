@@ -303,6 +303,65 @@ def test_off_by_default() -> None:
         Observe().shutdown(app)
 
 
+def test_a_forked_childs_lines_wake_its_own_export_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gunicorn --preload forks after lines went straight into the SDK's queue: in the child,
+    the next line goes through the SDK's emit again (which remakes its queue's thread), so a
+    full batch wakes the child's export thread, not the parent's, long before the schedule
+    delay."""
+    import json
+    import os
+    import time
+
+    from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+    from opentelemetry.sdk.resources import Resource
+
+    from flask_observe.otlp.logs import LogsPipeline
+
+    class Recorder(LogRecordExporter):
+        def __init__(self) -> None:
+            self.bodies: list[Any] = []
+
+        def export(self, batch: Any) -> LogRecordExportResult:
+            self.bodies.extend(r.log_record.body for r in batch)
+            return LogRecordExportResult.SUCCESS
+
+        def shutdown(self) -> None:
+            pass
+
+        def force_flush(self, timeout_millis: int = 30_000) -> bool:
+            return True
+
+    monkeypatch.setenv("OTEL_BLRP_SCHEDULE_DELAY", "600000")
+    pipeline = LogsPipeline(Resource.create({"service.name": "forked"}), Recorder)
+    batch_size = pipeline._wake_at
+    for n in range(2):  # the first through the SDK's emit, the next straight into its queue
+        pipeline.put(time.time(), logging.INFO, "parent", {"message": f"parent {n}"})
+    assert pipeline._direct
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            for n in range(batch_size):
+                pipeline.put(time.time(), logging.INFO, "child", {"message": f"child {n}"})
+            deadline = time.monotonic() + 10
+            exporter = None
+            while time.monotonic() < deadline:
+                exporter = pipeline.local.built_here()
+                if exporter is not None and len(exporter.bodies) >= batch_size:
+                    break
+                time.sleep(0.01)
+            bodies = exporter.bodies if exporter is not None else []
+            os.write(write, json.dumps(bodies).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    pipeline.shutdown()
+    assert child == [f"child {n}" for n in range(batch_size)]
+
+
 def test_a_forked_child_reports_its_own_counts_under_its_own_instance_id() -> None:
     """gunicorn --preload forks after set-up: the child starts from empty histograms and
     reports under a service.instance.id (and process.pid) of its own."""

@@ -135,6 +135,37 @@ def test_a_batch_encodes_to_what_the_sdks_records_and_encoder_make() -> None:
     assert LINES[0][3]["message"] == "served user", "the line's fields were changed"
 
 
+def test_values_that_keep_changing_repeated_by_the_next_line_encode_as_the_sdk_does() -> None:
+    """A correlation ID changes with every request and is shared by its lines, next to each
+    other in a batch: past the values kept per key, the last one is reused, a new one never
+    taken for it (text only: an equal integer, float or boolean is not the same value)."""
+    lines: list[Line] = [
+        (
+            1_700_000_100.0 + n,
+            logging.INFO,
+            "app" if n % 2 else "flask_observe.access",
+            {"message": "m", "correlation_id": f"req-{n // 2}", "size": 7 if n % 4 else 7.0},
+        )
+        for n in range(200)
+    ]
+    resource = Resource.create({"service.name": "svc"})
+    pipeline = LogsPipeline(resource, lambda: None, identity=("service",))
+    try:
+        ours = pipeline.encoder.encode(lines)
+        sdk = encode_logs([pipeline.readable(*line) for line in lines])
+    finally:
+        pipeline.processor.shutdown()
+    assert normalized(ours) == normalized(sdk)
+    ids = [
+        a.value.string_value
+        for s in ours.resource_logs[0].scope_logs
+        for r in s.log_records
+        for a in r.attributes
+        if a.key == "correlation_id"
+    ]
+    assert sorted(ids) == sorted(f"req-{n // 2}" for n in range(200))
+
+
 def test_the_encoder_leaves_the_lines_fields_as_they_are() -> None:
     """The fields are the file formatter's own dict, shared: read, never changed."""
     fields = dict(LINES[1][3])

@@ -156,6 +156,8 @@ class LineEncoder:
         self._bodies: dict[str, bytes] = {}
         self._cache: dict[tuple[str, Any], bytes] = {}
         self._per_key: dict[str, int] = {}
+        self._last: dict[str, tuple[str, bytes]] = {}
+        self._keys: dict[str, bytes] = {}
 
     def encode(self, lines: Sequence[Line]) -> ExportLogsServiceRequest:
         """The request of ``lines`` (the message of ``opentelemetry-proto``)."""
@@ -219,15 +221,28 @@ class LineEncoder:
         return head
 
     def _attribute(self, key: str, value: Any) -> bytes:
-        """LogRecord.attributes (6): one KeyValue, kept when its value may repeat."""
-        out = _keyvalue(key, attribute(value))
+        """LogRecord.attributes (6): one KeyValue, kept when its value may repeat; for a key
+        whose values keep changing, the last text value is kept (the lines of one request,
+        next to each other in a batch, share its correlation ID)."""
         kind = type(value)
+        if kind is str:
+            last = self._last.get(key)
+            if last is not None and last[0] == value:
+                return last[1]
+        head = self._keys.get(key)
+        if head is None:
+            head = _field(b"\x0a", _utf8(key))  # KeyValue.key (1)
+            if len(self._keys) < MAX_KEYS:
+                self._keys[key] = head
+        out = _field(b"\x32", head + _field(b"\x12", _any_value(attribute(value))))
         if kind is not str and kind is not int:
             return out
         seen = self._per_key.get(key, 0)
         if seen < MAX_CACHED and (seen or len(self._per_key) < MAX_KEYS):
             self._per_key[key] = seen + 1
             self._cache[(key, value)] = out
+        elif kind is str and (key in self._last or len(self._last) < MAX_KEYS):
+            self._last[key] = (value, out)
         return out
 
 
