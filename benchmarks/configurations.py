@@ -465,6 +465,34 @@ def setup_observe_everything(app: Flask, log_dir: Path) -> None:
     observe(app, log_dir, sentry_dsn=DEAD_DSN, **OTLP_DEAD)
 
 
+#: ``observe:all`` with the features of issues 12 and 15 on as well (outbound and query
+#: metrics are on in ``observe:all`` already; the view makes neither call nor query).
+OBSERVE_EVERYTHING_MORE = "observe:all+console+otlp-logs"
+#: The console's sign-in (the log viewer and the console need one).
+CONSOLE_TOKEN = "benchmark-console-s8Tp_pm_bedVxb8xqaB7jwI"
+
+
+@config(
+    OBSERVE_EVERYTHING_MORE,
+    "observe:all + the console (span store, rollups; the log viewer) + every line over OTLP"
+    " (gRPC, the local collector or a dead one)",
+)
+def setup_observe_everything_more(app: Flask, log_dir: Path) -> None:
+    observe(
+        app,
+        log_dir,
+        sentry_dsn=DEAD_DSN,
+        auth_token=CONSOLE_TOKEN,
+        auth_state_dir=str(log_dir / "auth"),
+        logviewer_enabled=True,
+        console_enabled=True,
+        console_spans=True,
+        console_rollups=True,
+        otlp_logs_endpoint=otlp_endpoint(),
+        **OTLP_DEAD,
+    )
+
+
 @config("observe+metrics+tracing", "observe:all without Sentry (the Sentry part, by difference)")
 def setup_observe_metrics_tracing(app: Flask, log_dir: Path) -> None:
     observe(app, log_dir, **OTLP_DEAD)
@@ -495,6 +523,7 @@ SUITES: dict[str, tuple[str, ...]] = {
         PEER_STACK_OTLP,
         PEER_UNTRACED,
         OBSERVE_EVERYTHING,
+        OBSERVE_EVERYTHING_MORE,
         OBSERVE_UNTRACED,
         "observe-correlation",
         "observe-no-access",

@@ -34,6 +34,7 @@ from configurations import (
     OBSERVE,
     OBSERVE_ALL,
     OBSERVE_EVERYTHING,
+    OBSERVE_EVERYTHING_MORE,
     OBSERVE_NO_FILE,
     OBSERVE_OTLP_LOGS,
     OBSERVE_OTLP_METRICS,
@@ -99,6 +100,18 @@ BUDGETS = (
         for label, ours, limit, peer in (
             ("every feature on vs FlaskInstrumentor alone", OBSERVE_EVERYTHING, 1.15, OTEL_ALONE),
             ("every feature on vs the peer stack", OBSERVE_EVERYTHING, 0.35, PEER_STACK_OTLP),
+            (
+                "with the other issues' features (console, OTLP logs) vs FlaskInstrumentor alone",
+                OBSERVE_EVERYTHING_MORE,
+                1.15,
+                OTEL_ALONE,
+            ),
+            (
+                "with the other issues' features (console, OTLP logs) vs the peer stack",
+                OBSERVE_EVERYTHING_MORE,
+                0.35,
+                PEER_STACK_OTLP,
+            ),
             (
                 "tracing off vs prometheus-flask-exporter + request-id + JSON access",
                 OBSERVE_UNTRACED,

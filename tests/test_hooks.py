@@ -22,19 +22,19 @@ def test_no_hook_is_none_and_one_hook_is_itself() -> None:
     assert compose([only]) is only
 
 
-@pytest.mark.parametrize("count", [2, 3, 4])
+@pytest.mark.parametrize(("count", "broken"), [(c, b) for c in (2, 3, 4, 5) for b in range(c)])
 def test_every_hook_runs_in_order_and_a_failing_one_stops_none(
-    count: int, caplog: pytest.LogCaptureFixture
+    count: int, broken: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Two, three (the unrolled chain) or more hooks: each gets the record in turn; the
-    middle one raising is logged, and the ones after it still run."""
+    """Two, three and four (the unrolled chains) or more hooks: each gets the record in turn;
+    any one of them raising is logged, and the ones after it still run."""
     seen: list[tuple[int, RequestRecord]] = []
 
     def make(index: int) -> Callable[[RequestRecord], None]:
         def hook(record: RequestRecord) -> None:
             seen.append((index, record))
-            if index == 1:
-                raise RuntimeError("hook 1 broke")
+            if index == broken:
+                raise RuntimeError(f"hook {index} broke")
 
         hook.__qualname__ = f"hook_{index}"
         return hook
@@ -45,6 +45,6 @@ def test_every_hook_runs_in_order_and_a_failing_one_stops_none(
     with caplog.at_level(logging.ERROR, logger="flask_observe"):
         composed(record)
     assert seen == [(i, record) for i in range(count)]
-    (failure,) = [r for r in caplog.records if "hook_1" in r.getMessage()]
+    (failure,) = [r for r in caplog.records if f"hook_{broken}" in r.getMessage()]
     assert failure.exc_info is not None
     assert failure.exc_info[0] is RuntimeError

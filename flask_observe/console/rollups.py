@@ -25,8 +25,8 @@ outbound call is an error when ``http_client_errors_total`` counts it.
 from __future__ import annotations
 
 import json
-import math
 import threading
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -58,7 +58,6 @@ BUCKET_BASE = 0.0005
 BUCKET_FACTOR = 2**0.25
 #: Buckets: 0.5 ms x 2^(n/4), n < 96: the last one starts near 9 minutes.
 BUCKETS = 96
-_LOG_FACTOR = math.log(BUCKET_FACTOR)
 #: (slot seconds, seconds kept) of each tier.
 TIERS: tuple[tuple[int, int], ...] = (
     (60, 2 * 3600),
@@ -100,16 +99,17 @@ SCHEMA = (
 )
 
 
-def bucket_of(seconds: float) -> int:
-    """The latency bucket of ``seconds``: the first whose upper bound holds it."""
-    if seconds <= BUCKET_BASE:
-        return 0
-    index = math.ceil(math.log(seconds / BUCKET_BASE) / _LOG_FACTOR - 1e-9)
-    return index if index < BUCKETS else BUCKETS - 1
-
-
 def upper_bound(index: int) -> float:
     return float(BUCKET_BASE * BUCKET_FACTOR**index)
+
+
+#: The upper bounds of every bucket but the last (which holds everything longer).
+_BOUNDS = [upper_bound(index) for index in range(BUCKETS - 1)]
+
+
+def bucket_of(seconds: float) -> int:
+    """The latency bucket of ``seconds``: the first whose upper bound holds it."""
+    return bisect_left(_BOUNDS, seconds)
 
 
 def quantile(hist: dict[int, int], q: float) -> float | None:
@@ -239,7 +239,7 @@ class Rollups:
             else:
                 names.add(name)
         key = (int(self._time()) // 60, kind, name)
-        index = bucket_of(seconds)
+        index = bisect_left(_BOUNDS, seconds)  # bucket_of(), inlined
         with self._lock:
             cell = self._pending.get(key)
             if cell is None:
