@@ -191,7 +191,9 @@ def test_remembered_sinks_follow_handlers_filters_and_levels_added_later() -> No
     sinks = _Sinks(child)
     first = sinks(logging.INFO)
     assert first is not None
-    assert [formatter for _, formatter, _ in first] == [ours.formatter]
+    lines, fields = first
+    assert [formatter for formatter, _ in lines] == [ours.formatter]
+    assert fields == ()  # no sink of fields (OTLP logs)
     assert sinks(logging.INFO) is first  # nothing changed: remembered
     foreign = logging.NullHandler()
     parent.addHandler(foreign)
@@ -202,7 +204,7 @@ def test_remembered_sinks_follow_handlers_filters_and_levels_added_later() -> No
     assert sinks(logging.INFO) is None
     child.filters.clear()
     ours.setLevel(logging.WARNING)
-    assert sinks(logging.INFO) == ()  # our handler no longer takes INFO
+    assert sinks(logging.INFO) == ((), ())  # our handler no longer takes INFO
     ours.setLevel(logging.NOTSET)
     ours.addFilter(lambda record: True)
     assert sinks(logging.INFO) is None

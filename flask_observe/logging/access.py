@@ -122,13 +122,8 @@ class AccessLog:
         last_formatter: Any = None
         text = ""
         made: dict[str, Any] | None = None
-        field_sinks: list[Any] | None = None
-        for write_fields, formatter, write_line in sinks:
-            if write_fields is not None:  # a sink of fields, not of lines (OTLP logs): last
-                if field_sinks is None:
-                    field_sinks = []
-                field_sinks.append(write_fields)
-                continue
+        line_sinks, field_sinks = sinks
+        for formatter, write_line in line_sinks:
             if formatter is not last_formatter:  # handlers sharing a formatter share the text
                 out = formatter.line_fields(
                     created, level_name, logger.name, message, fields, self._identity
@@ -138,9 +133,9 @@ class AccessLog:
                 if made is None and formatter.renders_json:
                     made = out  # the JSON line's own fields, for the sinks of fields
             write_line(text, created)
-        if field_sinks is not None:
-            for write_fields in field_sinks:
-                write_fields(created, level, logger.name, message, fields, self._identity, made)
+        # Sinks of fields, not of lines (OTLP logs): after the lines, given their fields.
+        for write_fields in field_sinks:
+            write_fields(created, level, logger.name, message, fields, self._identity, made)
 
 
 _INFO, _WARNING, _ERROR = logging.INFO, logging.WARNING, logging.ERROR
@@ -180,8 +175,9 @@ def _direct_sinks(logger: logging.Logger, level: int) -> list[logging.Handler] |
 _LOGGER_STATE = operator.attrgetter("filters", "handlers", "propagate", "parent")
 _HANDLER_STATE = operator.attrgetter("filters", "level", "formatter")
 
-#: One direct sink: its ``write_fields`` (or ``None``), its formatter and its ``write_line``.
-_Sink = tuple[Any, Any, Any]
+#: The direct sinks of a level: (formatter, ``write_line``) of each sink of lines, then the
+#: ``write_fields`` of each sink of fields (OTLP logs), in the handlers' order.
+_SinkSet = tuple[tuple[tuple[Any, Any], ...], tuple[Any, ...]]
 
 
 class _Sinks:
@@ -192,9 +188,9 @@ class _Sinks:
 
     def __init__(self, logger: logging.Logger) -> None:
         self._logger = logger
-        self._known: dict[int, tuple[Any, Any, Any, tuple[_Sink, ...] | None]] = {}
+        self._known: dict[int, tuple[Any, Any, Any, _SinkSet | None]] = {}
 
-    def __call__(self, level: int) -> tuple[_Sink, ...] | None:
+    def __call__(self, level: int) -> _SinkSet | None:
         known = self._known.get(level)
         if known is not None:
             chain, handlers, state, sinks = known
@@ -202,7 +198,7 @@ class _Sinks:
                 return sinks
         return self._look(level)
 
-    def _look(self, level: int) -> tuple[_Sink, ...] | None:
+    def _look(self, level: int) -> _SinkSet | None:
         chain: list[logging.Logger] = []
         current: logging.Logger | None = self._logger
         while current is not None:
@@ -217,13 +213,16 @@ class _Sinks:
             [(list(f), lvl, fmt) for f, lvl, fmt in map(_HANDLER_STATE, handlers)],
         )
         found = _direct_sinks(self._logger, level)
-        sinks = (
-            None
-            if found is None
-            else tuple(
-                (getattr(h, "write_fields", None), h.formatter, getattr(h, "write_line", None))
-                for h in found
+        sinks: _SinkSet | None = None
+        if found is not None:
+            fields_of = [getattr(h, "write_fields", None) for h in found]
+            sinks = (
+                tuple(
+                    (h.formatter, getattr(h, "write_line", None))
+                    for h, write_fields in zip(found, fields_of, strict=True)
+                    if write_fields is None
+                ),
+                tuple(write_fields for write_fields in fields_of if write_fields is not None),
             )
-        )
         self._known[level] = (chain, handlers, state, sinks)
         return sinks
