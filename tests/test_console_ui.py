@@ -7,6 +7,7 @@ names stays text and runs nothing."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,9 @@ def test_sign_in_lands_on_the_console_and_the_traces_pages_work_by_keyboard(
     tab.keyboard.press("Enter")
     expect(tab.locator("ol.waterfall li.span")).not_to_have_count(0)
     bar = tab.locator(".waterfall .bar").first
-    assert "%" in (bar.get_attribute("style") or "")  # placed by console.js, CSP-safe
+    # Placed by console.js (CSP-safe) once it has run: waited for, as a loaded machine may
+    # still be running it when the list is there.
+    expect(bar).to_have_attribute("style", re.compile("%"))
     first = tab.locator(".waterfall summary").first
     first.focus()
     tab.keyboard.press("Enter")
