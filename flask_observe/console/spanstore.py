@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ import orjson
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
 
+from .._internal import FailureLog
 from ..tracing.redact import PRIVATE_ATTRIBUTES as _PRIVATE
 from ..tracing.redact import redact_attributes
 
@@ -89,6 +91,12 @@ def _upsert(cur: Any, summaries: list[tuple[Any, ...]]) -> None:
         cur.execute(_INSERT.format(values=values), [v for row in part for v in row])
 
 
+#: One ended span as it waits for the writer (:meth:`SpanStore.entry`): ``(trace_id, start,
+#: end, failed, local root, name, correlation_id, method, status_code, service, JSON)``.
+Entry = tuple[
+    int, int, int, bool, bool, str, "str | None", "str | None", "int | None", "str | None", bytes
+]
+
 #: Span kinds by their SDK value (``SpanKind``), as the pages name them.
 _KINDS = {kind.value: kind.name.lower() for kind in SpanKind}
 _STATUS = {StatusCode.UNSET: 0, StatusCode.OK: 1, StatusCode.ERROR: 2}
@@ -98,6 +106,8 @@ _STATUS_NAMES = ("unset", "ok", "error")
 def _value(value: Any) -> Any:
     if isinstance(value, str):
         return value if len(value) <= MAX_VALUE else value[:MAX_VALUE] + "…"
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        return str(value)  # orjson takes no wider int
     if isinstance(value, (bool, int, float)) or value is None:
         return value
     if isinstance(value, (tuple, list)):
@@ -129,26 +139,22 @@ def _plain(attributes: Any) -> Any:
 _QUICK_BYTES = 4096
 
 
-def _encode(head: list[Any], spans: list[tuple[Any, ...]]) -> bytes:
-    """One line of a trace's data: ``head`` then the spans; a span whose attributes are too
+def _encode(row: tuple[Any, ...]) -> bytes:
+    """One span's JSON, as its trace's data line holds it; a span whose attributes are too
     many or too long is capped."""
     try:
-        data = orjson.dumps([*head, *spans], default=str)
+        data = orjson.dumps(row, default=str)
     except TypeError:  # a value orjson cannot take (an int beyond 64 bits, say)
         data = b""
-    if len(data) <= _QUICK_BYTES * len(spans) and data:
+    if data and len(data) <= _QUICK_BYTES:
         return data
-    fixed = []
-    for span in spans:
-        attributes, events = span[8], span[9]
-        fixed.append(
-            (
-                *span[:8],
-                _capped(attributes),
-                [(e[0][:256], e[1], _capped(e[2])) for e in events],
-            )
-        )
-    return orjson.dumps([*head, *fixed], default=str)
+    attributes, events = row[8], row[9]
+    fixed = (
+        *row[:8],
+        _capped(attributes),
+        [(str(e[0])[:256], e[1], _capped(e[2])) for e in events],
+    )
+    return orjson.dumps(fixed, default=str)
 
 
 def _events(span: ReadableSpan) -> Any:
@@ -209,97 +215,139 @@ class SpanStore:
         self.max_spans = max_spans
         self.max_age = max_age
         self.redact = redact
+        self._service: tuple[Any, str | None] = (None, None)  # the last resource, its name
         db.add_schema(*SCHEMA)
 
     # -- writing ---------------------------------------------------------------------------
 
-    def _row(self, span: ReadableSpan) -> tuple[Any, ...]:
-        """One span as the chunk keeps it: ``(span_id, parent_id, name, kind, start, end,
-        status, status message, attributes, events)``.
+    def entry(self, span: ReadableSpan) -> Entry | None:
+        """What the store keeps of an ended span until the writer takes it, made on the
+        request thread (:meth:`StoreSpanProcessor.on_end`): plain values and the span's JSON,
+        none of the span's objects, so a garbage collection has nothing of it to walk and the
+        span is freed with its request. ``None`` for a span without a context or start time.
 
-        Read from the ended span's own state where it is the SDK's (a property read costs
+        The span is read from its own state where it is the SDK's (a property read costs
         more than the dict lookup, and the attribute mapping's copies more still), else
-        through its public surface."""
-        state = vars(span)
+        through its public surface; the JSON is the one the trace's data line holds:
+        ``(span_id, parent_id, name, kind, start, end, status, status message, attributes,
+        events)``."""
+        state = getattr(span, "__dict__", {})
         try:
             context, parent, name = state["_context"], state["_parent"], state["_name"]
             kind, start, end = state["_kind"], state["_start_time"], state["_end_time"]
             status, raw, events = state["_status"], state["_attributes"], state["_events"]
+            resource = state["_resource"]
         except KeyError:
             context, parent, name = span.context, span.parent, span.name
             kind, start, end = span.kind, span.start_time, span.end_time
             status, raw, events = span.status, span.attributes, span.events
+            resource = span.resource
+        if context is None or start is None:
+            return None
         inner = getattr(raw, "_dict", None)
         attributes: Any = inner if type(inner) is dict else (dict(raw) if raw else {})
         if self.redact and attributes and not _PRIVATE.isdisjoint(attributes):
             attributes = redact_attributes(attributes, kind is SpanKind.SERVER)
         description = status.description
+        code = _STATUS.get(status.status_code, 0)
+        name, end = name[:512], end or start
+        data = _encode(
+            (
+                context.span_id,
+                parent.span_id if parent is not None else None,
+                name,
+                kind.value,
+                start,
+                end,
+                code,
+                description[:MAX_VALUE] if description else None,
+                attributes,
+                [(e.name, e.timestamp, _plain(e.attributes)) for e in tuple(events)[:MAX_EVENTS]]
+                if events
+                else (),
+            )
+        )
+        seen = self._service
+        if seen[0] is not resource:  # one lookup per resource, not per span
+            named = resource.attributes.get("service.name") if resource else None
+            seen = self._service = (resource, str(named)[:128] if named else None)
+        if parent is None or parent.is_remote:  # the local root: the trace's summary
+            correlation = attributes.get(CORRELATION_ATTRIBUTE)
+            return (
+                context.trace_id,
+                start,
+                end,
+                code == 2,
+                True,
+                name,
+                str(correlation)[:128] if correlation else None,
+                _method(attributes),
+                _status_code(attributes),
+                seen[1],
+                data,
+            )
         return (
-            context.span_id,
-            parent.span_id if parent is not None else None,
-            name[:512],
-            kind.value,
+            context.trace_id,
             start,
-            end or start,
-            _STATUS.get(status.status_code, 0),
-            description[:MAX_VALUE] if description else None,
-            attributes,
-            [(e.name, e.timestamp, _plain(e.attributes)) for e in tuple(events)[:MAX_EVENTS]]
-            if events
-            else (),
+            end,
+            code == 2,
+            False,
+            name,
+            None,
+            None,
+            None,
+            seen[1],
+            data,
         )
 
-    def write(self, spans: list[ReadableSpan], now_ns: int) -> int:
+    def write(self, spans: Iterable[ReadableSpan], now_ns: int) -> int:
         """Store ``spans`` (one transaction: a chunk per trace, its summary) and trim;
         returns how many were stored."""
-        by_trace: dict[int, list[ReadableSpan]] = {}
-        for span in spans:
-            ctx = span.context
-            if ctx is not None and span.start_time is not None:
-                by_trace.setdefault(ctx.trace_id, []).append(span)
+        entries = [entry for entry in map(self.entry, spans) if entry is not None]
+        return self.write_entries(entries, now_ns)
+
+    def write_entries(self, entries: list[Entry], now_ns: int) -> int:
+        """Store what :meth:`entry` made (one transaction: a chunk per trace, its summary)
+        and trim; returns how many spans were stored."""
+        by_trace: dict[int, list[Entry]] = {}
+        for entry in entries:
+            members = by_trace.get(entry[0])
+            if members is None:
+                by_trace[entry[0]] = [entry]
+            else:
+                members.append(entry)
         if not by_trace:
             return 0
         pid = os.getpid()
+        heads: dict[str | None, bytes] = {}
         summaries = []
-        stored = 0
         for trace_int, members in by_trace.items():
-            rows = [self._row(span) for span in members]
             first = members[0]
-            resource = first.resource.attributes if first.resource else {}
-            service = resource.get("service.name")
-            service = str(service)[:128] if service else None
-            start = min(r[4] for r in rows)
-            failed = sum(1 for r in rows if r[6] == 2)
-            data = _encode([service, pid], rows)
-            root = next((m for m in members if m.parent is None or m.parent.is_remote), None)
+            service = first[9]
+            head = heads.get(service)
+            if head is None:  # ``[service, pid,`` then the spans' JSON
+                head = heads[service] = orjson.dumps([service, pid])[:-1] + b","
+            start = min([m[1] for m in members])
+            root = next((m for m in members if m[4]), None)
             if root is not None:
-                attributes = _plain(getattr(root, "_attributes", None) or root.attributes)
-                correlation = attributes.get(CORRELATION_ATTRIBUTE)
-                name = root.name[:512]
-                duration = max(0, (root.end_time or start) - (root.start_time or start))
-                extra = (
-                    1,
-                    str(correlation)[:128] if correlation else None,
-                    _method(attributes),
-                    _status_code(attributes),
-                )
+                name, duration = root[5], max(0, root[2] - root[1])
+                extra = (1, root[6], root[7], root[8])
             else:
-                name, duration = rows[0][2], max(0, max(r[5] for r in rows) - start)
+                name, duration = first[5], max(0, max([m[2] for m in members]) - start)
                 extra = (0, None, None, None)
             summaries.append(
                 (
                     format(trace_int, "032x"),
-                    *(name, start, duration, len(rows), failed),
+                    *(name, start, duration, len(members), sum([m[3] for m in members])),
                     *extra,
-                    *(service, data),
+                    *(service, head + b",".join([m[10] for m in members]) + b"]"),
                 )
             )
-            stored += len(rows)
         with self.db.write() as cur:
             _upsert(cur, summaries)
-            cur.execute("UPDATE span_total SET spans = spans + ?", (stored,))
+            cur.execute("UPDATE span_total SET spans = spans + ?", (len(entries),))
             self._trim(cur, now_ns)
-        return stored
+        return len(entries)
 
     def _trim(self, cur: Any, now_ns: int) -> None:
         """Drop the traces that started before the age cap, then the oldest (first written)
@@ -425,10 +473,11 @@ class StoreSpanProcessor(SpanProcessor):
         self.nudge = nudge
         self.batch = batch
         self.clock_ns = clock_ns or time.time_ns
-        self._buffer: collections.deque[ReadableSpan] = collections.deque()
+        self._buffer: collections.deque[Entry] = collections.deque()
         self._lock = threading.Lock()
         self.dropped = 0
         self.stored = 0
+        self._failures = FailureLog()
         self.closed = False
         self._pid: int | None = None
 
@@ -442,7 +491,15 @@ class StoreSpanProcessor(SpanProcessor):
         if len(buffer) >= self.capacity:
             self.dropped += 1
             return
-        buffer.append(span)
+        try:
+            entry = self.store.entry(span)
+        except Exception:  # never the host's request
+            self.dropped += 1
+            self._failures("the console's span store (a span not kept)")
+            return
+        if entry is None:
+            return
+        buffer.append(entry)
         if len(buffer) % self.batch == 0 and self.nudge is not None:
             self.nudge()
         if self._pid != os.getpid():  # the first span of this process: start the flusher
@@ -453,13 +510,13 @@ class StoreSpanProcessor(SpanProcessor):
     def flush(self) -> int:
         """Write what is buffered (the flusher's task); returns how many spans were stored."""
         buffer = self._buffer
-        taken: list[ReadableSpan] = []
+        taken: list[Entry] = []
         with self._lock:
             while buffer:
                 taken.append(buffer.popleft())
         if not taken:
             return 0
-        stored = self.store.write(taken, self.clock_ns())
+        stored = self.store.write_entries(taken, self.clock_ns())
         self.stored += stored
         return stored
 
