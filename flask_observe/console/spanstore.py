@@ -2,10 +2,12 @@
 bounded by count and age, fed off the request path.
 
 :class:`StoreSpanProcessor` sits beside the exporter on the tracing feature's provider: its
-``on_end`` (on the request thread) only appends the finished span to a bounded buffer; the
-console's flusher thread turns the buffer into rows every second, one transaction, and trims
-the store. A full buffer drops the span (counted). Spans go through the same redaction as
-the exporter's (``OBSERVE_TRACING_REDACT``) and are capped in size.
+``on_end`` (on the request thread) turns the finished span into plain values and its JSON
+(:meth:`SpanStore.entry`: the span itself is not kept, so no garbage collection walks it)
+and appends them to a bounded buffer; the console's flusher thread groups the buffer by
+trace and writes it every second, one transaction, and trims the store. A full buffer drops
+the span (counted). Spans go through the same redaction as the exporter's
+(``OBSERVE_TRACING_REDACT``) and are capped in size.
 """
 
 from __future__ import annotations
@@ -465,13 +467,14 @@ class SpanStore:
 
 
 class StoreSpanProcessor(SpanProcessor):
-    """Buffers each finished span for the store; the flusher writes them (:meth:`flush`).
+    """Buffers each finished span for the store, as :meth:`SpanStore.entry` makes it; the
+    flusher writes them (:meth:`flush`).
 
     :param store: where spans go.
     :param capacity: most spans buffered; a full buffer drops new ones (counted).
     :param wake: called when the buffer first holds a span in a process (start the flusher).
     :param nudge: called each time ``batch`` more spans are waiting (write now, not at the
-        end of the second: held spans are objects every garbage collection walks).
+        end of the second: the buffer stays small, and each write short).
     """
 
     def __init__(
