@@ -16,6 +16,7 @@ import collections
 import operator
 import os
 import threading
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -105,20 +106,6 @@ Entry = tuple[
 
 #: An entry's fields the writer takes (C-level reads: ``map`` over a trace's entries).
 _START, _END, _FAILED, _ROOT, _DATA = (operator.itemgetter(i) for i in (1, 2, 3, 4, 10))
-#: The SDK's ``ReadableSpan`` state ``entry`` reads, in one C call.
-_STATE = operator.itemgetter(
-    "_context",
-    "_parent",
-    "_name",
-    "_kind",
-    "_start_time",
-    "_end_time",
-    "_status",
-    "_attributes",
-    "_events",
-    "_resource",
-)
-
 #: Span kinds by their SDK value (``SpanKind``), as the pages name them.
 _KINDS = {kind.value: kind.name.lower() for kind in SpanKind}
 _STATUS = {StatusCode.UNSET: 0, StatusCode.OK: 1, StatusCode.ERROR: 2}
@@ -249,15 +236,16 @@ class SpanStore:
         span is freed with its request. ``None`` for a span without a context or start time.
 
         The span is read from its own state where it is the SDK's (a property read costs
-        more than the dict lookup, and the attribute mapping's copies more still), else
+        more than the attribute, and the attribute mapping's copies more still), else
         through its public surface; the JSON is the one the trace's data line holds:
         ``(span_id, parent_id, name, kind, start, end, status, status message, attributes,
         events)``."""
-        try:
-            context, parent, name, kind, start, end, status, raw, events, resource = _STATE(
-                span.__dict__
-            )
-        except (AttributeError, KeyError):
+        try:  # plain instance reads (``__dict__`` would build the span's dict first)
+            context, parent, name = span._context, span._parent, span._name
+            kind, start, end = span._kind, span._start_time, span._end_time
+            status, raw, events = span._status, span._attributes, span._events
+            resource = span._resource
+        except AttributeError:
             context, parent, name = span.context, span.parent, span.name
             kind, start, end = span.kind, span.start_time, span.end_time
             status, raw, events = span.status, span.attributes, span.events
@@ -501,7 +489,10 @@ class StoreSpanProcessor(SpanProcessor):
         self.stored = 0
         self._failures = FailureLog()
         self.closed = False
-        self._pid: int | None = None
+        self._woken = False  # in this process (a forked child starts its own flusher)
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _forked(ref))
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         return None
@@ -524,8 +515,8 @@ class StoreSpanProcessor(SpanProcessor):
         buffer.append(entry)
         if len(buffer) % self.batch == 0 and self.nudge is not None:
             self.nudge()
-        if self._pid != os.getpid():  # the first span of this process: start the flusher
-            self._pid = os.getpid()
+        if not self._woken:  # the first span of this process: start the flusher
+            self._woken = True
             if self.wake is not None:
                 self.wake()
 
@@ -549,3 +540,11 @@ class StoreSpanProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+def _forked(ref: weakref.ref[StoreSpanProcessor]) -> None:
+    """In a forked child: its first span starts its own flusher (threads do not survive
+    fork(); a check of the pid on every span cost a system call each)."""
+    processor = ref()
+    if processor is not None:
+        processor._woken = False
