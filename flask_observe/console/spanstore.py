@@ -83,25 +83,35 @@ _INSERT = """INSERT INTO traces (trace_id, name, start_ns, duration_ns, spans, e
         service = coalesce(service, excluded.service),
         has_root = max(has_root, excluded.has_root)"""
 _ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#: Traces per statement: one statement for a whole flush. Each statement the writer runs
+#: hands the GIL to the request threads (SQLite works without it) and then waits for it
+#: again, up to the interpreter's switch interval (5 ms) while a request thread runs: a busy
+#: process's writer spends its time in those waits, so it runs as few statements as it can
+#: (``executemany`` would step once per row; a statement for each of a few fixed sizes,
+#: cached, ran 7 where one does, and lost more to the waits than it saved in parsing).
+_PER_STATEMENT = 1000
 _WIDTH = _ROW.count("?")
-#: Traces per statement, the largest first: a flush's traces go in as few statements as
-#: these sizes allow (``executemany`` would step, and hand the GIL to the request threads
-#: and wait to get it back, once per row), and each size's statement is prepared once and
-#: then comes from the connection's statement cache (a statement made for each flush's count
-#: was parsed anew every flush: sqlite3_prepare_v2 took a sixth of the writer's instructions).
-_SIZES = (256, 64, 16, 4, 1)
-_STATEMENTS = {n: _INSERT.format(values=", ".join([_ROW] * n)) for n in _SIZES}
+
+#: The running span count after a write of ``?`` spans and the drop of those started
+#: before ``?``, and how many those are: one statement, where three were (see above).
+_TOTALS = """UPDATE span_total
+    SET spans = spans + ? - (SELECT total(spans) FROM traces WHERE start_ns < ?)
+    RETURNING spans, (SELECT total(spans) FROM traces WHERE start_ns < ?)"""
+#: The first trace (in the order written) by which at least ``?`` spans are stored, and how
+#: many spans that is: one statement, where a loop over the rows stepped (and waited for the
+#: GIL) once per row.
+_CUT = """SELECT rowid, running FROM (SELECT rowid,
+        sum(spans) OVER (ORDER BY rowid ROWS UNBOUNDED PRECEDING) AS running FROM traces)
+    WHERE running >= ? LIMIT 1"""
 
 
 def _upsert(cur: Any, values: list[Any]) -> None:
     """Insert or extend the traces whose columns are ``values``, row after row."""
-    first, left = 0, len(values) // _WIDTH
-    for size in _SIZES:
-        statement, step = _STATEMENTS[size], size * _WIDTH
-        while left >= size:
-            cur.execute(statement, values[first : first + step])
-            first += step
-            left -= size
+    step = _PER_STATEMENT * _WIDTH
+    for first in range(0, len(values), step):
+        part = values[first : first + step]
+        rows = ", ".join([_ROW] * (len(part) // _WIDTH))
+        cur.execute(_INSERT.format(values=rows), part)
 
 
 #: One ended span as it waits for the writer (:meth:`SpanStore.entry`): ``(trace_id, start,
@@ -360,32 +370,26 @@ class SpanStore:
                 )
         with self.db.write() as cur:
             _upsert(cur, values)
-            cur.execute("UPDATE span_total SET spans = spans + ?", (len(entries),))
-            self._trim(cur, now_ns)
+            self._trim(cur, now_ns, len(entries))
         return len(entries)
 
-    def _trim(self, cur: Any, now_ns: int) -> None:
-        """Drop the traces that started before the age cap, then the oldest (first written)
-        past the span cap."""
+    def _trim(self, cur: Any, now_ns: int, stored: int) -> None:
+        """Count the ``stored`` spans just written; drop the traces that started before the
+        age cap, then the oldest (first written) past the span cap."""
         oldest = now_ns - int(self.max_age * 1e9)
-        aged = cur.execute(
-            "SELECT total(spans) FROM traces WHERE start_ns < ?", (oldest,)
-        ).fetchone()[0]
+        total, aged = cur.execute(_TOTALS, (stored, oldest, oldest)).fetchone()
         if aged:
             cur.execute("DELETE FROM traces WHERE start_ns < ?", (oldest,))
-            cur.execute("UPDATE span_total SET spans = spans - ?", (int(aged),))
-        excess = cur.execute("SELECT spans FROM span_total").fetchone()[0] - self.max_spans
+        excess = int(total) - self.max_spans
         if excess <= 0:
             return
-        cut, dropped = None, 0
-        for row_id, n in cur.execute("SELECT rowid, spans FROM traces ORDER BY rowid"):
-            dropped += n
-            cut = row_id
-            if dropped >= excess:
-                break
+        found = cur.execute(_CUT, (excess,)).fetchone()
+        if found is None:  # fewer stored than counted: all of them go
+            found = cur.execute("SELECT max(rowid), total(spans) FROM traces").fetchone()
+        cut, dropped = found
         if cut is not None:
             cur.execute("DELETE FROM traces WHERE rowid <= ?", (cut,))
-            cur.execute("UPDATE span_total SET spans = max(0, spans - ?)", (dropped,))
+            cur.execute("UPDATE span_total SET spans = max(0, spans - ?)", (int(dropped),))
 
     # -- reading ---------------------------------------------------------------------------
 
