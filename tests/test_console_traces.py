@@ -253,3 +253,45 @@ def test_a_trace_written_in_several_flushes_is_one_waterfall(tmp_path: Path) -> 
     assert sorted(s["name"] for s in spans) == ["GET", "INSERT", "POST /api/scrapes", "SELECT"]
     assert store.counts() == {"spans": 4, "traces": 1}
     db.close()
+
+
+def test_the_buffer_holds_no_span_and_stored_spans_are_capped(tmp_path: Path) -> None:
+    """``on_end`` keeps plain values, not the span (a garbage collection has nothing of it to
+    walk); a span too big for the quick path has its long values and attributes past the
+    cap cut, an int wider than JSON takes is stored as text, and the span is still written."""
+    import gc
+    import weakref
+
+    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+
+    from flask_observe.console.spanstore import MAX_ATTRIBUTES, MAX_VALUE, StoreSpanProcessor
+
+    db = ConsoleDB(tmp_path)
+    store = SpanStore(db, max_spans=10_000, max_age=3600)
+    processor = StoreSpanProcessor(store, capacity=100)
+    provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=200))
+    tracer = provider.get_tracer("t")
+    many = {f"k{i}": "v" * 100 for i in range(MAX_ATTRIBUTES + 6)}  # past the quick path's size
+    wide = tracer.start_span("wide", attributes=many)
+    wide.end()
+    odd = tracer.start_span("odd", attributes={"long": "x" * (MAX_VALUE + 500), "huge": 2**70})
+    odd.end()
+    for span in (wide, odd):
+        readable = span._readable_span()  # type: ignore[attr-defined]
+        gone = weakref.ref(readable)
+        processor.on_end(readable)
+        del readable
+        gc.collect()
+        assert gone() is None, "the buffer holds the span"
+    assert processor.flush() == 2
+    assert processor.dropped == 0
+
+    def attributes(span: Any) -> dict[str, Any]:
+        (stored,) = store.spans(format(span.get_span_context().trace_id, "032x"))
+        return stored["attributes"]  # type: ignore[no-any-return]
+
+    kept = attributes(wide)
+    assert len(kept) == MAX_ATTRIBUTES + 1
+    assert kept["…"] == "6 more attributes not kept"
+    assert attributes(odd) == {"long": "x" * MAX_VALUE + "…", "huge": str(2**70)}
+    db.close()

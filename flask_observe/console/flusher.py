@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable
 
 from .._internal import FailureLog, run_with_deadline
@@ -31,7 +32,10 @@ class Flusher:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._pid: int | None = None
+        self._started = False  # in this process (reset in a forked child)
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _forked(ref))
         self._failures = FailureLog()
         self.rounds = 0
 
@@ -39,14 +43,14 @@ class Flusher:
         self.tasks.append((name, task))
 
     def ensure_started(self) -> None:
-        """Start this process's thread if it is not running (cheap when it is)."""
-        pid = os.getpid()
-        if self._pid == pid or self._stop.is_set():
+        """Start this process's thread if it is not running (cheap when it is: no system
+        call, it runs on every request)."""
+        if self._started or self._stop.is_set():
             return
         with self._lock:
-            if self._pid == pid or self._stop.is_set():
+            if self._started or self._stop.is_set():
                 return
-            self._pid = pid
+            self._started = True
             self._wake = threading.Event()
             thread = threading.Thread(target=self._run, name="flask_observe-console", daemon=True)
             thread.start()
@@ -79,3 +83,10 @@ class Flusher:
         self._stop.set()
         self._wake.set()
         run_with_deadline(self.run_once, timeout, "console-flush")
+
+
+def _forked(ref: weakref.ref[Flusher]) -> None:
+    """In a forked child: threads do not survive fork(), the next call starts its own."""
+    flusher = ref()
+    if flusher is not None:
+        flusher._started = False

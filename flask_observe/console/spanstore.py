@@ -2,17 +2,22 @@
 bounded by count and age, fed off the request path.
 
 :class:`StoreSpanProcessor` sits beside the exporter on the tracing feature's provider: its
-``on_end`` (on the request thread) only appends the finished span to a bounded buffer; the
-console's flusher thread turns the buffer into rows every second, one transaction, and trims
-the store. A full buffer drops the span (counted). Spans go through the same redaction as
-the exporter's (``OBSERVE_TRACING_REDACT``) and are capped in size.
+``on_end`` (on the request thread) turns the finished span into plain values and its JSON
+(:meth:`SpanStore.entry`: the span itself is not kept, so no garbage collection walks it)
+and appends them to a bounded buffer; the console's flusher thread groups the buffer by
+trace and writes it every second, one transaction, and trims the store. A full buffer drops
+the span (counted). Spans go through the same redaction as the exporter's
+(``OBSERVE_TRACING_REDACT``) and are capped in size.
 """
 
 from __future__ import annotations
 
 import collections
+import operator
 import os
 import threading
+import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +25,7 @@ import orjson
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
 
+from .._internal import FailureLog
 from ..tracing.redact import PRIVATE_ATTRIBUTES as _PRIVATE
 from ..tracing.redact import redact_attributes
 
@@ -77,18 +83,45 @@ _INSERT = """INSERT INTO traces (trace_id, name, start_ns, duration_ns, spans, e
         service = coalesce(service, excluded.service),
         has_root = max(has_root, excluded.has_root)"""
 _ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-#: Traces per statement: one statement for a whole flush, where ``executemany`` would step
-#: (and hand the GIL to the request threads and wait to get it back) once per row.
+#: Traces per statement: one statement for a whole flush. Each statement the writer runs
+#: hands the GIL to the request threads (SQLite works without it) and then waits for it
+#: again, up to the interpreter's switch interval (5 ms) while a request thread runs: a busy
+#: process's writer spends its time in those waits, so it runs as few statements as it can
+#: (``executemany`` would step once per row; a statement for each of a few fixed sizes,
+#: cached, ran 7 where one does, and lost more to the waits than it saved in parsing).
 _PER_STATEMENT = 1000
+_WIDTH = _ROW.count("?")
+
+#: The running span count after a write of ``?`` spans and the drop of those started
+#: before ``?``, and how many those are: one statement, where three were (see above).
+_TOTALS = """UPDATE span_total
+    SET spans = spans + ? - (SELECT total(spans) FROM traces WHERE start_ns < ?)
+    RETURNING spans, (SELECT total(spans) FROM traces WHERE start_ns < ?)"""
+#: The first trace (in the order written) by which at least ``?`` spans are stored, and how
+#: many spans that is: one statement, where a loop over the rows stepped (and waited for the
+#: GIL) once per row.
+_CUT = """SELECT rowid, running FROM (SELECT rowid,
+        sum(spans) OVER (ORDER BY rowid ROWS UNBOUNDED PRECEDING) AS running FROM traces)
+    WHERE running >= ? LIMIT 1"""
 
 
-def _upsert(cur: Any, summaries: list[tuple[Any, ...]]) -> None:
-    for first in range(0, len(summaries), _PER_STATEMENT):
-        part = summaries[first : first + _PER_STATEMENT]
-        values = ", ".join([_ROW] * len(part))
-        cur.execute(_INSERT.format(values=values), [v for row in part for v in row])
+def _upsert(cur: Any, values: list[Any]) -> None:
+    """Insert or extend the traces whose columns are ``values``, row after row."""
+    step = _PER_STATEMENT * _WIDTH
+    for first in range(0, len(values), step):
+        part = values[first : first + step]
+        rows = ", ".join([_ROW] * (len(part) // _WIDTH))
+        cur.execute(_INSERT.format(values=rows), part)
 
 
+#: One ended span as it waits for the writer (:meth:`SpanStore.entry`): ``(trace_id, start,
+#: end, failed, local root, name, correlation_id, method, status_code, service, JSON)``.
+Entry = tuple[
+    int, int, int, bool, bool, str, "str | None", "str | None", "int | None", "str | None", bytes
+]
+
+#: An entry's fields the writer takes (C-level reads: ``map`` over a trace's entries).
+_START, _END, _FAILED, _ROOT, _DATA = (operator.itemgetter(i) for i in (1, 2, 3, 4, 10))
 #: Span kinds by their SDK value (``SpanKind``), as the pages name them.
 _KINDS = {kind.value: kind.name.lower() for kind in SpanKind}
 _STATUS = {StatusCode.UNSET: 0, StatusCode.OK: 1, StatusCode.ERROR: 2}
@@ -98,6 +131,8 @@ _STATUS_NAMES = ("unset", "ok", "error")
 def _value(value: Any) -> Any:
     if isinstance(value, str):
         return value if len(value) <= MAX_VALUE else value[:MAX_VALUE] + "…"
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        return str(value)  # orjson takes no wider int
     if isinstance(value, (bool, int, float)) or value is None:
         return value
     if isinstance(value, (tuple, list)):
@@ -129,26 +164,22 @@ def _plain(attributes: Any) -> Any:
 _QUICK_BYTES = 4096
 
 
-def _encode(head: list[Any], spans: list[tuple[Any, ...]]) -> bytes:
-    """One line of a trace's data: ``head`` then the spans; a span whose attributes are too
+def _encode(row: tuple[Any, ...]) -> bytes:
+    """One span's JSON, as its trace's data line holds it; a span whose attributes are too
     many or too long is capped."""
     try:
-        data = orjson.dumps([*head, *spans], default=str)
+        data = orjson.dumps(row, default=str)
     except TypeError:  # a value orjson cannot take (an int beyond 64 bits, say)
         data = b""
-    if len(data) <= _QUICK_BYTES * len(spans) and data:
+    if data and len(data) <= _QUICK_BYTES:
         return data
-    fixed = []
-    for span in spans:
-        attributes, events = span[8], span[9]
-        fixed.append(
-            (
-                *span[:8],
-                _capped(attributes),
-                [(e[0][:256], e[1], _capped(e[2])) for e in events],
-            )
-        )
-    return orjson.dumps([*head, *fixed], default=str)
+    attributes, events = row[8], row[9]
+    fixed = (
+        *row[:8],
+        _capped(attributes),
+        [(str(e[0])[:256], e[1], _capped(e[2])) for e in events],
+    )
+    return orjson.dumps(fixed, default=str)
 
 
 def _events(span: ReadableSpan) -> Any:
@@ -209,120 +240,156 @@ class SpanStore:
         self.max_spans = max_spans
         self.max_age = max_age
         self.redact = redact
+        self._service: tuple[Any, str | None] = (None, None)  # the last resource, its name
         db.add_schema(*SCHEMA)
 
     # -- writing ---------------------------------------------------------------------------
 
-    def _row(self, span: ReadableSpan) -> tuple[Any, ...]:
-        """One span as the chunk keeps it: ``(span_id, parent_id, name, kind, start, end,
-        status, status message, attributes, events)``.
+    def entry(self, span: ReadableSpan) -> Entry | None:
+        """What the store keeps of an ended span until the writer takes it, made on the
+        request thread (:meth:`StoreSpanProcessor.on_end`): plain values and the span's JSON,
+        none of the span's objects, so a garbage collection has nothing of it to walk and the
+        span is freed with its request. ``None`` for a span without a context or start time.
 
-        Read from the ended span's own state where it is the SDK's (a property read costs
-        more than the dict lookup, and the attribute mapping's copies more still), else
-        through its public surface."""
-        state = vars(span)
-        try:
-            context, parent, name = state["_context"], state["_parent"], state["_name"]
-            kind, start, end = state["_kind"], state["_start_time"], state["_end_time"]
-            status, raw, events = state["_status"], state["_attributes"], state["_events"]
-        except KeyError:
+        The span is read from its own state where it is the SDK's (a property read costs
+        more than the attribute, and the attribute mapping's copies more still), else
+        through its public surface; the JSON is the one the trace's data line holds:
+        ``(span_id, parent_id, name, kind, start, end, status, status message, attributes,
+        events)``."""
+        try:  # plain instance reads (``__dict__`` would build the span's dict first)
+            context, parent, name = span._context, span._parent, span._name
+            kind, start, end = span._kind, span._start_time, span._end_time
+            status, raw, events = span._status, span._attributes, span._events
+            resource = span._resource
+        except AttributeError:
             context, parent, name = span.context, span.parent, span.name
             kind, start, end = span.kind, span.start_time, span.end_time
             status, raw, events = span.status, span.attributes, span.events
+            resource = span.resource
+        if context is None or start is None:
+            return None
         inner = getattr(raw, "_dict", None)
         attributes: Any = inner if type(inner) is dict else (dict(raw) if raw else {})
         if self.redact and attributes and not _PRIVATE.isdisjoint(attributes):
             attributes = redact_attributes(attributes, kind is SpanKind.SERVER)
         description = status.description
+        code = _STATUS.get(status.status_code, 0)
+        name, end = name[:512], end or start
+        data = _encode(
+            (
+                context.span_id,
+                parent.span_id if parent is not None else None,
+                name,
+                kind.value,
+                start,
+                end,
+                code,
+                description[:MAX_VALUE] if description else None,
+                attributes,
+                [(e.name, e.timestamp, _plain(e.attributes)) for e in tuple(events)[:MAX_EVENTS]]
+                if events
+                else (),
+            )
+        )
+        seen = self._service
+        if seen[0] is not resource:  # one lookup per resource, not per span
+            named = resource.attributes.get("service.name") if resource else None
+            seen = self._service = (resource, str(named)[:128] if named else None)
+        if parent is not None and not parent.is_remote:
+            return (
+                context.trace_id,
+                start,
+                end,
+                code == 2,
+                False,
+                name,
+                None,
+                None,
+                None,
+                seen[1],
+                data,
+            )
+        correlation = attributes.get(CORRELATION_ATTRIBUTE)  # the local root: the summary's
         return (
-            context.span_id,
-            parent.span_id if parent is not None else None,
-            name[:512],
-            kind.value,
+            context.trace_id,
             start,
-            end or start,
-            _STATUS.get(status.status_code, 0),
-            description[:MAX_VALUE] if description else None,
-            attributes,
-            [(e.name, e.timestamp, _plain(e.attributes)) for e in tuple(events)[:MAX_EVENTS]]
-            if events
-            else (),
+            end,
+            code == 2,
+            True,
+            name,
+            str(correlation)[:128] if correlation else None,
+            _method(attributes),
+            _status_code(attributes),
+            seen[1],
+            data,
         )
 
-    def write(self, spans: list[ReadableSpan], now_ns: int) -> int:
+    def write(self, spans: Iterable[ReadableSpan], now_ns: int) -> int:
         """Store ``spans`` (one transaction: a chunk per trace, its summary) and trim;
         returns how many were stored."""
-        by_trace: dict[int, list[ReadableSpan]] = {}
-        for span in spans:
-            ctx = span.context
-            if ctx is not None and span.start_time is not None:
-                by_trace.setdefault(ctx.trace_id, []).append(span)
+        entries = [entry for entry in map(self.entry, spans) if entry is not None]
+        return self.write_entries(entries, now_ns)
+
+    def write_entries(self, entries: list[Entry], now_ns: int) -> int:
+        """Store what :meth:`entry` made (one transaction: a chunk per trace, its summary)
+        and trim; returns how many spans were stored."""
+        by_trace: dict[int, list[Entry]] = {}
+        for entry in entries:
+            members = by_trace.get(entry[0])
+            if members is None:
+                by_trace[entry[0]] = [entry]
+            else:
+                members.append(entry)
         if not by_trace:
             return 0
         pid = os.getpid()
-        summaries = []
-        stored = 0
+        heads: dict[str | None, bytes] = {}
+        values: list[Any] = []  # the statement's parameters, row after row
         for trace_int, members in by_trace.items():
-            rows = [self._row(span) for span in members]
             first = members[0]
-            resource = first.resource.attributes if first.resource else {}
-            service = resource.get("service.name")
-            service = str(service)[:128] if service else None
-            start = min(r[4] for r in rows)
-            failed = sum(1 for r in rows if r[6] == 2)
-            data = _encode([service, pid], rows)
-            root = next((m for m in members if m.parent is None or m.parent.is_remote), None)
+            service = first[9]
+            head = heads.get(service)
+            if head is None:  # ``[service, pid,`` then the spans' JSON
+                head = heads[service] = orjson.dumps([service, pid])[:-1] + b","
+            data = head + b",".join(map(_DATA, members)) + b"]"
+            start = min(map(_START, members))
+            root = next(filter(_ROOT, members), None)
             if root is not None:
-                attributes = _plain(getattr(root, "_attributes", None) or root.attributes)
-                correlation = attributes.get(CORRELATION_ATTRIBUTE)
-                name = root.name[:512]
-                duration = max(0, (root.end_time or start) - (root.start_time or start))
-                extra = (
-                    1,
-                    str(correlation)[:128] if correlation else None,
-                    _method(attributes),
-                    _status_code(attributes),
+                duration = root[2] - root[1]
+                values += (
+                    format(trace_int, "032x"),
+                    *(root[5], start, duration if duration > 0 else 0, len(members)),
+                    *(sum(map(_FAILED, members)), 1, root[6], root[7], root[8], service, data),
                 )
             else:
-                name, duration = rows[0][2], max(0, max(r[5] for r in rows) - start)
-                extra = (0, None, None, None)
-            summaries.append(
-                (
+                duration = max(map(_END, members)) - start
+                values += (
                     format(trace_int, "032x"),
-                    *(name, start, duration, len(rows), failed),
-                    *extra,
-                    *(service, data),
+                    *(first[5], start, duration if duration > 0 else 0, len(members)),
+                    *(sum(map(_FAILED, members)), 0, None, None, None, service, data),
                 )
-            )
-            stored += len(rows)
         with self.db.write() as cur:
-            _upsert(cur, summaries)
-            cur.execute("UPDATE span_total SET spans = spans + ?", (stored,))
-            self._trim(cur, now_ns)
-        return stored
+            _upsert(cur, values)
+            self._trim(cur, now_ns, len(entries))
+        return len(entries)
 
-    def _trim(self, cur: Any, now_ns: int) -> None:
-        """Drop the traces that started before the age cap, then the oldest (first written)
-        past the span cap."""
+    def _trim(self, cur: Any, now_ns: int, stored: int) -> None:
+        """Count the ``stored`` spans just written; drop the traces that started before the
+        age cap, then the oldest (first written) past the span cap."""
         oldest = now_ns - int(self.max_age * 1e9)
-        aged = cur.execute(
-            "SELECT total(spans) FROM traces WHERE start_ns < ?", (oldest,)
-        ).fetchone()[0]
+        total, aged = cur.execute(_TOTALS, (stored, oldest, oldest)).fetchone()
         if aged:
             cur.execute("DELETE FROM traces WHERE start_ns < ?", (oldest,))
-            cur.execute("UPDATE span_total SET spans = spans - ?", (int(aged),))
-        excess = cur.execute("SELECT spans FROM span_total").fetchone()[0] - self.max_spans
+        excess = int(total) - self.max_spans
         if excess <= 0:
             return
-        cut, dropped = None, 0
-        for row_id, n in cur.execute("SELECT rowid, spans FROM traces ORDER BY rowid"):
-            dropped += n
-            cut = row_id
-            if dropped >= excess:
-                break
+        found = cur.execute(_CUT, (excess,)).fetchone()
+        if found is None:  # fewer stored than counted: all of them go
+            found = cur.execute("SELECT max(rowid), total(spans) FROM traces").fetchone()
+        cut, dropped = found
         if cut is not None:
             cur.execute("DELETE FROM traces WHERE rowid <= ?", (cut,))
-            cur.execute("UPDATE span_total SET spans = max(0, spans - ?)", (dropped,))
+            cur.execute("UPDATE span_total SET spans = max(0, spans - ?)", (int(dropped),))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -398,13 +465,14 @@ class SpanStore:
 
 
 class StoreSpanProcessor(SpanProcessor):
-    """Buffers each finished span for the store; the flusher writes them (:meth:`flush`).
+    """Buffers each finished span for the store, as :meth:`SpanStore.entry` makes it; the
+    flusher writes them (:meth:`flush`).
 
     :param store: where spans go.
     :param capacity: most spans buffered; a full buffer drops new ones (counted).
     :param wake: called when the buffer first holds a span in a process (start the flusher).
     :param nudge: called each time ``batch`` more spans are waiting (write now, not at the
-        end of the second: held spans are objects every garbage collection walks).
+        end of the second: the buffer stays small, and each write short).
     """
 
     def __init__(
@@ -425,12 +493,16 @@ class StoreSpanProcessor(SpanProcessor):
         self.nudge = nudge
         self.batch = batch
         self.clock_ns = clock_ns or time.time_ns
-        self._buffer: collections.deque[ReadableSpan] = collections.deque()
+        self._buffer: collections.deque[Entry] = collections.deque()
         self._lock = threading.Lock()
         self.dropped = 0
         self.stored = 0
+        self._failures = FailureLog()
         self.closed = False
-        self._pid: int | None = None
+        self._woken = False  # in this process (a forked child starts its own flusher)
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _forked(ref))
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         return None
@@ -442,24 +514,31 @@ class StoreSpanProcessor(SpanProcessor):
         if len(buffer) >= self.capacity:
             self.dropped += 1
             return
-        buffer.append(span)
+        try:
+            entry = self.store.entry(span)
+        except Exception:  # never the host's request
+            self.dropped += 1
+            self._failures("the console's span store (a span not kept)")
+            return
+        if entry is None:
+            return
+        buffer.append(entry)
         if len(buffer) % self.batch == 0 and self.nudge is not None:
             self.nudge()
-        if self._pid != os.getpid():  # the first span of this process: start the flusher
-            self._pid = os.getpid()
+        if not self._woken:  # the first span of this process: start the flusher
+            self._woken = True
             if self.wake is not None:
                 self.wake()
 
     def flush(self) -> int:
         """Write what is buffered (the flusher's task); returns how many spans were stored."""
         buffer = self._buffer
-        taken: list[ReadableSpan] = []
+        popleft = buffer.popleft
         with self._lock:
-            while buffer:
-                taken.append(buffer.popleft())
+            taken = [popleft() for _ in range(len(buffer))]
         if not taken:
             return 0
-        stored = self.store.write(taken, self.clock_ns())
+        stored = self.store.write_entries(taken, self.clock_ns())
         self.stored += stored
         return stored
 
@@ -471,3 +550,11 @@ class StoreSpanProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+def _forked(ref: weakref.ref[StoreSpanProcessor]) -> None:
+    """In a forked child: its first span starts its own flusher (threads do not survive
+    fork(); a check of the pid on every span cost a system call each)."""
+    processor = ref()
+    if processor is not None:
+        processor._woken = False
