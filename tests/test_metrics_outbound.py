@@ -20,7 +20,7 @@ from flask_observe._clock import ManualClock
 from flask_observe.health import DependencyCheck, HealthRunner, Status
 from flask_observe.hooks import OutboundCall
 from flask_observe.metrics import Metrics
-from flask_observe.metrics.outbound import OTHER, OutboundMetrics, rate_limit
+from flask_observe.metrics.outbound import OTHER, HostWindow, OutboundMetrics, rate_limit
 
 from .conftest import HungServer, LiveServer, refused_port
 
@@ -312,3 +312,38 @@ def test_rate_limit_gauges_follow_each_answer_and_the_time_for_unix_resets() -> 
     assert answer({"RateLimit-Remaining": "99", "RateLimit-Reset": "30"}) == (99.0, 30.0)
     assert answer({"Retry-After": "Fri, 15 Jan 2027 08:00:05 GMT"}) == (0.0, 0.0)  # 55 s ago
     assert answer({"RateLimit-Remaining": "99", "RateLimit-Reset": "30"}) == (99.0, 30.0)
+
+
+def test_a_call_that_read_the_clock_before_a_slices_edge_loses_no_counts() -> None:
+    """Two threads at a slice's edge: one reads the clock just before it, the other (after
+    it) takes the lock first. The late call is counted in its own slice, and neither slice's
+    earlier calls are wiped (as the deque of slices kept them before the ring)."""
+    clock = ManualClock(start=1_800_000_000.0)
+    clock.advance(100.0 - clock.monotonic() % 10.0 + 5.0)  # mid-slice
+    window = HostWindow(clock)
+    for _ in range(3):
+        window.add(False, False)  # three calls in slice T
+    clock.advance(4.999)
+
+    class Preempted:
+        """The late thread reads T's time; the other runs its whole add() in slice T+1."""
+
+        def __init__(self) -> None:
+            self.done = False
+
+        def monotonic(self) -> float:
+            now = clock.monotonic()
+            if not self.done:
+                self.done = True
+                clock.advance(0.002)  # the other thread, past the edge
+                window.add(True, False)
+            return now
+
+        def time(self) -> float:
+            return clock.time()
+
+    window._clock = Preempted()  # type: ignore[assignment]
+    window.add(False, False)  # the late call: slice T, after slice T+1 began
+    window._clock = clock
+    window.add(False, True)  # slice T+1 again
+    assert window.totals(60.0) == (6, 1, 1)

@@ -166,11 +166,19 @@ class HostWindow:
     def add(self, failed: bool, throttled: bool) -> None:
         tick = self._clock.monotonic() // _SLICE
         with self._lock:
+            counts = self._current
             if tick != self._tick:
                 slot = int(tick) % _SLOTS
-                self._ticks[slot] = self._tick = tick
-                self._slices[slot] = self._current = [0, 0, 0]
-            counts = self._current
+                if self._ticks[slot] != tick:
+                    if tick < self._ticks[slot]:
+                        return  # older than the ring holds: outside every span asked
+                    self._ticks[slot] = tick
+                    self._slices[slot] = [0, 0, 0]
+                counts = self._slices[slot]
+                # A call that read the clock before another one began the next slice (and
+                # took the lock first) counts in its own slice, and leaves the next one be.
+                if tick > self._tick:
+                    self._tick, self._current = tick, counts
             counts[0] += 1
             if failed:
                 counts[1] += 1
