@@ -347,3 +347,20 @@ def test_a_call_that_read_the_clock_before_a_slices_edge_loses_no_counts() -> No
     window._clock = clock
     window.add(False, True)  # slice T+1 again
     assert window.totals(60.0) == (6, 1, 1)
+
+
+def test_a_call_with_an_answer_and_an_error_is_an_error_after_the_same_answer_without() -> None:
+    """An answer cached for a host, method and status is not served to a call that has the
+    same status and also an error (a body cut off): that one is ``error``, and counted."""
+    metrics = Metrics(buckets=(0.1,))
+    outbound = OutboundMetrics(metrics, ["api.example.com"])
+    outbound(OutboundCall("GET", "https://api.example.com/x", 200, None, 0.01, {}, 0))
+    cut = ConnectionError("connection reset while reading the body")
+    outbound(OutboundCall("GET", "https://api.example.com/x", 200, cut, 0.01, {}, 0))
+    count = "http_client_request_duration_seconds_count"
+    labels = {"host": "api.example.com", "method": "GET"}
+    get = metrics.registry.get_sample_value
+    assert get(count, {**labels, "status_class": "2xx"}) == 1.0
+    assert get(count, {**labels, "status_class": "error"}) == 1.0
+    errors = {"host": "api.example.com", "error_type": "connection"}
+    assert get("http_client_errors_total", errors) == 1.0

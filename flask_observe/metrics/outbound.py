@@ -279,7 +279,12 @@ class OutboundMetrics:
         parts = urlsplit(call.url)  # cached by urllib: the host label's lookup costs no parse
         status = call.status
         key = (parts.scheme, parts.netloc, call.method, status)
-        entry = self._entries.get(key) if status is not None else None  # type: ignore[arg-type]
+        # Only calls answered without an error are cached (one with both is not served theirs).
+        entry = (
+            self._entries.get(key)  # type: ignore[arg-type]
+            if status is not None and call.error is None
+            else None
+        )
         if entry is None:
             entry = self._entry(key, call)
         host, cells, errors, window, failed, throttled = entry
