@@ -364,3 +364,37 @@ def test_a_call_with_an_answer_and_an_error_is_an_error_after_the_same_answer_wi
     assert get(count, {**labels, "status_class": "error"}) == 1.0
     errors = {"host": "api.example.com", "error_type": "connection"}
     assert get("http_client_errors_total", errors) == 1.0
+
+
+def test_under_gunicorn_a_workers_repeated_answer_is_the_most_recent_again(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Multiprocess mode, ``mostrecent`` gauges: worker A reads 5 left, worker B then 3, and A
+    the same fields as before again. A sets its gauge again (its value is stamped), so the
+    merged figure is A's 5, not B's older 3: the 'same fields, skip' shortcut is off there."""
+    import time
+
+    from prometheus_client import CollectorRegistry, values
+    from prometheus_client.multiprocess import MultiProcessCollector
+    from requests.structures import CaseInsensitiveDict
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    worker = ["a"]
+    monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue(lambda: worker[0]))
+    outbound_a = OutboundMetrics(Metrics(buckets=(0.1,)), ["api.example.com"])
+    outbound_b = OutboundMetrics(Metrics(buckets=(0.1,)), ["api.example.com"])
+
+    def answer(outbound: OutboundMetrics, remaining: str) -> None:
+        headers = CaseInsensitiveDict({"RateLimit-Remaining": remaining})
+        outbound(OutboundCall("GET", "https://api.example.com/x", 200, None, 0.01, headers, 0))
+        time.sleep(0.01)  # the next stamp is later
+
+    answer(outbound_a, "5")
+    worker[0] = "b"
+    answer(outbound_b, "3")
+    worker[0] = "a"
+    answer(outbound_a, "5")
+    merged = CollectorRegistry()
+    MultiProcessCollector(merged, path=str(tmp_path))
+    labels = {"host": "api.example.com"}
+    assert merged.get_sample_value("http_client_rate_limit_remaining", labels) == 5.0
