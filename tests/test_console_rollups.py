@@ -34,6 +34,16 @@ def test_a_duration_falls_in_the_first_bucket_whose_bound_holds_it() -> None:
     assert bucket_of(1e6) == r.BUCKETS - 1
 
 
+def test_a_duration_on_a_bound_falls_in_that_bounds_bucket() -> None:
+    """1 ms, 2 ms, 4 ms … 2.048 s are bounds (0.5 ms x 2^(n/4), n a multiple of 4): each is
+    in the bucket it bounds, as the logarithm put it, not in the next one."""
+    for k in range(13):
+        seconds = 0.001 * 2**k
+        assert upper_bound(4 * k + 4) == seconds
+        assert bucket_of(seconds) == 4 * k + 4, seconds
+        assert bucket_of(seconds * (1 + 1e-15)) == 4 * k + 5
+
+
 def test_quantiles_are_within_a_bucket_of_the_exact_ones() -> None:
     rng = random.Random(7)
     values = [rng.lognormvariate(-3, 1) for _ in range(20_000)]

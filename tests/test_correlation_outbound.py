@@ -149,3 +149,33 @@ def test_shutdown_restores_requests_send() -> None:
 def test_allowlist_matching(patterns: list[str], url: str, allowed: bool) -> None:
     """Host patterns: exact (any port), host:port, *.suffix, [v6]:port, and *."""
     assert HostAllowlist(patterns).allows(url) is allowed
+
+
+def test_an_outbound_hook_raising_leaves_the_next_ones_the_call(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The outbound hooks (Prometheus metrics, OTLP metrics, the console's rollups) composed
+    into one: the first raising is logged, and the ones after it still get the call."""
+    import logging
+
+    from flask_observe.correlation.setup import _compose_outbound
+    from flask_observe.hooks import OutboundCall
+
+    seen: list[tuple[str, OutboundCall]] = []
+
+    def broken(call: OutboundCall) -> None:
+        seen.append(("broken", call))
+        raise RuntimeError("metrics broke")
+
+    def after(call: OutboundCall) -> None:
+        seen.append(("after", call))
+
+    composed = _compose_outbound([broken, after, after])
+    assert composed is not None
+    call = OutboundCall("GET", "https://api.example.com/", 200, None, 0.01, {}, 0)
+    with caplog.at_level(logging.ERROR, logger="flask_observe"):
+        composed(call)
+    assert seen == [("broken", call), ("after", call), ("after", call)]
+    (failure,) = [r for r in caplog.records if "broken" in r.getMessage()]
+    assert failure.exc_info is not None
+    assert failure.exc_info[0] is RuntimeError

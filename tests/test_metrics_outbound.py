@@ -20,7 +20,7 @@ from flask_observe._clock import ManualClock
 from flask_observe.health import DependencyCheck, HealthRunner, Status
 from flask_observe.hooks import OutboundCall
 from flask_observe.metrics import Metrics
-from flask_observe.metrics.outbound import OTHER, OutboundMetrics, rate_limit
+from flask_observe.metrics.outbound import OTHER, HostWindow, OutboundMetrics, rate_limit
 
 from .conftest import HungServer, LiveServer, refused_port
 
@@ -312,3 +312,89 @@ def test_rate_limit_gauges_follow_each_answer_and_the_time_for_unix_resets() -> 
     assert answer({"RateLimit-Remaining": "99", "RateLimit-Reset": "30"}) == (99.0, 30.0)
     assert answer({"Retry-After": "Fri, 15 Jan 2027 08:00:05 GMT"}) == (0.0, 0.0)  # 55 s ago
     assert answer({"RateLimit-Remaining": "99", "RateLimit-Reset": "30"}) == (99.0, 30.0)
+
+
+def test_a_call_that_read_the_clock_before_a_slices_edge_loses_no_counts() -> None:
+    """Two threads at a slice's edge: one reads the clock just before it, the other (after
+    it) takes the lock first. The late call is counted in its own slice, and neither slice's
+    earlier calls are wiped (as the deque of slices kept them before the ring)."""
+    clock = ManualClock(start=1_800_000_000.0)
+    clock.advance(100.0 - clock.monotonic() % 10.0 + 5.0)  # mid-slice
+    window = HostWindow(clock)
+    for _ in range(3):
+        window.add(False, False)  # three calls in slice T
+    clock.advance(4.999)
+
+    class Preempted:
+        """The late thread reads T's time; the other runs its whole add() in slice T+1."""
+
+        def __init__(self) -> None:
+            self.done = False
+
+        def monotonic(self) -> float:
+            now = clock.monotonic()
+            if not self.done:
+                self.done = True
+                clock.advance(0.002)  # the other thread, past the edge
+                window.add(True, False)
+            return now
+
+        def time(self) -> float:
+            return clock.time()
+
+    window._clock = Preempted()  # type: ignore[assignment]
+    window.add(False, False)  # the late call: slice T, after slice T+1 began
+    window._clock = clock
+    window.add(False, True)  # slice T+1 again
+    assert window.totals(60.0) == (6, 1, 1)
+
+
+def test_a_call_with_an_answer_and_an_error_is_an_error_after_the_same_answer_without() -> None:
+    """An answer cached for a host, method and status is not served to a call that has the
+    same status and also an error (a body cut off): that one is ``error``, and counted."""
+    metrics = Metrics(buckets=(0.1,))
+    outbound = OutboundMetrics(metrics, ["api.example.com"])
+    outbound(OutboundCall("GET", "https://api.example.com/x", 200, None, 0.01, {}, 0))
+    cut = ConnectionError("connection reset while reading the body")
+    outbound(OutboundCall("GET", "https://api.example.com/x", 200, cut, 0.01, {}, 0))
+    count = "http_client_request_duration_seconds_count"
+    labels = {"host": "api.example.com", "method": "GET"}
+    get = metrics.registry.get_sample_value
+    assert get(count, {**labels, "status_class": "2xx"}) == 1.0
+    assert get(count, {**labels, "status_class": "error"}) == 1.0
+    errors = {"host": "api.example.com", "error_type": "connection"}
+    assert get("http_client_errors_total", errors) == 1.0
+
+
+def test_under_gunicorn_a_workers_repeated_answer_is_the_most_recent_again(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Multiprocess mode, ``mostrecent`` gauges: worker A reads 5 left, worker B then 3, and A
+    the same fields as before again. A sets its gauge again (its value is stamped), so the
+    merged figure is A's 5, not B's older 3: the 'same fields, skip' shortcut is off there."""
+    import time
+
+    from prometheus_client import CollectorRegistry, values
+    from prometheus_client.multiprocess import MultiProcessCollector
+    from requests.structures import CaseInsensitiveDict
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    worker = ["a"]
+    monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue(lambda: worker[0]))
+    outbound_a = OutboundMetrics(Metrics(buckets=(0.1,)), ["api.example.com"])
+    outbound_b = OutboundMetrics(Metrics(buckets=(0.1,)), ["api.example.com"])
+
+    def answer(outbound: OutboundMetrics, remaining: str) -> None:
+        headers = CaseInsensitiveDict({"RateLimit-Remaining": remaining})
+        outbound(OutboundCall("GET", "https://api.example.com/x", 200, None, 0.01, headers, 0))
+        time.sleep(0.01)  # the next stamp is later
+
+    answer(outbound_a, "5")
+    worker[0] = "b"
+    answer(outbound_b, "3")
+    worker[0] = "a"
+    answer(outbound_a, "5")
+    merged = CollectorRegistry()
+    MultiProcessCollector(merged, path=str(tmp_path))
+    labels = {"host": "api.example.com"}
+    assert merged.get_sample_value("http_client_rate_limit_remaining", labels) == 5.0

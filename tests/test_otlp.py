@@ -7,6 +7,7 @@ switches, and what is never exported back into itself."""
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -359,6 +360,69 @@ def test_a_forked_childs_lines_wake_its_own_export_thread(monkeypatch: pytest.Mo
         child = json.loads(pipe.read())
     os.waitpid(pid, 0)
     pipeline.shutdown()
+    assert child == [f"child {n}" for n in range(batch_size)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="libc fork() through ctypes")
+def test_a_child_forked_without_pythons_fork_hooks_exports_its_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """uWSGI forks its workers in C and, by default, calls no ``PyOS_AfterFork_Child``: no
+    ``os.register_at_fork`` hook runs in the child. Its lines still go through the SDK's emit
+    first (which notices the new process and starts its export thread again), so a full batch
+    is exported, not queued where no thread exports it."""
+    import ctypes
+    import json
+    import os
+    import time
+
+    from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+    from opentelemetry.sdk.resources import Resource
+
+    from flask_observe.otlp.logs import LogsPipeline
+
+    class Recorder(LogRecordExporter):
+        def __init__(self) -> None:
+            self.bodies: list[Any] = []
+
+        def export(self, batch: Any) -> LogRecordExportResult:
+            self.bodies.extend(r.log_record.body for r in batch)
+            return LogRecordExportResult.SUCCESS
+
+        def shutdown(self) -> None:
+            pass
+
+        def force_flush(self, timeout_millis: int = 30_000) -> bool:
+            return True
+
+    monkeypatch.setenv("OTEL_BLRP_SCHEDULE_DELAY", "600000")
+    pipeline = LogsPipeline(Resource.create({"service.name": "c-forked"}), Recorder)
+    batch_size = pipeline._wake_at
+    for n in range(2):  # the first through the SDK's emit, the next straight into its queue
+        pipeline.put(time.time(), logging.INFO, "parent", {"message": f"parent {n}"})
+    read, write = os.pipe()
+    pid = ctypes.PyDLL(None).fork()  # libc's fork, the GIL kept: no Python fork hooks run
+    if pid == 0:  # the child
+        try:
+            for n in range(batch_size):
+                pipeline.put(time.time(), logging.INFO, "child", {"message": f"child {n}"})
+            deadline = time.monotonic() + 10
+            exporter = None
+            while time.monotonic() < deadline:
+                exporter = pipeline.local.built_here()
+                if exporter is not None and len(exporter.bodies) >= batch_size:
+                    break
+                time.sleep(0.01)
+            os.write(write, json.dumps(exporter.bodies if exporter is not None else []).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        with os.fdopen(read) as pipe:
+            child = json.loads(pipe.read() or "null")
+    finally:
+        os.waitpid(pid, 0)
+        pipeline.shutdown()
     assert child == [f"child {n}" for n in range(batch_size)]
 
 

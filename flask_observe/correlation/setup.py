@@ -17,6 +17,7 @@ from flask import got_request_exception
 from flask.globals import _cv_app, _cv_request
 
 from .. import _optional
+from .._internal import FailureLog
 from ..config import ConfigError
 from ..feature import Feature, Plan, Wiring, switch
 from ..hooks import RECORD_KEY, OutboundCall, OutboundHook, Stage, compose, trace_id_lookup
@@ -192,10 +193,15 @@ def _compose_outbound(hooks: list[OutboundHook]) -> OutboundHook | None:
     if len(hooks) == 1:
         return hooks[0]
     chain = tuple(hooks)
+    failures = FailureLog()
 
     def run_all(call: OutboundCall) -> None:
+        # Each guarded: one failing (metrics) leaves the others (OTLP, the console) the call.
         for hook in chain:
-            hook(call)
+            try:
+                hook(call)
+            except Exception:
+                failures(f"outbound call hook {getattr(hook, '__qualname__', hook)}")
 
     return run_all
 

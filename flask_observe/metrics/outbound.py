@@ -166,11 +166,19 @@ class HostWindow:
     def add(self, failed: bool, throttled: bool) -> None:
         tick = self._clock.monotonic() // _SLICE
         with self._lock:
+            counts = self._current
             if tick != self._tick:
                 slot = int(tick) % _SLOTS
-                self._ticks[slot] = self._tick = tick
-                self._slices[slot] = self._current = [0, 0, 0]
-            counts = self._current
+                if self._ticks[slot] != tick:
+                    if tick < self._ticks[slot]:
+                        return  # older than the ring holds: outside every span asked
+                    self._ticks[slot] = tick
+                    self._slices[slot] = [0, 0, 0]
+                counts = self._slices[slot]
+                # A call that read the clock before another one began the next slice (and
+                # took the lock first) counts in its own slice, and leaves the next one be.
+                if tick > self._tick:
+                    self._tick, self._current = tick, counts
             counts[0] += 1
             if failed:
                 counts[1] += 1
@@ -271,7 +279,12 @@ class OutboundMetrics:
         parts = urlsplit(call.url)  # cached by urllib: the host label's lookup costs no parse
         status = call.status
         key = (parts.scheme, parts.netloc, call.method, status)
-        entry = self._entries.get(key) if status is not None else None  # type: ignore[arg-type]
+        # Only calls answered without an error are cached (one with both is not served theirs).
+        entry = (
+            self._entries.get(key)  # type: ignore[arg-type]
+            if status is not None and call.error is None
+            else None
+        )
         if entry is None:
             entry = self._entry(key, call)
         host, cells, errors, window, failed, throttled = entry

@@ -28,7 +28,6 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -61,19 +60,6 @@ EXPORT_THREADS = ("OtelBatch", "OtelPeriodic", "flask_observe-otlp")
 #: Scopes (logger names) kept for the SDK's records; records of further loggers share one.
 MAX_SCOPES = 512
 DROPPED_LOG_INTERVAL = 60.0
-
-#: The pipelines of this process, told when it forks: in the child, lines go through the SDK's
-#: emit again (its fork check) before going straight into its queue.
-_PIPELINES: weakref.WeakSet[LogsPipeline] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for pipeline in list(_PIPELINES):
-        pipeline._direct = False
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Exporter(LogRecordExporter):
@@ -148,9 +134,11 @@ class LogsPipeline:
         sdk_capacity = getattr(batch, "_max_queue_size", None)
         self.capacity = min(queue_size, sdk_capacity) if sdk_capacity else queue_size
         # After the SDK's emit took a line in this process (its fork and shutdown checks), the
-        # next ones go straight into its queue, until the process forks (no os.getpid() per
-        # line: a system call, 0.4 µs here).
-        self._direct = False
+        # next ones go straight into its queue. The process it checked is compared on each
+        # line (os.getpid(), as the SDK's own emit does): an os.register_at_fork hook alone
+        # misses a fork made in C without PyOS_AfterFork_Child (uWSGI's default), whose
+        # child would queue every line where no thread exports them.
+        self._direct = 0
         self._wake: Any = None
         self._wake_at: int = getattr(batch, "_max_export_batch_size", 0)
         #: Lines dropped: the queue was full (or the pipeline shut down).
@@ -158,7 +146,6 @@ class LogsPipeline:
         self._dropped_logged = 0
         self._last_report = -DROPPED_LOG_INTERVAL
         self._reporting = threading.Lock()
-        _PIPELINES.add(self)
 
     # -- the logging threads ---------------------------------------------------------------
 
@@ -171,7 +158,7 @@ class LogsPipeline:
                 # Also when no export ends (a collector that hangs each one to its timeout).
                 self.report_drops()
             return
-        if self._direct:
+        if self._direct == os.getpid():
             # What the SDK's emit does (in the process it checked): queue, wake its thread
             # when a batch is full.
             queue.appendleft((created, levelno, name, fields))
@@ -181,7 +168,7 @@ class LogsPipeline:
         self._emit((created, levelno, name, fields))
         wake = getattr(self._batch, "_worker_awaken", None)
         if queue is not None and wake is not None and self._wake_at and not self._closed:
-            self._wake, self._direct = wake, True
+            self._wake, self._direct = wake, os.getpid()
 
     # -- the SDK's export thread -----------------------------------------------------------
 
@@ -283,7 +270,7 @@ class LogsPipeline:
 
         def stop() -> None:
             self._closed = True
-            self._direct = False
+            self._direct = 0
             batch = self._batch
             left = max(0.0, deadline - time.monotonic() - 0.05)
             if batch is not None:
