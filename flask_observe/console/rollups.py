@@ -73,6 +73,9 @@ WINDOWS: dict[int, int] = {300: 60, 900: 60, 3600: 300, 86400: 3600}
 EXPIRE_EVERY = 60.0
 #: Cells waiting for a flush, at most (a stuck disk cannot grow memory).
 MAX_PENDING = 20_000
+#: Cells read and written by one statement of a flush (8 parameters a cell: within the 999
+#: parameters a statement SQLite took before 3.32).
+_CELLS_PER_STATEMENT = 120
 #: Names per kind, at most; the rest are counted as OTHER.
 MAX_NAMES = 200
 OTHER = "<other>"
@@ -323,21 +326,29 @@ class Rollups:
                         cells[key] = [cell[0], cell[1], cell[2], dict(cell[3])]
                     else:
                         _merge(mine, cell)
+        keys = list(cells)
         with self.db.write() as db:
-            for (res, slot, kind, name), cell in cells.items():
-                row = db.execute(
-                    "SELECT count, errors, total, hist FROM rollup"
-                    " WHERE res=? AND slot=? AND kind=? AND name=?",
-                    (res, slot, kind, name),
-                ).fetchone()
-                if row is not None:
-                    cell[0] += row[0]
-                    cell[1] += row[1]
-                    cell[2] += row[2]
-                    _decode(row[3], cell[3])
+            # A few statements a flush, not two a cell: each statement of a thread that
+            # releases the GIL waits for it again (milliseconds beside busy request threads).
+            for at in range(0, len(keys), _CELLS_PER_STATEMENT):
+                chunk = keys[at : at + _CELLS_PER_STATEMENT]
+                stored = db.execute(
+                    "SELECT res, slot, kind, name, count, errors, total, hist FROM rollup"
+                    " WHERE (res, slot, kind, name) IN"
+                    f" (VALUES {', '.join(['(?, ?, ?, ?)'] * len(chunk))})",
+                    [part for key in chunk for part in key],
+                ).fetchall()
+                for res, slot, kind, name, count, errors, total, hist in stored:
+                    cell = cells[(res, slot, kind, name)]
+                    cell[0] += count
+                    cell[1] += errors
+                    cell[2] += total
+                    _decode(hist, cell[3])
+                rows = [(*key, *cells[key][:3], _encode(cells[key][3])) for key in chunk]
                 db.execute(
-                    "INSERT OR REPLACE INTO rollup VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (res, slot, kind, name, cell[0], cell[1], cell[2], _encode(cell[3])),
+                    "INSERT OR REPLACE INTO rollup VALUES"
+                    f" {', '.join(['(?, ?, ?, ?, ?, ?, ?, ?)'] * len(rows))}",
+                    [value for row in rows for value in row],
                 )
 
     def _expire(self) -> None:
