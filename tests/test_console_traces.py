@@ -295,3 +295,56 @@ def test_the_buffer_holds_no_span_and_stored_spans_are_capped(tmp_path: Path) ->
     assert kept["…"] == "6 more attributes not kept"
     assert attributes(odd) == {"long": "x" * MAX_VALUE + "…", "huge": str(2**70)}
     db.close()
+
+
+def test_an_sqlite_without_returning_stores_and_trims_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite before 3.35 (Debian 11's, RHEL 9's, Ubuntu 20.04's: what Python links there)
+    rejects ``UPDATE … RETURNING``: the store still writes, counts, ages out and caps there
+    (a flush that raised lost every span of it, and the Traces page stayed empty)."""
+    import functools
+    import sqlite3
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from flask_observe.console import store as store_module
+    from flask_observe.console.spanstore import StoreSpanProcessor
+
+    class OldCursor(sqlite3.Cursor):
+        def execute(self, sql: str, *args: Any) -> Any:  # type: ignore[override]
+            if "RETURNING" in sql.upper():
+                raise sqlite3.OperationalError('near "RETURNING": syntax error')
+            return super().execute(sql, *args)
+
+    class OldConnection(sqlite3.Connection):
+        def cursor(self, factory: Any = OldCursor) -> Any:  # type: ignore[override]
+            return super().cursor(factory)
+
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
+    monkeypatch.setattr(
+        store_module.sqlite3,
+        "connect",
+        functools.partial(sqlite3.connect, factory=OldConnection),
+    )
+    db = ConsoleDB(tmp_path)
+    store = SpanStore(db, max_spans=100, max_age=3600)
+    now = [time.time_ns()]
+    processor = StoreSpanProcessor(store, capacity=1000, clock_ns=lambda: now[0])
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    half_hour_ago = now[0] - int(1800e9)
+    for i in range(150):
+        tracer.start_span(f"op-{i}", start_time=half_hour_ago + i).end(
+            end_time=half_hour_ago + i + 1000
+        )
+    assert processor.flush() == 150
+    assert store.counts() == {"spans": 100, "traces": 100}
+    assert store.recent(1)[0].name == "op-149"
+    now[0] += int(1801e9)
+    with tracer.start_as_current_span("late"):
+        pass
+    assert processor.flush() == 1
+    assert store.counts() == {"spans": 1, "traces": 1}
+    db.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import operator
 import os
+import sqlite3
 import threading
 import weakref
 from collections.abc import Iterable
@@ -103,6 +104,11 @@ _TOTALS = """UPDATE span_total
 _CUT = """SELECT rowid, running FROM (SELECT rowid,
         sum(spans) OVER (ORDER BY rowid ROWS UNBOUNDED PRECEDING) AS running FROM traces)
     WHERE running >= ? LIMIT 1"""
+#: SQLite before 3.35 (Debian 11, RHEL 9, Ubuntu 20.04 and the Python images built on them)
+#: has no ``RETURNING``: the same figures in two statements there.
+_AGED = "SELECT total(spans) FROM traces WHERE start_ns < ?"
+_ADD = "UPDATE span_total SET spans = spans + ? - ?"
+_TOTAL = "SELECT spans FROM span_total"
 
 
 def _upsert(cur: Any, values: list[Any]) -> None:
@@ -241,6 +247,7 @@ class SpanStore:
         self.max_age = max_age
         self.redact = redact
         self._service: tuple[Any, str | None] = (None, None)  # the last resource, its name
+        self._returning = sqlite3.sqlite_version_info >= (3, 35, 0)
         db.add_schema(*SCHEMA)
 
     # -- writing ---------------------------------------------------------------------------
@@ -377,7 +384,12 @@ class SpanStore:
         """Count the ``stored`` spans just written; drop the traces that started before the
         age cap, then the oldest (first written) past the span cap."""
         oldest = now_ns - int(self.max_age * 1e9)
-        total, aged = cur.execute(_TOTALS, (stored, oldest, oldest)).fetchone()
+        if self._returning:
+            total, aged = cur.execute(_TOTALS, (stored, oldest, oldest)).fetchone()
+        else:
+            aged = cur.execute(_AGED, (oldest,)).fetchone()[0]
+            cur.execute(_ADD, (stored, aged))
+            total = cur.execute(_TOTAL).fetchone()[0]
         if aged:
             cur.execute("DELETE FROM traces WHERE start_ns < ?", (oldest,))
         excess = int(total) - self.max_spans
