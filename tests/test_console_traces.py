@@ -5,6 +5,7 @@ attributes, events and links, all behind the sign-in."""
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -346,5 +347,41 @@ def test_an_sqlite_without_returning_stores_and_trims_the_same(
     with tracer.start_as_current_span("late"):
         pass
     assert processor.flush() == 1
+    assert store.counts() == {"spans": 1, "traces": 1}
+    db.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
+def test_a_forked_worker_does_not_write_what_the_master_buffered(tmp_path: Path) -> None:
+    """gunicorn --preload: a span the master ended just before forking its workers is the
+    master's to write; each worker wrote its copy of the buffer too (one trace, the span
+    once per process)."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from flask_observe.console.spanstore import StoreSpanProcessor
+
+    db = ConsoleDB(tmp_path)
+    store = SpanStore(db, max_spans=10_000, max_age=3600)
+    processor = StoreSpanProcessor(store, capacity=100)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    span = provider.get_tracer("t").start_span("a start-up query")
+    span.end()
+    workers = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:  # a worker
+            code = 1
+            try:
+                processor.flush()
+                code = 0
+            finally:
+                os._exit(code)
+        workers.append(pid)
+    for pid in workers:
+        assert os.waitpid(pid, 0)[1] == 0
+    assert processor.flush() == 1
+    trace_id = format(span.get_span_context().trace_id, "032x")
+    assert [s["pid"] for s in store.spans(trace_id)] == [os.getpid()]
     assert store.counts() == {"spans": 1, "traces": 1}
     db.close()

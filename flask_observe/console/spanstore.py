@@ -566,7 +566,11 @@ class StoreSpanProcessor(SpanProcessor):
 
 def _forked(ref: weakref.ref[StoreSpanProcessor]) -> None:
     """In a forked child: its first span starts its own flusher (threads do not survive
-    fork(); a check of the pid on every span cost a system call each)."""
+    fork(); a check of the pid on every span cost a system call each). What the parent had
+    buffered is the parent's to write (every worker wrote it again, a copy each), and its
+    lock may have been held by the parent's flusher."""
     processor = ref()
     if processor is not None:
         processor._woken = False
+        processor._buffer.clear()
+        processor._lock = threading.Lock()
