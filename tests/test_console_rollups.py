@@ -262,3 +262,42 @@ def test_a_flush_of_more_cells_than_one_statement_takes_merges_every_one(tmp_pat
     calls = [3 * (i % 3 + 1) for i in range(150)]
     failed = sum(c for i, c in enumerate(calls) if i % 7 == 0)
     assert first.totals(r.ROUTE, 86400) == (sum(calls), failed)  # the 1-hour tier
+
+
+def test_a_flush_finds_its_stored_cells_by_the_key_not_by_reading_the_table(
+    tmp_path: Path,
+) -> None:
+    """A file holding 20,000 cells of other routes: a flush of one route's request reads and
+    writes its 10 cells in a few thousand SQLite steps (by the primary key), not one step or
+    more per stored row each statement (``(res, slot, kind, name) IN (VALUES …)`` scanned the
+    table: ~200,000 steps, every second in every worker, inside the host's write lock)."""
+    clock = ManualClock(start=1_800_000_000.0)
+    db = ConsoleDB(tmp_path)
+    rollups = Rollups(db, clock=clock)
+    rollups.add(r.ROUTE, "/kept", 0.01, False)
+    rollups.flush()  # the first flush also expires old slots: not the one measured
+    conn = db.connection()
+    with db.write() as cur:
+        cur.executemany(
+            "INSERT INTO rollup VALUES (?, ?, ?, ?, 1, 0, 0.01, '{}')",
+            [
+                (60, 1_800_000_000 - 60 * slot, r.ROUTE, f"/other/{n}")
+                for slot in range(100)
+                for n in range(200)
+            ],
+        )
+    steps = [0]
+
+    def step() -> int:
+        steps[0] += 1
+        return 0
+
+    rollups.add(r.ROUTE, "/kept", 0.01, True)
+    conn.set_progress_handler(step, 1)
+    try:
+        assert rollups.flush() == 1
+    finally:
+        conn.set_progress_handler(None, 1)
+    assert steps[0] < 20_000
+    (kept,) = [s for s in rollups.table(r.ROUTE, 300) if s.name == "/kept"]
+    assert (kept.count, kept.errors) == (2, 1)
