@@ -385,3 +385,48 @@ def test_a_forked_worker_does_not_write_what_the_master_buffered(tmp_path: Path)
     assert [s["pid"] for s in store.spans(trace_id)] == [os.getpid()]
     assert store.counts() == {"spans": 1, "traces": 1}
     db.close()
+
+
+def test_a_flush_that_cannot_write_keeps_its_spans_for_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker holds the file past the busy timeout: the flush raises (the flusher
+    logs it) and its spans wait for the next one, within the buffer's capacity beside those
+    that ended meanwhile, the rest counted as dropped; they were lost uncounted."""
+    import sqlite3
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from flask_observe.console import store as store_module
+    from flask_observe.console.spanstore import StoreSpanProcessor
+
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_MS", 100)
+    db = ConsoleDB(tmp_path)
+    store = SpanStore(db, max_spans=10_000, max_age=3600)
+    processor = StoreSpanProcessor(store, capacity=8)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    for i in range(5):
+        tracer.start_span(f"before {i}").end()
+    assert store.counts() == {"spans": 0, "traces": 0}  # the file and its tables made
+    write = store.write_entries
+
+    def while_requests_go_on(entries: Any, now_ns: int) -> int:
+        for i in range(5):  # request threads end spans while the flusher waits
+            tracer.start_span(f"during {i}").end()
+        return write(entries, now_ns)
+
+    monkeypatch.setattr(store, "write_entries", while_requests_go_on)
+    other = sqlite3.connect(db.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError):
+        processor.flush()
+    other.execute("ROLLBACK")
+    other.close()
+    monkeypatch.setattr(store, "write_entries", write)
+    assert (processor.buffered(), processor.dropped) == (8, 2)  # 3 of the 5 kept
+    assert processor.flush() == 8
+    names = {row.name for row in store.recent(20)}
+    assert names == {f"before {i}" for i in range(3)} | {f"during {i}" for i in range(5)}
+    db.close()

@@ -543,16 +543,31 @@ class StoreSpanProcessor(SpanProcessor):
                 self.wake()
 
     def flush(self) -> int:
-        """Write what is buffered (the flusher's task); returns how many spans were stored."""
+        """Write what is buffered (the flusher's task); returns how many spans were stored.
+        On failure the spans are kept for the next flush (within ``capacity``) and the
+        error raised."""
         buffer = self._buffer
         popleft = buffer.popleft
         with self._lock:
             taken = [popleft() for _ in range(len(buffer))]
         if not taken:
             return 0
-        stored = self.store.write_entries(taken, self.clock_ns())
+        try:
+            stored = self.store.write_entries(taken, self.clock_ns())
+        except Exception:
+            self._keep(taken)
+            raise
         self.stored += stored
         return stored
+
+    def _keep(self, taken: list[Entry]) -> None:
+        """A write that failed (another worker held the file past the busy timeout, say):
+        its spans wait for the next, within the capacity; the rest are counted dropped."""
+        buffer = self._buffer
+        with self._lock:
+            room = max(0, self.capacity - len(buffer))
+            buffer.extendleft(reversed(taken[:room]))
+            self.dropped += len(taken) - min(room, len(taken))
 
     def buffered(self) -> int:
         return len(self._buffer)
