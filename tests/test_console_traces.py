@@ -430,3 +430,33 @@ def test_a_flush_that_cannot_write_keeps_its_spans_for_the_next(
     names = {row.name for row in store.recent(20)}
     assert names == {f"before {i}" for i in range(3)} | {f"during {i}" for i in range(5)}
     db.close()
+
+
+def test_a_flush_that_fails_for_good_counts_its_spans_as_dropped(tmp_path: Path) -> None:
+    """A write that would fail the same way again (here: more parameters than an SQLite of
+    before 3.32 takes, 999, in a flush of 84 traces) is not retried for ever with the buffer
+    full: its spans are counted as dropped and the next, smaller flush is written."""
+    import sqlite3
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from flask_observe.console import spanstore
+    from flask_observe.console.spanstore import StoreSpanProcessor
+
+    db = ConsoleDB(tmp_path)
+    db.connection().setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 12 * 83 + 3)
+    store = SpanStore(db, max_spans=10_000, max_age=3600)
+    processor = StoreSpanProcessor(store, capacity=1000)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    assert spanstore._PER_STATEMENT > 84  # this SQLite's own build takes more
+    for i in range(84):
+        tracer.start_span(f"big flush {i}").end()
+    with pytest.raises(sqlite3.OperationalError):
+        processor.flush()
+    assert (processor.buffered(), processor.dropped) == (0, 84)
+    tracer.start_span("next").end()
+    assert processor.flush() == 1
+    assert [row.name for row in store.recent()] == ["next"]
+    db.close()

@@ -90,8 +90,9 @@ _ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 #: process's writer spends its time in those waits, so it runs as few statements as it can
 #: (``executemany`` would step once per row; a statement for each of a few fixed sizes,
 #: cached, ran 7 where one does, and lost more to the waits than it saved in parsing).
-_PER_STATEMENT = 1000
 _WIDTH = _ROW.count("?")
+#: (Fewer where SQLite may take no more than 999 parameters a statement: before 3.32.)
+_PER_STATEMENT = 1000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999 // _WIDTH
 
 #: The running span count after a write of ``?`` spans and the drop of those started
 #: before ``?``, and how many those are: one statement, where three were (see above).
@@ -544,8 +545,8 @@ class StoreSpanProcessor(SpanProcessor):
 
     def flush(self) -> int:
         """Write what is buffered (the flusher's task); returns how many spans were stored.
-        On failure the spans are kept for the next flush (within ``capacity``) and the
-        error raised."""
+        When the file is busy the spans are kept for the next flush (within ``capacity``),
+        on any other failure counted as dropped; the error is raised."""
         buffer = self._buffer
         popleft = buffer.popleft
         with self._lock:
@@ -554,15 +555,18 @@ class StoreSpanProcessor(SpanProcessor):
             return 0
         try:
             stored = self.store.write_entries(taken, self.clock_ns())
-        except Exception:
-            self._keep(taken)
+        except Exception as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                self._keep(taken)  # another worker held the file: the next write will do
+            else:  # it would fail the same way each time, and keep the buffer full
+                self.dropped += len(taken)
             raise
         self.stored += stored
         return stored
 
     def _keep(self, taken: list[Entry]) -> None:
-        """A write that failed (another worker held the file past the busy timeout, say):
-        its spans wait for the next, within the capacity; the rest are counted dropped."""
+        """A write the file was too busy for: its spans wait for the next, within the
+        capacity; the rest are counted dropped."""
         buffer = self._buffer
         with self._lock:
             room = max(0, self.capacity - len(buffer))
