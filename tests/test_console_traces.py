@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -459,4 +460,59 @@ def test_a_flush_that_fails_for_good_counts_its_spans_as_dropped(tmp_path: Path)
     tracer.start_span("next").end()
     assert processor.flush() == 1
     assert [row.name for row in store.recent()] == ["next"]
+    db.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="libc fork() through ctypes")
+def test_a_worker_forked_without_pythons_fork_hooks_starts_its_own_writer(tmp_path: Path) -> None:
+    """uWSGI forks its workers in C and by default runs no ``os.register_at_fork`` hook: the
+    flusher finds the new process itself (it looks at the process ID once in 256 calls, as
+    every request makes one) and starts the worker's writer, which stores the worker's spans,
+    those that ended before it was found included."""
+    import ctypes
+    import json
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from flask_observe.console.flusher import Flusher
+    from flask_observe.console.spanstore import StoreSpanProcessor
+
+    db = ConsoleDB(tmp_path)
+    store = SpanStore(db, max_spans=10_000, max_age=3600)
+    flusher = Flusher(interval=0.05)
+    processor = StoreSpanProcessor(
+        store, capacity=1000, wake=flusher.ensure_started, nudge=flusher.nudge
+    )
+    flusher.add("span store", processor.flush)
+    flusher.after_fork(lambda: processor.forked(clear=False))  # as console/setup.py wires it
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    tracer.start_span("in the master").end()  # the master's writer starts
+    deadline = time.monotonic() + 10
+    while processor.stored < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert processor.stored == 1
+    read, write = os.pipe()
+    pid = ctypes.PyDLL(None).fork()  # libc's fork, the GIL kept: no Python fork hooks run
+    if pid == 0:  # the worker
+        try:
+            for i in range(300):  # requests: each ends a span and calls ensure_started
+                tracer.start_span(f"request {i}").end()
+                flusher.ensure_started()
+            limit = time.monotonic() + 10
+            while processor.stored < 300 and time.monotonic() < limit:
+                time.sleep(0.01)
+            os.write(write, json.dumps(processor.stored).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        with os.fdopen(read) as pipe:
+            stored_by_worker = json.loads(pipe.read() or "null")
+    finally:
+        os.waitpid(pid, 0)
+        flusher.close()
+    assert stored_by_worker == 301  # its 300 spans (the counter started at the master's 1)
+    assert store.counts()["spans"] == 301
     db.close()

@@ -33,6 +33,10 @@ class Flusher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._started = False  # in this process (reset in a forked child)
+        self._pid = 0  # the process that started the thread
+        self._calls = 0
+        #: Run in a forked child, after the flusher's own reset (see :meth:`after_fork`).
+        self._fork_hooks: list[Callable[[], None]] = []
         if hasattr(os, "register_at_fork"):
             ref = weakref.ref(self)
             os.register_at_fork(after_in_child=lambda: _forked(ref))
@@ -42,18 +46,40 @@ class Flusher:
     def add(self, name: str, task: Callable[[], object]) -> None:
         self.tasks.append((name, task))
 
+    def after_fork(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` in a forked child (what the parent left behind is not the child's)."""
+        self._fork_hooks.append(hook)
+
     def ensure_started(self) -> None:
-        """Start this process's thread if it is not running (cheap when it is: no system
-        call, it runs on every request)."""
-        if self._started or self._stop.is_set():
+        """Start this process's thread if it is not running (cheap when it is: it runs on
+        every request, and looks at the process ID once in 256 calls)."""
+        if self._started:
+            self._calls += 1
+            if self._calls & 0xFF or self._pid == os.getpid():
+                return
+            # Forked without Python's fork hooks (uWSGI's default): do what they would.
+            self._forked()
+        if self._stop.is_set():
             return
         with self._lock:
             if self._started or self._stop.is_set():
                 return
             self._started = True
+            self._pid = os.getpid()
             self._wake = threading.Event()
             thread = threading.Thread(target=self._run, name="flask_observe-console", daemon=True)
             thread.start()
+
+    def _forked(self) -> None:
+        """In a forked child: threads do not survive fork(), the next call starts its own;
+        then the hooks of :meth:`after_fork`."""
+        self._started = False
+        self._lock = threading.Lock()
+        for hook in self._fork_hooks:
+            try:
+                hook()
+            except Exception:
+                self._failures("resetting the console after a fork")
 
     def run_once(self) -> None:
         """One round, here and now (tests, shutdown)."""
@@ -86,7 +112,6 @@ class Flusher:
 
 
 def _forked(ref: weakref.ref[Flusher]) -> None:
-    """In a forked child: threads do not survive fork(), the next call starts its own."""
     flusher = ref()
     if flusher is not None:
-        flusher._started = False
+        flusher._forked()

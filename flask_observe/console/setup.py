@@ -162,6 +162,9 @@ def _span_store(
     processor = StoreSpanProcessor(
         store, settings.console_spans_buffer, wake=flusher.ensure_started, nudge=flusher.nudge
     )
+    # A fork the at-fork hooks did not see (uWSGI's) is found by the flusher some requests
+    # later: the buffer holds this worker's spans by then, kept.
+    flusher.after_fork(lambda: processor.forked(clear=False))
     if tracing is None or not tracing.add_span_processor(processor):
         console.spans_off = (
             "the host installed its own TracerProvider: add"

@@ -543,6 +543,17 @@ class StoreSpanProcessor(SpanProcessor):
             if self.wake is not None:
                 self.wake()
 
+    def forked(self, clear: bool = True) -> None:
+        """In a forked child: its first span starts its own flusher (threads do not survive
+        fork(); a check of the pid on every span cost a system call each). What the parent
+        had buffered is the parent's to write (every worker wrote it again, a copy each):
+        cleared, unless the fork is found late (``clear=False``: the buffer then holds the
+        child's own spans too), and its lock may have been held by the parent's flusher."""
+        self._woken = False
+        if clear:
+            self._buffer.clear()
+        self._lock = threading.Lock()
+
     def flush(self) -> int:
         """Write what is buffered (the flusher's task); returns how many spans were stored.
         When the file is busy the spans are kept for the next flush (within ``capacity``),
@@ -584,12 +595,6 @@ class StoreSpanProcessor(SpanProcessor):
 
 
 def _forked(ref: weakref.ref[StoreSpanProcessor]) -> None:
-    """In a forked child: its first span starts its own flusher (threads do not survive
-    fork(); a check of the pid on every span cost a system call each). What the parent had
-    buffered is the parent's to write (every worker wrote it again, a copy each), and its
-    lock may have been held by the parent's flusher."""
     processor = ref()
     if processor is not None:
-        processor._woken = False
-        processor._buffer.clear()
-        processor._lock = threading.Lock()
+        processor.forked()
