@@ -304,11 +304,21 @@ def test_off_by_default() -> None:
         Observe().shutdown(app)
 
 
-def _body_recorder() -> type:
-    """An OTLP log exporter keeping the bodies it is given (a forked child's own copy)."""
-    from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+def test_a_forked_childs_lines_wake_its_own_export_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gunicorn --preload forks after lines went straight into the SDK's queue: in the child,
+    the next line goes through the SDK's emit again (which remakes its queue's thread), so a
+    full batch wakes the child's export thread, not the parent's, long before the schedule
+    delay."""
+    import json
+    import os
+    import time
 
-    class BodyRecorder(LogRecordExporter):
+    from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+    from opentelemetry.sdk.resources import Resource
+
+    from flask_observe.otlp.logs import LogsPipeline
+
+    class Recorder(LogRecordExporter):
         def __init__(self) -> None:
             self.bodies: list[Any] = []
 
@@ -322,24 +332,8 @@ def _body_recorder() -> type:
         def force_flush(self, timeout_millis: int = 30_000) -> bool:
             return True
 
-    return BodyRecorder
-
-
-def test_a_forked_childs_lines_wake_its_own_export_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    """gunicorn --preload forks after lines went straight into the SDK's queue: in the child,
-    the next line goes through the SDK's emit again (which remakes its queue's thread), so a
-    full batch wakes the child's export thread, not the parent's, long before the schedule
-    delay."""
-    import json
-    import os
-    import time
-
-    from opentelemetry.sdk.resources import Resource
-
-    from flask_observe.otlp.logs import LogsPipeline
-
     monkeypatch.setenv("OTEL_BLRP_SCHEDULE_DELAY", "600000")
-    pipeline = LogsPipeline(Resource.create({"service.name": "forked"}), _body_recorder())
+    pipeline = LogsPipeline(Resource.create({"service.name": "forked"}), Recorder)
     batch_size = pipeline._wake_at
     for n in range(2):  # the first through the SDK's emit, the next straight into its queue
         pipeline.put(time.time(), logging.INFO, "parent", {"message": f"parent {n}"})
@@ -382,12 +376,27 @@ def test_a_child_forked_without_pythons_fork_hooks_exports_its_lines(
     import os
     import time
 
+    from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
     from opentelemetry.sdk.resources import Resource
 
     from flask_observe.otlp.logs import LogsPipeline
 
+    class Recorder(LogRecordExporter):
+        def __init__(self) -> None:
+            self.bodies: list[Any] = []
+
+        def export(self, batch: Any) -> LogRecordExportResult:
+            self.bodies.extend(r.log_record.body for r in batch)
+            return LogRecordExportResult.SUCCESS
+
+        def shutdown(self) -> None:
+            pass
+
+        def force_flush(self, timeout_millis: int = 30_000) -> bool:
+            return True
+
     monkeypatch.setenv("OTEL_BLRP_SCHEDULE_DELAY", "600000")
-    pipeline = LogsPipeline(Resource.create({"service.name": "c-forked"}), _body_recorder())
+    pipeline = LogsPipeline(Resource.create({"service.name": "c-forked"}), Recorder)
     batch_size = pipeline._wake_at
     for n in range(2):  # the first through the SDK's emit, the next straight into its queue
         pipeline.put(time.time(), logging.INFO, "parent", {"message": f"parent {n}"})
