@@ -257,6 +257,51 @@ def test_a_trace_written_in_several_flushes_is_one_waterfall(tmp_path: Path) -> 
     db.close()
 
 
+def test_slow_traces_are_read_through_the_index_of_long_traces_only(tmp_path: Path) -> None:
+    """The slow page's index holds the traces of 100 ms and more (a store that had the index
+    of every duration loses it); a threshold at or above that reads through it, a lower one
+    scans, and both find the same traces."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from flask_observe.console.spanstore import SCHEMA, StoreSpanProcessor
+
+    db = ConsoleDB(tmp_path)
+    with db.write(db.connection()) as cur:  # a store made by the version before
+        cur.execute(SCHEMA[0])
+        cur.execute("CREATE INDEX traces_duration ON traces(duration_ns)")
+    store = SpanStore(db, max_spans=10_000, max_age=3600)
+    processor = StoreSpanProcessor(store, capacity=100)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    start = time.time_ns()
+    for name, ms in (("fast", 2), ("medium", 60), ("slow", 700), ("slower", 1500)):
+        tracer.start_span(name, start_time=start).end(end_time=start + ms * 1_000_000)
+    assert processor.flush() == 4
+    indexes = {row[0] for row in db.read("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "traces_slow" in indexes
+    assert "traces_duration" not in indexes
+
+    def plan(threshold_ms: int) -> tuple[str, str]:
+        conn = db.connection()
+        captured: list[str] = []
+        conn.set_trace_callback(captured.append)
+        names = [row.name for row in store.slow(threshold_ms * 1_000_000)]
+        conn.set_trace_callback(None)
+        (select,) = [sql for sql in captured if sql.startswith("SELECT")]
+        steps = conn.execute(f"EXPLAIN QUERY PLAN {select}").fetchall()
+        return " ".join(str(step[-1]) for step in steps), ",".join(names)
+
+    for threshold in (500, 100):
+        through, found = plan(threshold)
+        assert "USING INDEX traces_slow" in through
+        assert found == "slower,slow"
+    through, found = plan(50)
+    assert "traces_slow" not in through
+    assert found == "slower,slow,medium"
+    db.close()
+
+
 def test_the_buffer_holds_no_span_and_stored_spans_are_capped(tmp_path: Path) -> None:
     """``on_end`` keeps plain values, not the span (a garbage collection has nothing of it to
     walk); a span too big for the quick path has its long values and attributes past the
