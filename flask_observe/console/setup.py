@@ -4,6 +4,7 @@ behind the log viewer's sign-in, with nothing else running (docs/console.md)."""
 from __future__ import annotations
 
 import importlib
+import logging
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -103,9 +104,28 @@ def _setup(wiring: Wiring) -> None:
         for page in module.pages(wiring, console):
             console.add_page(page)
     register(wiring.app, console)
+    _make_schema(console)
     wiring.on_close(watch(wiring.app, claim(settings)))
     wiring.provide(console)
     wiring.publish_url("console", settings.console_path)
+
+
+def _make_schema(console: Console) -> None:
+    """The store's tables, made at setup (every part has added its own by now); a file that
+    cannot be written now is left to the writer, which retries at each round."""
+    import sqlite3
+
+    if console.db is None:
+        return
+    try:
+        console.db.make_schema()
+    except (OSError, sqlite3.Error) as exc:
+        logging.getLogger("flask_observe.console").warning(
+            "the console's store %s could not be made at setup (%s): the console's writer"
+            " retries at each round",
+            console.db.path,
+            exc,
+        )
 
 
 def _stores(wiring: Wiring, settings: ConsoleSettings, console: Console) -> None:
@@ -122,6 +142,7 @@ def _stores(wiring: Wiring, settings: ConsoleSettings, console: Console) -> None
         raise RuntimeError("the console needs OBSERVE_CONSOLE_DIR or OBSERVE_LOG_DIR")
     db = console.db = ConsoleDB(directory)
     flusher = console.flusher = Flusher()
+    flusher.prepare("store", db.connection)  # the writer's own connection, and the schema
     console.slow_ms = settings.console_slow_ms
     wiring.on_close(db.close)
     wiring.on_close(flusher.close)  # runs first: the last round writes, then the file closes

@@ -13,6 +13,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,11 +69,31 @@ class ConsoleDB:
         if self._ready_pid != pid:
             with self._lock:
                 if self._ready_pid != pid:
-                    with self.write(conn) as cur:
-                        for statement in self._schema:
-                            cur.execute(statement)
+                    self._make_schema(conn)
                     self._ready_pid = pid
         return conn
+
+    def make_schema(self) -> None:
+        """Make the schema now, on a connection of its own (at setup: a worker's writer then
+        finds it made and runs one statement, not the schema's, while its request threads
+        keep the GIL busy)."""
+        with self._lock:
+            conn = self._connect()
+            try:
+                self._make_schema(conn)
+            finally:
+                conn.close()
+            self._ready_pid = os.getpid()
+
+    def _make_schema(self, conn: sqlite3.Connection) -> None:
+        """Run the schema's statements unless the file says (``user_version``) it has them."""
+        version = zlib.crc32("\n".join(self._schema).encode()) & 0x7FFFFFFF or 1
+        if conn.execute("PRAGMA user_version").fetchone()[0] == version:
+            return
+        with self.write(conn) as cur:
+            for statement in self._schema:
+                cur.execute(statement)
+            cur.execute(f"PRAGMA user_version = {version}")
 
     @contextlib.contextmanager
     def write(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Cursor]:
