@@ -302,6 +302,51 @@ def test_slow_traces_are_read_through_the_index_of_long_traces_only(tmp_path: Pa
     db.close()
 
 
+def test_a_span_of_another_make_is_stored_as_the_sdks_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store reads the SDK's spans from their own fields; a span that has only the
+    public surface (another SDK's), or a span context that is not the API's tuple, gives
+    the same entry."""
+    from opentelemetry import trace as api
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from flask_observe.console import spanstore
+
+    exported = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("GET /x", kind=api.SpanKind.SERVER) as root:
+        root.set_attribute("client.address", "10.1.2.3")
+        root.set_attribute("http.response.status_code", 500)
+        with tracer.start_as_current_span("GET", kind=api.SpanKind.CLIENT) as child:
+            child.set_attribute("url.full", "http://peer/x?token=s3cret")
+            child.add_event("retry", {"attempt": 2})
+            child.set_status(api.Status(api.StatusCode.ERROR, "peer answered 503"))
+    spans = exported.get_finished_spans()
+
+    class Public:
+        """A span with the public surface only."""
+
+        def __init__(self, span: Any) -> None:
+            for name in ("context", "parent", "name", "kind", "start_time", "end_time"):
+                setattr(self, name, getattr(span, name))
+            self.status, self.attributes = span.status, dict(span.attributes)
+            self.events, self.resource = list(span.events), span.resource
+
+    store = SpanStore(ConsoleDB(tmp_path), max_spans=1000, max_age=3600)
+    fast = [store.entry(span) for span in spans]
+    assert [entry is not None and entry[3] for entry in fast] == [True, False]  # failed
+    assert b"s3cret" not in fast[0][10]  # type: ignore[index]
+    assert b"10.1.2.3" not in fast[1][10]  # type: ignore[index]
+    assert [store.entry(Public(span)) for span in spans] == fast  # type: ignore[arg-type]
+    monkeypatch.setattr(spanstore, "_CONTEXT_IS_TUPLE", False)
+    assert [store.entry(span) for span in spans] == fast
+
+
 def test_the_buffer_holds_no_span_and_stored_spans_are_capped(tmp_path: Path) -> None:
     """``on_end`` keeps plain values, not the span (a garbage collection has nothing of it to
     walk); a span too big for the quick path has its long values and attributes past the

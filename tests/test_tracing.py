@@ -843,6 +843,23 @@ def test_redaction_copies_a_span_only_when_something_is_removed() -> None:
     assert dict(redact_span(other).attributes) == {}
 
 
+def test_attribute_redaction_copies_only_when_something_is_removed() -> None:
+    """The console's span store redacts a span's attributes the same way: a mapping with
+    nothing to remove is returned as it is, one with something is a copy without it."""
+    from flask_observe.tracing.redact import redact_attributes
+
+    plain = {"url.full": "http://a/x", "http.request.method": "GET"}
+    assert redact_attributes(plain, server=False) is plain
+    client = {"url.full": "http://a/x?token=s3cret", "client.address": "10.1.2.3"}
+    assert redact_attributes(client, server=False) == {
+        "url.full": "http://a/x",
+        "client.address": "10.1.2.3",  # a client span's peer is no one's private address
+    }
+    assert client["url.full"] == "http://a/x?token=s3cret"  # the span's own is left alone
+    server = {"url.path": "/x", "url.query": "q=1", "client.address": "10.1.2.3"}
+    assert redact_attributes(server, server=True) == {"url.path": "/x"}
+
+
 def test_redaction_of_an_sdk_span_leaves_the_original_as_it_was() -> None:
     """A span as the SDK hands it to processors (attributes bounded, shared with every other
     processor of the provider): the exported copy loses the private attributes and keeps the

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanContext, SpanKind
 
 from .._internal import FailureLog
 from ..tracing.redact import PRIVATE_ATTRIBUTES as _PRIVATE
@@ -225,6 +225,16 @@ class TraceRow:
         return self.duration_ns / 1e6
 
 
+def _context_is_tuple() -> bool:
+    """Whether the API's ``SpanContext`` is the tuple it has been (trace ID, span ID, remote
+    first), checked once: else its properties are read."""
+    probe = SpanContext(3, 5, is_remote=True)
+    return isinstance(probe, tuple) and tuple(probe[:3]) == (3, 5, True)
+
+
+_CONTEXT_IS_TUPLE = _context_is_tuple()
+
+
 def _status_code(attributes: Any) -> int | None:
     for name in ("http.response.status_code", "http.status_code"):
         value = attributes.get(name) if attributes else None
@@ -277,28 +287,37 @@ class SpanStore:
             kind, start, end = span._kind, span._start_time, span._end_time
             status, raw, events = span._status, span._attributes, span._events
             resource = span._resource
+            # The status's own fields, and the event list's deque (its ``len`` in C): the
+            # ``status_code``/``description`` properties and ``BoundedList.__len__`` are a
+            # Python call each.
+            description, code = status._description, status._status_code._value_
+            events = getattr(events, "_dq", events)
         except AttributeError:
             context, parent, name = span.context, span.parent, span.name
             kind, start, end = span.kind, span.start_time, span.end_time
             status, raw, events = span.status, span.attributes, span.events
             resource = span.resource
+            description, code = status.description, status.status_code.value
         if context is None or start is None:
             return None
+        if _CONTEXT_IS_TUPLE:  # its fields by index: each property is a Python call
+            trace_id, span_id = context[0], context[1]
+            parent_id, local = (parent[1], not parent[2]) if parent is not None else (None, False)
+        else:
+            trace_id, span_id = context.trace_id, context.span_id
+            parent_id = parent.span_id if parent is not None else None
+            local = parent is not None and not parent.is_remote
         inner = getattr(raw, "_dict", None)
         attributes: Any = inner if type(inner) is dict else (dict(raw) if raw else {})
         if self.redact and attributes and not _PRIVATE.isdisjoint(attributes):
             attributes = redact_attributes(attributes, kind is SpanKind.SERVER)
-        description = status.description
-        # ``_value_``, the member's plain attribute: ``.value`` is a property and an enum's
-        # hash a Python function, each a call per span
-        code = status.status_code._value_
         name, end = name[:512], end or start
         data = _encode(
             (
-                context.span_id,
-                parent.span_id if parent is not None else None,
+                span_id,
+                parent_id,
                 name,
-                kind._value_,
+                kind._value_,  # the member's plain attribute (``.value`` is a property)
                 start,
                 end,
                 code,
@@ -313,9 +332,9 @@ class SpanStore:
         if seen[0] is not resource:  # one lookup per resource, not per span
             named = resource.attributes.get("service.name") if resource else None
             seen = self._service = (resource, str(named)[:128] if named else None)
-        if parent is not None and not parent.is_remote:
+        if local:
             return (
-                context.trace_id,
+                trace_id,
                 start,
                 end,
                 code == 2,
@@ -329,7 +348,7 @@ class SpanStore:
             )
         correlation = attributes.get(CORRELATION_ATTRIBUTE)  # the local root: the summary's
         return (
-            context.trace_id,
+            trace_id,
             start,
             end,
             code == 2,

@@ -69,15 +69,19 @@ def redact_attributes(attributes: Mapping[str, Any], server: bool) -> Mapping[st
     private = _PRIVATE.intersection(attributes)
     if not private:
         return attributes
-    kept = dict(attributes)
-    for key in private:
+    kept: dict[str, Any] | None = None  # copied at the first change (a client span's URL
+    for key in private:  # without a query string has none)
         if key == "url.query" or (server and key in _CLIENT_ADDRESS):
+            if kept is None:
+                kept = dict(attributes)
             del kept[key]
         elif key in _WITH_QUERY:
-            value = kept[key]
+            value = attributes[key]
             if isinstance(value, str) and "?" in value:
+                if kept is None:
+                    kept = dict(attributes)
                 kept[key] = value.split("?", 1)[0]
-    return kept
+    return attributes if kept is None else kept
 
 
 # Every server span is redacted (it carries the client's address), on the export thread, where
