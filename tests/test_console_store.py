@@ -21,13 +21,14 @@ SCHEMA = (
 
 
 def statements_of_first_use(db: ConsoleDB, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The SQL the first ``connection()`` of ``db`` runs (after its own pragmas)."""
+    """The SQL the first ``connection()`` of ``db`` runs (after its own pragmas; without
+    the statements SQLite runs inside one, traced as ``-- …``)."""
     seen: list[str] = []
     connect = db._connect
 
     def traced() -> sqlite3.Connection:
         conn = connect()
-        conn.set_trace_callback(seen.append)
+        conn.set_trace_callback(lambda sql: sql.startswith("--") or seen.append(sql))
         return conn
 
     monkeypatch.setattr(db, "_connect", traced)
@@ -42,16 +43,35 @@ def test_a_made_schema_is_not_made_again_and_a_changed_one_is(
     first.make_schema()
     assert first.read("SELECT name FROM sqlite_master WHERE name = 'notes_text'")
     # Another process (a worker) opening the same file: one statement, no transaction.
-    again = statements_of_first_use(ConsoleDB(tmp_path, SCHEMA), monkeypatch)
-    assert again == ["PRAGMA user_version"]
+    worker = ConsoleDB(tmp_path, SCHEMA)
+    assert statements_of_first_use(worker, monkeypatch) == ["PRAGMA user_version"]
     # A schema with one statement more (a newer version) is made, in one transaction.
     newer = ConsoleDB(tmp_path, (*SCHEMA, "CREATE TABLE IF NOT EXISTS more (id INTEGER)"))
     ran = statements_of_first_use(newer, monkeypatch)
-    assert ran[:2] == ["PRAGMA user_version", "BEGIN IMMEDIATE"]
+    assert ran[1] == "BEGIN IMMEDIATE"
     assert "CREATE TABLE IF NOT EXISTS more (id INTEGER)" in ran
     assert ran[-1] == "COMMIT"
     assert newer.read("SELECT name FROM sqlite_master WHERE name = 'more'")
-    for db in (first, newer):
+    for db in (first, worker, newer):
+        db.close()
+
+
+def test_a_retired_index_made_again_by_an_older_version_is_dropped_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rolling deploy: the new schema dropped an index, an old worker (which runs its own
+    schema whatever ``user_version`` says) made it again; the next new process drops it."""
+    schema = (*SCHEMA, "DROP INDEX IF EXISTS notes_old")
+    first = ConsoleDB(tmp_path, schema)
+    first.retire("notes_old")
+    first.make_schema()
+    with first.write() as cur:  # what the old version's schema does
+        cur.execute("CREATE INDEX IF NOT EXISTS notes_old ON notes(id, text)")
+    later = ConsoleDB(tmp_path, schema)
+    later.retire("notes_old")
+    assert "DROP INDEX IF EXISTS notes_old" in statements_of_first_use(later, monkeypatch)
+    assert not later.read("SELECT name FROM sqlite_master WHERE name = 'notes_old'")
+    for db in (first, later):
         db.close()
 
 
@@ -71,14 +91,17 @@ def test_the_console_makes_its_store_at_setup(
     console = Observe.handle(Console, app)
     assert console.flusher is not None
     assert console.flusher.rounds == 0
-    with sqlite3.connect(tmp_path / "logs" / FILE_NAME) as conn:
+    conn = sqlite3.connect(tmp_path / "logs" / FILE_NAME)
+    try:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         version = conn.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        conn.close()
     assert {"traces", "span_total", "error_groups", "rollup", "logger_levels"} <= tables
     assert version != 0
 
 
-def test_a_store_that_cannot_be_made_at_setup_is_left_to_the_writer(
+def test_a_store_that_cannot_be_made_at_setup_is_a_warning_not_a_failure(
     make_app: Callable[..., Flask], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An unwritable console directory does not stop the app: a warning says so."""

@@ -225,6 +225,27 @@ def test_the_store_is_added_to_the_tracing_provider_only_when_it_is_ours(
     assert console.span_processor in processors
 
 
+def test_a_small_buffer_asks_for_a_write_at_half_full(tmp_path: Path) -> None:
+    """The writer is nudged each 4,096 spans, or at half the buffer when that is smaller
+    (``OBSERVE_CONSOLE_SPANS_BUFFER`` may be 100): the buffer is written before it fills."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from flask_observe.console.spanstore import StoreSpanProcessor
+
+    nudges: list[int] = []
+    store = SpanStore(ConsoleDB(tmp_path), max_spans=10_000, max_age=3600)
+    small = StoreSpanProcessor(store, capacity=200, nudge=lambda: nudges.append(small.buffered()))
+    assert StoreSpanProcessor(store, capacity=100_000).batch == 4096
+    provider = TracerProvider()
+    provider.add_span_processor(small)
+    tracer = provider.get_tracer("t")
+    for i in range(250):
+        tracer.start_span(f"op-{i}").end()
+    assert nudges == [100, 200]
+    assert small.dropped == 50  # nothing writes in this test: the nudge only records
+    store.db.close()
+
+
 def test_a_trace_written_in_several_flushes_is_one_waterfall(tmp_path: Path) -> None:
     """Children written before their root ends (two flushes, as two workers or two seconds
     would): one trace, every span, the root's name and duration."""

@@ -268,6 +268,7 @@ class SpanStore:
         self._service: tuple[Any, str | None] = (None, None)  # the last resource, its name
         self._returning = sqlite3.sqlite_version_info >= (3, 35, 0)
         db.add_schema(*SCHEMA)
+        db.retire("traces_duration")
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -517,7 +518,8 @@ class StoreSpanProcessor(SpanProcessor):
     :param capacity: most spans buffered; a full buffer drops new ones (counted).
     :param wake: called when the buffer first holds a span in a process (start the flusher).
     :param nudge: called each time ``batch`` more spans are waiting (write now, not at the
-        end of the second: the buffer stays small, and each write short).
+        end of the second: the buffer stays small, and each write short); at most half the
+        capacity.
     """
 
     def __init__(
@@ -536,7 +538,8 @@ class StoreSpanProcessor(SpanProcessor):
         self.capacity = capacity
         self.wake = wake
         self.nudge = nudge
-        self.batch = batch
+        # A small buffer is written at half full, not only each second.
+        self.batch = max(1, min(batch, capacity // 2))
         self.clock_ns = clock_ns or time.time_ns
         self._buffer: collections.deque[Entry] = collections.deque()
         self._lock = threading.Lock()

@@ -34,6 +34,7 @@ class ConsoleDB:
     def __init__(self, directory: str | os.PathLike[str], schema: tuple[str, ...] = ()) -> None:
         self.path = Path(directory) / FILE_NAME
         self._schema = list(schema)
+        self._retired: list[str] = []
         self._local = threading.local()
         self._lock = threading.Lock()
         self._ready_pid: int | None = None
@@ -85,12 +86,35 @@ class ConsoleDB:
                 conn.close()
             self._ready_pid = os.getpid()
 
+    def retire(self, *names: str) -> None:
+        """Tables or indexes the schema drops: an earlier version running beside this one (a
+        rolling deploy, a rollback) makes them again without looking at ``user_version``,
+        so finding one runs the schema again."""
+        with self._lock:
+            self._retired.extend(names)
+            self._ready_pid = None
+
+    def _current(self, cur: sqlite3.Cursor | sqlite3.Connection, version: int) -> bool:
+        """Whether the file has this schema: its ``user_version`` and none of the retired."""
+        if not self._retired:
+            return bool(cur.execute("PRAGMA user_version").fetchone()[0] == version)
+        marks = ", ".join("?" * len(self._retired))
+        found = cur.execute(
+            "SELECT (SELECT user_version FROM pragma_user_version),"
+            f" (SELECT count(*) FROM sqlite_master WHERE name IN ({marks}))",
+            self._retired,
+        ).fetchone()
+        return bool(found[0] == version and not found[1])
+
     def _make_schema(self, conn: sqlite3.Connection) -> None:
-        """Run the schema's statements unless the file says (``user_version``) it has them."""
+        """Run the schema's statements unless the file says (``user_version``) it has them;
+        looked at again inside the transaction, so workers starting together run them once."""
         version = zlib.crc32("\n".join(self._schema).encode()) & 0x7FFFFFFF or 1
-        if conn.execute("PRAGMA user_version").fetchone()[0] == version:
+        if self._current(conn, version):
             return
         with self.write(conn) as cur:
+            if self._current(cur, version):  # another process made it meanwhile
+                return
             for statement in self._schema:
                 cur.execute(statement)
             cur.execute(f"PRAGMA user_version = {version}")
