@@ -197,14 +197,6 @@ def _encode(row: tuple[Any, ...]) -> bytes:
     return orjson.dumps(fixed, default=str)
 
 
-def _events(span: ReadableSpan) -> Any:
-    """The span's first events (its own tuple: the property copies it)."""
-    events = getattr(span, "_events", None)
-    if events is None:
-        events = span.events
-    return tuple(events)[:MAX_EVENTS] if events else ()
-
-
 @dataclass(frozen=True)
 class TraceRow:
     """One trace in a list: its local root (the request), its size and whether it failed."""
