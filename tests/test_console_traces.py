@@ -246,6 +246,36 @@ def test_a_small_buffer_asks_for_a_write_at_half_full(tmp_path: Path) -> None:
     store.db.close()
 
 
+def test_a_huge_trace_keeps_its_first_spans_even_in_one_write(tmp_path: Path) -> None:
+    """A trace holds at most ``MAX_TRACE_SPANS`` spans' data, whether they come in one write
+    or several, its root among them; its span count says how many it had."""
+    from opentelemetry import trace as api
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from flask_observe.console.spanstore import MAX_TRACE_SPANS, StoreSpanProcessor
+
+    store = SpanStore(ConsoleDB(tmp_path), max_spans=100_000, max_age=3600)
+    processor = StoreSpanProcessor(store, capacity=10_000)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    root = tracer.start_span("batch job")
+    ctx = api.set_span_in_context(root)
+    for i in range(MAX_TRACE_SPANS + 500):
+        tracer.start_span(f"step-{i}", context=ctx).end()
+    root.end()
+    assert processor.flush() == MAX_TRACE_SPANS + 501  # one write
+    trace_id = format(root.get_span_context().trace_id, "032x")
+    kept = store.spans(trace_id, limit=10_000)
+    assert len(kept) == MAX_TRACE_SPANS
+    names = [span["name"] for span in kept]
+    assert names[0] == "batch job"  # the root, which ended last, is kept
+    assert names[1:] == [f"step-{i}" for i in range(MAX_TRACE_SPANS - 1)]
+    (row,) = store.recent()
+    assert row.spans == MAX_TRACE_SPANS + 501
+    store.db.close()
+
+
 def test_a_trace_written_in_several_flushes_is_one_waterfall(tmp_path: Path) -> None:
     """Children written before their root ends (two flushes, as two workers or two seconds
     would): one trace, every span, the root's name and duration."""

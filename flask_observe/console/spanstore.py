@@ -143,6 +143,15 @@ _KINDS = {kind.value: kind.name.lower() for kind in SpanKind}
 _STATUS_NAMES = ("unset", "ok", "error")
 
 
+def _first_spans(members: list[Entry]) -> list[Entry]:
+    """What a trace's first write keeps of its spans, as later writes do (the SQL's cap):
+    the first ``MAX_TRACE_SPANS``, its local root among them wherever it came."""
+    if len(members) <= MAX_TRACE_SPANS:
+        return members
+    rest = members[MAX_TRACE_SPANS - 1 :]
+    return [*members[: MAX_TRACE_SPANS - 1], next(filter(_ROOT, rest), rest[0])]
+
+
 def _value(value: Any) -> Any:
     if isinstance(value, str):
         return value if len(value) <= MAX_VALUE else value[:MAX_VALUE] + "…"
@@ -381,7 +390,7 @@ class SpanStore:
             head = heads.get(service)
             if head is None:  # ``[service, pid,`` then the spans' JSON
                 head = heads[service] = orjson.dumps([service, pid])[:-1] + b","
-            data = head + b",".join(map(_DATA, members)) + b"]"
+            data = head + b",".join(map(_DATA, _first_spans(members))) + b"]"
             start = min(map(_START, members))
             root = next(filter(_ROOT, members), None)
             if root is not None:
