@@ -66,6 +66,24 @@ def planted_line() -> bytes:
     )
 
 
+def shown(body: bytes) -> bytes:
+    """An answer as it shows the log: each of the viewer's own signed tokens (``cursor``,
+    ``next``: base64 of a position, ``.``, an HMAC) replaced by the position it carries.
+    Scanned as base64, a token's digits spell a run of the JWT's base64 now and then (a
+    timestamp ``…1234…`` gives ``xMjM0N``, as the JWT's ``"1234567890"`` does)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    if isinstance(data, dict):
+        for key in ("cursor", "next"):
+            token = data.get(key)
+            if isinstance(token, str) and "." in token:
+                payload = token.split(".", 1)[0]
+                data[key] = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    return orjson.dumps(data, default=bytes.decode)
+
+
 def revealed(body: bytes) -> set[str]:
     found = set()
     for name, value in SECRETS.items():
@@ -110,7 +128,7 @@ def test_whole_line_is_redacted(planted: tuple[LiveServer, Path]) -> None:
     response = requests.get(f"{server.url}/api/logs/search", headers=AUTH, timeout=10)
     assert response.status_code == 200
     assert len(response.json()["results"]) == 3
-    assert revealed(response.content) == set()
+    assert revealed(shown(response.content)) == set()
 
 
 def _line_offsets(path: Path) -> range:
@@ -148,7 +166,7 @@ def test_forged_cursors_at_every_byte_offset_reveal_nothing(
                     timeout=10,
                 )
                 statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-                for name in revealed(response.content):
+                for name in revealed(shown(response.content)):
                     leaks[name] = leaks.get(name, 0) + 1
     print(f"\nforged cursors: statuses {statuses}; secrets revealed {sorted(leaks)}")
     assert leaks == {}, f"{len(leaks)} of {len(SECRETS)} secrets revealed: {sorted(leaks)}"
@@ -224,7 +242,7 @@ def test_signed_cursors_at_every_byte_offset_still_start_at_a_line(
                 timeout=10,
             )
             assert response.status_code == 200
-            for name in revealed(response.content):
+            for name in revealed(shown(response.content)):
                 leaks[name] = leaks.get(name, 0) + 1
             offsets = [r["offset"] for r in response.json()["results"]]
             assert set(offsets) <= {0, len(BEFORE), len(BEFORE) + len(planted_line()) + 1}
@@ -283,7 +301,7 @@ def test_signed_positions_at_every_byte_offset_still_start_at_a_line(
         assert polled.status_code == 200
         status, streamed = _stream_body(f"{url}?follow=1", signed)
         assert status == 200
-        for body in (polled.content, streamed):
+        for body in (shown(polled.content), streamed):
             for name in revealed(body):
                 leaks[name] = leaks.get(name, 0) + 1
         first = polled.json()["results"][0]
