@@ -69,8 +69,9 @@ def redact_attributes(attributes: Mapping[str, Any], server: bool) -> Mapping[st
     private = _PRIVATE.intersection(attributes)
     if not private:
         return attributes
-    kept: dict[str, Any] | None = None  # copied at the first change (a client span's URL
-    for key in private:  # without a query string has none)
+    # Copied at the first change (a client span's URL without a query string has none).
+    kept: dict[str, Any] | None = None
+    for key in private:
         if key == "url.query" or (server and key in _CLIENT_ADDRESS):
             if kept is None:
                 kept = dict(attributes)
