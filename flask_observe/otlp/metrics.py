@@ -19,8 +19,10 @@ per the current semantic conventions:
 The histograms are fed from the request hooks (``Wiring.request_hook``, ``outbound_hook``)
 into cells of our own: the SDK's ``Histogram.record`` costs 16 µs a call here against 1.5 µs
 for prometheus_client's counter and histogram of a request (measured), so a request only
-bumps a bucket under one lock, and the cells become the SDK's data points when the reader
-collects (:class:`MergingExporter`, on the reader's thread). Everything else — temporality,
+appends its value to its cell's queue (one C call, no lock); the queue is folded into the
+buckets, count, sum, minimum and maximum by C loops (``map``, ``Counter``, ``fsum``) once it
+holds :data:`FOLD_AT` values, and when the reader collects, and the cells become the SDK's
+data points then (:class:`MergingExporter`, on the reader's thread). Everything else — temporality,
 the data model, the periodic reader, OTLP encoding, retries, timeouts — is the SDK's. Memory is
 bounded by the attributes being bounded (routes, methods, status codes, declared hosts, SQL
 verbs).
@@ -29,8 +31,11 @@ verbs).
 from __future__ import annotations
 
 import bisect
+import collections
+import functools
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -109,13 +114,34 @@ def temporality_preference(environ: Mapping[str, str]) -> dict[type, Aggregation
     return preference
 
 
-class _Cell:
-    """One histogram data point being filled: a bucket count per boundary (plus one)."""
+#: Values a histogram cell queues before the request that adds one folds them into its
+#: counts (the reader folds the rest when it collects): at most this many floats a cell
+#: wait (8 KiB), and a fold of them costs about 30 µs, once in that many requests.
+FOLD_AT = 256
 
-    __slots__ = ("attributes", "count", "counts", "exemplar", "lock", "max", "min", "start", "sum")
+_popleft = collections.deque.popleft
+
+
+class _Cell:
+    """One histogram data point being filled: a bucket count per boundary (plus one), and
+    the values recorded since the last fold (:meth:`fold`)."""
+
+    __slots__ = (
+        "attributes",
+        "count",
+        "counts",
+        "exemplar",
+        "lock",
+        "max",
+        "min",
+        "pending",
+        "start",
+        "sum",
+    )
 
     def __init__(self, attributes: Mapping[str, Any], buckets: int, start: int) -> None:
         self.attributes = dict(attributes)
+        #: Held by whoever folds or reads the counts (never by a request that records).
         self.lock = threading.Lock()
         self.counts = [0] * (buckets + 1)
         self.count = 0
@@ -123,8 +149,36 @@ class _Cell:
         self.min = float("inf")
         self.max = float("-inf")
         self.start = start
+        #: Values recorded and not yet folded: ``append`` and ``popleft`` are atomic, so
+        #: recording takes no lock.
+        self.pending: collections.deque[float] = collections.deque()
         #: (value, time ns, trace id, span id) of the latest sampled request, or None.
         self.exemplar: tuple[float, int, int, int] | None = None
+
+    def fold(self, bounds: Sequence[float]) -> None:
+        """Move the queued values into the counts; the caller holds :attr:`lock`. Values
+        recorded meanwhile stay queued for the next fold."""
+        pending = self.pending
+        taken = len(pending)
+        if not taken:
+            return
+        values = list(map(_popleft, itertools.repeat(pending, taken)))
+        counts = self.counts
+        for index, number in collections.Counter(
+            map(functools.partial(bisect.bisect_left, bounds), values)
+        ).items():
+            counts[index] += number
+        self.count += taken
+        self.sum += math.fsum(values)
+        low, high = min(values), max(values)
+        if low < self.min:
+            self.min = low
+        if high > self.max:
+            self.max = high
+
+    def recorded(self) -> int:
+        """How many values the cell holds, folded or not."""
+        return self.count + len(self.pending)
 
 
 class Histogram_:
@@ -147,22 +201,22 @@ class Histogram_:
         return found
 
     def record(self, cell: _Cell, value: float, exemplar: Any = None) -> None:
-        index = bisect.bisect_left(self.bounds, value)
-        with cell.lock:
-            cell.counts[index] += 1
-            cell.count += 1
-            cell.sum += value
-            if value < cell.min:
-                cell.min = value
-            if value > cell.max:
-                cell.max = value
-            if exemplar is not None:
-                cell.exemplar = (value, time.time_ns(), exemplar.trace_id, exemplar.span_id)
+        pending = cell.pending
+        pending.append(value)
+        if exemplar is not None:
+            cell.exemplar = (value, time.time_ns(), exemplar.trace_id, exemplar.span_id)
+        if len(pending) >= FOLD_AT and cell.lock.acquire(False):  # else being folded
+            try:
+                cell.fold(self.bounds)
+            finally:
+                cell.lock.release()
 
     def collect(self, now: int, delta: bool) -> Metric | None:
         points = []
+        bounds = self.bounds
         for cell in list(self.cells.values()):
             with cell.lock:
+                cell.fold(bounds)
                 if not cell.count:
                     if delta:
                         cell.start = now
@@ -182,7 +236,7 @@ class Histogram_:
                     count=count,
                     sum=total,
                     bucket_counts=counts,
-                    explicit_bounds=self.bounds,
+                    explicit_bounds=bounds,
                     min=low,
                     max=high,
                     exemplars=_exemplars(exemplar),
@@ -363,18 +417,16 @@ class MetricsPipeline:
             cell = server.cell(key, lambda: _server_attributes(*key))
         # Histogram_.record, inline (one call less a request).
         value = record.duration - record.client_wait
-        index = bisect.bisect_left(server.bounds, value)
+        pending = cell.pending
+        pending.append(value)
         span = environ.get(SPAN_CONTEXT_KEY)
-        with cell.lock:
-            cell.counts[index] += 1
-            cell.count += 1
-            cell.sum += value
-            if value < cell.min:
-                cell.min = value
-            if value > cell.max:
-                cell.max = value
-            if span is not None and span.trace_flags & 1:
-                cell.exemplar = (value, time.time_ns(), span.trace_id, span.span_id)
+        if span is not None and span.trace_flags & 1:
+            cell.exemplar = (value, time.time_ns(), span.trace_id, span.span_id)
+        if len(pending) >= FOLD_AT and cell.lock.acquire(False):  # else being folded
+            try:
+                cell.fold(server.bounds)
+            finally:
+                cell.lock.release()
 
     def on_outbound(self, call: OutboundCall) -> None:
         method = call.method if call.method in METHODS else OTHER
