@@ -19,20 +19,20 @@ per the current semantic conventions:
 The histograms are fed from the request hooks (``Wiring.request_hook``, ``outbound_hook``)
 into cells of our own: the SDK's ``Histogram.record`` costs 16 µs a call here against 1.5 µs
 for prometheus_client's counter and histogram of a request (measured), so a request only
-appends its value to its cell's queue (one C call, no lock); the queue is folded into the
-buckets, count, sum, minimum and maximum by C loops (``map``, ``Counter``, ``fsum``) once it
-holds :data:`FOLD_AT` values, and when the reader collects, and the cells become the SDK's
-data points then (:class:`MergingExporter`, on the reader's thread). Everything else — temporality,
-the data model, the periodic reader, OTLP encoding, retries, timeouts — is the SDK's. Memory is
-bounded by the attributes being bounded (routes, methods, status codes, declared hosts, SQL
-verbs).
+appends its value to its cell's queue (one C call, no lock). The queue is folded into the
+buckets, count, sum, minimum and maximum (sorted once in C, one bisection per bound: about
+20 µs for 256 values here) when it holds :data:`FOLD_AT` values and when the reader
+collects; the cells become the SDK's data points then (:class:`MergingExporter`, on the
+reader's thread). Everything else — temporality, the data model, the periodic reader, OTLP
+encoding, retries, timeouts — is the SDK's. Memory is bounded by the attributes being bounded
+(routes, methods, status codes, declared hosts, SQL verbs) and by :data:`FOLD_AT` values
+queued a cell.
 """
 
 from __future__ import annotations
 
 import bisect
 import collections
-import functools
 import itertools
 import logging
 import math
@@ -115,8 +115,9 @@ def temporality_preference(environ: Mapping[str, str]) -> dict[type, Aggregation
 
 
 #: Values a histogram cell queues before the request that adds one folds them into its
-#: counts (the reader folds the rest when it collects): at most this many floats a cell
-#: wait (8 KiB), and a fold of them costs about 30 µs, once in that many requests.
+#: counts (the reader folds the rest when it collects): at most this many floats wait a
+#: cell, and their fold (C loops: sorted once, one bisection per bound) costs a request
+#: once in that many requests.
 FOLD_AT = 256
 
 _popleft = collections.deque.popleft
@@ -162,19 +163,20 @@ class _Cell:
         taken = len(pending)
         if not taken:
             return
-        values = list(map(_popleft, itertools.repeat(pending, taken)))
+        values = sorted(map(_popleft, itertools.repeat(pending, taken)))
         counts = self.counts
-        for index, number in collections.Counter(
-            map(functools.partial(bisect.bisect_left, bounds), values)
-        ).items():
-            counts[index] += number
+        below = 0  # values at or under the previous bound (bucket i: bound i-1 < v <= bound i)
+        for index, bound in enumerate(bounds):
+            upto = bisect.bisect_right(values, bound, below)
+            counts[index] += upto - below
+            below = upto
+        counts[-1] += taken - below
         self.count += taken
         self.sum += math.fsum(values)
-        low, high = min(values), max(values)
-        if low < self.min:
-            self.min = low
-        if high > self.max:
-            self.max = high
+        if values[0] < self.min:
+            self.min = values[0]
+        if values[-1] > self.max:
+            self.max = values[-1]
 
     def recorded(self) -> int:
         """How many values the cell holds, folded or not."""
