@@ -337,3 +337,37 @@ def test_console_quick_run_measures_the_rollups_and_the_pages() -> None:
         "rollups per request",
         "alerts with 24 h stored",
     }
+
+
+def test_paired_quick_run_serves_every_app_in_one_process_and_judges_the_metrics_budget() -> None:
+    """Each configuration's app gets the same number of requests, one after another in one
+    process; issue 12's metrics budget is judged on the medians, round by round and on the
+    means; nothing is said on the terminal but the rounds."""
+    proc = subprocess.run(
+        [
+            sys.executable, str(BENCHMARKS / "paired.py"), "--rounds", "2", "--requests", "20",
+            "--warmup", "5", "--json",
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    said = [line.split(":")[0] for line in proc.stderr.splitlines()]
+    assert said == ["round 1/2", "round 2/2"], proc.stderr
+    out = json.loads(proc.stdout)
+    names = ["observe", "observe+metrics", "observe+otlp-metrics"]
+    assert list(out["medians_us"]) == names
+    assert all(len(out["round_medians_us"][name]) == 2 for name in names)
+    assert all(out["medians_us"][name] > 0 for name in names)
+    budget = out["budget"]
+    assert budget["label"] == "issue 12, OTLP metrics vs prometheus_client (per request)"
+    assert len(budget["per_round"]) == 2
+    assert budget["met"] == (budget["ratio"] <= 1.0)
+
+
+def test_paired_refuses_a_configuration_that_patches_the_process() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "paired.py"), "--configs", "observe,observe:all"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "not one process's configurations: ['observe:all']" in proc.stderr
