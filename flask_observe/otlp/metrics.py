@@ -25,8 +25,8 @@ buckets, count, sum, minimum and maximum (sorted once in C, one bisection per bo
 collects; the cells become the SDK's data points then (:class:`MergingExporter`, on the
 reader's thread). Everything else — temporality, the data model, the periodic reader, OTLP
 encoding, retries, timeouts — is the SDK's. Memory is bounded by the attributes being bounded
-(routes, methods, status codes, declared hosts, SQL verbs) and by :data:`FOLD_AT` values
-queued a cell.
+(routes, methods, status codes, declared hosts, SQL verbs) and by the :data:`FOLD_AT` values
+a cell queues between folds.
 """
 
 from __future__ import annotations
@@ -115,9 +115,9 @@ def temporality_preference(environ: Mapping[str, str]) -> dict[type, Aggregation
 
 
 #: Values a histogram cell queues before the request that adds one folds them into its
-#: counts (the reader folds the rest when it collects): at most this many floats wait a
-#: cell, and their fold (C loops: sorted once, one bisection per bound) costs a request
-#: once in that many requests.
+#: counts (the reader folds the rest when it collects): this many floats wait a cell (more
+#: only while the reader is folding it), and their fold (C loops: sorted once, one
+#: bisection per bound) costs a request once in that many requests.
 FOLD_AT = 256
 
 _popleft = collections.deque.popleft
