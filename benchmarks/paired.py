@@ -44,7 +44,7 @@ from configurations import (
     REQUEST_PATH,
     make_app,
 )
-from harness import Environment, WsgiClient, parser, table
+from harness import Environment, WsgiClient, parser, table, timed_request
 
 #: Configurations that set up only their own app (no process-wide patch or provider).
 ALLOWED = (OBSERVE, OBSERVE_ALL, OBSERVE_OTLP_METRICS)
@@ -64,15 +64,7 @@ def timed_cycle(clients: list[WsgiClient], requests: int) -> list[list[int]]:
     for i in range(requests):
         for index in orders[i % len(orders)]:
             app, environ, start_response = calls[index]
-            env = environ.copy()
-            t0 = clock()
-            body = app(env, start_response)
-            for _chunk in body:
-                pass
-            close = getattr(body, "close", None)
-            if close is not None:
-                close()
-            times[index][i] = clock() - t0
+            times[index][i] = timed_request(app, environ, start_response, clock)
     return times
 
 

@@ -178,6 +178,15 @@ class _Cell:
         if values[-1] > self.max:
             self.max = values[-1]
 
+    def fold_unless_folding(self, bounds: Sequence[float]) -> None:
+        """:meth:`fold`, unless another thread (the reader) is folding this cell now: a
+        recording thread never waits for the lock."""
+        if self.lock.acquire(False):
+            try:
+                self.fold(bounds)
+            finally:
+                self.lock.release()
+
     def recorded(self) -> int:
         """How many values the cell holds, folded or not."""
         return self.count + len(self.pending)
@@ -207,11 +216,8 @@ class Histogram_:
         pending.append(value)
         if exemplar is not None:
             cell.exemplar = (value, time.time_ns(), exemplar.trace_id, exemplar.span_id)
-        if len(pending) >= FOLD_AT and cell.lock.acquire(False):  # else being folded
-            try:
-                cell.fold(self.bounds)
-            finally:
-                cell.lock.release()
+        if len(pending) >= FOLD_AT:
+            cell.fold_unless_folding(self.bounds)
 
     def collect(self, now: int, delta: bool) -> Metric | None:
         points = []
@@ -424,11 +430,8 @@ class MetricsPipeline:
         span = environ.get(SPAN_CONTEXT_KEY)
         if span is not None and span.trace_flags & 1:
             cell.exemplar = (value, time.time_ns(), span.trace_id, span.span_id)
-        if len(pending) >= FOLD_AT and cell.lock.acquire(False):  # else being folded
-            try:
-                cell.fold(server.bounds)
-            finally:
-                cell.lock.release()
+        if len(pending) >= FOLD_AT:
+            cell.fold_unless_folding(server.bounds)
 
     def on_outbound(self, call: OutboundCall) -> None:
         method = call.method if call.method in METHODS else OTHER
