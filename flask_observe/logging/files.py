@@ -40,8 +40,9 @@ from typing import Any
 
 from .._clock import SYSTEM, Clock
 from .._internal import FailureLog
+from .heldwrite import STALL_SECONDS, HeldWrite, held_write
 from .locks import exclusive
-from .reports import DroppedLines, EarlyDeletions
+from .reports import DroppedLines, EarlyDeletions, slow_write
 from .retention import (
     FileInfo,
     RetentionPolicy,
@@ -84,6 +85,8 @@ class RotatingFileHandler(logging.FileHandler):
         rotation); tests of a single process use 0.
     :param clock: the time retention, compression and failure reports go by (tests move a
         ``ManualClock``); a line's own time decides its rotation.
+    :param hold_gil: write each line to a regular file without releasing the GIL, until a
+        write takes longer than :data:`~.heldwrite.STALL_SECONDS` (:mod:`.heldwrite`).
     """
 
     def __init__(
@@ -96,8 +99,13 @@ class RotatingFileHandler(logging.FileHandler):
         retention: RetentionPolicy | None = None,
         quiet_seconds: float = QUIET_SECONDS,
         clock: Clock = SYSTEM,
+        hold_gil: bool = True,
     ) -> None:
         self.path = Path(path).absolute()
+        self.hold_gil = hold_gil
+        #: The write of the open file that keeps the GIL (``None``: the file's own write).
+        self._held: HeldWrite | None = None
+        self._fd = -1
         self.path.parent.mkdir(parents=True, exist_ok=True)
         super().__init__(self.path, mode="a", encoding="utf-8", delay=False)
         self.max_bytes = max_bytes
@@ -154,7 +162,15 @@ class RotatingFileHandler(logging.FileHandler):
         """The active file, unbuffered and in append mode: each line is one ``write(2)`` of
         whole bytes at the end of the file (``O_APPEND``), so processes sharing the file never
         interleave inside a line, and nothing is held in a buffer a crash would lose."""
-        return open(self.baseFilename, "ab", buffering=0)
+        stream = open(self.baseFilename, "ab", buffering=0)  # noqa: SIM115 (kept open)
+        self._fd = stream.fileno()
+        self._held = held_write(self._fd) if self.hold_gil else None
+        return stream
+
+    @property
+    def holds_gil(self) -> bool:
+        """Whether lines are written to the open file without releasing the GIL."""
+        return self._held is not None
 
     def handle(self, record: logging.LogRecord) -> bool:
         """``Handler.handle``, without its calls to ``filter``, ``acquire`` and ``release``
@@ -217,7 +233,19 @@ class RotatingFileHandler(logging.FileHandler):
             data = b"\n" + data
         stream: Any = self.stream  # a raw binary file here (see _open), not the TextIO typed
         write = stream.write
-        written = write(data) or 0
+        held = self._held
+        if held is None:
+            written = write(data) or 0
+        else:
+            started = self.clock.monotonic()
+            written = held(self._fd, data, len(data))
+            took = self.clock.monotonic() - started
+            if took > STALL_SECONDS:
+                # A congested or frozen disk: it must not stop every thread a second time.
+                self.hold_gil, self._held = False, None
+                slow_write(self.path, took)
+            if written < 0:  # nothing written: again, the usual way, which raises the error
+                written = write(data) or 0
         if written < len(data):  # a short write (e.g. disk nearly full)
             view = memoryview(data)
             try:

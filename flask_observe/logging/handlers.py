@@ -245,6 +245,7 @@ class LoggingSetup:
                 "OBSERVE_LOG_ROTATE_BYTES": config.log_rotate_bytes,
                 "OBSERVE_LOG_ROTATE_INTERVAL": config.log_rotate_interval,
                 "OBSERVE_LOG_COMPRESS": config.log_compress,
+                "OBSERVE_LOG_FILE_HOLDS_GIL": config.log_file_holds_gil,
                 "OBSERVE_LOG_RETENTION_*": policy,
             }
             self._attach(
@@ -255,6 +256,7 @@ class LoggingSetup:
                     interval=config.log_rotate_interval,
                     compress=config.log_compress,
                     retention=policy,
+                    hold_gil=config.log_file_holds_gil,
                 ),
                 files,
                 level,

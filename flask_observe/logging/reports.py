@@ -17,7 +17,13 @@ from .._clock import Clock
 if TYPE_CHECKING:
     from .retention import FileInfo
 
-__all__ = ["EARLY_REPORT_SECONDS", "FAILURE_REPORT_SECONDS", "DroppedLines", "EarlyDeletions"]
+__all__ = [
+    "EARLY_REPORT_SECONDS",
+    "FAILURE_REPORT_SECONDS",
+    "DroppedLines",
+    "EarlyDeletions",
+    "slow_write",
+]
 
 logger = logging.getLogger("flask_observe")
 
@@ -157,6 +163,16 @@ class EarlyDeletions:
                     "retention_oldest_kept": kept_since,
                 },
             )
+
+
+def slow_write(path: Path, seconds: float) -> None:
+    """Say (once per file and process) that a write to ``path`` took ``seconds``, so its lines
+    are written releasing the GIL from now on (:mod:`.heldwrite`)."""
+    _say(
+        f"flask_observe: a write to {path} took {seconds:.3f} s (a slow or stalled disk); its"
+        " lines are written releasing the GIL from now on, so that a stalled write stops only"
+        " the thread that logs"
+    )
 
 
 def _say(text: str) -> None:

@@ -65,6 +65,9 @@ class LoggingSettings:
     #: Rotate at the start of each UTC hour or day; ``None`` turns time rotation off.
     log_rotate_interval: str | None = key(None, choice(*ROTATE_INTERVALS, optional=True))
     log_compress: bool = key(True, boolean)
+    #: Write each line to the file without releasing the GIL (until one write is slow): see
+    #: docs/configuration.md. Off for a log directory on a file system that may hang.
+    log_file_holds_gil: bool = key(True, boolean)
     #: Retention of rotated files; 0 means no limit of that kind.
     log_retention_days: float = key(14.0, number(0.0))
     log_retention_files: int = key(50, integer(0))

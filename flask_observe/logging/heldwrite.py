@@ -1,0 +1,73 @@
+"""A log line's ``write(2)`` to a regular file made without releasing the GIL.
+
+``os.write`` and a raw file's ``write`` release the GIL around the system call, as every call
+that may block must. Appending one line to a regular local file copies a few hundred bytes
+into the page cache: about 0.5 µs. Releasing the GIL for that long does not let another
+thread do useful work; it wakes one up for nothing. CPython's GIL signals a waiting thread at
+every release, and a waiter that finds the GIL taken again goes back to wait a whole switch
+interval anew, so while the request thread writes lines between stretches of Python, a
+background thread that wants the GIL (an export thread, the batch span processor, the
+console's writer, the files' own maintenance thread) is woken at each write, finds the GIL
+taken back, and waits again, until it happens to win a race. On the 2-vCPU VMs of
+docs/performance.md one of those futile wake-ups costs the writing thread 15-30 µs of CPU
+(the wake of a thread on the other CPU), and each turn a background thread takes of the GIL
+costs tens of them: with every line also exported over OTLP, the export thread was switched in
+about 37,000 times in 20,000 requests, against about 650 with the lines written as here, and
+the request thread paid most of what the OTLP pipeline cost (docs/performance.md, "OTLP logs and
+metrics").
+
+Written through the C library's ``write`` called with :class:`ctypes.PyDLL` (which keeps the
+GIL), the same system call and flags (the file's ``O_APPEND``: processes sharing it still never
+interleave inside a line); a thread that wants the GIL gets it when the writing thread's switch
+interval is up, once, as between two threads running Python.
+
+What it must not do is stop every thread of the process when the disk stalls. A write that took
+longer than :data:`STALL_SECONDS` (a congested or frozen file system: a normal one takes
+microseconds) makes the handler release the GIL for its writes from then on, and says so on
+standard error once. Only regular files are written this way (never a pipe or a terminal, whose
+reader may be slow), only on POSIX, and ``OBSERVE_LOG_FILE_HOLDS_GIL=false`` turns it off (a
+log directory on a network file system that may hang).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import stat
+from collections.abc import Callable
+
+__all__ = ["STALL_SECONDS", "HeldWrite", "held_write"]
+
+#: A write held the GIL this long: the handler's writes release it from then on.
+STALL_SECONDS = 0.05
+
+#: ``write(fd, data, length)`` -> bytes written, or -1 (``errno`` set) when nothing was.
+HeldWrite = Callable[[int, bytes, int], int]
+
+
+@functools.cache
+def _load() -> HeldWrite | None:
+    """The C library's ``write`` through ``ctypes.PyDLL`` (the GIL kept), if there is one."""
+    if os.name != "posix":
+        return None
+    try:
+        import ctypes
+
+        write = ctypes.PyDLL(None).write
+    except (ImportError, OSError, AttributeError):
+        return None
+    write.restype = ctypes.c_ssize_t
+    # Arguments as ctypes converts them without argtypes (faster): the descriptor and the
+    # length as C ints (a line is far below 2 GiB), the bytes as a pointer to their buffer.
+    return write
+
+
+def held_write(fd: int) -> HeldWrite | None:
+    """The write that keeps the GIL, for ``fd`` if it is a regular file (else ``None``: the
+    usual write, which releases it)."""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+    except OSError:
+        return None
+    return _load()
