@@ -158,6 +158,8 @@ class LineEncoder:
         self._per_key: dict[str, int] = {}
         self._last: dict[str, tuple[str, bytes]] = {}
         self._keys: dict[str, bytes] = {}
+        #: Per key, a float attribute's KeyValue but for the value's 8 bytes.
+        self._doubles: dict[str, bytes] = {}
 
     def encode(self, lines: Sequence[Line]) -> ExportLogsServiceRequest:
         """The request of ``lines`` (the message of ``opentelemetry-proto``)."""
@@ -168,6 +170,7 @@ class LineEncoder:
         by_scope: dict[str, list[bytes]] = {}
         observed = b"\x59" + _FIXED64(time.time_ns())
         skip, cache, levels, bodies = self._skip, self._cache, self._levels, self._bodies
+        lasts, doubles = self._last, self._doubles
         for created, levelno, name, fields in lines:
             level = levels.get(levelno)
             if level is None:
@@ -192,9 +195,22 @@ class LineEncoder:
                 if key in skip or value is None:
                     continue
                 kind = type(value)
-                # Only text and integers are kept (1.0 == 1 == True: not under one key).
-                found = cache.get((key, value)) if kind is str or kind is int else None
-                parts.append(self._attribute(key, value) if found is None else found)
+                if kind is str or kind is int:
+                    # Only text and integers are kept (1.0 == 1 == True: not under one key).
+                    found = cache.get((key, value))
+                    if found is None:
+                        last = lasts.get(key)
+                        found = (
+                            last[1]
+                            if last is not None and last[0] == value
+                            else self._attribute(key, value)
+                        )
+                elif kind is float:  # a duration, say: its KeyValue up to the 8 bytes, kept
+                    head = doubles.get(key)
+                    found = self._attribute(key, value) if head is None else head + _DOUBLE(value)
+                else:
+                    found = self._attribute(key, value)
+                parts.append(found)
             stack, exc_type = fields.get("exception"), fields.get("exc_type")
             if stack is not None:
                 parts.append(_keyvalue("exception.stacktrace", attribute(stack)))
@@ -235,6 +251,11 @@ class LineEncoder:
             if len(self._keys) < MAX_KEYS:
                 self._keys[key] = head
         out = _field(b"\x32", head + _field(b"\x12", _any_value(attribute(value))))
+        if kind is float:
+            if key in self._doubles or len(self._doubles) < MAX_KEYS:
+                # KeyValue (6): the key, then value (2) of 9 bytes: AnyValue.double_value (4).
+                self._doubles[key] = b"\x32" + _varint(len(head) + 11) + head + b"\x12\x09\x21"
+            return out
         if kind is not str and kind is not int:
             return out
         seen = self._per_key.get(key, 0)
