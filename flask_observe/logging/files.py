@@ -114,6 +114,7 @@ class RotatingFileHandler(logging.FileHandler):
         self.retention = retention or RetentionPolicy()
         self.quiet_seconds = quiet_seconds
         self.clock = clock
+        self._monotonic = clock.monotonic
         self._lock_path = self.path.with_name(f".{self.path.name}.lock")
         self._size = self._current_size()
         self._next_rollover = self._compute_next_rollover(self._period_start())
@@ -166,6 +167,12 @@ class RotatingFileHandler(logging.FileHandler):
         self._fd = stream.fileno()
         self._held = held_write(self._fd) if self.hold_gil else None
         return stream
+
+    def _stalled(self, took: float) -> None:
+        """A held write took ``took`` seconds (a congested or frozen disk): the file's writes
+        release the GIL from now on, so a stalled disk does not stop every thread again."""
+        self.hold_gil, self._held = False, None
+        slow_write(self.path, took)
 
     @property
     def holds_gil(self) -> bool:
@@ -232,21 +239,19 @@ class RotatingFileHandler(logging.FileHandler):
         if self._torn:
             data = b"\n" + data
         stream: Any = self.stream  # a raw binary file here (see _open), not the TextIO typed
-        write = stream.write
         held = self._held
         if held is None:
-            written = write(data) or 0
+            written = stream.write(data) or 0
         else:
-            started = self.clock.monotonic()
+            monotonic = self._monotonic
+            started = monotonic()
             written = held(self._fd, data, len(data))
-            took = self.clock.monotonic() - started
-            if took > STALL_SECONDS:
-                # A congested or frozen disk: it must not stop every thread a second time.
-                self.hold_gil, self._held = False, None
-                slow_write(self.path, took)
+            if monotonic() - started > STALL_SECONDS:
+                self._stalled(monotonic() - started)
             if written < 0:  # nothing written: again, the usual way, which raises the error
-                written = write(data) or 0
+                written = stream.write(data) or 0
         if written < len(data):  # a short write (e.g. disk nearly full)
+            write = stream.write
             view = memoryview(data)
             try:
                 while written < len(data):
