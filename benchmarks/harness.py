@@ -34,6 +34,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -155,14 +156,17 @@ def run_rounds(
 
 @dataclass(frozen=True)
 class Timing:
-    """A timed loop: each request's wall time, and the loop's wall and process CPU time."""
+    """A timed loop: each request's wall time, the loop's wall and process CPU time, and how
+    often the other threads were woken meanwhile (:func:`other_threads_switches`)."""
 
     times_ns: list[int]
     wall_ns: int
     cpu_ns: int
+    other_switches: int | None = None
 
     def stats(self) -> dict[str, float]:
-        """Per-request figures in µs: mean, p50, p90, p99, max, loop wall time, CPU time."""
+        """Per-request figures in µs: mean, p50, p90, p99, max, loop wall time, CPU time; and
+        the other threads' wake-ups per request (``woken``, where counted)."""
         times, n = self.times_ns, len(self.times_ns)
 
         def top(parts: int) -> float:  # the last cut point: p90 of 10 parts, p99 of 100
@@ -176,6 +180,7 @@ class Timing:
             "max_us": max(times) / 1000,
             "loop_us": self.wall_ns / n / 1000,
             "cpu_us": self.cpu_ns / n / 1000,
+            **({} if self.other_switches is None else {"woken": self.other_switches / n}),
         }
 
 
@@ -239,13 +244,40 @@ class WsgiClient:
         clock = time.perf_counter_ns
         times = [0] * requests
         gc.collect()
+        switches = other_threads_switches()
         cpu_start = time.process_time_ns()
         wall_start = clock()
         for i in range(requests):
             times[i] = timed_request(app, environ, start_response, clock)
         wall = clock() - wall_start
         cpu = time.process_time_ns() - cpu_start
-        return Timing(times, wall, cpu)
+        after = other_threads_switches()
+        woken = None if switches is None or after is None else max(0, after - switches)
+        return Timing(times, wall, cpu, woken)
+
+
+def other_threads_switches() -> int | None:
+    """Voluntary context switches of this process's threads but the calling one, so far (from
+    ``/proc``; ``None`` where there is none): how often background threads went to sleep, each
+    time to be woken again. A thread that waits for the GIL is woken at each release of it
+    (docs/performance.md, "OTLP logs and metrics"), so this counts those wake-ups too."""
+    me = threading.get_native_id()
+    total = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    for task in tasks:
+        if int(task) == me:
+            continue
+        try:
+            with open(f"/proc/self/task/{task}/status") as status:
+                for line in status:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+        except (OSError, ValueError):
+            continue  # the thread ended
+    return total
 
 
 def timed_request(app: Any, environ: dict[str, Any], start_response: Any, clock: Any) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -193,6 +194,7 @@ def run_one(
         "requests": requests,
         "warmup": warmup,
         **{k: stats[k] for k in ("mean_us", "p50_us", "p90_us", "loop_us", "cpu_us")},
+        "woken": stats.get("woken"),
         "log_lines_per_request": lines / (requests + warmup),
         "request_id_header": request_id,
     }
@@ -208,6 +210,10 @@ def summarize(runs: harness.Runs) -> dict[str, dict[str, Any]]:
         also=("p50_us", "p90_us", "cpu_us"),
         last=("log_lines_per_request", "request_id_header"),
     )
+    woken = {
+        name: [r["woken"] for r in results if r.get("woken") is not None]
+        for name, results in runs.items()
+    }
     out: dict[str, dict[str, Any]] = {}
     for name, row in rows.items():
         out[name] = {
@@ -221,6 +227,7 @@ def summarize(runs: harness.Runs) -> dict[str, dict[str, Any]]:
             "log_lines_per_request": row["log_lines_per_request"],
             "request_id_header": row["request_id_header"] is not None,
             "stray_output": max(r["stray_output"] for r in runs[name]),
+            "woken": statistics.median(woken[name]) if woken[name] else None,
         }
     for base in (BASE, LOG_BASE):
         if base not in out:
@@ -239,7 +246,7 @@ def render_table(summary: dict[str, dict[str, Any]]) -> str:
         head += ["+µs vs bare", "x bare"]
     if has_log_base:
         head.append("+µs vs bare+json-logs")
-    head += ["log lines/req", "X-Request-ID"]
+    head += ["log lines/req", "X-Request-ID", "woken/req"]
     rows = []
     for name, row in summary.items():
         cells = [
@@ -254,6 +261,7 @@ def render_table(summary: dict[str, dict[str, Any]]) -> str:
         if has_log_base:
             cells.append(f"{row[f'added_vs_{LOG_BASE}_us']:+.1f}")
         cells += [f"{row['log_lines_per_request']:.2f}", "yes" if row["request_id_header"] else ""]
+        cells.append("" if row["woken"] is None else f"{row['woken']:.2f}")
         rows.append(cells)
     return harness.table(head, rows)
 
@@ -360,7 +368,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{REQUEST_PATH}; incoming X-Request-ID: {'yes' if args.incoming_id else 'no'}; "
         f"view writes a log line: {'no' if args.silent_view else 'yes'}"
     )
-    text = "µs/req: median over rounds of each run's mean; min-max: over rounds.\n"
+    text = (
+        "µs/req: median over rounds of each run's mean; min-max: over rounds; woken/req: the"
+        " background threads' voluntary context switches per request (median over rounds).\n"
+    )
     return harness.finish(
         "overhead",
         as_json=args.json,

@@ -13,6 +13,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +218,36 @@ def test_overhead_quick_run_measures_each_configuration_in_its_own_process() -> 
     assert observe["median_us"] > 0
     assert [r["requests"] for r in out["runs"]["observe"]] == [10]
     assert out["budgets"] == []  # the issue-2 budget needs its peer, not run here
+    if sys.platform.startswith("linux"):  # the background threads' wake-ups, from /proc
+        assert all(row["woken"] >= 0 for row in (bare, observe))
+
+
+def test_other_threads_switches_counts_a_background_threads_wake_ups() -> None:
+    """A thread that sleeps 20 times is switched out at least 20 times; 50 sleeps of the
+    calling thread are not counted."""
+    if not sys.platform.startswith("linux"):
+        assert harness.other_threads_switches() is None
+        return
+    slept, go_on = threading.Event(), threading.Event()
+
+    def background() -> None:
+        for _ in range(20):
+            time.sleep(0.001)
+        slept.set()
+        go_on.wait(10)
+
+    before = harness.other_threads_switches()
+    thread = threading.Thread(target=background)
+    thread.start()
+    assert slept.wait(10)
+    during = harness.other_threads_switches()
+    for _ in range(50):
+        time.sleep(0.0001)
+    mine = harness.other_threads_switches()
+    go_on.set()
+    thread.join(10)
+    assert during - before >= 20
+    assert mine - during < 10
 
 
 def test_otlp_suite_quick_run_judges_issue_12s_budgets() -> None:
