@@ -25,10 +25,10 @@ What is ours is the handler on the root logger, and what a line is on its way:
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from os import getpid
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry._logs import LogRecord, SeverityNumber
@@ -151,6 +151,21 @@ class LogsPipeline:
 
     def put(self, created: float, levelno: int, name: str, fields: Mapping[str, Any]) -> None:
         """Queue one line (any thread; never blocks). ``fields`` are read, never changed."""
+        if self._direct == getpid():
+            # What the SDK's emit does (in the process it checked): queue, wake its thread
+            # when a batch is full.
+            queue = self._sdk_queue
+            if len(queue) < self.capacity:
+                queue.appendleft((created, levelno, name, fields))
+                if len(queue) >= self._wake_at and not self._wake.is_set():
+                    self._wake.set()
+                return
+        self._put(created, levelno, name, fields)
+
+    def _put(self, created: float, levelno: int, name: str, fields: Mapping[str, Any]) -> None:
+        """:meth:`put` through the SDK's emit (the first line of a process, after a fork or
+        with an SDK whose queue is not known), or a line dropped (the queue full, the
+        pipeline shut down)."""
         queue = self._sdk_queue
         if self._closed or (queue is not None and len(queue) >= self.capacity):
             self.dropped += 1
@@ -158,17 +173,10 @@ class LogsPipeline:
                 # Also when no export ends (a collector that hangs each one to its timeout).
                 self.report_drops()
             return
-        if self._direct == os.getpid():
-            # What the SDK's emit does (in the process it checked): queue, wake its thread
-            # when a batch is full.
-            queue.appendleft((created, levelno, name, fields))
-            if len(queue) >= self._wake_at and not self._wake.is_set():
-                self._wake.set()
-            return
         self._emit((created, levelno, name, fields))
         wake = getattr(self._batch, "_worker_awaken", None)
         if queue is not None and wake is not None and self._wake_at and not self._closed:
-            self._wake, self._direct = wake, os.getpid()
+            self._wake, self._direct = wake, getpid()
 
     # -- the SDK's export thread -----------------------------------------------------------
 
@@ -264,6 +272,7 @@ class LogsPipeline:
         """
         if self._closed:
             return True
+        self._direct = 0  # the lines from now on through _put, which drops them once closed
         wait = exit_flushes.remaining(self.shutdown_timeout)
         deadline = time.monotonic() + wait
         failed_before = self.local.unsent()[0]
