@@ -216,8 +216,50 @@ class RotatingFileHandler(logging.FileHandler):
             self._write_or_drop(data, created)
 
     def _write_or_drop(self, data: bytes, created: float) -> None:
+        """Write one line (rotating first if it is due), or count it dropped."""
         try:
-            self._write(data, created)
+            if created >= self._next_check:
+                self._next_check = created + _MOVED_CHECK_SECONDS
+                self._catch_up()
+            size = len(data)
+            if (
+                self.max_bytes and self._size and self._size + size > self.max_bytes
+            ) or created >= self._next_rollover:
+                self.rotate(created)
+            stream: Any = self.stream  # a raw binary file here (see _open), not the TextIO typed
+            if stream is None:
+                stream = self.stream = self._open()
+            if self._torn:
+                data = b"\n" + data
+                size += 1
+            held = self._held
+            if held is None:
+                written = stream.write(data) or 0
+            else:
+                monotonic = self._monotonic
+                started = monotonic()
+                written = held(self._fd, data, size)
+                if monotonic() - started > STALL_SECONDS:
+                    self._stalled(monotonic() - started)
+                if written < 0:  # nothing written: again, the usual way, which raises the error
+                    written = stream.write(data) or 0
+            if written < size:  # a short write (e.g. disk nearly full)
+                write = stream.write
+                view = memoryview(data)
+                try:
+                    while written < size:
+                        step = write(view[written:])
+                        if not step:
+                            raise OSError(errno.EIO, "log line only partly written")
+                        written += step
+                except OSError:
+                    # The part written is removed again if nobody appended after it (then what
+                    # was torn before, if anything, still is); else the next line separates it.
+                    if not _cut_fragment(stream.fileno(), written):
+                        self._torn = True
+                    raise
+            self._torn = False
+            self._size += size
         except OSError as exc:
             self._dropped.failed(exc)
         except Exception:
@@ -225,48 +267,6 @@ class RotatingFileHandler(logging.FileHandler):
         else:
             if self._dropped.failing:
                 self._dropped.written()
-
-    def _write(self, data: bytes, created: float) -> None:
-        if created >= self._next_check:
-            self._next_check = created + _MOVED_CHECK_SECONDS
-            self._catch_up()
-        if (
-            self.max_bytes and self._size and self._size + len(data) > self.max_bytes
-        ) or created >= self._next_rollover:
-            self.rotate(created)
-        if self.stream is None:
-            self.stream = self._open()
-        if self._torn:
-            data = b"\n" + data
-        stream: Any = self.stream  # a raw binary file here (see _open), not the TextIO typed
-        held = self._held
-        if held is None:
-            written = stream.write(data) or 0
-        else:
-            monotonic = self._monotonic
-            started = monotonic()
-            written = held(self._fd, data, len(data))
-            if monotonic() - started > STALL_SECONDS:
-                self._stalled(monotonic() - started)
-            if written < 0:  # nothing written: again, the usual way, which raises the error
-                written = stream.write(data) or 0
-        if written < len(data):  # a short write (e.g. disk nearly full)
-            write = stream.write
-            view = memoryview(data)
-            try:
-                while written < len(data):
-                    step = write(view[written:])
-                    if not step:
-                        raise OSError(errno.EIO, "log line only partly written")
-                    written += step
-            except OSError:
-                # The part written is removed again if nobody appended after it (then what
-                # was torn before, if anything, still is); else the next line separates it.
-                if not _cut_fragment(stream.fileno(), written):
-                    self._torn = True
-                raise
-        self._torn = False
-        self._size += len(data)
 
     def _catch_up(self) -> None:
         """Follow other processes sharing the file (once a second): reopen it if one of them
