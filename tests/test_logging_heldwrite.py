@@ -20,7 +20,13 @@ from flask import Flask
 from flask_observe._clock import ManualClock
 from flask_observe.logging import ObserveFormatter
 from flask_observe.logging.files import RotatingFileHandler, rotated_files
-from flask_observe.logging.heldwrite import STALL_SECONDS, held_write
+from flask_observe.logging.heldwrite import (
+    MAX_HELD_BYTES,
+    STALL_SECONDS,
+    file_system_type,
+    held_write,
+    is_remote,
+)
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="the C library's write: POSIX only")
 
@@ -124,6 +130,8 @@ def test_a_slow_write_switches_the_file_to_the_usual_write_and_says_so_once(
     handler.emit(record("and after"))
     assert len(calls) == 1
     assert messages(tmp_path / "app.log") == ["slow", "after", "and after"]
+    handler.rotate()  # a new file: still written the usual way
+    assert not handler.holds_gil
     err = capsys.readouterr().err
     assert err.count("took 0.150 s") == 1
     assert "releasing the GIL from now on" in err
@@ -150,6 +158,45 @@ def test_a_held_write_that_fails_is_made_again_the_usual_way(
     handler.emit(record("held again"))
     assert messages(tmp_path / "app.log") == ["retried", "held again"]
     assert handler.holds_gil
+
+
+def test_a_file_on_a_network_or_user_space_file_system_is_not_held(tmp_path: Path) -> None:
+    """The mount a file's device belongs to, from ``mountinfo``: NFS, SMB, FUSE (with its
+    subtype), 9p, virtiofs are remote; ext4, tmpfs, overlay are not; a device not listed is
+    unknown (held where the file is regular)."""
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+        "40 22 0:50 / /mnt/share rw,relatime shared:20 - nfs4 server:/export rw,vers=4.2\n"
+        "41 22 0:51 / /home/u/remote rw,nosuid - fuse.sshfs u@host:/ rw\n"
+    )
+    assert file_system_type(os.makedev(8, 1), str(mountinfo)) == "ext4"
+    assert file_system_type(os.makedev(0, 50), str(mountinfo)) == "nfs4"
+    assert file_system_type(os.makedev(0, 51), str(mountinfo)) == "fuse.sshfs"
+    assert file_system_type(os.makedev(9, 9), str(mountinfo)) is None
+    assert file_system_type(os.makedev(8, 1), str(tmp_path / "none")) is None
+    assert [is_remote(t) for t in ("nfs4", "fuse.sshfs", "cifs", "9p", "virtiofs")] == [True] * 5
+    assert [is_remote(t) for t in ("ext4", "xfs", "tmpfs", "overlay", None)] == [False] * 5
+
+
+def test_a_line_of_a_mebibyte_or_more_is_written_the_usual_way(
+    make_handler: Callable[..., RotatingFileHandler], tmp_path: Path
+) -> None:
+    """The GIL is held for a bounded copy only (and the length always fits ctypes' C int)."""
+    handler = make_handler(max_bytes=0)
+    real = handler._held
+    assert real is not None
+    calls: list[int] = []
+
+    def counting(fd: int, data: bytes, length: int) -> int:
+        calls.append(length)
+        return real(fd, data, length)
+
+    handler._held = counting
+    handler.emit(record("small"))
+    handler.emit(record("x" * MAX_HELD_BYTES))
+    assert len(calls) == 1
+    assert [len(m) for m in messages(tmp_path / "app.log")] == [5, MAX_HELD_BYTES]
 
 
 def _switches(tid: int) -> int:

@@ -40,7 +40,7 @@ from typing import Any
 
 from .._clock import SYSTEM, Clock
 from .._internal import FailureLog
-from .heldwrite import STALL_SECONDS, HeldWrite, held_write
+from .heldwrite import MAX_HELD_BYTES, STALL_SECONDS, HeldWrite, held_write
 from .locks import exclusive
 from .reports import DroppedLines, EarlyDeletions, slow_write
 from .retention import (
@@ -102,7 +102,9 @@ class RotatingFileHandler(logging.FileHandler):
         hold_gil: bool = True,
     ) -> None:
         self.path = Path(path).absolute()
-        self.hold_gil = hold_gil
+        #: Whether files opened from now on may be written with the GIL held (off after a
+        #: stalled write).
+        self._may_hold = hold_gil
         #: The write of the open file that keeps the GIL (``None``: the file's own write).
         self._held: HeldWrite | None = None
         self._fd = -1
@@ -165,13 +167,20 @@ class RotatingFileHandler(logging.FileHandler):
         interleave inside a line, and nothing is held in a buffer a crash would lose."""
         stream = open(self.baseFilename, "ab", buffering=0)  # noqa: SIM115 (kept open)
         self._fd = stream.fileno()
-        self._held = held_write(self._fd) if self.hold_gil else None
+        self._held = held_write(self._fd) if self._may_hold else None
+        return stream
+
+    def _detach(self) -> Any:
+        """The open file, no longer the handler's (nothing is written through its descriptor,
+        even if closing it fails), for the caller to close; ``None`` if none is open."""
+        stream, self.stream = self.stream, None
+        self._held, self._fd = None, -1
         return stream
 
     def _stalled(self, took: float) -> None:
         """A held write took ``took`` seconds (a congested or frozen disk): the file's writes
         release the GIL from now on, so a stalled disk does not stop every thread again."""
-        self.hold_gil, self._held = False, None
+        self._may_hold, self._held = False, None
         slow_write(self.path, took)
 
     @property
@@ -233,14 +242,15 @@ class RotatingFileHandler(logging.FileHandler):
                 data = b"\n" + data
                 size += 1
             held = self._held
-            if held is None:
+            if held is None or size >= MAX_HELD_BYTES:
                 written = stream.write(data) or 0
             else:
                 monotonic = self._monotonic
                 started = monotonic()
                 written = held(self._fd, data, size)
-                if monotonic() - started > STALL_SECONDS:
-                    self._stalled(monotonic() - started)
+                took = monotonic() - started
+                if took > STALL_SECONDS:
+                    self._stalled(took)
                 if written < 0:  # nothing written: again, the usual way, which raises the error
                     written = stream.write(data) or 0
             if written < size:  # a short write (e.g. disk nearly full)
@@ -291,9 +301,9 @@ class RotatingFileHandler(logging.FileHandler):
     def _reopen_if_moved(self) -> bool:
         if not self._is_moved():
             return False
-        if self.stream is not None:
-            self.stream.close()
-        self.stream = None
+        stream = self._detach()
+        if stream is not None:
+            stream.close()
         self.stream = self._open()
         self._size = self._current_size()
         self._torn = False  # a new file: nothing of ours to separate from
@@ -308,9 +318,9 @@ class RotatingFileHandler(logging.FileHandler):
         with exclusive(self._lock_path, _LOCK_WAIT_SECONDS):
             if self._reopen_if_moved():
                 return None
-            if self.stream is not None:
-                self.stream.close()
-                self.stream = None
+            stream = self._detach()
+            if stream is not None:
+                stream.close()
             target = self._move_aside(now) if self._current_size() > 0 else None
             self.stream = self._open()
             self._size = 0
@@ -464,6 +474,7 @@ class RotatingFileHandler(logging.FileHandler):
             self._worker.join(timeout)
         with self.lock:  # type: ignore[union-attr]
             self._dropped.close()
+            self._held, self._fd = None, -1  # FileHandler.close drops the stream itself
         super().close()
 
 

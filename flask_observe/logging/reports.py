@@ -166,8 +166,8 @@ class EarlyDeletions:
 
 
 def slow_write(path: Path, seconds: float) -> None:
-    """Say (once per file and process) that a write to ``path`` took ``seconds``, so its lines
-    are written releasing the GIL from now on (:mod:`.heldwrite`)."""
+    """Say that a write to ``path`` took ``seconds``, so its lines are written releasing the
+    GIL from now on (:mod:`.heldwrite`); the handler calls it once, when it switches."""
     _say(
         f"flask_observe: a write to {path} took {seconds:.3f} s (a slow or stalled disk); its"
         " lines are written releasing the GIL from now on, so that a stalled write stops only"
