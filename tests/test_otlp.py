@@ -582,3 +582,22 @@ def test_values_recorded_by_threads_while_the_reader_collects_are_each_counted_o
     assert count == per_thread * threads
     expected = sum((i % 100) / 1000 + n for n in range(threads) for i in range(per_thread))
     assert total == pytest.approx(expected, rel=1e-9)
+
+
+def test_lines_put_after_the_pipeline_shut_down_are_dropped_and_counted() -> None:
+    """The queue's fast path is taken only in the process the SDK's emit checked and while
+    the pipeline runs: a line after shutdown is counted as dropped, never left in a queue no
+    thread exports."""
+    from opentelemetry.sdk.resources import Resource
+
+    from flask_observe.otlp.logs import LogsPipeline
+
+    pipeline = LogsPipeline(Resource.create({}), lambda: None)
+    pipeline.put(1.0, logging.INFO, "x", {"message": "first: through the SDK's emit"})
+    pipeline.put(2.0, logging.INFO, "x", {"message": "second: straight into its queue"})
+    assert pipeline.stats()["queued"] == 2
+    pipeline.shutdown()
+    queued = pipeline.stats()["queued"]
+    pipeline.put(3.0, logging.INFO, "x", {"message": "after"})
+    assert pipeline.stats()["queued"] == queued
+    assert pipeline.dropped == 1

@@ -166,6 +166,35 @@ def test_values_that_keep_changing_repeated_by_the_next_line_encode_as_the_sdk_d
     assert sorted(ids) == sorted(f"req-{n // 2}" for n in range(200))
 
 
+def test_subclasses_of_plain_values_are_sent_as_the_plain_values() -> None:
+    """An IntEnum (``HTTPStatus``), a float subclass (numpy's ``float64`` is one) and a
+    ``StrEnum`` in a line's fields: sent as the integer, the double and the text they are,
+    and the batch encodes at all (these failed it before)."""
+    from enum import Enum
+    from http import HTTPStatus
+
+    class Ratio(float):
+        pass
+
+    class Colour(str, Enum):
+        RED = "red"
+
+    lines: list[Line] = [
+        (1.0 + n, logging.INFO, "x", {"message": "m", "status": HTTPStatus.OK, "ratio": Ratio(0.5),
+                                       "colour": Colour.RED})
+        for n in range(3)
+    ]  # fmt: skip
+    request_ = LineEncoder(Resource.create({}), ()).encode(lines)
+    records = request_.resource_logs[0].scope_logs[0].log_records
+    assert len(records) == 3
+    for record in records:
+        values = {a.key: a.value for a in record.attributes}
+        assert values["status"].WhichOneof("value") == "int_value"
+        assert values["status"].int_value == 200
+        assert values["ratio"].double_value == 0.5
+        assert values["colour"].string_value == "red"
+
+
 def test_the_encoder_leaves_the_lines_fields_as_they_are() -> None:
     """The fields are the file formatter's own dict, shared: read, never changed."""
     fields = dict(LINES[1][3])

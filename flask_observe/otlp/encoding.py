@@ -59,11 +59,21 @@ def severity_of(levelno: int, level: str = "") -> tuple[str, int]:
 
 def attribute(value: Any) -> Any:
     """``value`` as an OTLP attribute value: text, booleans, 64-bit integers, floats and lists
-    of one of those as they are; anything else as its JSON (or its ``str``)."""
-    if isinstance(value, (str, bool, float)):
+    of one of those as they are (of their exact type); anything else as its JSON (or its
+    ``str``)."""
+    kind = type(value)
+    if kind is str or kind is bool or kind is float:
         return value
-    if isinstance(value, int):
+    if kind is int:
         return value if -_INT64 <= value < _INT64 else str(value)
+    # Subclasses (an IntEnum such as HTTPStatus, numpy's float64, a StrEnum) as the plain
+    # value: the encoder goes by exact types.
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, int):
+        return attribute(int(value))
     if isinstance(value, (list, tuple)) and value:
         kind = type(value[0])
         if kind in (str, bool, float, int) and all(type(v) is kind for v in value):

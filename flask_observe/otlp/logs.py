@@ -177,6 +177,8 @@ class LogsPipeline:
         wake = getattr(self._batch, "_worker_awaken", None)
         if queue is not None and wake is not None and self._wake_at and not self._closed:
             self._wake, self._direct = wake, getpid()
+            if self._closed:  # shut down meanwhile: its lines go through here, and are dropped
+                self._direct = 0
 
     # -- the SDK's export thread -----------------------------------------------------------
 
