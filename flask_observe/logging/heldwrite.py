@@ -8,10 +8,10 @@ every release, and a waiter that finds the GIL taken again goes back to wait a w
 interval anew, so while the request thread writes lines between stretches of Python, a
 background thread that wants the GIL (an export thread, the batch span processor, the
 console's writer, the files' own maintenance thread) is woken at each write, finds the GIL
-taken back, and waits again, until it happens to win a race. On the 2-vCPU VMs of
-docs/performance.md one of those futile wake-ups costs the writing thread 15-30 µs of CPU
-(the wake of a thread on the other CPU), and each turn a background thread takes of the GIL
-costs tens of them: with every line also exported over OTLP, the export thread was switched in
+taken back, and waits again, until it happens to win a race. On the 2-vCPU VM of
+docs/performance.md one of those futile wake-ups cost the writing thread about 13-31 µs of CPU
+(the wake of a thread on the other CPU), and each turn a background thread took of the GIL
+cost tens of them: with every line also exported over OTLP, the export thread was switched in
 about 37,000 times in 20,000 requests, against about 650 with the lines written as here, and
 the request thread paid most of what the OTLP pipeline cost (docs/performance.md, "OTLP logs and
 metrics").
