@@ -17,6 +17,8 @@ from flask import Flask, abort
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from flask_observe import Observe
+from flask_observe.logging import ObserveFormatter
+from flask_observe.logging.files import RotatingFileHandler
 
 #: Set in CI: a test that needs PostgreSQL, Redis or a Celery worker fails instead of skipping.
 REQUIRE_SERVICES = os.environ.get("OBSERVE_REQUIRE_SERVICES", "") not in ("", "0")
@@ -32,6 +34,33 @@ def need_service(name: str, host: str, port: int) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(message + "; OBSERVE_REQUIRE_SERVICES is set", pytrace=False)
     pytest.skip(message)
+
+
+@pytest.fixture
+def make_handler(tmp_path: Path) -> Iterator[Callable[..., RotatingFileHandler]]:
+    """Build log file handlers (``tmp_path / name``, JSON lines of service ``svc``); each is
+    closed afterwards. One process: ``quiet_seconds`` 0 unless given (nobody else writes the
+    rotated files)."""
+    handlers: list[RotatingFileHandler] = []
+
+    def factory(name: str = "app.log", **kwargs: Any) -> RotatingFileHandler:
+        kwargs.setdefault("quiet_seconds", 0)
+        handler = RotatingFileHandler(tmp_path / name, **kwargs)
+        handler.setFormatter(ObserveFormatter("svc"))
+        handlers.append(handler)
+        return handler
+
+    yield factory
+    for handler in handlers:
+        handler.close()
+
+
+def file_record(message: str, created: float | None = None) -> logging.LogRecord:
+    """An INFO record of logger ``t`` (``created``: its time, if given)."""
+    rec = logging.makeLogRecord({"name": "t", "msg": message, "levelno": 20, "levelname": "INFO"})
+    if created is not None:
+        rec.created = created
+    return rec
 
 
 @pytest.fixture

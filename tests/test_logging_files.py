@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,30 +22,7 @@ from flask_observe.logging.files import (
 )
 from flask_observe.logging.retention import rotated_name, rotation_stamp
 
-from .conftest import read_json_lines
-
-
-@pytest.fixture
-def make_handler(tmp_path: Path) -> Iterator[Callable[..., RotatingFileHandler]]:
-    handlers: list[RotatingFileHandler] = []
-
-    def factory(**kwargs: object) -> RotatingFileHandler:
-        kwargs.setdefault("quiet_seconds", 0)  # one process: nobody else writes rotated files
-        handler = RotatingFileHandler(tmp_path / "app.log", **kwargs)  # type: ignore[arg-type]
-        handler.setFormatter(ObserveFormatter("svc"))
-        handlers.append(handler)
-        return handler
-
-    yield factory
-    for handler in handlers:
-        handler.close()
-
-
-def record(message: str, created: float | None = None) -> logging.LogRecord:
-    rec = logging.makeLogRecord({"name": "t", "msg": message, "levelno": 20, "levelname": "INFO"})
-    if created is not None:
-        rec.created = created
-    return rec
+from .conftest import file_record, read_json_lines
 
 
 def all_messages(directory: Path) -> list[str]:
@@ -64,7 +41,7 @@ def test_size_rotation_gzips_and_loses_nothing(
     """Rotating at 2 kB: every line survives, in order, rotated files end up gzipped."""
     handler = make_handler(max_bytes=2000, retention=RetentionPolicy(0, 0, 0))
     for i in range(200):
-        handler.emit(record(f"line {i:04d}"))
+        handler.emit(file_record(f"line {i:04d}"))
     assert handler.wait_idle(10)
     rotated = rotated_files(tmp_path, "app.log")
     assert len(rotated) >= 5
@@ -83,7 +60,7 @@ def test_retention_keeps_at_most_n_files_newest_first(
     file is kept."""
     handler = make_handler(max_bytes=1000, retention=RetentionPolicy(0, 3, 0, 0))
     for i in range(300):
-        handler.emit(record(f"line {i:04d}"))
+        handler.emit(file_record(f"line {i:04d}"))
     assert handler.wait_idle(10)
     rotated = rotated_files(tmp_path, "app.log")
     assert len(rotated) == 3
@@ -99,7 +76,7 @@ def test_retention_by_total_bytes(
     """max_total_bytes bounds active + rotated files on disk."""
     handler = make_handler(max_bytes=1500, compress=False, retention=RetentionPolicy(0, 0, 6000))
     for i in range(400):
-        handler.emit(record(f"line {i:04d}"))
+        handler.emit(file_record(f"line {i:04d}"))
     assert handler.wait_idle(10)
     files = [*rotated_files(tmp_path, "app.log"), tmp_path / "app.log"]
     assert sum(p.stat().st_size for p in files) <= 6000
@@ -151,9 +128,9 @@ def test_hourly_rotation_at_the_hour_boundary(
     handler = make_handler(max_bytes=0, interval="hourly", compress=False)
     now = time.time()
     next_hour = (int(now) // 3600 + 1) * 3600
-    handler.emit(record("before", now))
-    handler.emit(record("after", next_hour + 1))
-    handler.emit(record("after too", next_hour + 2))
+    handler.emit(file_record("before", now))
+    handler.emit(file_record("after", next_hour + 1))
+    handler.emit(file_record("after too", next_hour + 2))
     assert handler.wait_idle(10)
     (rotated,) = rotated_files(tmp_path, "app.log")
     assert [x["message"] for x in read_json_lines(rotated)] == ["before"]
@@ -167,12 +144,12 @@ def test_rotation_by_another_process_is_followed(
     """Two writers on one file (e.g. two workers): after one rotates, the other reopens."""
     first = make_handler(max_bytes=0, compress=False)
     second = make_handler(max_bytes=0, compress=False)
-    first.emit(record("one"))
-    second.emit(record("two"))
+    first.emit(file_record("one"))
+    second.emit(file_record("two"))
     first.rotate()
     later = time.time() + 5  # past the moved-file check interval
-    second.emit(record("three", later))
-    first.emit(record("four", later))
+    second.emit(file_record("three", later))
+    first.emit(file_record("four", later))
     active = [x["message"] for x in read_json_lines(tmp_path / "app.log")]
     assert active == ["three", "four"]
     (rotated,) = rotated_files(tmp_path, "app.log")
@@ -192,7 +169,7 @@ def test_size_rotation_counts_what_other_writers_add(
     for second in range(60):
         for n in range(10):
             for index, handler in enumerate(writers):
-                handler.emit(record(f"w{index} s{second} n{n}", start + second + n / 10))
+                handler.emit(file_record(f"w{index} s{second} n{n}", start + second + n / 10))
     files = [*rotated_files(tmp_path, "app.log"), tmp_path / "app.log"]
     sizes = [path.stat().st_size for path in files]
     assert len(files) >= 5
@@ -212,13 +189,13 @@ def test_lines_another_process_writes_after_a_rotation_are_compressed_not_lost(
     quiet, so those lines end up in the .gz instead of in a deleted inode."""
     first = make_handler(max_bytes=0, quiet_seconds=QUIET_SECONDS)  # as in production
     second = make_handler(max_bytes=0, compress=False)
-    first.emit(record("one"))
-    second.emit(record("two"))
+    first.emit(file_record("one"))
+    second.emit(file_record("two"))
     first.rotate()
     time.sleep(0.3)  # the first's compressor is awake and looking at the rotated file
-    second.emit(record("three, before the second noticed"))
+    second.emit(file_record("three, before the second noticed"))
     later = time.time() + 5  # past the moved-file check interval
-    second.emit(record("four", later))
+    second.emit(file_record("four", later))
     assert first.wait_idle(15)
     (rotated,) = rotated_files(tmp_path, "app.log")
     assert rotated.suffix == ".gz"
@@ -251,7 +228,7 @@ def test_observe_wires_rotation_from_config(make_app: Callable[..., Flask], tmp_
 def _child_logs_and_rotates(path: str, queue: object) -> None:
     handler = _inherited_handler
     for i in range(100):
-        handler.emit(record(f"child {i:03d}"))
+        handler.emit(file_record(f"child {i:03d}"))
     queue.put(handler.wait_idle(10))  # type: ignore[attr-defined]
 
 
@@ -287,7 +264,7 @@ def test_compression_failure_is_logged_and_logging_goes_on(
 ) -> None:
     """A rotated file that cannot be gzipped stays as it is; lines keep being written."""
     handler = make_handler(max_bytes=0, compress=True)
-    handler.emit(record("first"))
+    handler.emit(file_record("first"))
     handler.wait_idle(10)
     # Block the temporary name the compressor writes to, so gzip fails.
     with caplog.at_level(logging.ERROR, logger="flask_observe"):
@@ -297,7 +274,7 @@ def test_compression_failure_is_logged_and_logging_goes_on(
         rotated = handler.rotate(when)
         assert rotated == target
         assert handler.wait_idle(10)
-        handler.emit(record("second"))
+        handler.emit(file_record("second"))
     assert rotated.exists()  # left uncompressed, not lost
     assert [x["message"] for x in read_json_lines(rotated)] == ["first"]
     assert [x["message"] for x in read_json_lines(tmp_path / "app.log")] == ["second"]

@@ -11,14 +11,13 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from flask import Flask
 
 from flask_observe._clock import ManualClock
-from flask_observe.logging import ObserveFormatter
 from flask_observe.logging.files import RotatingFileHandler, rotated_files
 from flask_observe.logging.heldwrite import (
     MAX_HELD_BYTES,
@@ -28,27 +27,9 @@ from flask_observe.logging.heldwrite import (
     is_remote,
 )
 
+from .conftest import file_record
+
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="the C library's write: POSIX only")
-
-
-@pytest.fixture
-def make_handler(tmp_path: Path) -> Iterator[Callable[..., RotatingFileHandler]]:
-    handlers: list[RotatingFileHandler] = []
-
-    def factory(name: str = "app.log", **kwargs: object) -> RotatingFileHandler:
-        kwargs.setdefault("quiet_seconds", 0)
-        handler = RotatingFileHandler(tmp_path / name, **kwargs)  # type: ignore[arg-type]
-        handler.setFormatter(ObserveFormatter("svc"))
-        handlers.append(handler)
-        return handler
-
-    yield factory
-    for handler in handlers:
-        handler.close()
-
-
-def record(message: str) -> logging.LogRecord:
-    return logging.makeLogRecord({"name": "t", "msg": message, "levelno": 20, "levelname": "INFO"})
 
 
 def messages(path: Path) -> list[str]:
@@ -64,7 +45,7 @@ def test_lines_to_a_regular_file_are_written_keeping_the_gil_and_arrive_whole(
     handler = make_handler(max_bytes=4000, compress=False)
     assert handler.holds_gil
     for i in range(300):
-        handler.emit(record(f"line {i:04d} " + "é" * 20))
+        handler.emit(file_record(f"line {i:04d} " + "é" * 20))
     assert handler.holds_gil  # a rotation reopened the file: still held
     files = [*rotated_files(tmp_path, "app.log"), tmp_path / "app.log"]
     assert len(files) > 3
@@ -86,7 +67,7 @@ def test_the_setting_off_and_files_that_are_not_regular_use_the_usual_write(
         assert held_write(reader) is None
         handler = make_handler("pipe.log", max_bytes=0)
         assert not handler.holds_gil
-        handler.emit(record("through the pipe"))
+        handler.emit(file_record("through the pipe"))
         assert json.loads(os.read(reader, 65536))["message"] == "through the pipe"
     finally:
         os.close(reader)
@@ -124,10 +105,10 @@ def test_a_slow_write_switches_the_file_to_the_usual_write_and_says_so_once(
         return real(fd, data, length)
 
     handler._held = stalled
-    handler.emit(record("slow"))
+    handler.emit(file_record("slow"))
     assert not handler.holds_gil
-    handler.emit(record("after"))
-    handler.emit(record("and after"))
+    handler.emit(file_record("after"))
+    handler.emit(file_record("and after"))
     assert len(calls) == 1
     assert messages(tmp_path / "app.log") == ["slow", "after", "and after"]
     handler.rotate()  # a new file: still written the usual way
@@ -154,8 +135,8 @@ def test_a_held_write_that_fails_is_made_again_the_usual_way(
         return real(fd, data, length)
 
     handler._held = failing
-    handler.emit(record("retried"))
-    handler.emit(record("held again"))
+    handler.emit(file_record("retried"))
+    handler.emit(file_record("held again"))
     assert messages(tmp_path / "app.log") == ["retried", "held again"]
     assert handler.holds_gil
 
@@ -193,8 +174,8 @@ def test_a_line_of_a_mebibyte_or_more_is_written_the_usual_way(
         return real(fd, data, length)
 
     handler._held = counting
-    handler.emit(record("small"))
-    handler.emit(record("x" * MAX_HELD_BYTES))
+    handler.emit(file_record("small"))
+    handler.emit(file_record("x" * MAX_HELD_BYTES))
     assert len(calls) == 1
     assert [len(m) for m in messages(tmp_path / "app.log")] == [5, MAX_HELD_BYTES]
 
@@ -233,7 +214,7 @@ def test_a_thread_waiting_for_the_gil_is_not_woken_at_every_line(
         while not ready:
             time.sleep(0.001)
         before = _switches(ready[0])
-        line = record("x" * 200)
+        line = file_record("x" * 200)
         for _ in range(8000):
             busy()
             handler.emit(line)
