@@ -287,10 +287,16 @@ def test_the_deployments_command_env_and_probes_run_the_real_app(
             assert status == {"startup": 200, "liveness": 200, "readiness": 200}
             assert requests.get(f"{url}/api/accounts", timeout=10).status_code == 200
             (endpoint,) = load("podmonitor.yaml")["spec"]["podMetricsEndpoints"]
-            metrics = requests.get(url + endpoint["path"], timeout=10).text
-            assert re.search(
-                r'http_requests_total\{[^}]*route="/api/accounts"[^}]*\} 1\.0', metrics
+            # The worker counts the request when its body is closed, after the client has the
+            # response: the scrape (perhaps on the other worker) may come first, so poll.
+            counted = wait_for(
+                lambda: re.search(
+                    r'http_requests_total\{[^}]*route="/api/accounts"[^}]*\} 1\.0',
+                    requests.get(url + endpoint["path"], timeout=10).text,
+                ),
+                timeout=10,
             )
+            assert counted
             assert list(volumes["/run/prometheus-multiproc"].glob("*.db"))
             lines = read_json_lines(volumes["/var/log/social-scraper"] / "app.log")
             assert {line["service"] for line in lines} == {"social-scraper"}
