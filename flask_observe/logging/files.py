@@ -333,7 +333,10 @@ class RotatingFileHandler(logging.FileHandler):
 
     def _move_aside(self, now: float) -> Path | None:
         """Give the active file a rotated name no other file has: ``link`` fails rather than
-        replace an existing name, so a rotated file is never overwritten."""
+        replace an existing name, so a rotated file is never overwritten. Called under the
+        rotation lock, under which a compressor also puts its ``.gz`` in place and removes
+        the file (:func:`.retention.compress`): a name and its ``.gz`` are not both free
+        while one of them is being compressed."""
         stamp = rotation_stamp(now)
         for counter in range(10_000):
             candidate = self.path.with_name(rotated_name(self.path.name, stamp, counter))
@@ -402,7 +405,7 @@ class RotatingFileHandler(logging.FileHandler):
                     retry_in = wait if retry_in is None else min(retry_in, wait)
                     continue
                 try:
-                    compress(path)
+                    compress(path, self._lock_path, _LOCK_WAIT_SECONDS)
                 except OSError as exc:  # a full disk: the file stays; retention still runs
                     failure = exc
                     break

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .locks import claimed
+from .locks import claimed, exclusive
 
 __all__ = [
     "FileInfo",
@@ -314,13 +314,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def compress(path: Path) -> Path | None:
+def compress(path: Path, lock_path: Path | None = None, wait: float = 2.0) -> Path | None:
     """Compress ``path`` to ``path.gz`` atomically, then remove ``path``; ``None`` if it was
     not compressed here (gone already, or another process is compressing it right now).
 
     The claim is an exclusive, non-blocking ``flock`` on the file itself: it ends with the
     process that holds it, so a compressor that died leaves no stale claim. On any failure
     (a full disk) the partial file is removed and the error raised; the rotated file stays.
+
+    ``lock_path`` is the rotation lock of the active file (:func:`.locks.exclusive`, waited
+    for at most ``wait`` seconds): the ``.gz`` is put in place and ``path`` removed under it.
+    A rotation picks its file's name under the same lock, taking a name only if neither it
+    nor its ``.gz`` exists, so it cannot see the name free between those two steps, take it
+    again, and have its file's compression replace this ``.gz``.
     """
     target = path.with_name(path.name + ".gz")
     partial = path.with_name(f"{path.name}.gz.partial-{os.getpid()}")
@@ -335,11 +341,12 @@ def compress(path: Path) -> Path | None:
             with gzip.open(partial, "wb", compresslevel=6) as dst:
                 # Read to the end, however long the file has grown meanwhile (a late writer).
                 shutil.copyfileobj(src, dst, 1024 * 1024)
-            os.replace(partial, target)
+            with exclusive(lock_path, wait) if lock_path is not None else contextlib.nullcontext():
+                os.replace(partial, target)
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
         except BaseException:
             with contextlib.suppress(OSError):
                 partial.unlink()
             raise
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
     return target
