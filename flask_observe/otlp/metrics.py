@@ -17,36 +17,29 @@ per the current semantic conventions:
   breakers.
 
 The histograms are fed from the request hooks (``Wiring.request_hook``, ``outbound_hook``)
-into cells of our own: the SDK's ``Histogram.record`` costs 16 µs a call here against 1.5 µs
-for prometheus_client's counter and histogram of a request (measured), so a request only
-appends its value to its cell's queue (one C call, no lock). The queue is folded into the
-buckets, count, sum, minimum and maximum (sorted once in C, one bisection per bound: about
-20 µs for 256 values here) when it holds :data:`FOLD_AT` values and when the reader
-collects; the cells become the SDK's data points then (:class:`MergingExporter`, on the
-reader's thread). Everything else — temporality, the data model, the periodic reader, OTLP
-encoding, retries, timeouts — is the SDK's. Memory is bounded by the attributes being bounded
-(routes, methods, status codes, declared hosts, SQL verbs) and by the :data:`FOLD_AT` values
-a cell queues between folds.
+into cells of our own (:mod:`.histograms`): the SDK's ``Histogram.record`` costs 16 µs a call
+here against 1.5 µs for prometheus_client's counter and histogram of a request (measured), so
+a request only appends its value to its cell's queue; the cells become the SDK's data points
+when the reader collects (:class:`MergingExporter`, on the reader's thread). The attributes
+and the process's observations are in :mod:`.observations`. Everything else — temporality,
+the data model, the periodic reader, OTLP encoding, retries, timeouts — is the SDK's. Memory
+is bounded by the attributes being bounded (routes, methods, status codes, declared hosts, SQL
+verbs) and by the values a cell queues between folds.
 """
 
 from __future__ import annotations
 
-import bisect
-import collections
-import itertools
 import logging
-import math
 import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from opentelemetry.sdk.metrics import (
     Counter,
-    Exemplar,
     Histogram,
     MeterProvider,
     ObservableCounter,
@@ -56,8 +49,6 @@ from opentelemetry.sdk.metrics import (
 )
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
-    HistogramDataPoint,
-    Metric,
     MetricExporter,
     MetricExportResult,
     MetricsData,
@@ -65,7 +56,6 @@ from opentelemetry.sdk.metrics.export import (
     ResourceMetrics,
     ScopeMetrics,
 )
-from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
@@ -73,6 +63,19 @@ from .._internal import exit_flushes, run_with_deadline
 from ..hooks import SPAN_CONTEXT_KEY, OutboundCall, RequestRecord
 from ..hosts import HostAllowlist
 from .exporters import ProcessLocal
+from .histograms import FOLD_AT, ActiveRequests, Histogram_
+from .observations import (
+    METHODS,
+    OTHER,
+    breaker_observations,
+    client_attributes,
+    cpu_time,
+    current_span_context,
+    db_attributes,
+    memory_observations,
+    memory_usage,
+    server_attributes,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import CallbackOptions, Observation
@@ -85,16 +88,10 @@ logger = logging.getLogger("flask_observe.otlp")
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 #: ... and of db.client.operation.duration.
 DB_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
-METHODS = frozenset(
-    ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
-)
-OTHER = "_OTHER"
 SCOPE = InstrumentationScope("flask_observe", None)
-_DB_SYSTEMS = {"mssql": "microsoft.sql_server", "oracle": "oracle.db", "postgresql": "postgresql"}
 _PORTS = {"http": 80, "https": 443}
 #: Environ key of a request's active-requests counts (set by on_start, read by on_finish).
 _ACTIVE_KEY = "flask_observe.otlp.active"
-_BREAKER_STATES = {"closed": 0, "half-open": 1, "half_open": 1, "open": 2}
 
 
 def temporality_preference(environ: Mapping[str, str]) -> dict[type, AggregationTemporality]:
@@ -112,186 +109,6 @@ def temporality_preference(environ: Mapping[str, str]) -> dict[type, Aggregation
         if choice == "delta":
             preference[ObservableCounter] = delta
     return preference
-
-
-#: Values a histogram cell queues before the request that adds one folds them into its
-#: counts (the reader folds the rest when it collects): this many floats wait a cell (more
-#: only while the reader is folding it), and their fold (C loops: sorted once, one
-#: bisection per bound) costs a request once in that many requests.
-FOLD_AT = 256
-
-_popleft = collections.deque.popleft
-
-
-class _Cell:
-    """One histogram data point being filled: a bucket count per boundary (plus one), and
-    the values recorded since the last fold (:meth:`fold`)."""
-
-    __slots__ = (
-        "attributes",
-        "count",
-        "counts",
-        "exemplar",
-        "lock",
-        "max",
-        "min",
-        "pending",
-        "start",
-        "sum",
-    )
-
-    def __init__(self, attributes: Mapping[str, Any], buckets: int, start: int) -> None:
-        self.attributes = dict(attributes)
-        #: Held by whoever folds or reads the counts (never by a request that records).
-        self.lock = threading.Lock()
-        self.counts = [0] * (buckets + 1)
-        self.count = 0
-        self.sum = 0.0
-        self.min = float("inf")
-        self.max = float("-inf")
-        self.start = start
-        #: Values recorded and not yet folded: ``append`` and ``popleft`` are atomic, so
-        #: recording takes no lock.
-        self.pending: collections.deque[float] = collections.deque()
-        #: (value, time ns, trace id, span id) of the latest sampled request, or None.
-        self.exemplar: tuple[float, int, int, int] | None = None
-
-    def fold(self, bounds: Sequence[float]) -> None:
-        """Move the queued values into the counts; the caller holds :attr:`lock`. Values
-        recorded meanwhile stay queued for the next fold."""
-        pending = self.pending
-        taken = len(pending)
-        if not taken:
-            return
-        values = sorted(map(_popleft, itertools.repeat(pending, taken)))
-        counts = self.counts
-        below = 0  # values at or under the previous bound (bucket i: bound i-1 < v <= bound i)
-        for index, bound in enumerate(bounds):
-            upto = bisect.bisect_right(values, bound, below)
-            counts[index] += upto - below
-            below = upto
-        counts[-1] += taken - below
-        self.count += taken
-        self.sum += math.fsum(values)
-        if values[0] < self.min:
-            self.min = values[0]
-        if values[-1] > self.max:
-            self.max = values[-1]
-
-    def fold_unless_folding(self, bounds: Sequence[float]) -> None:
-        """:meth:`fold`, unless another thread (the reader) is folding this cell now: a
-        recording thread never waits for the lock."""
-        if self.lock.acquire(False):
-            try:
-                self.fold(bounds)
-            finally:
-                self.lock.release()
-
-    def recorded(self) -> int:
-        """How many values the cell holds, folded or not."""
-        return self.count + len(self.pending)
-
-
-class Histogram_:
-    """One histogram metric: a cell per attribute set (bounded by the callers' keys)."""
-
-    def __init__(self, name: str, unit: str, description: str, bounds: Sequence[float]) -> None:
-        self.name, self.unit, self.description = name, unit, description
-        self.bounds = tuple(float(b) for b in bounds)
-        self.cells: dict[Hashable, _Cell] = {}
-        self._lock = threading.Lock()
-
-    def cell(self, key: Hashable, attributes: Callable[[], Mapping[str, Any]]) -> _Cell:
-        found = self.cells.get(key)
-        if found is None:
-            with self._lock:
-                found = self.cells.get(key)
-                if found is None:
-                    found = _Cell(attributes(), len(self.bounds), time.time_ns())
-                    self.cells[key] = found
-        return found
-
-    def record(self, cell: _Cell, value: float, exemplar: Any = None) -> None:
-        pending = cell.pending
-        pending.append(value)
-        if exemplar is not None:
-            cell.exemplar = (value, time.time_ns(), exemplar.trace_id, exemplar.span_id)
-        if len(pending) >= FOLD_AT:
-            cell.fold_unless_folding(self.bounds)
-
-    def collect(self, now: int, delta: bool) -> Metric | None:
-        points = []
-        bounds = self.bounds
-        for cell in list(self.cells.values()):
-            with cell.lock:
-                cell.fold(bounds)
-                if not cell.count:
-                    if delta:
-                        cell.start = now
-                    continue
-                counts, count, total = list(cell.counts), cell.count, cell.sum
-                low, high, exemplar, start = cell.min, cell.max, cell.exemplar, cell.start
-                if delta:
-                    cell.counts = [0] * len(cell.counts)
-                    cell.count, cell.sum = 0, 0.0
-                    cell.min, cell.max = float("inf"), float("-inf")
-                    cell.exemplar, cell.start = None, now
-            points.append(
-                HistogramDataPoint(
-                    attributes=cell.attributes,
-                    start_time_unix_nano=start,
-                    time_unix_nano=now,
-                    count=count,
-                    sum=total,
-                    bucket_counts=counts,
-                    explicit_bounds=bounds,
-                    min=low,
-                    max=high,
-                    exemplars=_exemplars(exemplar),
-                )
-            )
-        if not points:
-            return None
-        temporality = AggregationTemporality.DELTA if delta else AggregationTemporality.CUMULATIVE
-        return Metric(self.name, self.description, self.unit, HistogramData(points, temporality))
-
-    def reset(self) -> None:
-        self.cells = {}
-        self._lock = threading.Lock()
-
-
-def _exemplars(exemplar: tuple[float, int, int, int] | None) -> list[Any]:
-    if exemplar is None:
-        return []
-    value, at, trace_id, span_id = exemplar
-    return [Exemplar({}, value, at, span_id, trace_id)]
-
-
-class _Active:
-    """``http.server.active_requests`` per (method, scheme): two lock-free counts each (C
-    ``itertools.count``), read when collected."""
-
-    def __init__(self) -> None:
-        self.counts: dict[tuple[str, str], tuple[Any, Any, list[int]]] = {}
-        self._lock = threading.Lock()
-
-    def of(self, key: tuple[str, str]) -> tuple[Any, Any, list[int]]:
-        found = self.counts.get(key)
-        if found is None:
-            with self._lock:
-                found = self.counts.setdefault(
-                    key, (itertools.count(1), itertools.count(1), [0, 0])
-                )
-        return found
-
-    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
-        from opentelemetry.metrics import Observation
-
-        for (method, scheme), (_, _, last) in list(self.counts.items()):
-            yield Observation(
-                max(0, last[0] - last[1]),
-                {"http.request.method": method, "url.scheme": scheme},
-            )
 
 
 class MetricsPipeline:
@@ -331,7 +148,7 @@ class MetricsPipeline:
             DB_BUCKETS,
         )
         self.histograms = (self.server, self.client, self.db)
-        self.active = _Active()
+        self.active = ActiveRequests()
         self._started = time.time()
         self._statements: dict[str, str] = {}
         self._instance = ProcessIdentity(resource, environ)
@@ -355,19 +172,19 @@ class MetricsPipeline:
             "process.uptime", [self._uptime], unit="s", description="The time the process has run."
         )
         meter.create_observable_counter(
-            "process.cpu.time", [_cpu_time], unit="s", description="CPU seconds of the process."
+            "process.cpu.time", [cpu_time], unit="s", description="CPU seconds of the process."
         )
-        if _memory_usage() is not None:
+        if memory_usage() is not None:
             meter.create_observable_up_down_counter(
                 "process.memory.usage",
-                [lambda options: _memory_observations()],
+                [lambda options: memory_observations()],
                 unit="By",
                 description="The resident memory of the process.",
             )
         if breakers is not None:
             meter.create_observable_gauge(
                 "flask_observe.circuit_breaker.state",
-                [lambda options: _breaker_observations(breakers)],
+                [lambda options: breaker_observations(breakers)],
                 unit="1",
                 description="Circuit breaker state: 0 closed, 1 half-open, 2 open.",
             )
@@ -422,7 +239,7 @@ class MetricsPipeline:
         server = self.server
         cell = server.cells.get(key)
         if cell is None:
-            cell = server.cell(key, lambda: _server_attributes(*key))
+            cell = server.cell(key, lambda: server_attributes(*key))
         # Histogram_.record, inline (one call less a request).
         value = record.duration - record.client_wait
         pending = cell.pending
@@ -450,8 +267,8 @@ class MetricsPipeline:
         if error_type is None and status is not None and status >= 400:
             error_type = str(status)
         key = (method, address, port, status, error_type)
-        cell = self.client.cell(key, lambda: _client_attributes(*key))
-        self.client.record(cell, call.duration, _current_span_context())
+        cell = self.client.cell(key, lambda: client_attributes(*key))
+        self.client.record(cell, call.duration, current_span_context())
 
     def on_query(self, statement: str, elapsed: float, engine: Any) -> None:
         verb = self._statements.get(statement)
@@ -466,8 +283,8 @@ class MetricsPipeline:
         key = (url.drivername, url.database, url.host, url.port, verb)
         cell = self.db.cells.get(key)
         if cell is None:
-            cell = self.db.cell(key, lambda: _db_attributes(engine, verb))
-        self.db.record(cell, elapsed, _current_span_context())
+            cell = self.db.cell(key, lambda: db_attributes(engine, verb))
+        self.db.record(cell, elapsed, current_span_context())
 
     # -- the reader's thread ---------------------------------------------------------------
 
@@ -503,7 +320,7 @@ class MetricsPipeline:
         # The parent's counts are the parent's: each process reports its own.
         for histogram in self.histograms:
             histogram.reset()
-        self.active = _Active()
+        self.active = ActiveRequests()
         self._started = time.time()
 
     # -- the end -------------------------------------------------------------------------
@@ -611,98 +428,6 @@ class ProcessIdentity:
             self._resource = self.base.merge(Resource(extra))
             self._pid = pid
         return self._resource
-
-
-def _server_attributes(
-    method: str, route: str | None, status: int, scheme: str, protocol: str
-) -> dict[str, Any]:
-    attributes: dict[str, Any] = {"http.request.method": method, "url.scheme": scheme}
-    if route is not None:
-        attributes["http.route"] = route
-    if 100 <= status <= 599:
-        attributes["http.response.status_code"] = status
-    if status >= 500 or status == 0:
-        attributes["error.type"] = str(status) if status else OTHER
-    if protocol.startswith("HTTP/"):
-        attributes["network.protocol.version"] = protocol[5:]
-    return attributes
-
-
-def _client_attributes(
-    method: str, address: str, port: int | None, status: int | None, error_type: str | None
-) -> dict[str, Any]:
-    attributes: dict[str, Any] = {"http.request.method": method, "server.address": address}
-    if port is not None:
-        attributes["server.port"] = port
-    if status is not None:
-        attributes["http.response.status_code"] = status
-    if error_type is not None:
-        attributes["error.type"] = error_type
-    return attributes
-
-
-def _db_attributes(engine: Any, verb: str) -> dict[str, Any]:
-    url = engine.url
-    dialect = str(getattr(engine.dialect, "name", "") or url.get_backend_name())
-    attributes: dict[str, Any] = {
-        "db.system.name": _DB_SYSTEMS.get(dialect, dialect),
-        "db.operation.name": verb,
-    }
-    if dialect != "sqlite":  # SQLite's database is a file path, not a name
-        if url.database:
-            attributes["db.namespace"] = str(url.database)
-        if url.host:
-            attributes["server.address"] = str(url.host)
-        if url.port:
-            attributes["server.port"] = int(url.port)
-    return attributes
-
-
-def _current_span_context() -> Any:
-    """The current span's context when it is sampled (an exemplar), else ``None``."""
-    from opentelemetry import trace
-
-    context = trace.get_current_span().get_span_context()
-    return context if context.is_valid and context.trace_flags & 1 else None
-
-
-def _cpu_time(options: CallbackOptions) -> Iterable[Observation]:
-    from opentelemetry.metrics import Observation
-
-    times = os.times()
-    yield Observation(times.user, {"cpu.mode": "user"})
-    yield Observation(times.system, {"cpu.mode": "system"})
-
-
-def _memory_usage() -> int | None:
-    """Resident bytes of this process (psutil, or ``/proc/self/statm``), ``None`` if unknown."""
-    try:
-        import psutil
-
-        return int(psutil.Process().memory_info().rss)
-    except ImportError:
-        pass
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _memory_observations() -> list[Observation]:
-    from opentelemetry.metrics import Observation
-
-    rss = _memory_usage()
-    return [] if rss is None else [Observation(rss)]
-
-
-def _breaker_observations(breakers: Callable[[], Mapping[str, Any]]) -> list[Observation]:
-    from opentelemetry.metrics import Observation
-
-    return [
-        Observation(_BREAKER_STATES.get(str(b.current_state), 0), {"flask_observe.breaker": name})
-        for name, b in breakers().items()
-    ]
 
 
 class QueryListener:
