@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -183,6 +184,47 @@ def test_mark_process_dead_merges_counters_and_combines_gauges(tmp_path: Path) -
         )
     }
     assert list(gauges.values()) == [30.0]
+
+
+def _scraped_total(path: Path) -> float:
+    """``c_total`` as a scrape of the multiprocess files at ``path`` gives it."""
+    registry: Any = multiprocess.collect_registry(str(path))
+    (value,) = [s.value for m in registry.collect() for s in m.samples if s.name == "c_total"]
+    return float(value)
+
+
+def test_a_dead_workers_seconds_join_the_archive_without_the_total_stepping_down(
+    tmp_path: Path,
+) -> None:
+    """Workers add durations to a counter (a histogram's sum, the CPU seconds), as
+    ``exact()`` makes them; a scrape sums the files in directory order, and each worker that
+    dies is merged into the archive: the same amounts, added in another order. The total
+    never comes out lower than the scrape before (with the raw floats it did, by an ulp,
+    which Prometheus' rate() reads as a counter reset)."""
+    import random
+
+    from flask_observe.metrics.multiprocess import exact
+
+    key = '["c", "c_total", {}, "doc"]'
+    rng = random.Random(7)
+    for attempt in range(40):
+        directory = tmp_path / str(attempt)
+        directory.mkdir()
+        pids = list(range(100, 108))
+        for pid in pids:
+            value = 0.0
+            for _ in range(rng.randrange(1, 60)):
+                value += exact(rng.expovariate(20.0))  # what MultiProcessValue.inc() does
+            d = MmapedDict(str(directory / f"counter_{pid}.db"))
+            d.write_value(key, value, 0.0)
+            d.close()
+        seen = [_scraped_total(directory)]
+        rng.shuffle(pids)
+        for pid in pids:
+            multiprocess.mark_process_dead(pid, str(directory))
+            seen.append(_scraped_total(directory))
+        assert seen == sorted(seen), (attempt, seen)
+        assert len(set(seen)) == 1, (attempt, seen)  # nothing counted again or lost
 
 
 def test_wipe_removes_metric_files_only(tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ from .._clock import SYSTEM, Clock
 from .._internal import FailureLog
 from ..context import get_correlation_id
 from ..hooks import RECORD_KEY
+from ..metrics.multiprocess import exact
 from ..state import state_or_none
 
 if TYPE_CHECKING:
@@ -305,7 +306,7 @@ class QueryDiagnostics:
         child = self._by_operation.get(verb)
         if child is None:
             child = self._by_operation[verb] = self.duration.labels(verb)  # bounded: verbs
-        child.observe(elapsed)
+        child.observe(exact(elapsed))  # whole QUANTUM: the workers' sums add up exactly
         now = self._clock.time()
         with self._lock:
             stats = self._stats.get(digest)

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from .._celery import PUBLISHED_AT, header_value, incoming_id
 from .._clock import SYSTEM, Clock
 from .._internal import FailureLog
+from .multiprocess import exact
 from .settings import AMQP_SCHEMES
 
 if TYPE_CHECKING:
@@ -159,7 +160,7 @@ class CeleryMetrics:
         if eta is not None and (since is None or eta > since):
             since = eta
         if since is not None:
-            wait = max(0.0, self._clock.time() - since)
+            wait = exact(max(0.0, self._clock.time() - since))
             request = getattr(task, "request", None)
             delivery = getattr(request, "delivery_info", None) or {}
             queue = delivery.get("routing_key") if isinstance(delivery, dict) else None
@@ -174,6 +175,7 @@ class CeleryMetrics:
         outcome = _OUTCOMES.get(state, "other") if isinstance(state, str) else "other"
         histogram = self.duration.labels(label, outcome)
         exemplar = self._exemplar(correlation_id) if self._exemplars else None
+        seconds = exact(seconds)
         if exemplar:
             histogram.observe(seconds, exemplar)
         else:

@@ -26,6 +26,8 @@ try:  # where the import of this module does not need prometheus_client (UNMATCH
 except ImportError:  # pragma: no cover - the metrics feature needs it anyway
     Exemplar = None  # type: ignore[assignment,misc]
 
+from .multiprocess import QUANTUM, SCALE
+
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
@@ -151,14 +153,14 @@ class HttpMetrics:
             if bounds is None or len(trace_id) != 32:
                 histogram.observe(seconds, {"trace_id": trace_id})
                 return
-            total(seconds)
+            total(round(seconds * SCALE) * QUANTUM)  # multiprocess.exact(), inlined
             bucket = buckets[bisect_left(bounds, seconds)]
             bucket.inc(1)
             bucket.set_exemplar(Exemplar({"trace_id": trace_id}, seconds, time.time()))
         elif bounds is None:
             histogram.observe(seconds)
         else:
-            total(seconds)
+            total(round(seconds * SCALE) * QUANTUM)  # multiprocess.exact(), inlined
             buckets[bisect_left(bounds, seconds)].inc(1)
 
     def _new_children(self, key: tuple[str, str | None, int]) -> _Children:
@@ -222,12 +224,14 @@ def histogram_cells(histogram: Any) -> HistogramCells:
 def observe(cells: HistogramCells, seconds: float, trace_id: str | None) -> None:
     """What ``Histogram.observe(seconds, {"trace_id": trace_id})`` does to a child (no
     exemplar when ``trace_id`` is ``None``), less its checks that the child is one and that
-    the exemplar is valid (a trace ID of 32 hex digits always is)."""
+    the exemplar is valid (a trace ID of 32 hex digits always is). The sum adds ``seconds``
+    in whole :data:`~.multiprocess.QUANTUM` (:func:`~.multiprocess.exact`); the bucket and
+    the exemplar take it as it is."""
     total, bounds, buckets, histogram = cells
     if bounds is None or (trace_id is not None and len(trace_id) != 32):
         histogram.observe(seconds, {"trace_id": trace_id} if trace_id is not None else None)
         return
-    total(seconds)
+    total(round(seconds * SCALE) * QUANTUM)
     bucket = buckets[bisect_left(bounds, seconds)]
     bucket.inc(1)
     if trace_id is not None:

@@ -11,6 +11,14 @@ one set of files per live worker plus the archives.
 
 Merging and scraping take a lock file (exclusive for a merge, shared for a scrape), so a scrape
 never sees a dead worker counted twice or not at all.
+
+A scrape adds the files' values in directory order, and a merge adds a dead worker's values
+to the archive's: the same amounts, added in another order. With any float, that can come out
+an ulp lower than the scrape before, which Prometheus' ``rate()`` reads as a counter reset (a
+spike of the whole total). So every fractional amount flask_observe adds to a counter or a
+histogram's sum is a whole number of :data:`QUANTUM` (2**-20 s, about a microsecond,
+:func:`exact`): sums of those are exact, in any order, up to 2**33 (272 years of
+seconds).
 """
 
 from __future__ import annotations
@@ -25,12 +33,30 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-__all__ = ["collect_registry", "gunicorn_workers", "mark_process_dead", "multiprocess_dir", "wipe"]
+__all__ = [
+    "QUANTUM",
+    "SCALE",
+    "collect_registry",
+    "exact",
+    "gunicorn_workers",
+    "mark_process_dead",
+    "multiprocess_dir",
+    "wipe",
+]
 
 ARCHIVE = "archive"
 _LOCK_NAME = ".flask_observe.lock"
 _ADDING_KINDS = ("counter", "histogram", "summary")
 _GAUGE_MERGE = {"sum", "max", "min", "mostrecent"}
+#: Fractional amounts added to counters and histogram sums are whole multiples of QUANTUM
+#: (``round(x * SCALE) * QUANTUM``: both powers of two, so the product is exact).
+SCALE = 2.0**20
+QUANTUM = 1 / SCALE
+
+
+def exact(amount: float) -> float:
+    """``amount`` to the nearest whole number of :data:`QUANTUM` (see the module's notes)."""
+    return round(amount * SCALE) * QUANTUM
 
 
 def multiprocess_dir() -> str | None:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .._internal import FailureLog
 from ..state import state_or_none
 from . import MetricNameError, check_name
+from .multiprocess import exact
 
 if TYPE_CHECKING:
     from . import Metrics
@@ -172,6 +173,7 @@ class Operations:
         operation.count.labels(*values, outcome).inc()
         histogram = operation.duration.labels(*values, outcome)
         exemplar = self._exemplar(correlation_id) if self._exemplars else None
+        seconds = exact(seconds)
         if exemplar:
             histogram.observe(seconds, exemplar)
         else:

@@ -21,6 +21,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
+from .multiprocess import QUANTUM, SCALE
 
 if TYPE_CHECKING:
     from . import Metrics
@@ -80,12 +81,13 @@ class WorkerCpu:
             now, pid = _cpu(), os.getpid()
             if pid != self._pid:
                 # A forked worker: its own times start at 0 (the parent's are the parent's).
-                self._pid, self._last = pid, 0.0
+                self._pid, self._last = pid, 0
             used, self._last = now - self._last, now
         if used > 0:
-            self.counter.inc(used)
+            self.counter.inc(used * QUANTUM)  # exact: the workers' sum never steps down
 
 
-def _cpu() -> float:
+def _cpu() -> int:
+    """User and system CPU time of this process, in whole :data:`~.multiprocess.QUANTUM`."""
     times = os.times()
-    return times.user + times.system
+    return round((times.user + times.system) * SCALE)
