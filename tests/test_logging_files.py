@@ -230,8 +230,8 @@ def test_a_compression_ending_while_a_rotation_picks_a_name_loses_nothing(
 
     def link_as_the_compressor_ends(src: str, dst: str) -> None:
         if not compressors:  # the rotation has just seen no .gz of the first rotated file
-            lock = tmp_path / ".app.log.lock"
-            compressor = threading.Thread(target=compress, args=(first, lock))
+            lock = handler._lock_path  # waited for past the join below
+            compressor = threading.Thread(target=compress, args=(first, lock, 30.0))
             compressors.append(compressor)
             compressor.start()
             compressor.join(1.0)  # ends at once, unless its last step waits for the lock

@@ -28,6 +28,7 @@ from flask_observe.logging.files import RetentionPolicy, RotatingFileHandler, ro
 from flask_observe.logging.reports import DroppedLines
 from flask_observe.logging.retention import (
     FileInfo,
+    compress,
     rotated_name,
     rotation_stamp,
     select_for_deletion,
@@ -244,6 +245,45 @@ def test_a_file_another_process_is_compressing_is_left_to_it(
     handler.maintain()
     assert not path.exists()
     assert gzip.decompress(path.with_name(path.name + ".gz").read_bytes()).endswith(b"x\n")
+
+
+def test_a_gz_of_the_same_name_is_never_replaced_the_file_moves_to_a_free_name(
+    tmp_path: Path,
+) -> None:
+    """Where the rotation lock could not be had, a rotation may take a name again whose
+    compression had just ended: compressing the new file must not replace the first's .gz.
+    It moves to the next free counter of its time instead, and is compressed from there."""
+    now = time.time()
+    first = tmp_path / rotated_name("app.log", rotation_stamp(now))
+    first.write_bytes(b"first\n")
+    assert compress(first) == first.with_name(first.name + ".gz")
+    (tmp_path / rotated_name("app.log", rotation_stamp(now), 1)).write_bytes(b"next\n")
+    first.write_bytes(b"again\n")  # the name taken again
+    assert compress(first) is None
+    assert gzip.decompress(first.with_name(first.name + ".gz").read_bytes()) == b"first\n"
+    assert not first.exists()
+    moved = tmp_path / rotated_name("app.log", rotation_stamp(now), 2)
+    assert moved.read_bytes() == b"again\n"
+    assert compress(moved) is not None
+    contents = [
+        gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+        for p in rotated_files(tmp_path, "app.log")
+    ]
+    assert contents == [b"first\n", b"next\n", b"again\n"]
+    assert [p.name for p in tmp_path.iterdir() if ".partial-" in p.name] == []
+
+
+def test_a_file_its_gz_holds_already_is_removed(tmp_path: Path) -> None:
+    """A compressor that died after putting the .gz in place and before removing the file
+    left both: the next compression finds the .gz holding exactly the file, and removes the
+    file (not a copy under another name)."""
+    path = rotated(tmp_path, time.time() - 60)
+    target = path.with_name(path.name + ".gz")
+    target.write_bytes(gzip.compress(path.read_bytes()))
+    assert compress(path) == target
+    assert not path.exists()
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+    assert gzip.decompress(target.read_bytes()) == b"x" * 999 + b"\n"
 
 
 @pytest.mark.realtime

@@ -66,8 +66,9 @@ _MOVED_CHECK_SECONDS = 1.0
 #: A rotated file untouched this long has no writer left (each process notices a rotation
 #: within ``_MOVED_CHECK_SECONDS`` of its next line) and can be compressed.
 QUIET_SECONDS = 3 * _MOVED_CHECK_SECONDS
-#: How long a rotation waits for another process's rotation lock before going on without it
-#: (the move cannot overwrite anything either way; the lock only spares a needless rotation).
+#: How long a rotation (or a compressor's last step) waits for the rotation lock before going
+#: on without it: neither overwrites a file either way (``link``); the lock spares a needless
+#: rotation, and a rotated name taken again while its compression ends (:func:`.compress`).
 _LOCK_WAIT_SECONDS = 2.0
 
 

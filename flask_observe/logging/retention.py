@@ -23,6 +23,7 @@ file; one that died on the way leaves it, and retention removes it once its proc
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import os
 import re
@@ -325,8 +326,13 @@ def compress(path: Path, lock_path: Path | None = None, wait: float = 2.0) -> Pa
     ``lock_path`` is the rotation lock of the active file (:func:`.locks.exclusive`, waited
     for at most ``wait`` seconds): the ``.gz`` is put in place and ``path`` removed under it.
     A rotation picks its file's name under the same lock, taking a name only if neither it
-    nor its ``.gz`` exists, so it cannot see the name free between those two steps, take it
-    again, and have its file's compression replace this ``.gz``.
+    nor its ``.gz`` exists, so it does not see the name free between those two steps and
+    take it again. Where the lock cannot be had (no ``flock`` on the file system, a holder
+    stuck past ``wait``), nothing is lost either: a ``.gz`` is never replaced. If one of the
+    name exists already, it is either this file's compression by a compressor that died
+    before removing the file (same content: the file is removed) or another file's, whose
+    name a rotation took again (the file moves to a free name of the same time, compressed
+    on the next run).
     """
     target = path.with_name(path.name + ".gz")
     partial = path.with_name(f"{path.name}.gz.partial-{os.getpid()}")
@@ -342,7 +348,11 @@ def compress(path: Path, lock_path: Path | None = None, wait: float = 2.0) -> Pa
                 # Read to the end, however long the file has grown meanwhile (a late writer).
                 shutil.copyfileobj(src, dst, 1024 * 1024)
             with exclusive(lock_path, wait) if lock_path is not None else contextlib.nullcontext():
-                os.replace(partial, target)
+                if not _publish(partial, target):
+                    partial.unlink()
+                    if not _compressed_already(src, target):
+                        _move_to_free_name(path)
+                        return None
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
         except BaseException:
@@ -350,3 +360,70 @@ def compress(path: Path, lock_path: Path | None = None, wait: float = 2.0) -> Pa
                 partial.unlink()
             raise
     return target
+
+
+#: ``link`` errors of a file system without hard links.
+_NO_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS)
+
+
+def _publish(partial: Path, target: Path) -> bool:
+    """Give ``partial`` the name ``target`` unless a file has it (``link`` fails rather than
+    replace it); whether it did. The partial file is gone if it did."""
+    try:
+        os.link(partial, target)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        if target.exists():  # no hard links here: a check, then a rename
+            return False
+        os.rename(partial, target)
+        return True
+    with contextlib.suppress(FileNotFoundError):
+        partial.unlink()
+    return True
+
+
+def _compressed_already(src: Any, target: Path) -> bool:
+    """Whether ``target`` holds exactly what ``src`` holds (read again from its start)."""
+    src.seek(0)
+    try:
+        with gzip.open(target, "rb") as existing:
+            while True:
+                ours, theirs = src.read(1024 * 1024), existing.read(1024 * 1024)
+                if ours != theirs:
+                    return False
+                if not ours:
+                    return True
+    except (OSError, EOFError):  # not a whole gzip file
+        return False
+
+
+#: A rotated name's time and counter, and what follows them (``.errors``, the suffix).
+_STAMPED = re.compile(r"(.*\.\d{8}T\d{6}-\d{3})(?:-(\d+))?((?:\.errors)?(?:\.[^.]+)?)\Z")
+
+
+def _move_to_free_name(path: Path) -> Path:
+    """Move the rotated file ``path`` to the next counter of its time that neither it nor its
+    ``.gz`` has (``link``, which never replaces a file, then ``unlink``)."""
+    match = _STAMPED.match(path.name)
+    if match is None:
+        raise OSError(errno.EEXIST, f"{path.name}.gz exists and holds another file")
+    head, counter, rest = match.group(1), int(match.group(2) or 0), match.group(3)
+    for n in range(counter + 1, counter + 10_000):
+        candidate = path.with_name(f"{head}-{n}{rest}")
+        if candidate.with_name(candidate.name + ".gz").exists():
+            continue
+        try:
+            os.link(path, candidate)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno not in _NO_LINKS or candidate.exists():
+                raise
+            os.rename(path, candidate)
+            return candidate
+        os.unlink(path)
+        return candidate
+    raise OSError(errno.EEXIST, f"no free name for {path.name}")
