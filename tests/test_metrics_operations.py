@@ -60,6 +60,31 @@ def test_a_decorated_operation_is_timed_and_counted_by_outcome_and_logs_its_fail
     assert line.operation_platform == "twitter"  # type: ignore[attr-defined]
 
 
+def test_a_duration_on_a_bound_stays_in_its_bucket_and_the_sum_is_in_whole_quanta() -> None:
+    """An operation timed at exactly 0.1 s (a bound) is counted in the 0.1 bucket, not the
+    next; the sum adds whole multiples of 2**-20 s (so the workers' files add up exactly
+    under gunicorn), rounded down: each value at most one quantum short."""
+    from flask_observe.metrics.multiprocess import QUANTUM
+    from flask_observe.metrics.operations import Operations
+
+    metrics = Metrics()
+    operations = Operations(metrics, exemplars=False)
+    operation = operations.operation("sync", [])
+    assert operation is not None
+    for seconds in (0.1, 0.1, 0.3):
+        operations.record("sync", operation, {}, seconds, False, None)
+    sample = metrics.registry.get_sample_value
+    ok = {"outcome": "success"}
+    assert sample("sync_duration_seconds_bucket", {**ok, "le": "0.05"}) == 0
+    assert sample("sync_duration_seconds_bucket", {**ok, "le": "0.1"}) == 2
+    assert sample("sync_duration_seconds_bucket", {**ok, "le": "0.25"}) == 2
+    assert sample("sync_duration_seconds_bucket", {**ok, "le": "0.5"}) == 3
+    total = sample("sync_duration_seconds_sum", ok)
+    assert total is not None
+    assert (total / QUANTUM).is_integer()
+    assert 0.5 - 3 * QUANTUM < total <= 0.5
+
+
 def test_the_context_manager_counts_a_marked_failure_and_the_streak_resets_on_success(
     make_app: Callable[..., Flask],
 ) -> None:

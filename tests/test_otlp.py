@@ -345,10 +345,12 @@ def test_a_child_forked_without_pythons_fork_hooks_exports_its_lines() -> None:
     first (which notices the new process and starts its export thread again), so a full batch
     is exported, not queued where no thread exports it.
 
-    Forked in a process of its own, which has no threads but the pipeline's (as a uWSGI master
-    has few): forked in the test process, among the threads earlier tests left, the child
-    sometimes died of SIGSEGV in the interpreter itself on 3.13, which does not support a fork
-    without its hooks in a process with threads."""
+    Forked in a process of its own, which has no threads but the pipeline's export thread (a
+    uWSGI master has few): forked in the test process, among the threads earlier tests left,
+    the child died of SIGSEGV in the interpreter itself on 3.13 (CPython does not support a
+    fork without its hooks), three times in a row in one CI run. A child killed by a signal
+    before it said anything is still forked again, at most three times: that death is the
+    interpreter's, not the pipeline's."""
     import os
 
     for _ in range(3):  # a child killed before it said anything is forked again

@@ -151,16 +151,16 @@ class HttpMetrics:
         seconds = record.duration - record.client_wait
         if trace_id is not None and self._exemplars:
             if bounds is None or len(trace_id) != 32:
-                histogram.observe(seconds, {"trace_id": trace_id})
+                histogram.observe(int(seconds * SCALE) * QUANTUM, {"trace_id": trace_id})
                 return
-            total(round(seconds * SCALE) * QUANTUM)  # multiprocess.exact(), inlined
+            total(int(seconds * SCALE) * QUANTUM)  # multiprocess.exact(), inlined
             bucket = buckets[bisect_left(bounds, seconds)]
             bucket.inc(1)
             bucket.set_exemplar(Exemplar({"trace_id": trace_id}, seconds, time.time()))
         elif bounds is None:
-            histogram.observe(seconds)
+            histogram.observe(int(seconds * SCALE) * QUANTUM)
         else:
-            total(round(seconds * SCALE) * QUANTUM)  # multiprocess.exact(), inlined
+            total(int(seconds * SCALE) * QUANTUM)  # multiprocess.exact(), inlined
             buckets[bisect_left(bounds, seconds)].inc(1)
 
     def _new_children(self, key: tuple[str, str | None, int]) -> _Children:
@@ -226,12 +226,14 @@ def observe(cells: HistogramCells, seconds: float, trace_id: str | None) -> None
     exemplar when ``trace_id`` is ``None``), less its checks that the child is one and that
     the exemplar is valid (a trace ID of 32 hex digits always is). The sum adds ``seconds``
     in whole :data:`~.multiprocess.QUANTUM` (:func:`~.multiprocess.exact`); the bucket and
-    the exemplar take it as it is."""
+    the exemplar take it as it is (through the public ``observe()``, all three take it
+    rounded down to whole quanta)."""
     total, bounds, buckets, histogram = cells
     if bounds is None or (trace_id is not None and len(trace_id) != 32):
-        histogram.observe(seconds, {"trace_id": trace_id} if trace_id is not None else None)
+        exemplar = {"trace_id": trace_id} if trace_id is not None else None
+        histogram.observe(int(seconds * SCALE) * QUANTUM, exemplar)
         return
-    total(round(seconds * SCALE) * QUANTUM)
+    total(int(seconds * SCALE) * QUANTUM)
     bucket = buckets[bisect_left(bounds, seconds)]
     bucket.inc(1)
     if trace_id is not None:

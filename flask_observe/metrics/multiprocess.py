@@ -16,9 +16,12 @@ A scrape adds the files' values in directory order, and a merge adds a dead work
 to the archive's: the same amounts, added in another order. With any float, that can come out
 an ulp lower than the scrape before, which Prometheus' ``rate()`` reads as a counter reset (a
 spike of the whole total). So every fractional amount flask_observe adds to a counter or a
-histogram's sum is a whole number of :data:`QUANTUM` (2**-20 s, about a microsecond,
-:func:`exact`): sums of those are exact, in any order, up to 2**33 (272 years of
-seconds).
+histogram's sum is a whole number of :data:`QUANTUM` (2**-20 s, about a microsecond; rounded
+down, :func:`exact`): sums of those are exact, in any order, while they stay under 2**33
+(seconds of latency summed over every worker since the directory was last wiped: 2.7 years
+at 100 s of it a second). Rounded down, a value on a bucket's bound stays in that bucket
+where the public ``observe()`` takes the rounded value; each value is counted up to one
+quantum short (on average half: 0.5 µs).
 """
 
 from __future__ import annotations
@@ -49,14 +52,14 @@ _LOCK_NAME = ".flask_observe.lock"
 _ADDING_KINDS = ("counter", "histogram", "summary")
 _GAUGE_MERGE = {"sum", "max", "min", "mostrecent"}
 #: Fractional amounts added to counters and histogram sums are whole multiples of QUANTUM
-#: (``round(x * SCALE) * QUANTUM``: both powers of two, so the product is exact).
+#: (``int(x * SCALE) * QUANTUM``: both powers of two, so the product is exact).
 SCALE = 2.0**20
 QUANTUM = 1 / SCALE
 
 
 def exact(amount: float) -> float:
-    """``amount`` to the nearest whole number of :data:`QUANTUM` (see the module's notes)."""
-    return round(amount * SCALE) * QUANTUM
+    """``amount`` in whole :data:`QUANTUM`, rounded toward zero (see the module's notes)."""
+    return int(amount * SCALE) * QUANTUM
 
 
 def multiprocess_dir() -> str | None:
