@@ -153,14 +153,14 @@ class HttpMetrics:
             if bounds is None or len(trace_id) != 32:
                 histogram.observe(int(seconds * SCALE) * QUANTUM, {"trace_id": trace_id})
                 return
-            total(int(seconds * SCALE) * QUANTUM)  # multiprocess.exact(), inlined
+            total(seconds)
             bucket = buckets[bisect_left(bounds, seconds)]
             bucket.inc(1)
             bucket.set_exemplar(Exemplar({"trace_id": trace_id}, seconds, time.time()))
         elif bounds is None:
             histogram.observe(int(seconds * SCALE) * QUANTUM)
         else:
-            total(int(seconds * SCALE) * QUANTUM)  # multiprocess.exact(), inlined
+            total(seconds)
             buckets[bisect_left(bounds, seconds)].inc(1)
 
     def _new_children(self, key: tuple[str, str | None, int]) -> _Children:
@@ -217,23 +217,38 @@ def histogram_cells(histogram: Any) -> HistogramCells:
         and all(callable(getattr(b, "inc", None)) for b in buckets)
         and all(callable(getattr(b, "set_exemplar", None)) for b in buckets)
     ):
-        return total.inc, bounds, buckets, histogram  # type: ignore[union-attr]
+        add: Any = total.inc  # type: ignore[union-attr]
+        if getattr(total, "_multiprocess", False):
+            add = _in_quanta(add)
+        return add, bounds, buckets, histogram
     return None, None, None, histogram
+
+
+def _in_quanta(inc: Callable[[float], None]) -> Callable[[float], None]:
+    """``inc`` of a sum another process's file is added to at each scrape (prometheus_client's
+    multiprocess mode): the amount in whole :data:`~.multiprocess.QUANTUM`
+    (:func:`~.multiprocess.exact`), so the scrape's total never steps down. In one process
+    the sum is the value itself: nothing to do there, and nothing is done."""
+
+    def add(amount: float) -> None:
+        inc(int(amount * SCALE) * QUANTUM)
+
+    return add
 
 
 def observe(cells: HistogramCells, seconds: float, trace_id: str | None) -> None:
     """What ``Histogram.observe(seconds, {"trace_id": trace_id})`` does to a child (no
     exemplar when ``trace_id`` is ``None``), less its checks that the child is one and that
-    the exemplar is valid (a trace ID of 32 hex digits always is). The sum adds ``seconds``
-    in whole :data:`~.multiprocess.QUANTUM` (:func:`~.multiprocess.exact`); the bucket and
-    the exemplar take it as it is (through the public ``observe()``, all three take it
-    rounded down to whole quanta)."""
+    the exemplar is valid (a trace ID of 32 hex digits always is). In multiprocess mode the
+    sum adds ``seconds`` in whole :data:`~.multiprocess.QUANTUM` (:func:`_in_quanta`); the
+    bucket and the exemplar take it as it is (through the public ``observe()``, all three
+    take it rounded down to whole quanta)."""
     total, bounds, buckets, histogram = cells
     if bounds is None or (trace_id is not None and len(trace_id) != 32):
         exemplar = {"trace_id": trace_id} if trace_id is not None else None
         histogram.observe(int(seconds * SCALE) * QUANTUM, exemplar)
         return
-    total(int(seconds * SCALE) * QUANTUM)
+    total(seconds)
     bucket = buckets[bisect_left(bounds, seconds)]
     bucket.inc(1)
     if trace_id is not None:
