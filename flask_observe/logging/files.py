@@ -42,7 +42,7 @@ from .._clock import SYSTEM, Clock
 from .._internal import FailureLog
 from .heldwrite import MAX_HELD_BYTES, STALL_SECONDS, HeldWrite, held_write
 from .locks import exclusive
-from .reports import DroppedLines, EarlyDeletions, slow_write
+from .reports import DroppedLines, EarlyDeletions, failed_close, slow_write
 from .retention import (
     FileInfo,
     RetentionPolicy,
@@ -127,6 +127,7 @@ class RotatingFileHandler(logging.FileHandler):
         #: An earlier line of ours was cut short and could not be removed: the next starts
         #: with a line break, so the fragment stays a line of its own.
         self._torn = False
+        self._close_told = float("-inf")
         self.early = EarlyDeletions(self.path, clock)
         self._start_worker()
         ref = weakref.ref(self)
@@ -177,6 +178,20 @@ class RotatingFileHandler(logging.FileHandler):
         stream, self.stream = self.stream, None
         self._held, self._fd = None, -1
         return stream
+
+    def _close(self, stream: Any) -> None:
+        """Close a file no longer written (``_detach``ed): a close that fails (an NFS server
+        reporting a write it had deferred) is told on standard error (once a minute at most),
+        and the rotation or reopening goes on, so the line being written is not lost too."""
+        if stream is None:
+            return
+        try:
+            stream.close()
+        except OSError as exc:
+            now = self._monotonic()  # said at most once a minute (not through logging: the
+            if now - self._close_told >= 60.0:  # handler's own lock is held here)
+                self._close_told = now
+                failed_close(self.path, exc)
 
     def _stalled(self, took: float) -> None:
         """A held write took ``took`` seconds (a congested or frozen disk): the file's writes
@@ -302,9 +317,7 @@ class RotatingFileHandler(logging.FileHandler):
     def _reopen_if_moved(self) -> bool:
         if not self._is_moved():
             return False
-        stream = self._detach()
-        if stream is not None:
-            stream.close()
+        self._close(self._detach())
         self.stream = self._open()
         self._size = self._current_size()
         self._torn = False  # a new file: nothing of ours to separate from
@@ -319,9 +332,7 @@ class RotatingFileHandler(logging.FileHandler):
         with exclusive(self._lock_path, _LOCK_WAIT_SECONDS):
             if self._reopen_if_moved():
                 return None
-            stream = self._detach()
-            if stream is not None:
-                stream.close()
+            self._close(self._detach())
             target = self._move_aside(now) if self._current_size() > 0 else None
             self.stream = self._open()
             self._size = 0

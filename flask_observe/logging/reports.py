@@ -22,6 +22,7 @@ __all__ = [
     "FAILURE_REPORT_SECONDS",
     "DroppedLines",
     "EarlyDeletions",
+    "failed_close",
     "slow_write",
 ]
 
@@ -172,6 +173,15 @@ def slow_write(path: Path, seconds: float) -> None:
         f"flask_observe: a write to {path} took {seconds:.3f} s (a slow or stalled disk); its"
         " lines are written releasing the GIL from now on, so that a stalled write stops only"
         " the thread that logs"
+    )
+
+
+def failed_close(path: Path, error: OSError) -> None:
+    """Say that closing ``path`` after a rotation failed (lines written before may be lost:
+    a network file system reports a deferred write error at the close); logging goes on."""
+    _say(
+        f"flask_observe: closing {path} failed ({error}); lines written to it just before may"
+        " not have reached the disk; logging goes on"
     )
 
 
