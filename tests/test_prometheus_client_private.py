@@ -91,6 +91,22 @@ _WORKER = textwrap.dedent(
 )
 
 
+def _run_worker(script: str, tmp_path: Path) -> tuple[Path, str]:
+    """Run ``script`` as a process of its own in prometheus_client's multiprocess mode; its
+    directory of files and what it printed."""
+    directory = tmp_path / "prom"
+    directory.mkdir()
+    worker = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return directory, worker.stdout
+
+
 def _samples(path: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(path))  # type: ignore[no-untyped-call]
@@ -109,17 +125,8 @@ def test_a_real_workers_files_merge_into_archives_the_collector_reads(tmp_path: 
     """Files written by prometheus_client's own multiprocess metrics in a real process, merged
     by ``mark_process_dead`` into ``<kind>_archive.db`` / ``gauge_max_archive.db`` through
     ``MmapedDict``, are read by the public ``MultiProcessCollector`` with the same values."""
-    directory = tmp_path / "prom"
-    directory.mkdir()
-    worker = subprocess.run(
-        [sys.executable, "-c", _WORKER],
-        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    pid = int(worker.stdout.split()[-1])
+    directory, said = _run_worker(_WORKER, tmp_path)
+    pid = int(said.split()[-1])
     written = sorted(p.name for p in directory.glob("*.db"))
     assert written == sorted(
         [f"counter_{pid}.db", f"histogram_{pid}.db", f"gauge_max_{pid}.db", f"gauge_all_{pid}.db"]
@@ -163,17 +170,8 @@ def test_in_multiprocess_mode_a_request_sum_adds_whole_quanta(tmp_path: Path) ->
     the buckets take each value as measured (0.005 on the bound of 0.005)."""
     from flask_observe.metrics.multiprocess import QUANTUM, exact
 
-    directory = tmp_path / "prom"
-    directory.mkdir()
-    worker = subprocess.run(
-        [sys.executable, "-c", _HTTP_WORKER],
-        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert worker.stdout.split() == ["private"]
+    directory, said = _run_worker(_HTTP_WORKER, tmp_path)
+    assert said.split() == ["private"]
     samples = _samples(directory)
     labels = (("method", "GET"), ("route", "/x"))
     total = samples[("http_request_duration_seconds_sum", labels)]
